@@ -1,0 +1,73 @@
+// CachedCellImage: an N-D image cut into cells that are computed only when
+// read, kept in the process-wide MemoryCache and, when a CellStore is given,
+// persisted there and reloaded from it instead of being recomputed.
+// Thread-safe: loading a cell is single-flight (concurrent readers of one cell
+// wait for one computation, and a waiting TBB worker keeps executing other
+// tasks instead of blocking the pool).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "cellflow/cache/box.hpp"
+#include "cellflow/cache/cell_buffer.hpp"
+#include "cellflow/cache/cell_grid.hpp"
+#include "cellflow/cache/cell_store.hpp"
+#include "cellflow/cache/dtype.hpp"
+
+namespace cellflow {
+
+class MemoryCache;
+
+/// Counters since the image was created. Monotonic.
+struct CellImageStats {
+  int64_t computed = 0;     // cells computed by this process
+  int64_t loaded = 0;       // cells read back from the store
+  int64_t memory_hits = 0;  // cells served from memory
+  int64_t corrupt = 0;      // damaged stored cells found (then recomputed)
+};
+
+class CachedCellImage {
+ public:
+  /// Computes one cell; `box` is the cell's region in image coordinates. Must
+  /// return a buffer of `dtype` and shape box.shape(). Called concurrently.
+  using ComputeFn = std::function<CellBuffer(const CellIndex& cell, const Box& box)>;
+
+  /// `store` may be null (memory only). `cache` defaults to MemoryCache::global().
+  CachedCellImage(std::string name, CellGrid grid, DType dtype, ComputeFn compute,
+                  std::shared_ptr<CellStore> store = nullptr, MemoryCache* cache = nullptr);
+  ~CachedCellImage();
+  CachedCellImage(const CachedCellImage&) = delete;
+  CachedCellImage& operator=(const CachedCellImage&) = delete;
+
+  const std::string& name() const;
+  const CellGrid& grid() const;
+  DType dtype() const;
+  const std::shared_ptr<CellStore>& store() const;
+
+  /// The cell's data: from memory, else from the store, else computed (and
+  /// then persisted). Errors carry the frames "cell (i,j,k)".
+  CellBuffer get(const CellIndex& cell);
+  /// Makes sure the cell is committed to the store (or, without a store, in
+  /// memory) without loading it when it already is. Returns true if it had to
+  /// be computed.
+  bool ensure(const CellIndex& cell);
+  /// True if the cell is in memory or committed to the store.
+  bool available(const CellIndex& cell) const;
+
+  /// Assembles `region` (inside the image) from the cells it touches, computing
+  /// only the missing ones.
+  CellBuffer read(const Box& region);
+  /// Same, into a caller-provided C-contiguous buffer of region.volume() elements.
+  void read_into(const Box& region, void* out);
+
+  CellImageStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cellflow

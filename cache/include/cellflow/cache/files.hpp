@@ -1,0 +1,19 @@
+// Small file helpers: whole-file reads and atomic (temp file + rename) writes.
+// Thread-safe and process-safe: concurrent writers of one path each commit a
+// whole file, and readers never see a partial one.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace cellflow {
+
+/// Writes `data` to a unique temporary file beside `path`, then renames it over
+/// `path`. Creates parent folders. Throws IoError naming the file.
+void write_file_atomic(const std::filesystem::path& path, std::string_view data);
+/// The whole file, or nullopt if it does not exist. Throws IoError on other errors.
+std::optional<std::string> read_file(const std::filesystem::path& path);
+
+}  // namespace cellflow

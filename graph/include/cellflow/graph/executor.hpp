@@ -1,0 +1,53 @@
+// materialize(): computes the cells of target nodes (and whatever they need)
+// on a TBB flow graph, cell by cell: a cell runs as soon as the input cells it
+// reads are ready, so downstream work overlaps upstream work. Cells already
+// committed to the cache are not recomputed. Thread-safe: several
+// materialize() calls may run at once (shared cells are computed once).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cellflow/graph/graph.hpp"
+
+namespace cellflow {
+
+struct NodeProgress {
+  size_t node = 0;
+  int64_t cells_total = 0;      // cells of the node
+  int64_t cells_scheduled = 0;  // cells this run had to produce
+  int64_t cells_done = 0;       // of those, finished
+};
+
+struct RunOptions {
+  /// Worker threads; 0 = all cores.
+  int threads = 0;
+  /// Called from a background thread about every `progress_interval_ms` and
+  /// once at the end; must be thread-safe.
+  std::function<void(const std::vector<NodeProgress>&)> on_progress;
+  int progress_interval_ms = 200;
+};
+
+struct NodeReport {
+  size_t node = 0;
+  int64_t cells_total = 0;
+  int64_t cells_computed = 0;  // computed by this run
+  int64_t cells_loaded = 0;    // read back from the store by this run
+  int64_t cells_corrupt = 0;   // damaged stored cells found and recomputed
+  double seconds = 0;          // sum of time spent computing this node's cells
+  bool complete = false;       // every cell committed (or in memory) at the end
+};
+
+struct RunReport {
+  double wall_seconds = 0;
+  std::vector<NodeReport> nodes;  // one per graph node, in graph order
+};
+
+/// Computes `targets` (node indexes; empty = the graph's outputs). Throws the
+/// first failure with context frames "node <id>" and "cell (i,j,k)".
+RunReport materialize(const Graph& graph, std::vector<size_t> targets = {},
+                      const RunOptions& options = {});
+
+}  // namespace cellflow

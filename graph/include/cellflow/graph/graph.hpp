@@ -1,0 +1,85 @@
+// Graph: a validated, bound pipeline. Building it checks everything before
+// anything is computed (ops, params, inputs, cycles, dtypes and shapes) and
+// computes every node's hash. Node images are interned process-wide by
+// (cache root, hash), so graphs that share a node share its cells.
+// Thread-safe after construction (const methods and image()).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cellflow/cache/cached_cell_image.hpp"
+#include "cellflow/graph/graph_def.hpp"
+#include "cellflow/graph/op.hpp"
+#include "cellflow/graph/registry.hpp"
+
+namespace cellflow {
+
+class CacheDirectory;
+
+struct GraphOptions {
+  /// Persist to this cache directory; nullopt keeps everything in memory.
+  std::optional<std::filesystem::path> cache_root;
+};
+
+/// One node of a built graph.
+struct GraphNode {
+  NodeDef def;
+  std::shared_ptr<const Op> op;
+  std::shared_ptr<NodeKernel> kernel;
+  ImageInfo info;
+  std::vector<size_t> inputs;  // indexes into Graph::nodes()
+  std::string hash;            // 32 lowercase hex chars
+  Value definition;            // what .zattrs["cellflow"] stores
+};
+
+class Graph {
+ public:
+  /// Validates and binds `def`. Throws GraphError / InvalidArgument naming the
+  /// source, node and field. Nothing is written anywhere.
+  static Graph build(GraphDef def, const Registry& registry, GraphOptions options = {});
+  ~Graph();
+  Graph(Graph&&) noexcept;
+  Graph& operator=(Graph&&) noexcept;
+
+  const GraphDef& def() const;
+  const std::vector<GraphNode>& nodes() const;
+  /// Index of a node id; throws InvalidArgument if unknown.
+  size_t index(const std::string& id) const;
+  const GraphNode& node(const std::string& id) const { return nodes()[index(id)]; }
+  /// Node indexes in a topological order (inputs before users).
+  const std::vector<size_t>& topological_order() const;
+  /// The graph's outputs (def().outputs, or the sinks when none are listed).
+  std::vector<size_t> outputs() const;
+  /// The nodes `targets` depend on, including themselves, in topological order.
+  std::vector<size_t> ancestors(const std::vector<size_t>& targets) const;
+  const std::optional<std::filesystem::path>& cache_root() const;
+  /// GraphViz text.
+  std::string to_dot() const;
+
+  /// The node's lazily evaluated image (created on first use; shared by every
+  /// graph in the process that has the same node under the same cache root).
+  std::shared_ptr<CachedCellImage> image(size_t node) const;
+  std::shared_ptr<CachedCellImage> image(const std::string& id) const { return image(index(id)); }
+  /// Runs the node's prepare() once per process (no-op for non-global ops).
+  void prepare(size_t node) const;
+  /// The cache directory, if persisting.
+  CacheDirectory* cache() const;
+
+ private:
+  Graph();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The node's identity: XXH3-128 of its canonical encoding (op, version,
+/// canonical params, dtype, shape, cell shape, input hashes in order).
+std::string node_hash(const std::string& op, int version, const Value& params,
+                      const ImageInfo& info, const std::vector<std::string>& input_hashes);
+/// 32 lowercase hex chars of XXH3-128 over `bytes`.
+std::string hash_bytes(std::string_view bytes);
+
+}  // namespace cellflow

@@ -1,0 +1,43 @@
+// GraphDef: the serializable description of a pipeline, as written in JSON:
+//   {"cellflow": 1, "name": ..., "nodes": [{"id", "op", "inputs", "params"}],
+//    "outputs": [...]}
+// Plain values; no synchronization needed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cellflow/graph/value.hpp"
+
+namespace cellflow {
+
+inline constexpr int kGraphFormat = 1;
+
+struct NodeDef {
+  std::string id;
+  std::string op;
+  std::vector<std::string> inputs;  // ids of other nodes; order is significant
+  Value params = Value::object();
+};
+
+struct GraphDef {
+  std::string name;
+  std::vector<NodeDef> nodes;
+  std::vector<std::string> outputs;
+  /// Where it was read from, for error messages ("" if built in code).
+  std::string source;
+
+  /// Appends a node; returns its id for chaining.
+  const std::string& add(std::string id, std::string op, std::vector<std::string> inputs = {},
+                         Value params = Value::object());
+};
+
+/// Parses the JSON form. Throws GraphError naming the file and field for
+/// structural problems (types, missing fields, unknown keys).
+GraphDef parse_graph(std::string_view json_text, const std::string& source = "<graph>");
+/// Reads and parses a file; throws IoError if it cannot be read.
+GraphDef load_graph_file(const std::string& path);
+/// The JSON form; save -> parse -> save is byte-identical.
+std::string save_graph(const GraphDef& def);
+
+}  // namespace cellflow

@@ -1,0 +1,136 @@
+// The op interface: an Op is a named, versioned operation with declared params;
+// binding it to params and input descriptions yields a NodeKernel that computes
+// output cells. Ops are immutable after registration; NodeKernel::compute is
+// called concurrently on different cells and must be thread-safe.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cellflow/cache/box.hpp"
+#include "cellflow/cache/cell_buffer.hpp"
+#include "cellflow/cache/dims.hpp"
+#include "cellflow/cache/dtype.hpp"
+#include "cellflow/graph/value.hpp"
+
+namespace cellflow {
+
+class CachedCellImage;
+
+enum class ParamType {
+  kBool,
+  kInt,
+  kFloat,
+  kString,
+  kDType,         // a dtype name such as "f32"
+  kIntList,       // [1, 2, 3]
+  kFloatList,     // [0.5, 1.0]
+  kFloatOrList,   // 2.0 or one value per axis [1.0, 2.0, 2.0]
+  kIntOrList,     // 3 or one value per axis
+};
+std::string_view param_type_name(ParamType t);
+
+struct ParamSpec {
+  std::string name;
+  ParamType type = ParamType::kFloat;
+  /// Null: the param is optional with no default (op decides), unless `required`.
+  Value default_value;
+  std::string doc;
+  bool required = false;
+};
+
+/// Params after validation: known names only, types checked and normalized
+/// (ints given for floats become floats), defaults filled in.
+class Params {
+ public:
+  Params() = default;
+  explicit Params(Value object) : v_(std::move(object)) {}
+
+  const Value& value() const { return v_; }
+  bool has(std::string_view name) const;
+  /// Accessors throw InvalidArgument naming the param.
+  const Value& get(std::string_view name) const;
+  bool get_bool(std::string_view name) const;
+  int64_t get_int(std::string_view name) const;
+  double get_float(std::string_view name) const;
+  const std::string& get_string(std::string_view name) const;
+  DType get_dtype(std::string_view name) const;
+  std::vector<int64_t> get_ints(std::string_view name) const;
+  std::vector<double> get_floats(std::string_view name) const;
+  /// A number or a list expanded to `rank` entries (a list must have `rank`).
+  std::vector<double> get_floats_per_axis(std::string_view name, int rank) const;
+  std::vector<int64_t> get_ints_per_axis(std::string_view name, int rank) const;
+
+ private:
+  Value v_ = Value::object();
+};
+
+/// What an image is: element type, shape and cell shape.
+struct ImageInfo {
+  DType dtype = DType::kF32;
+  Shape shape;
+  Shape cell_shape;
+};
+
+/// One input region handed to compute: the box (image coordinates) and its data.
+struct InputRegion {
+  Box box;
+  CellBuffer data;
+};
+
+/// A bound node: an op with fixed params and known inputs.
+class NodeKernel {
+ public:
+  explicit NodeKernel(ImageInfo output) : output_(std::move(output)) {}
+  virtual ~NodeKernel() = default;
+
+  const ImageInfo& output() const { return output_; }
+
+  /// The region of input `input` needed to compute `out_box` (the ITK
+  /// "requested region"). Default: out_box clipped to the input's extent.
+  /// Must lie inside the input's extent.
+  virtual Box input_region(size_t input, const Box& out_box,
+                           const ImageInfo& input_info) const;
+
+  /// Global ops (histograms, min/max, label merges) return true and do their
+  /// reduction over whole inputs in prepare(), which runs once before any
+  /// compute() of this node in a process.
+  virtual bool needs_prepare() const { return false; }
+  virtual void prepare(std::span<CachedCellImage* const> /*inputs*/) {}
+
+  /// Computes the output region `out_box` into `out` (dtype output().dtype,
+  /// shape out_box.shape()); `inputs[i]` holds input_region(i, out_box).
+  virtual void compute(const Box& out_box, std::span<const InputRegion> inputs,
+                       CellBuffer& out) const = 0;
+
+ private:
+  ImageInfo output_;
+};
+
+/// An operation type, registered by name.
+class Op {
+ public:
+  virtual ~Op() = default;
+  virtual std::string_view name() const = 0;
+  /// Bump when the output for the same params changes: it invalidates caches.
+  virtual int version() const = 0;
+  virtual std::string_view doc() const = 0;
+  virtual std::vector<ParamSpec> params() const = 0;
+  virtual int min_inputs() const = 0;
+  virtual int max_inputs() const { return min_inputs(); }
+
+  /// Validates semantic constraints (throws InvalidArgument naming the param)
+  /// and returns the kernel. `params` were already checked against params().
+  virtual std::unique_ptr<NodeKernel> bind(const Params& params,
+                                           std::span<const ImageInfo> inputs) const = 0;
+};
+
+/// Checks `given` (an object) against `specs`: unknown names, types, required
+/// params; fills defaults. Throws InvalidArgument naming the param.
+Params validate_params(const std::vector<ParamSpec>& specs, const Value& given);
+
+}  // namespace cellflow
