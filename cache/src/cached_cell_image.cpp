@@ -1,0 +1,206 @@
+#include "cellflow/cache/cached_cell_image.hpp"
+
+#include <fmt/format.h>
+#include <tbb/blocked_range.h>
+#include <tbb/collaborative_call_once.h>
+#include <tbb/parallel_for.h>
+
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+
+#include "cellflow/cache/error.hpp"
+#include "cellflow/cache/log.hpp"
+#include "cellflow/cache/memory_cache.hpp"
+
+namespace cellflow {
+namespace {
+
+// One in-flight production of a cell. Waiters on `flag` help run other TBB
+// tasks instead of blocking their thread.
+struct Slot {
+  tbb::collaborative_once_flag flag;
+  CellBuffer result;
+  bool computed = false;
+};
+
+}  // namespace
+
+struct CachedCellImage::Impl {
+  std::string name;
+  CellGrid grid;
+  DType dtype;
+  ComputeFn compute;
+  std::shared_ptr<CellStore> store;
+  MemoryCache* cache;
+  uint64_t owner;
+
+  std::mutex mu;
+  std::unordered_map<int64_t, std::shared_ptr<Slot>> inflight;
+
+  std::atomic<int64_t> computed{0}, loaded{0}, memory_hits{0}, corrupt{0};
+
+  std::string cell_frame(const CellIndex& cell) const { return "cell " + cell.str(); }
+
+  // Loads the cell from the store, or computes (and commits) it.
+  CellBuffer produce(const CellIndex& cell, int64_t linear, bool& was_computed) {
+    if (store) {
+      try {
+        if (auto stored = store->read(cell)) {
+          loaded.fetch_add(1, std::memory_order_relaxed);
+          cache->insert(owner, linear, *stored);
+          return *stored;
+        }
+      } catch (const CorruptionError& e) {
+        corrupt.fetch_add(1, std::memory_order_relaxed);
+        log_warning(fmt::format("{}: {}: {}; recomputing it", name, cell_frame(cell), e.what()));
+        store->remove(cell);
+      }
+    }
+    const Box box = grid.cell_box(cell);
+    CellBuffer out = with_context(name, [&] {
+      return with_context(cell_frame(cell), [&] { return compute(cell, box); });
+    });
+    if (!out || out.dtype() != dtype || !(out.shape() == box.shape())) {
+      NodeError e(fmt::format("compute returned {} {} instead of {} {}",
+                              out ? dtype_name(out.dtype()) : "nothing", out.shape().str(),
+                              dtype_name(dtype), box.shape().str()));
+      e.add_context(cell_frame(cell));
+      e.add_context(name);
+      throw e;
+    }
+    computed.fetch_add(1, std::memory_order_relaxed);
+    was_computed = true;
+    if (store) {
+      with_context(name, [&] { with_context(cell_frame(cell), [&] { store->write(cell, out); }); });
+    }
+    cache->insert(owner, linear, out);
+    return out;
+  }
+
+  // Single-flight: one producer per cell at a time in this process.
+  CellBuffer load(const CellIndex& cell, int64_t linear, bool* was_computed) {
+    std::shared_ptr<Slot> slot;
+    {
+      std::lock_guard lock(mu);
+      auto& s = inflight[linear];
+      if (!s) s = std::make_shared<Slot>();
+      slot = s;
+    }
+    const auto release = [&] {
+      std::lock_guard lock(mu);
+      auto it = inflight.find(linear);
+      if (it != inflight.end() && it->second == slot) inflight.erase(it);
+    };
+    try {
+      tbb::collaborative_call_once(slot->flag, [&] {
+        // A flight that just finished may have left the cell in memory.
+        if (auto hit = cache->find(owner, linear)) {
+          slot->result = *hit;
+          return;
+        }
+        slot->result = produce(cell, linear, slot->computed);
+      });
+    } catch (...) {
+      release();
+      throw;
+    }
+    CellBuffer result = slot->result;
+    if (was_computed != nullptr) *was_computed = slot->computed;
+    release();
+    return result;
+  }
+
+  void check_cell(const CellIndex& cell) const {
+    bool ok = cell.rank() == grid.rank();
+    for (int i = 0; ok && i < cell.rank(); ++i) ok = cell[i] >= 0 && cell[i] < grid.grid_shape()[i];
+    if (!ok)
+      throw InvalidArgument(fmt::format("{}: cell {} is outside the grid {}", name, cell.str(),
+                                        grid.grid_shape().str()));
+  }
+};
+
+CachedCellImage::CachedCellImage(std::string name, CellGrid grid, DType dtype, ComputeFn compute,
+                                 std::shared_ptr<CellStore> store, MemoryCache* cache)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->name = std::move(name);
+  impl_->grid = std::move(grid);
+  impl_->dtype = dtype;
+  impl_->compute = std::move(compute);
+  impl_->store = std::move(store);
+  impl_->cache = cache != nullptr ? cache : &MemoryCache::global();
+  impl_->owner = impl_->cache->new_owner();
+}
+
+CachedCellImage::~CachedCellImage() { impl_->cache->erase_owner(impl_->owner); }
+
+const std::string& CachedCellImage::name() const { return impl_->name; }
+const CellGrid& CachedCellImage::grid() const { return impl_->grid; }
+DType CachedCellImage::dtype() const { return impl_->dtype; }
+const std::shared_ptr<CellStore>& CachedCellImage::store() const { return impl_->store; }
+
+CellBuffer CachedCellImage::get(const CellIndex& cell) {
+  impl_->check_cell(cell);
+  const int64_t linear = impl_->grid.linear(cell);
+  if (auto hit = impl_->cache->find(impl_->owner, linear)) {
+    impl_->memory_hits.fetch_add(1, std::memory_order_relaxed);
+    return *hit;
+  }
+  return impl_->load(cell, linear, nullptr);
+}
+
+bool CachedCellImage::ensure(const CellIndex& cell) {
+  if (available(cell)) return false;
+  bool computed = false;
+  impl_->load(cell, impl_->grid.linear(cell), &computed);
+  return computed;
+}
+
+bool CachedCellImage::available(const CellIndex& cell) const {
+  impl_->check_cell(cell);
+  if (impl_->store) return impl_->store->contains(cell);
+  return impl_->cache->find(impl_->owner, impl_->grid.linear(cell)).has_value();
+}
+
+CellBuffer CachedCellImage::read(const Box& region) {
+  CellBuffer out = CellBuffer::allocate(impl_->dtype, region.shape());
+  read_into(region, out.mutable_data());
+  return out;
+}
+
+void CachedCellImage::read_into(const Box& region, void* out) {
+  if (region.rank() != impl_->grid.rank() || !impl_->grid.bounds().contains(region))
+    throw InvalidArgument(fmt::format("{}: region {} is outside the image {}", impl_->name, region.str(),
+                                      impl_->grid.bounds().str()));
+  const Box cells = impl_->grid.cells_touching(region);
+  const int64_t n = cells.volume();
+  const size_t esize = dtype_size(impl_->dtype);
+  const auto copy_cell = [&](const CellIndex& cell) {
+    const CellBuffer buf = get(cell);
+    const Box cell_box = impl_->grid.cell_box(cell);
+    copy_region(buf.data(), cell_box, out, region, cell_box.intersect(region), esize);
+  };
+  if (n <= 1) {
+    for_each_index(cells, copy_cell);
+    return;
+  }
+  const Shape cells_shape = cells.shape();
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, n), [&](const tbb::blocked_range<int64_t>& r) {
+    for (int64_t i = r.begin(); i < r.end(); ++i) {
+      CellIndex c(cells.rank());
+      int64_t rest = i;
+      for (int d = cells.rank() - 1; d >= 0; --d) {
+        c[d] = cells.begin()[d] + rest % cells_shape[d];
+        rest /= cells_shape[d];
+      }
+      copy_cell(c);
+    }
+  });
+}
+
+CellImageStats CachedCellImage::stats() const {
+  return CellImageStats{impl_->computed.load(), impl_->loaded.load(), impl_->memory_hits.load(),
+                        impl_->corrupt.load()};
+}
+
+}  // namespace cellflow

@@ -1,0 +1,212 @@
+#include "cellflow/cache/zarr_array.hpp"
+
+#include <blosc.h>
+#include <fmt/format.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstring>
+
+#include "cellflow/cache/error.hpp"
+#include "cellflow/cache/files.hpp"
+#include "cellflow/cache/value.hpp"
+
+namespace cellflow {
+namespace fs = std::filesystem;
+namespace {
+
+// Every chunk file is a blosc frame followed by this trailer: the XXH3-64 of
+// the frame (little-endian) and a magic tag. Blosc readers (zarr-python,
+// numcodecs) ignore bytes after the frame's cbytes.
+constexpr char kTrailerMagic[8] = {'C', 'F', 'L', 'W', 'X', 'H', '3', '1'};
+constexpr size_t kTrailerSize = 16;
+constexpr int kBloscLevel = 5;
+constexpr const char* kBloscCodec = "lz4";
+
+void put_u64(char* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
+uint64_t get_u64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+Value dims_value(const Dims& d) {
+  Value::Array a;
+  for (int64_t x : d) a.emplace_back(x);
+  return Value(std::move(a));
+}
+
+Dims dims_from(const Value& v) {
+  const auto& a = v.as_array();
+  Dims d(static_cast<int>(a.size()));
+  for (size_t i = 0; i < a.size(); ++i) d[static_cast<int>(i)] = a[i].as_int();
+  return d;
+}
+
+}  // namespace
+
+std::string zarray_json(DType dtype, const CellGrid& grid) {
+  Value compressor = Value::object();
+  compressor.set("blocksize", 0);
+  compressor.set("clevel", kBloscLevel);
+  compressor.set("cname", kBloscCodec);
+  compressor.set("id", "blosc");
+  compressor.set("shuffle", 1);
+  Value z = Value::object();
+  z.set("chunks", dims_value(grid.cell_shape()));
+  z.set("compressor", std::move(compressor));
+  z.set("dimension_separator", "/");
+  z.set("dtype", zarr_dtype(dtype));
+  z.set("fill_value", 0);
+  z.set("filters", nullptr);
+  z.set("order", "C");
+  z.set("shape", dims_value(grid.shape()));
+  z.set("zarr_format", 2);
+  return to_json(z);
+}
+
+struct ZarrArray::Impl {
+  fs::path path;
+  DType dtype;
+  CellGrid grid;
+  size_t chunk_bytes;
+};
+
+ZarrArray::ZarrArray(fs::path path, DType dtype, CellGrid grid) : impl_(std::make_unique<Impl>()) {
+  impl_->path = std::move(path);
+  impl_->dtype = dtype;
+  impl_->grid = std::move(grid);
+  impl_->chunk_bytes = static_cast<size_t>(impl_->grid.cell_shape().product()) * dtype_size(dtype);
+}
+
+ZarrArray::~ZarrArray() = default;
+
+std::shared_ptr<ZarrArray> ZarrArray::create(const fs::path& path, DType dtype, const CellGrid& grid) {
+  const fs::path meta = path / ".zarray";
+  if (auto existing = read_file(meta)) {
+    auto opened = open(path);
+    if (opened->dtype() != dtype || !(opened->grid() == grid))
+      throw CorruptionError(fmt::format(
+          "file {}: existing array has dtype {} shape {} chunks {}, expected {} {} {}", meta.string(),
+          dtype_name(opened->dtype()), opened->grid().shape().str(), opened->grid().cell_shape().str(),
+          dtype_name(dtype), grid.shape().str(), grid.cell_shape().str()));
+    return opened;
+  }
+  write_file_atomic(meta, zarray_json(dtype, grid));
+  return std::shared_ptr<ZarrArray>(new ZarrArray(path, dtype, grid));
+}
+
+std::shared_ptr<ZarrArray> ZarrArray::open(const fs::path& path) {
+  const fs::path meta = path / ".zarray";
+  auto text = read_file(meta);
+  if (!text) throw IoError(fmt::format("file {}: no Zarr array here", meta.string()));
+  try {
+    const Value z = parse_json(*text, meta.string());
+    const Value* dt = z.find("dtype");
+    const Value* shape = z.find("shape");
+    const Value* chunks = z.find("chunks");
+    if (dt == nullptr || shape == nullptr || chunks == nullptr)
+      throw CorruptionError("missing dtype, shape or chunks");
+    auto dtype = parse_zarr_dtype(dt->as_string());
+    if (!dtype) throw CorruptionError(fmt::format("unsupported dtype \"{}\"", dt->as_string()));
+    return std::shared_ptr<ZarrArray>(new ZarrArray(path, *dtype, CellGrid(dims_from(*shape), dims_from(*chunks))));
+  } catch (Error& e) {
+    CorruptionError c(e.what());
+    c.add_context("file " + meta.string());
+    throw c;
+  }
+}
+
+const fs::path& ZarrArray::path() const { return impl_->path; }
+DType ZarrArray::dtype() const { return impl_->dtype; }
+const CellGrid& ZarrArray::grid() const { return impl_->grid; }
+
+fs::path ZarrArray::cell_path(const CellIndex& cell) const {
+  fs::path p = impl_->path;
+  for (int64_t i : cell) p /= std::to_string(i);
+  return p;
+}
+
+std::string ZarrArray::encode_chunk(const void* data, size_t bytes, size_t type_size) {
+  std::string out(bytes + BLOSC_MAX_OVERHEAD + kTrailerSize, '\0');
+  const int n = blosc_compress_ctx(kBloscLevel, BLOSC_SHUFFLE, type_size, bytes, data, out.data(),
+                                   bytes + BLOSC_MAX_OVERHEAD, kBloscCodec, 0, 1);
+  if (n <= 0) throw IoError(fmt::format("blosc could not compress a {}-byte chunk", bytes));
+  const auto frame = static_cast<size_t>(n);
+  put_u64(out.data() + frame, XXH3_64bits(out.data(), frame));
+  std::memcpy(out.data() + frame + 8, kTrailerMagic, 8);
+  out.resize(frame + kTrailerSize);
+  return out;
+}
+
+void ZarrArray::decode_chunk(const std::string& stored, void* out, size_t bytes, const std::string& what) {
+  const auto corrupt = [&](const std::string& why) {
+    return CorruptionError(fmt::format("{}: {}", what, why));
+  };
+  if (stored.size() < BLOSC_MIN_HEADER_LENGTH + kTrailerSize)
+    throw corrupt(fmt::format("truncated ({} bytes)", stored.size()));
+  const size_t frame = stored.size() - kTrailerSize;
+  if (std::memcmp(stored.data() + frame + 8, kTrailerMagic, 8) != 0)
+    throw corrupt("no cellflow checksum trailer (truncated or foreign file)");
+  if (get_u64(stored.data() + frame) != XXH3_64bits(stored.data(), frame))
+    throw corrupt("checksum mismatch");
+  size_t nbytes = 0, cbytes = 0, blocksize = 0;
+  blosc_cbuffer_sizes(stored.data(), &nbytes, &cbytes, &blocksize);
+  if (cbytes != frame || nbytes != bytes)
+    throw corrupt(fmt::format("blosc frame sizes {}/{} do not match the chunk ({} bytes)", cbytes, nbytes, bytes));
+  const int n = blosc_decompress_ctx(stored.data(), out, bytes, 1);
+  if (n < 0 || static_cast<size_t>(n) != bytes) throw corrupt("blosc could not decompress it");
+}
+
+std::optional<CellBuffer> ZarrArray::read(const CellIndex& cell) {
+  const fs::path file = cell_path(cell);
+  auto stored = read_file(file);
+  if (!stored) return std::nullopt;
+  const Box box = impl_->grid.cell_box(cell);
+  const Shape shape = box.shape();
+  CellBuffer out = CellBuffer::allocate(impl_->dtype, shape);
+  const std::string what = "file " + file.string();
+  if (shape == impl_->grid.cell_shape()) {
+    decode_chunk(*stored, out.mutable_data(), impl_->chunk_bytes, what);
+  } else {
+    // Edge cell: stored full-size (zarr's rule), keep the part inside the image.
+    CellBuffer full = CellBuffer::allocate(impl_->dtype, impl_->grid.cell_shape());
+    decode_chunk(*stored, full.mutable_data(), impl_->chunk_bytes, what);
+    Box chunk_box = Box(box.begin(), box.begin()).grow(Dims(box.rank()), impl_->grid.cell_shape());
+    copy_region(full.data(), chunk_box, out.mutable_data(), box, box, dtype_size(impl_->dtype));
+  }
+  return out;
+}
+
+void ZarrArray::write(const CellIndex& cell, const CellBuffer& buffer) {
+  const Box box = impl_->grid.cell_box(cell);
+  if (!(buffer.shape() == box.shape()) || buffer.dtype() != impl_->dtype)
+    throw InvalidArgument(fmt::format("cell {}: buffer {} {} does not match the cell's {} {}", cell.str(),
+                                      dtype_name(buffer.dtype()), buffer.shape().str(),
+                                      dtype_name(impl_->dtype), box.shape().str()));
+  const size_t type_size = dtype_size(impl_->dtype);
+  std::string encoded;
+  if (box.shape() == impl_->grid.cell_shape()) {
+    encoded = encode_chunk(buffer.data(), impl_->chunk_bytes, type_size);
+  } else {
+    CellBuffer full = CellBuffer::zeros(impl_->dtype, impl_->grid.cell_shape());
+    Box chunk_box = Box(box.begin(), box.begin()).grow(Dims(box.rank()), impl_->grid.cell_shape());
+    copy_region(buffer.data(), box, full.mutable_data(), chunk_box, box, type_size);
+    encoded = encode_chunk(full.data(), impl_->chunk_bytes, type_size);
+  }
+  write_file_atomic(cell_path(cell), encoded);
+}
+
+bool ZarrArray::contains(const CellIndex& cell) {
+  return ::access(cell_path(cell).c_str(), F_OK) == 0;
+}
+
+void ZarrArray::remove(const CellIndex& cell) {
+  std::error_code ec;
+  fs::remove(cell_path(cell), ec);
+}
+
+}  // namespace cellflow

@@ -1,0 +1,337 @@
+#include "cellflow/graph/graph.hpp"
+
+#include <fmt/format.h>
+#include <tbb/collaborative_call_once.h>
+#include <xxhash.h>
+
+#include <boost/graph/adjacency_list.hpp>
+#include <boost/graph/depth_first_search.hpp>
+#include <boost/graph/graphviz.hpp>
+#include <boost/graph/topological_sort.hpp>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "cellflow/cache/cache_directory.hpp"
+#include "cellflow/cache/error.hpp"
+
+namespace cellflow {
+namespace fs = std::filesystem;
+namespace {
+
+using BoostGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS>;
+
+Value dims_value(const Dims& d) {
+  Value::Array a;
+  for (int64_t x : d) a.emplace_back(x);
+  return Value(std::move(a));
+}
+
+// A node's image plus what its cells are computed from. Shared process-wide
+// by every graph containing the node (same cache root and hash).
+struct NodeImage {
+  std::shared_ptr<NodeKernel> kernel;
+  std::vector<std::shared_ptr<NodeImage>> inputs;
+  std::vector<ImageInfo> input_infos;
+  std::string id;
+  tbb::collaborative_once_flag prepared;
+  std::unique_ptr<CachedCellImage> image;
+
+  void ensure_prepared() {
+    if (!kernel->needs_prepare()) return;
+    tbb::collaborative_call_once(prepared, [&] {
+      std::vector<CachedCellImage*> in;
+      for (const auto& i : inputs) in.push_back(i->image.get());
+      with_context("prepare", [&] { kernel->prepare(in); });
+    });
+  }
+
+  CellBuffer compute(const Box& box) {
+    ensure_prepared();
+    std::vector<InputRegion> regions;
+    regions.reserve(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const Box r = kernel->input_region(i, box, input_infos[i]);
+      regions.push_back(InputRegion{r, inputs[i]->image->read(r)});
+    }
+    CellBuffer out = CellBuffer::allocate(kernel->output().dtype, box.shape());
+    kernel->compute(box, regions, out);
+    return out;
+  }
+};
+
+// The per-process registry of node images, keyed by cache root + hash.
+class NodeImages {
+ public:
+  static NodeImages& global() {
+    static NodeImages instance;
+    return instance;
+  }
+
+  template <class Make>
+  std::shared_ptr<NodeImage> get_or_create(const std::string& key, Make&& make) {
+    std::lock_guard lock(mu_);
+    if (auto it = images_.find(key); it != images_.end()) {
+      if (auto sp = it->second.lock()) return sp;
+    }
+    auto sp = make();
+    images_[key] = sp;
+    // Forget expired entries now and then so the map does not grow forever.
+    if (images_.size() > 2 * live_hint_ + 64) {
+      for (auto it = images_.begin(); it != images_.end();) it = it->second.expired() ? images_.erase(it) : std::next(it);
+      live_hint_ = images_.size();
+    }
+    return sp;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::weak_ptr<NodeImage>> images_;
+  size_t live_hint_ = 0;
+};
+
+}  // namespace
+
+std::string hash_bytes(std::string_view bytes) {
+  const XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
+
+std::string node_hash(const std::string& op, int version, const Value& params, const ImageInfo& info,
+                      const std::vector<std::string>& input_hashes) {
+  Value v = Value::object();
+  v.set("op", op);
+  v.set("version", version);
+  v.set("params", params);
+  v.set("dtype", std::string(dtype_name(info.dtype)));
+  v.set("shape", dims_value(info.shape));
+  v.set("cell_shape", dims_value(info.cell_shape));
+  Value::Array inputs;
+  for (const auto& h : input_hashes) inputs.emplace_back(h);
+  v.set("inputs", Value(std::move(inputs)));
+  return hash_bytes(to_canonical_json(v));
+}
+
+struct Graph::Impl {
+  GraphDef def;
+  std::vector<GraphNode> nodes;
+  std::unordered_map<std::string, size_t> by_id;
+  std::vector<size_t> topo;
+  BoostGraph bg;
+  std::optional<fs::path> cache_root;
+  std::unique_ptr<CacheDirectory> cache;
+  mutable std::mutex mu;
+  mutable std::vector<std::shared_ptr<NodeImage>> images;
+
+  std::shared_ptr<NodeImage> node_image(size_t i) const {
+    std::lock_guard lock(mu);
+    return node_image_locked(i);
+  }
+
+  std::shared_ptr<NodeImage> node_image_locked(size_t i) const {
+    if (images[i]) return images[i];
+    const GraphNode& n = nodes[i];
+    std::vector<std::shared_ptr<NodeImage>> inputs;
+    for (size_t in : n.inputs) inputs.push_back(node_image_locked(in));
+    const std::string key = (cache_root ? cache_root->string() : std::string()) + "|" + n.hash;
+    images[i] = NodeImages::global().get_or_create(key, [&] {
+      auto ni = std::make_shared<NodeImage>();
+      ni->kernel = n.kernel;
+      ni->inputs = inputs;
+      for (size_t in : n.inputs) ni->input_infos.push_back(nodes[in].info);
+      ni->id = n.def.id;
+      std::shared_ptr<CellStore> store;
+      if (cache) {
+        store = with_context("node \"" + n.def.id + "\"", [&] {
+          return cache->open_node(n.hash, n.info.dtype, CellGrid(n.info.shape, n.info.cell_shape),
+                                  to_json_compact(n.definition));
+        });
+      }
+      NodeImage* raw = ni.get();
+      // The image's name is its error-context frame: node "smooth": cell (1,0,2): ...
+      ni->image = std::make_unique<CachedCellImage>(
+          "node \"" + n.def.id + "\"", CellGrid(n.info.shape, n.info.cell_shape), n.info.dtype,
+          [raw](const CellIndex&, const Box& box) { return raw->compute(box); }, std::move(store));
+      return ni;
+    });
+    return images[i];
+  }
+};
+
+Graph::Graph() : impl_(std::make_unique<Impl>()) {}
+Graph::~Graph() = default;
+Graph::Graph(Graph&&) noexcept = default;
+Graph& Graph::operator=(Graph&&) noexcept = default;
+
+Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options) {
+  Graph g;
+  Impl& m = *g.impl_;
+  const std::string source = def.source.empty() ? std::string("graph") : def.source;
+  const auto fail = [&](const std::string& where, const std::string& what) {
+    return GraphError(fmt::format("{}: {}{}", source, where.empty() ? "" : where + ": ", what));
+  };
+  if (def.nodes.empty()) throw fail("", "the graph has no nodes");
+
+  // Ids, ops and inputs.
+  for (size_t i = 0; i < def.nodes.size(); ++i) {
+    const NodeDef& nd = def.nodes[i];
+    if (!m.by_id.emplace(nd.id, i).second) throw fail(fmt::format("node \"{}\"", nd.id), "duplicate node id");
+  }
+  m.nodes.resize(def.nodes.size());
+  m.bg = BoostGraph(def.nodes.size());
+  for (size_t i = 0; i < def.nodes.size(); ++i) {
+    const NodeDef& nd = def.nodes[i];
+    const std::string where = fmt::format("node \"{}\"", nd.id);
+    GraphNode& n = m.nodes[i];
+    n.def = nd;
+    n.op = registry.find(nd.op);
+    if (!n.op) throw fail(where, fmt::format("unknown op \"{}\" (`cellflow ops` lists the known ops)", nd.op));
+    const int count = static_cast<int>(nd.inputs.size());
+    if (count < n.op->min_inputs() || count > n.op->max_inputs()) {
+      const std::string expected = n.op->min_inputs() == n.op->max_inputs()
+                                       ? std::to_string(n.op->min_inputs())
+                                       : fmt::format("{} to {}", n.op->min_inputs(), n.op->max_inputs());
+      throw fail(where, fmt::format("field \"inputs\": op \"{}\" takes {} input(s), got {}", nd.op, expected, count));
+    }
+    for (const auto& in : nd.inputs) {
+      auto it = m.by_id.find(in);
+      if (it == m.by_id.end()) throw fail(where, fmt::format("field \"inputs\": \"{}\" is not a node of the graph", in));
+      n.inputs.push_back(it->second);
+      boost::add_edge(it->second, i, m.bg);
+    }
+  }
+  for (const auto& out : def.outputs)
+    if (!m.by_id.count(out)) throw fail("field \"outputs\"", fmt::format("\"{}\" is not a node of the graph", out));
+
+  // Cycles: a back edge found by depth-first search closes one.
+  struct CycleFinder : boost::default_dfs_visitor {
+    std::optional<std::pair<size_t, size_t>>* found;
+    void back_edge(BoostGraph::edge_descriptor e, const BoostGraph& bg) const {
+      if (!*found) *found = std::make_pair(boost::source(e, bg), boost::target(e, bg));
+    }
+  };
+  std::optional<std::pair<size_t, size_t>> back;
+  CycleFinder finder;
+  finder.found = &back;
+  boost::depth_first_search(m.bg, boost::visitor(finder));
+  if (back) {
+    throw fail(fmt::format("node \"{}\"", def.nodes[back->second].id),
+               fmt::format("field \"inputs\": the graph has a cycle (\"{}\" depends on \"{}\", which depends on it)",
+                           def.nodes[back->second].id, def.nodes[back->first].id));
+  }
+  std::vector<size_t> reversed;
+  boost::topological_sort(m.bg, std::back_inserter(reversed));
+  m.topo.assign(reversed.rbegin(), reversed.rend());
+
+  // Params, binding, output info and hashes, inputs first.
+  for (size_t i : m.topo) {
+    GraphNode& n = m.nodes[i];
+    try {
+      const Params params = validate_params(n.op->params(), n.def.params);
+      std::vector<ImageInfo> infos;
+      std::vector<std::string> input_hashes;
+      for (size_t in : n.inputs) {
+        infos.push_back(m.nodes[in].info);
+        input_hashes.push_back(m.nodes[in].hash);
+      }
+      n.kernel = std::shared_ptr<NodeKernel>(n.op->bind(params, infos));
+      n.info = n.kernel->output();
+      (void)CellGrid(n.info.shape, n.info.cell_shape);  // validates rank and sizes
+      n.hash = node_hash(std::string(n.op->name()), n.op->version(), params.value(), n.info, input_hashes);
+      Value d = Value::object();
+      d.set("id", n.def.id);
+      d.set("op", std::string(n.op->name()));
+      d.set("version", n.op->version());
+      d.set("params", params.value());
+      Value::Array ins;
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        Value in = Value::object();
+        in.set("id", n.def.inputs[k]);
+        in.set("hash", input_hashes[k]);
+        ins.push_back(std::move(in));
+      }
+      d.set("inputs", Value(std::move(ins)));
+      d.set("dtype", std::string(dtype_name(n.info.dtype)));
+      d.set("shape", dims_value(n.info.shape));
+      d.set("cell_shape", dims_value(n.info.cell_shape));
+      d.set("hash", n.hash);
+      n.definition = std::move(d);
+    } catch (Error& e) {
+      e.add_context(fmt::format("node \"{}\"", n.def.id));
+      e.add_context(source);
+      throw;
+    }
+  }
+  m.def = std::move(def);
+  m.cache_root = options.cache_root;
+  m.images.resize(m.nodes.size());
+  return g;
+}
+
+const GraphDef& Graph::def() const { return impl_->def; }
+const std::vector<GraphNode>& Graph::nodes() const { return impl_->nodes; }
+
+size_t Graph::index(const std::string& id) const {
+  auto it = impl_->by_id.find(id);
+  if (it == impl_->by_id.end()) throw InvalidArgument(fmt::format("\"{}\" is not a node of the graph", id));
+  return it->second;
+}
+
+const std::vector<size_t>& Graph::topological_order() const { return impl_->topo; }
+
+std::vector<size_t> Graph::outputs() const {
+  std::vector<size_t> out;
+  for (const auto& id : impl_->def.outputs) out.push_back(index(id));
+  if (out.empty()) {
+    for (size_t i = 0; i < impl_->nodes.size(); ++i)
+      if (boost::out_degree(i, impl_->bg) == 0) out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<size_t> Graph::ancestors(const std::vector<size_t>& targets) const {
+  std::vector<char> mark(impl_->nodes.size(), 0);
+  std::vector<size_t> stack(targets.begin(), targets.end());
+  while (!stack.empty()) {
+    const size_t i = stack.back();
+    stack.pop_back();
+    if (mark[i]) continue;
+    mark[i] = 1;
+    for (size_t in : impl_->nodes[i].inputs) stack.push_back(in);
+  }
+  std::vector<size_t> out;
+  for (size_t i : impl_->topo)
+    if (mark[i]) out.push_back(i);
+  return out;
+}
+
+const std::optional<fs::path>& Graph::cache_root() const { return impl_->cache_root; }
+
+CacheDirectory* Graph::cache() const {
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->cache && impl_->cache_root) impl_->cache = std::make_unique<CacheDirectory>(*impl_->cache_root);
+  return impl_->cache.get();
+}
+
+std::string Graph::to_dot() const {
+  const auto& nodes = impl_->nodes;
+  std::ostringstream out;
+  const auto label = [&](std::ostream& os, size_t v) {
+    const GraphNode& n = nodes[v];
+    os << fmt::format("[label=\"{}\\n{}\\n{} {}\\n{}\"]", n.def.id, n.def.op, dtype_name(n.info.dtype),
+                      fmt::join(n.info.shape, "x"), n.hash.substr(0, 12));
+  };
+  boost::write_graphviz(out, impl_->bg, label);
+  return out.str();
+}
+
+std::shared_ptr<CachedCellImage> Graph::image(size_t node) const {
+  if (node >= impl_->nodes.size()) throw InvalidArgument(fmt::format("node index {} out of range", node));
+  cache();  // open the cache directory before the first image needs it
+  auto ni = impl_->node_image(node);
+  return std::shared_ptr<CachedCellImage>(ni, ni->image.get());
+}
+
+void Graph::prepare(size_t node) const { impl_->node_image(node)->ensure_prepared(); }
+
+}  // namespace cellflow
