@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the example pipeline (examples/cell_density.json: synthetic blobs ->
+# gaussian -> threshold -> region density), writes the density heatmap as a
+# PNG and prints where everything is.
+#
+#   scripts/demo.sh [CACHE_DIR [OUT_DIR]]   (defaults: ./cellflow-cache and ./out
+#                                            in the repository)
+set -euo pipefail
+
+# Paths given by the user are relative to where they ran the script.
+abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=$(abspath "${1:-$repo/cellflow-cache}")
+out=$(abspath "${2:-$repo/out}")
+cd "$repo"
+
+bash scripts/setup.sh
+
+graph=examples/cell_density.json
+cellflow=build/bin/cellflow
+
+echo
+echo "== cellflow run $graph"
+"$cellflow" run "$graph" --cache "$cache"
+
+mkdir -p "$out"
+png="$out/density.png"
+echo
+echo "== cellflow export $graph density"
+"$cellflow" export "$graph" density --to "$png" --upscale 64 --cache "$cache"
+
+density_hash=$("$cellflow" graph "$graph" --hashes | awk '$1 == "density" { print $2 }')
+
+echo
+echo "== where everything is"
+echo "cache folder:     $cache"
+echo "density heatmap:  $png"
+echo "node hashes (each node is the OME-Zarr group $cache/<hash>):"
+"$cellflow" graph "$graph" --hashes | sed 's/^/  /'
+echo
+echo "open a node in napari:"
+echo "  napari --plugin napari-ome-zarr $cache/$density_hash"
+echo "read it with zarr-python:"
+echo "  /usr/bin/python3 -c \"import zarr; print(zarr.open('$cache/$density_hash/0')[:].mean())\""
+echo "run again: nothing is recomputed (computed = 0):"
+echo "  $cellflow run $graph --cache $cache"

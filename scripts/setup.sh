@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cellflow needs (only the missing ones), then
+# configures (once) and builds Release into build/. Idempotent; incremental
+# when run again. Works from any directory.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config ccache
+  libgtest-dev libbenchmark-dev libtbb-dev libinsighttoolkit5-dev libfftw3-dev
+  libboost-graph-dev libcereal-dev libfmt-dev libcli11-dev
+  libblosc-dev libzstd-dev libxxhash-dev
+  python3-zarr python3-numcodecs
+  clang-format clang-tidy
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "installed" ] || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update
+  "${sudo[@]}" apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+fi
+
+if [ ! -f build/CMakeCache.txt ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+fi
+cmake --build build -j2

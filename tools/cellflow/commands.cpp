@@ -1,0 +1,303 @@
+#include "commands.hpp"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <utility>
+
+#include "cellflow/cache/cache_directory.hpp"
+#include "cellflow/cache/cell_grid.hpp"
+#include "cellflow/cache/log.hpp"
+#include "cellflow/cache/memory_cache.hpp"
+#include "cellflow/graph/executor.hpp"
+#include "cellflow/graph/graph.hpp"
+#include "cellflow/graph/graph_def.hpp"
+#include "cellflow/graph/value.hpp"
+#include "cellflow/nodes/builtin.hpp"
+#include "cellflow/nodes/image_export.hpp"
+#include "progress.hpp"
+
+namespace fs = std::filesystem;
+
+namespace cellflow::cli {
+namespace {
+
+/// The cache root the user asked for, absolute so that reported paths work
+/// from any directory.
+fs::path resolve_cache_root(const std::optional<std::string>& cache) {
+  fs::path root = cache ? fs::path(*cache) : CacheDirectory::default_root();
+  root = fs::absolute(root).lexically_normal();
+  if (!root.has_filename() && root.has_parent_path() && root != root.root_path()) {
+    root = root.parent_path();  // "/tmp/cache/" -> "/tmp/cache"
+  }
+  return root;
+}
+
+/// Loads and validates the graph. Nothing touches the disk besides reading the
+/// graph file: an invalid graph leaves the cache untouched.
+Graph load_graph(const std::string& path, std::optional<fs::path> cache_root) {
+  GraphDef def;
+  try {
+    def = load_graph_file(path);
+  } catch (const IoError& e) {
+    throw UsageError(e.what());  // a graph file that cannot be read is bad usage
+  }
+  GraphOptions options;
+  options.cache_root = std::move(cache_root);
+  return Graph::build(std::move(def), nodes::builtin_registry(), std::move(options));
+}
+
+std::string graph_source(const Graph& graph, const std::string& path) {
+  return graph.def().source.empty() ? path : graph.def().source;
+}
+
+/// The index of node `id`, or a usage error listing the known ids.
+size_t find_node(const Graph& graph, const std::string& graph_path, const std::string& id,
+                 std::string_view what) {
+  const auto& nodes = graph.nodes();
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (nodes[i].def.id == id) return i;
+  }
+  std::string known;
+  for (const GraphNode& node : nodes) known += (known.empty() ? "" : ", ") + node.def.id;
+  throw UsageError(fmt::format("{}: {} \"{}\" is not a node of the graph (nodes: {})",
+                               graph_source(graph, graph_path), what, id, known));
+}
+
+void apply_memory_budget(const std::optional<std::string>& memory) {
+  if (memory) MemoryCache::global().set_budget(parse_size(*memory, "--memory"));
+}
+
+int64_t peak_rss_bytes() {
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+/// Routes library warnings through the progress display (so they do not
+/// tear it) while it exists; restores the previous sink when it goes out of scope.
+class LogAboveProgress {
+ public:
+  explicit LogAboveProgress(TerminalProgress* progress)
+      : previous_(set_log_sink(stderr_log_sink(progress))) {}
+  ~LogAboveProgress() { set_log_sink(std::move(previous_)); }
+  LogAboveProgress(const LogAboveProgress&) = delete;
+  LogAboveProgress& operator=(const LogAboveProgress&) = delete;
+
+ private:
+  LogSink previous_;
+};
+
+/// Materializes `targets`, with a progress display when stderr is a terminal.
+RunReport compute(const Graph& graph, std::vector<size_t> targets, int threads, bool quiet) {
+  std::unique_ptr<TerminalProgress> progress;
+  if (!quiet && isatty(STDERR_FILENO) == 1) progress = std::make_unique<TerminalProgress>(graph);
+  const LogAboveProgress log_sink(progress.get());
+  RunOptions options;
+  options.threads = threads;
+  if (progress) {
+    options.on_progress = [p = progress.get()](const std::vector<NodeProgress>& nodes) {
+      p->update(nodes);
+    };
+  }
+  return materialize(graph, std::move(targets), options);
+}
+
+/// The report of every node, indexed like graph.nodes() (zeros for nodes the
+/// run did not touch).
+std::vector<NodeReport> reports_by_node(const Graph& graph, const RunReport& report) {
+  std::vector<NodeReport> by_node(graph.nodes().size());
+  for (size_t i = 0; i < by_node.size(); ++i) {
+    by_node[i].node = i;
+    const ImageInfo& info = graph.nodes()[i].info;
+    by_node[i].cells_total = CellGrid(info.shape, info.cell_shape).num_cells();
+  }
+  for (const NodeReport& r : report.nodes) {
+    if (r.node < by_node.size()) by_node[r.node] = r;
+  }
+  return by_node;
+}
+
+void print_summary_table(const Graph& graph, const std::vector<NodeReport>& reports,
+                         const RunReport& report, const fs::path& cache_root) {
+  size_t id_width = 4;
+  size_t op_width = 2;
+  for (const GraphNode& node : graph.nodes()) {
+    id_width = std::max(id_width, node.def.id.size());
+    op_width = std::max(op_width, node.def.op.size());
+  }
+  fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9}\n", "node", id_width, "op",
+             op_width, "hash", "computed", "loaded", "total", "seconds");
+  for (size_t i = 0; i < graph.nodes().size(); ++i) {
+    const GraphNode& node = graph.nodes()[i];
+    const NodeReport& r = reports[i];
+    fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n", node.def.id, id_width,
+               node.def.op, op_width, node.hash, r.cells_computed, r.cells_loaded, r.cells_total,
+               r.seconds);
+  }
+  fmt::print("wall time {:.3f} s, peak RSS {:.1f} MiB, cache {}\n", report.wall_seconds,
+             static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0), cache_root.string());
+}
+
+void write_summary_json(const std::string& file, const std::string& graph_path, const Graph& graph,
+                        const std::vector<NodeReport>& reports, const RunReport& report,
+                        const fs::path& cache_root) {
+  Value nodes = Value::array();
+  for (size_t i = 0; i < graph.nodes().size(); ++i) {
+    const GraphNode& node = graph.nodes()[i];
+    const NodeReport& r = reports[i];
+    nodes.as_array().emplace_back(Value::Object{
+        {"id", node.def.id},
+        {"op", node.def.op},
+        {"hash", node.hash},
+        {"path", (cache_root / node.hash).string()},
+        {"dtype", std::string(dtype_name(node.info.dtype))},
+        {"shape", Value::list(node.info.shape.to_vector())},
+        {"cell_shape", Value::list(node.info.cell_shape.to_vector())},
+        {"cells_total", r.cells_total},
+        {"cells_computed", r.cells_computed},
+        {"cells_loaded", r.cells_loaded},
+        {"cells_corrupt", r.cells_corrupt},
+        {"seconds", r.seconds},
+    });
+  }
+  const Value summary(Value::Object{
+      {"graph", graph_path},
+      {"cache", cache_root.string()},
+      {"wall_seconds", report.wall_seconds},
+      {"peak_rss_bytes", peak_rss_bytes()},
+      {"nodes", std::move(nodes)},
+  });
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out << to_json(summary);
+  out.close();
+  if (!out) throw IoError(fmt::format("{}: cannot write the summary", file));
+}
+
+std::string arity(const Op& op) {
+  const int lo = op.min_inputs();
+  const int hi = op.max_inputs();
+  const auto inputs = [](int n) { return fmt::format("{} input{}", n, n == 1 ? "" : "s"); };
+  if (hi == lo) return inputs(lo);
+  if (hi < 0 || hi == INT_MAX) return fmt::format("{} or more inputs", lo);
+  return fmt::format("{} to {} inputs", lo, hi);
+}
+
+}  // namespace
+
+LogSink stderr_log_sink(TerminalProgress* progress) {
+  return [progress](LogLevel level, const std::string& message) {
+    if (level < LogLevel::kWarning) return;
+    const std::string line =
+        fmt::format("cellflow: {}: {}", level == LogLevel::kWarning ? "warning" : "error", message);
+    if (progress != nullptr) {
+      progress->message(line);
+    } else {
+      fmt::print(stderr, "{}\n", line);
+    }
+  };
+}
+
+int run_command(const RunArgs& args) {
+  const ComputeOptions& c = args.compute;
+  apply_memory_budget(c.memory);
+  const fs::path cache_root = resolve_cache_root(c.cache);
+  const Graph graph = load_graph(c.graph_path, cache_root);
+  std::vector<size_t> targets;
+  for (const std::string& id : args.outputs) {
+    targets.push_back(find_node(graph, c.graph_path, id, "--output"));
+  }
+
+  const RunReport report = compute(graph, targets, c.threads, args.quiet);
+  const std::vector<NodeReport> reports = reports_by_node(graph, report);
+  if (args.summary_json) {
+    write_summary_json(*args.summary_json, c.graph_path, graph, reports, report, cache_root);
+  }
+  if (!args.quiet) print_summary_table(graph, reports, report, cache_root);
+  return kExitOk;
+}
+
+int ops_command(bool json) {
+  const auto ops = nodes::builtin_registry().list();
+  if (json) {
+    Value list = Value::array();
+    for (const auto& op : ops) {
+      Value params = Value::array();
+      for (const ParamSpec& p : op->params()) {
+        params.as_array().emplace_back(Value::Object{
+            {"name", p.name},
+            {"type", std::string(param_type_name(p.type))},
+            {"default", p.default_value},
+            {"doc", p.doc},
+            {"required", p.required},
+        });
+      }
+      list.as_array().emplace_back(Value::Object{
+          {"name", std::string(op->name())},
+          {"version", op->version()},
+          {"doc", std::string(op->doc())},
+          {"inputs", Value::Object{{"min", op->min_inputs()}, {"max", op->max_inputs()}}},
+          {"params", std::move(params)},
+      });
+    }
+    fmt::print("{}", to_json(Value(Value::Object{{"ops", std::move(list)}})));
+    return kExitOk;
+  }
+  for (const auto& op : ops) {
+    fmt::print("{} (version {}, {})\n  {}\n", op->name(), op->version(), arity(*op), op->doc());
+    const std::vector<ParamSpec> params = op->params();
+    size_t name_width = 0;
+    size_t type_width = 0;
+    for (const ParamSpec& p : params) {
+      name_width = std::max(name_width, p.name.size());
+      type_width = std::max(type_width, param_type_name(p.type).size());
+    }
+    for (const ParamSpec& p : params) {
+      const std::string dflt = p.required ? "required"
+                               : p.default_value.is_null()
+                                   ? "optional"
+                                   : "default " + to_json_compact(p.default_value);
+      fmt::print("    {:<{}}  {:<{}}  {}  {}\n", p.name, name_width, param_type_name(p.type),
+                 type_width, p.doc, "(" + dflt + ")");
+    }
+    fmt::print("\n");
+  }
+  return kExitOk;
+}
+
+int graph_command(const GraphArgs& args) {
+  if (args.dot == args.hashes) throw UsageError("graph: give exactly one of --dot or --hashes");
+  // Hashes do not depend on where the cache lives: build memory-only.
+  const Graph graph = load_graph(args.graph_path, std::nullopt);
+  if (args.dot) {
+    std::string dot = graph.to_dot();
+    if (!dot.ends_with('\n')) dot += '\n';
+    fmt::print("{}", dot);
+  } else {
+    for (const GraphNode& node : graph.nodes()) fmt::print("{} {}\n", node.def.id, node.hash);
+  }
+  return kExitOk;
+}
+
+int export_command(const ExportArgs& args) {
+  const ComputeOptions& c = args.compute;
+  apply_memory_budget(c.memory);
+  const fs::path cache_root = resolve_cache_root(c.cache);
+  const Graph graph = load_graph(c.graph_path, cache_root);
+  const size_t node = find_node(graph, c.graph_path, args.node_id, "node");
+
+  compute(graph, {node}, c.threads, /*quiet=*/false);
+  nodes::ExportOptions options;
+  options.upscale = args.upscale;
+  nodes::export_image(*graph.image(node), args.to, options);
+  fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
+  return kExitOk;
+}
+
+}  // namespace cellflow::cli

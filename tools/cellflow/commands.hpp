@@ -1,0 +1,64 @@
+// The subcommands of the `cellflow` program. Each returns the process exit
+// code or throws; main() turns exceptions into one line on stderr and an exit
+// code (see UsageError). Not thread-safe: called once from main().
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cellflow/cache/error.hpp"
+#include "cellflow/cache/log.hpp"
+
+namespace cellflow::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;  // a computation failed
+inline constexpr int kExitUsage = 2;   // bad usage or an invalid graph
+
+/// Bad usage found before anything ran (unreadable graph file, unknown
+/// --output id, bad --memory): exit code 2 whatever the underlying error.
+class UsageError : public Error {
+  using Error::Error;
+};
+
+/// Options shared by the commands that compute (`run`, `export`).
+struct ComputeOptions {
+  std::string graph_path;
+  std::optional<std::string> cache;
+  int threads = 0;
+  std::optional<std::string> memory;
+};
+
+struct RunArgs {
+  ComputeOptions compute;
+  std::vector<std::string> outputs;
+  std::optional<std::string> summary_json;
+  bool quiet = false;
+};
+
+struct GraphArgs {
+  std::string graph_path;
+  bool dot = false;
+  bool hashes = false;
+};
+
+struct ExportArgs {
+  ComputeOptions compute;
+  std::string node_id;
+  std::string to;
+  int upscale = 1;
+};
+
+class TerminalProgress;
+
+/// Prints warnings and errors of the library on stderr as "cellflow: warning:
+/// ...", above `progress` when it is given (and outlives the sink).
+LogSink stderr_log_sink(TerminalProgress* progress = nullptr);
+
+int run_command(const RunArgs& args);
+int ops_command(bool json);
+int graph_command(const GraphArgs& args);
+int export_command(const ExportArgs& args);
+
+}  // namespace cellflow::cli

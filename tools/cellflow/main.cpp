@@ -1,0 +1,121 @@
+// cellflow: the command-line program. Parses arguments with CLI11, calls the
+// library through commands.cpp, and turns every error into one line on stderr
+// and an exit code: 0 success, 1 a computation failed, 2 bad usage or an
+// invalid graph.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <exception>
+#include <string>
+
+#include "cellflow/cache/error.hpp"
+#include "commands.hpp"
+
+namespace {
+
+using cellflow::cli::kExitFailed;
+using cellflow::cli::kExitUsage;
+
+int fail(int code, std::string message) {
+  // One line, whatever the message holds.
+  std::replace(message.begin(), message.end(), '\n', ' ');
+  fmt::print(stderr, "cellflow: error: {}\n", message);
+  return code;
+}
+
+void add_compute_options(CLI::App& cmd, cellflow::cli::ComputeOptions& c) {
+  cmd.add_option("GRAPH", c.graph_path, "The graph (JSON)")->required();
+  cmd.add_option("--cache", c.cache,
+                 "Cache directory (default: $CELLFLOW_CACHE, else ./cellflow-cache)");
+  cmd.add_option("--threads", c.threads, "Worker threads (0 = all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--memory", c.memory,
+                 "In-memory cell cache budget, e.g. 512M, 2G (default: $CELLFLOW_MEMORY, else 2G)");
+}
+
+int cli_main(int argc, char** argv) {
+  cellflow::set_log_sink(cellflow::cli::stderr_log_sink());
+
+  CLI::App app("cellflow: lazily evaluated, cached, cell-wise N-D image pipelines", "cellflow");
+  app.set_version_flag("--version", CELLFLOW_VERSION);
+  app.require_subcommand(1);
+  app.footer("Exit codes: 0 success, 1 a computation failed, 2 bad usage or an invalid graph.");
+
+  cellflow::cli::RunArgs run;
+  CLI::App* run_cmd = app.add_subcommand(
+      "run", "Compute the graph's outputs (or the --output nodes), persisting every node");
+  add_compute_options(*run_cmd, run.compute);
+  run_cmd
+      ->add_option("--output", run.outputs,
+                   "Compute this node instead of the graph's outputs (repeatable)")
+      ->allow_extra_args(false);
+  run_cmd->add_option("--summary-json", run.summary_json,
+                      "Write a JSON summary of every node (hash, path, cells computed/loaded)");
+  run_cmd->add_flag("-q,--quiet", run.quiet, "No progress display and no summary table");
+
+  bool ops_json = false;
+  CLI::App* ops_cmd = app.add_subcommand("ops", "List the available ops with their params");
+  ops_cmd->add_flag("--json", ops_json, "As JSON");
+
+  cellflow::cli::GraphArgs graph;
+  CLI::App* graph_cmd =
+      app.add_subcommand("graph", "Show a graph: GraphViz (--dot) or node hashes (--hashes)");
+  graph_cmd->add_option("GRAPH", graph.graph_path, "The graph (JSON)")->required();
+  CLI::Option* dot = graph_cmd->add_flag("--dot", graph.dot, "Print the graph in GraphViz format");
+  CLI::Option* hashes =
+      graph_cmd->add_flag("--hashes", graph.hashes, "Print \"id hash\" for every node");
+  dot->excludes(hashes);
+
+  cellflow::cli::ExportArgs exp;
+  CLI::App* export_cmd = app.add_subcommand(
+      "export", "Write a node as .tif, .nrrd, .mha or .png (computing what is missing)");
+  add_compute_options(*export_cmd, exp.compute);
+  export_cmd->add_option("NODE_ID", exp.node_id, "The node to export")->required();
+  export_cmd->add_option("--to", exp.to, "Output file; the extension picks the format")->required();
+  export_cmd->add_option("--upscale", exp.upscale, "Repeat each pixel NxN times (PNG)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+      return app.exit(e);  // --help, --version
+    }
+    const auto parsed = app.get_subcommands();
+    const std::string help =
+        parsed.empty() ? "cellflow --help" : "cellflow " + parsed.front()->get_name() + " --help";
+    return fail(kExitUsage, fmt::format("{} (see '{}')", e.what(), help));
+  }
+
+  try {
+    if (run_cmd->parsed()) return cellflow::cli::run_command(run);
+    if (ops_cmd->parsed()) return cellflow::cli::ops_command(ops_json);
+    if (graph_cmd->parsed()) return cellflow::cli::graph_command(graph);
+    if (export_cmd->parsed()) return cellflow::cli::export_command(exp);
+    return fail(kExitUsage, "no command given (see 'cellflow --help')");
+  } catch (const cellflow::cli::UsageError& e) {
+    return fail(kExitUsage, e.what());
+  } catch (const cellflow::InvalidArgument& e) {
+    return fail(kExitUsage, e.what());
+  } catch (const cellflow::GraphError& e) {
+    return fail(kExitUsage, e.what());
+  } catch (const std::exception& e) {
+    return fail(kExitFailed, e.what());
+  } catch (...) {
+    return fail(kExitFailed, "unknown error");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return cli_main(argc, argv);
+  } catch (...) {
+    // Only reachable if setting up the command line itself failed.
+    return kExitFailed;
+  }
+}
