@@ -1,0 +1,36 @@
+// The discrete Gaussian used by the `gaussian` op, callable without the graph:
+// ITK's DiscreteGaussianImageFilter (zero-flux Neumann boundaries at the edge
+// of the input box) on float buffers of rank 1 to 3. Benchmarks use it as the
+// no-framework reference. Thread-safe for itk_threads == 1 (see below).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "cellflow/cache/box.hpp"
+
+namespace cellflow::nodes {
+
+/// Half-width, in voxels, of the kernel ITK builds on each axis for the
+/// standard deviations `sigma` (one per axis, array order; 0 = no smoothing on
+/// that axis, which still has a radius of 1), the maximum truncation error and
+/// the maximum kernel width.
+/// REQUIRES: every sigma >= 0, 0 < max_error < 1, max_width >= 1.
+std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double max_error,
+                                     int max_width);
+
+/// Smooths `in` (a C-contiguous float buffer covering `in_box`) and writes the
+/// region `out_box` of the result into `out` (C-contiguous, out_box.shape()).
+/// The voxels outside `in_box` are treated as ITK does at an image's edge
+/// (zero-flux Neumann), so `in_box` = out_box grown by gaussian_radius() and
+/// clipped to the image gives exactly ITK's whole-image result on out_box.
+/// `in` is wrapped without a copy. ITK runs with `itk_threads` work units;
+/// with itk_threads > 1 the process-wide ITK default thread count is set to it
+/// during the call. REQUIRES: sigma.size() == in_box.rank() in 1..3; out_box
+/// inside in_box; with itk_threads > 1, no concurrent call.
+/// Throws InvalidArgument on bad arguments and NodeError if ITK fails.
+void gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,
+                            const std::vector<double>& sigma, double max_error, int max_width,
+                            int itk_threads = 1);
+
+}  // namespace cellflow::nodes

@@ -1,0 +1,181 @@
+// The ITK half of the gaussian op: DiscreteGaussianImageFilter over a wrapped
+// float buffer, and the kernel radius ITK uses. The only ITK filter TU.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+#include "cellflow/cache/error.hpp"
+#include "cellflow/nodes/gaussian_kernel.hpp"
+
+// GCC 12 reports a false -Warray-bounds inside ITK's NeighborhoodOperator for
+// 2-D images when inlining (system-header status does not silence it).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Warray-bounds"
+#include "itkDiscreteGaussianImageFilter.h"
+#include "itkGaussianOperator.h"
+#include "itkImage.h"
+#include "itkMultiThreaderBase.h"
+#pragma GCC diagnostic pop
+
+namespace cellflow::nodes {
+namespace {
+
+// cellflow parallelizes across cells: ITK runs single-threaded inside a cell.
+// DiscreteGaussianImageFilter does not pass its work-unit count to its internal
+// filters, so the process-wide default must be 1.
+std::once_flag g_itk_init;
+void init_itk_threads() {
+  std::call_once(g_itk_init, [] { itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(1); });
+}
+
+std::mutex g_threads_mu;  // serializes callers that change the global thread count
+
+template <unsigned D>
+itk::ImageRegion<D> to_itk_region(const Box& box) {
+  // ITK's axis 0 is the fastest-varying one, cellflow's last: reverse.
+  itk::ImageRegion<D> region;
+  for (unsigned i = 0; i < D; ++i) {
+    const int a = static_cast<int>(D - 1 - i);
+    region.SetIndex(i, box.begin()[a]);
+    region.SetSize(i, static_cast<itk::SizeValueType>(box.end()[a] - box.begin()[a]));
+  }
+  return region;
+}
+
+template <unsigned D>
+void run_filter(const float* in, const Box& in_box, float* out, const Box& out_box,
+                const std::vector<double>& sigma, double max_error, int max_width, int work_units) {
+  using Image = itk::Image<float, D>;
+  using Filter = itk::DiscreteGaussianImageFilter<Image, Image>;
+
+  auto image = Image::New();
+  image->SetRegions(to_itk_region<D>(in_box));
+  auto container = Image::PixelContainer::New();
+  // ITK never writes to a filter's input; the buffer stays ours (no copy, no free).
+  container->SetImportPointer(
+      const_cast<float*>(in),
+      static_cast<typename Image::PixelContainer::ElementIdentifier>(in_box.volume()),
+      /*LetContainerManageMemory=*/false);
+  image->SetPixelContainer(container);
+
+  auto filter = Filter::New();
+  filter->SetInput(image);
+  typename Filter::ArrayType variance;
+  typename Filter::ArrayType error;
+  for (unsigned i = 0; i < D; ++i) {
+    const double s = sigma[D - 1 - i];
+    variance[i] = s * s;
+    error[i] = max_error;
+  }
+  filter->SetVariance(variance);
+  filter->SetMaximumError(error);
+  filter->SetMaximumKernelWidth(static_cast<unsigned>(max_width));
+  filter->SetUseImageSpacing(false);
+  filter->SetNumberOfWorkUnits(static_cast<itk::ThreadIdType>(work_units));
+  // Only out_box is requested, so each separable pass computes only what the
+  // next pass needs.
+  filter->GetOutput()->SetRequestedRegion(to_itk_region<D>(out_box));
+  filter->Update();
+
+  const Image* result = filter->GetOutput();
+  const auto buffered = result->GetBufferedRegion();
+  Dims b(static_cast<int>(D));
+  Dims e(static_cast<int>(D));
+  for (unsigned i = 0; i < D; ++i) {
+    const int a = static_cast<int>(D - 1 - i);
+    b[a] = buffered.GetIndex(i);
+    e[a] = buffered.GetIndex(i) + static_cast<int64_t>(buffered.GetSize(i));
+  }
+  const Box buffered_box(b, e);
+  if (buffered_box == out_box) {
+    std::memcpy(out, result->GetBufferPointer(),
+                static_cast<size_t>(out_box.volume()) * sizeof(float));
+  } else {
+    copy_region(result->GetBufferPointer(), buffered_box, out, out_box, out_box, sizeof(float));
+  }
+}
+
+}  // namespace
+
+std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double max_error,
+                                     int max_width) {
+  if (!(max_error > 0.0 && max_error < 1.0)) {
+    throw InvalidArgument(fmt::format("max_error must be in (0, 1) (got {})", max_error));
+  }
+  if (max_width < 1) {
+    throw InvalidArgument(fmt::format("max_width must be >= 1 (got {})", max_width));
+  }
+  std::vector<int64_t> radius;
+  radius.reserve(sigma.size());
+  for (double s : sigma) {
+    if (!(s >= 0.0) || !std::isfinite(s)) {
+      throw InvalidArgument(fmt::format("sigma must be >= 0 (got {})", s));
+    }
+    // The same operator DiscreteGaussianImageFilter builds per axis.
+    itk::GaussianOperator<float, 1> op;
+    op.SetDirection(0);
+    op.SetVariance(s * s);
+    op.SetMaximumError(max_error);
+    op.SetMaximumKernelWidth(static_cast<unsigned>(max_width));
+    op.CreateDirectional();
+    radius.push_back(static_cast<int64_t>(op.GetRadius(0)));
+  }
+  return radius;
+}
+
+void gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,
+                            const std::vector<double>& sigma, double max_error, int max_width,
+                            int itk_threads) {
+  const int rank = in_box.rank();
+  if (rank < 1 || rank > 3) {
+    throw InvalidArgument(fmt::format("gaussian supports images of rank 1 to 3 (got {})", rank));
+  }
+  if (static_cast<int>(sigma.size()) != rank) {
+    throw InvalidArgument(
+        fmt::format("sigma must have one value per axis ({}) (got {})", rank, sigma.size()));
+  }
+  if (out_box.rank() != rank || !in_box.contains(out_box)) {
+    throw InvalidArgument(
+        fmt::format("output box {} must lie inside the input box {}", out_box.str(), in_box.str()));
+  }
+  if (itk_threads < 1) {
+    throw InvalidArgument(fmt::format("itk_threads must be >= 1 (got {})", itk_threads));
+  }
+  if (out_box.empty()) return;
+  init_itk_threads();
+
+  auto run = [&] {
+    switch (rank) {
+      case 1:
+        run_filter<1>(in, in_box, out, out_box, sigma, max_error, max_width, itk_threads);
+        break;
+      case 2:
+        run_filter<2>(in, in_box, out, out_box, sigma, max_error, max_width, itk_threads);
+        break;
+      default:
+        run_filter<3>(in, in_box, out, out_box, sigma, max_error, max_width, itk_threads);
+    }
+  };
+  try {
+    if (itk_threads == 1) {
+      run();
+    } else {
+      std::lock_guard lock(g_threads_mu);
+      itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(
+          static_cast<itk::ThreadIdType>(itk_threads));
+      try {
+        run();
+      } catch (...) {
+        itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(1);
+        throw;
+      }
+      itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(1);
+    }
+  } catch (const itk::ExceptionObject& e) {
+    throw NodeError(fmt::format("ITK DiscreteGaussianImageFilter failed: {}", e.GetDescription()));
+  }
+}
+
+}  // namespace cellflow::nodes

@@ -1,0 +1,54 @@
+// Private to cellflow_nodes: the factories of the built-in ops (one .cpp
+// each) and small helpers their kernels share.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "cellflow/cache/box.hpp"
+#include "cellflow/cache/error.hpp"
+#include "cellflow/graph/op.hpp"
+
+namespace cellflow::nodes {
+
+std::shared_ptr<const Op> make_synthetic_blobs_op();
+std::shared_ptr<const Op> make_gaussian_op();
+std::shared_ptr<const Op> make_threshold_op();
+std::shared_ptr<const Op> make_region_density_op();
+std::shared_ptr<const Op> make_cast_op();
+std::shared_ptr<const Op> make_rescale_op();
+
+namespace detail {
+
+/// Throws InvalidArgument unless `inputs` has exactly `n` entries (the graph
+/// layer checks counts too; kernels must not index past the span).
+void require_inputs(std::string_view op, std::span<const ImageInfo> inputs, size_t n);
+
+/// Calls fn(row, offset) for each row of a C-contiguous array of `shape`: `row`
+/// is the index of the row's first element (last coordinate 0) relative to the
+/// array and `offset` its linear position. Rows run along the last axis.
+template <class Fn>
+void for_each_row(const Shape& shape, Fn&& fn) {
+  const int r = shape.rank();
+  if (r == 0 || shape.product() == 0) return;
+  Shape rows = shape;
+  rows[r - 1] = 1;
+  const int64_t row_len = shape[r - 1];
+  int64_t offset = 0;
+  for_each_index(Box::from_shape(rows), [&](const Dims& row) {
+    fn(row, offset);
+    offset += row_len;
+  });
+}
+
+/// Linear position of `index` (relative to the box) in a C-contiguous box of `shape`.
+inline int64_t linear_offset(const Shape& shape, const Dims& index) {
+  int64_t off = 0;
+  for (int d = 0; d < shape.rank(); ++d) off = off * shape[d] + index[d];
+  return off;
+}
+
+}  // namespace detail
+}  // namespace cellflow::nodes
