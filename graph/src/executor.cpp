@@ -94,19 +94,26 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
   // Backward pass: which cells must this run produce? A target's missing
   // cells, and then the missing input cells those read, transitively. Cells
   // already committed are never recomputed.
+  for (size_t i : order) {
+    const auto cells = static_cast<size_t>(CellGrid(nodes[i].info.shape, nodes[i].info.cell_shape).num_cells());
+    runs[i].scheduled.assign(cells, 0);
+    runs[i].flow.assign(cells, nullptr);
+  }
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     const size_t i = *it;
     NodeRun& r = runs[i];
     const GraphNode& n = nodes[i];
     const CellGrid grid(n.info.shape, n.info.cell_shape);
-    r.scheduled.assign(static_cast<size_t>(grid.num_cells()), 0);
-    r.flow.assign(r.scheduled.size(), nullptr);
     if (is_target[i] && !(cache && cache->is_complete(n.hash))) {
       CachedCellImage& img = image_of(i);
-      for (int64_t c = 0; c < grid.num_cells(); ++c)
-        if (!img.available(grid.cell_at(c))) r.scheduled[static_cast<size_t>(c)] = 1;
+      for (int64_t c = 0; c < grid.num_cells(); ++c) {
+        auto& s = r.scheduled[static_cast<size_t>(c)];
+        if (!s && !img.available(grid.cell_at(c))) {
+          s = 1;
+          ++r.scheduled_count;
+        }
+      }
     }
-    for (char s : r.scheduled) r.scheduled_count += s;
     if (r.scheduled_count == 0) continue;
     r.needed = true;
     for (size_t k = 0; k < n.inputs.size(); ++k) {
