@@ -42,9 +42,11 @@ int run(int argc, char** argv) {
   const cellflow::Graph graph =
       cellflow::Graph::build(std::move(def), cellflow::nodes::builtin_registry(), options);
 
-  // One 32^3 region inside mask cell (1,1,1). The gaussian's halo reaches into
-  // the neighbouring cells of raw, so raw computes more cells than smooth does.
-  const cellflow::Box region({96, 96, 96}, {128, 128, 128});
+  // One 32^3 region inside mask cell (0,0,0). Cells are computed whole, and
+  // the gaussian's halo around smooth cell (0,0,0) reaches into the
+  // neighbouring cells of raw: 1 mask cell, 1 smooth cell, 8 raw cells, and
+  // nothing of density.
+  const cellflow::Box region({16, 16, 16}, {48, 48, 48});
   const cellflow::CellBuffer mask = graph.image("mask")->read(region);
   int64_t foreground = 0;
   const auto* voxels = mask.as<uint8_t>();

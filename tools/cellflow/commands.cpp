@@ -293,9 +293,17 @@ int export_command(const ExportArgs& args) {
   const size_t node = find_node(graph, c.graph_path, args.node_id, "node");
 
   compute(graph, {node}, c.threads, /*quiet=*/false);
+  const fs::path to(args.to);
+  if (to.has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(to.parent_path(), ec);
+    if (ec)
+      throw IoError(
+          fmt::format("{}: cannot create the folder: {}", to.parent_path().string(), ec.message()));
+  }
   nodes::ExportOptions options;
   options.upscale = args.upscale;
-  nodes::export_image(*graph.image(node), args.to, options);
+  nodes::export_image(*graph.image(node), to, options);
   fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
   return kExitOk;
 }

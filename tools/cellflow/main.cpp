@@ -29,7 +29,7 @@ void add_compute_options(CLI::App& cmd, cellflow::cli::ComputeOptions& c) {
   cmd.add_option("--cache", c.cache,
                  "Cache directory (default: $CELLFLOW_CACHE, else ./cellflow-cache)");
   cmd.add_option("--threads", c.threads, "Worker threads (0 = all cores)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0, 4096))
       ->capture_default_str();
   cmd.add_option("--memory", c.memory,
                  "In-memory cell cache budget, e.g. 512M, 2G (default: $CELLFLOW_MEMORY, else 2G)");
@@ -85,6 +85,11 @@ int cli_main(int argc, char** argv) {
       return app.exit(e);  // --help, --version
     }
     const auto parsed = app.get_subcommands();
+    if (parsed.empty() && argc > 1 && argv[1][0] != '-') {
+      return fail(kExitUsage, fmt::format("unknown command \"{}\" (commands: run, ops, graph, "
+                                          "export; see 'cellflow --help')",
+                                          argv[1]));
+    }
     const std::string help =
         parsed.empty() ? "cellflow --help" : "cellflow " + parsed.front()->get_name() + " --help";
     return fail(kExitUsage, fmt::format("{} (see '{}')", e.what(), help));
