@@ -16,17 +16,17 @@ cd "$repo"
 
 bash scripts/setup.sh
 
-graph=examples/cell_density.json
-cellflow=build/bin/cellflow
+graph="$repo/examples/cell_density.json"
+cellflow="$repo/build/bin/cellflow"
 
 echo
-echo "== cellflow run $graph"
+echo "== cellflow run examples/cell_density.json"
 "$cellflow" run "$graph" --cache "$cache"
 
 mkdir -p "$out"
 png="$out/density.png"
 echo
-echo "== cellflow export $graph density"
+echo "== cellflow export examples/cell_density.json density"
 "$cellflow" export "$graph" density --to "$png" --upscale 64 --cache "$cache"
 
 density_hash=$("$cellflow" graph "$graph" --hashes | awk '$1 == "density" { print $2 }')

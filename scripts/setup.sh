@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# libgdcm-tools: ITK's CMake package references GDCM's programs; without them
+# every configure prints warnings about missing /usr/bin/gdcm* files.
 packages=(
   build-essential cmake ninja-build pkg-config ccache
-  libgtest-dev libbenchmark-dev libtbb-dev libinsighttoolkit5-dev libfftw3-dev
+  libgtest-dev libbenchmark-dev libtbb-dev libinsighttoolkit5-dev libfftw3-dev libgdcm-tools
   libboost-graph-dev libcereal-dev libfmt-dev libcli11-dev
   libblosc-dev libzstd-dev libxxhash-dev
   python3-zarr python3-numcodecs
