@@ -71,7 +71,7 @@ class GaussianOp final : public Op {
         {"max_error", ParamType::kFloat, Value(1e-4),
          "largest weight of the Gaussian the truncated kernel may miss, in (0, 1)"},
         {"max_kernel_width", ParamType::kInt, Value(128),
-         "largest kernel half-width ITK may build; a kernel that needs more is an error"},
+         "largest kernel half-width ITK may build; a sigma that needs more is an error"},
     };
   }
   int min_inputs() const override { return 1; }
@@ -101,15 +101,23 @@ class GaussianOp final : public Op {
       throw InvalidArgument(
           fmt::format("param \"max_kernel_width\" must be in [1, 100000] (got {})", max_width));
     }
-    std::vector<int64_t> radius = gaussian_radius(sigma, max_error, static_cast<int>(max_width));
+    std::vector<int64_t> radius;
+    try {
+      radius = gaussian_radius(sigma, max_error, static_cast<int>(max_width));
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(fmt::format("param \"sigma\": {}", e.message()));
+    }
     for (size_t d = 0; d < radius.size(); ++d) {
-      // ITK stops growing the kernel once it has more than max_width + 1
-      // weights per side and only warns; refuse instead of truncating silently.
+      // ITK truncates a kernel that reaches max_width and warns on every
+      // filter run (so on every cell); refuse instead. Beyond sigma ~10 at
+      // max_error 1e-4 ITK's Bessel sums lose precision and its kernels grow
+      // to ~50 sigma, so this is where large sigmas end up.
       if (radius[d] >= max_width) {
         throw InvalidArgument(fmt::format(
-            "param \"max_kernel_width\" ({}) is too small for sigma {} with max_error {}: the "
-            "kernel would be truncated; raise max_kernel_width or max_error",
-            max_width, sigma[d], max_error));
+            "param \"sigma\" ({}) needs a kernel wider than max_kernel_width {} at max_error {} "
+            "(ITK's discrete Gaussian loses precision above sigma ~10); raise max_kernel_width "
+            "or max_error, or smooth a downsampled image",
+            sigma[d], max_width, max_error));
       }
     }
     ImageInfo info{DType::kF32, in.shape, in.cell_shape};

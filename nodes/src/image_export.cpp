@@ -50,7 +50,9 @@ void write_itk(const T* data, const Shape& shape, const std::filesystem::path& f
   try {
     writer->Update();
   } catch (const itk::ExceptionObject& e) {
-    IoError err(fmt::format("cannot write the image: {}", e.GetDescription()));
+    std::string why = e.GetDescription();
+    while (!why.empty() && std::isspace(static_cast<unsigned char>(why.back()))) why.pop_back();
+    IoError err(fmt::format("cannot write the image: {}", why));
     err.add_context(fmt::format("file {}", file.string()));
     throw err;
   }

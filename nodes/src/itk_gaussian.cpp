@@ -2,6 +2,7 @@
 // float buffer, and the kernel radius ITK uses. The only ITK filter TU.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include "itkGaussianOperator.h"
 #include "itkImage.h"
 #include "itkMultiThreaderBase.h"
+#include "itkThreadPool.h"
 #pragma GCC diagnostic pop
 
 namespace cellflow::nodes {
@@ -29,6 +31,9 @@ std::once_flag g_itk_init;
 void init_itk_threads() {
   std::call_once(g_itk_init, [] { itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(1); });
 }
+
+// Wider than any kernel ITK builds before its coefficients underflow.
+constexpr unsigned kUnlimitedWidth = 1u << 16;
 
 std::mutex g_threads_mu;  // serializes callers that change the global thread count
 
@@ -118,9 +123,23 @@ std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double ma
     op.SetDirection(0);
     op.SetVariance(s * s);
     op.SetMaximumError(max_error);
-    op.SetMaximumKernelWidth(static_cast<unsigned>(max_width));
+    // Built without a width limit (ITK would warn on truncation); ITK's own
+    // kernel stops at max_width, so its radius is min(natural, max_width).
+    op.SetMaximumKernelWidth(kUnlimitedWidth);
     op.CreateDirectional();
-    radius.push_back(static_cast<int64_t>(op.GetRadius(0)));
+    // ITK's Bessel functions overflow for variances above ~700: the kernel is
+    // then NaN (and its radius 1), which would silently fill the output with NaN.
+    for (unsigned i = 0; i < op.Size(); ++i) {
+      if (!std::isfinite(op[i])) {
+        throw InvalidArgument(fmt::format(
+            "sigma {} is too large for ITK's discrete Gaussian (its kernel overflows above "
+            "sigma ~26); smooth a downsampled image instead",
+            s));
+      }
+    }
+    // (ITK always keeps at least two weights per side once it starts growing.)
+    radius.push_back(
+        std::min<int64_t>(static_cast<int64_t>(op.GetRadius(0)), std::max<int64_t>(max_width, 2)));
   }
   return radius;
 }
@@ -163,6 +182,12 @@ void gaussian_filter_region(const float* in, const Box& in_box, float* out, cons
       run();
     } else {
       std::lock_guard lock(g_threads_mu);
+      // The pool was created with the default of 1 thread: grow it once.
+      itk::ThreadPool* pool = itk::ThreadPool::GetInstance();
+      const auto wanted = static_cast<itk::ThreadIdType>(itk_threads);
+      if (pool->GetMaximumNumberOfThreads() < wanted) {
+        pool->AddThreads(wanted - pool->GetMaximumNumberOfThreads());
+      }
       itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(
           static_cast<itk::ThreadIdType>(itk_threads));
       try {
