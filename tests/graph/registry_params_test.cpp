@@ -1,0 +1,153 @@
+// Registry (find, duplicates, sorted list) and validate_params / Params.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "cellflow/cache/error.hpp"
+#include "cellflow/graph/op.hpp"
+#include "cellflow/graph/registry.hpp"
+#include "cellflow/nodes/builtin.hpp"
+#include "test_ops.hpp"
+#include "test_util.hpp"
+
+namespace cellflow {
+namespace {
+
+class NamedOp final : public Op {
+ public:
+  explicit NamedOp(std::string name) : name_(std::move(name)) {}
+  std::string_view name() const override { return name_; }
+  int version() const override { return 1; }
+  std::string_view doc() const override { return ""; }
+  std::vector<ParamSpec> params() const override { return {}; }
+  int min_inputs() const override { return 0; }
+  std::unique_ptr<NodeKernel> bind(const Params&, std::span<const ImageInfo>) const override { return nullptr; }
+
+ private:
+  std::string name_;
+};
+
+TEST(Registry, FindDuplicateAndSortedList) {
+  Registry r;
+  r.add(std::make_shared<NamedOp>("zeta"));
+  r.add(std::make_shared<NamedOp>("alpha"));
+  r.add(std::make_shared<NamedOp>("mid.op"));
+  ASSERT_NE(r.find("alpha"), nullptr);
+  EXPECT_EQ(r.find("alpha")->name(), "alpha");
+  EXPECT_EQ(r.find("nope"), nullptr);
+  EXPECT_EQ(r.find("Alpha"), nullptr);
+  EXPECT_THROW(r.add(std::make_shared<NamedOp>("zeta")), InvalidArgument);
+  try {
+    r.add(std::make_shared<NamedOp>("mid.op"));
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("mid.op"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(r.add(nullptr), InvalidArgument);
+  const auto list = r.list();
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0]->name(), "alpha");
+  EXPECT_EQ(list[1]->name(), "mid.op");
+  EXPECT_EQ(list[2]->name(), "zeta");
+}
+
+TEST(Registry, BuiltinOps) {
+  const auto list = nodes::builtin_registry().list();
+  std::vector<std::string> names;
+  for (const auto& op : list) names.emplace_back(op->name());
+  for (const char* expected : {"cast", "gaussian", "region.density", "rescale", "synthetic.blobs", "threshold"})
+    EXPECT_NE(std::find(names.begin(), names.end(), expected), names.end()) << expected;
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+  EXPECT_EQ(&nodes::builtin_registry(), &nodes::builtin_registry());
+  // Registering the built-ins twice into one registry is refused.
+  Registry r;
+  nodes::register_builtin_ops(r);
+  EXPECT_THROW(nodes::register_builtin_ops(r), InvalidArgument);
+  // Every op documents every param.
+  for (const auto& op : list) {
+    EXPECT_FALSE(op->doc().empty()) << op->name();
+    EXPECT_GE(op->version(), 1) << op->name();
+    for (const auto& p : op->params()) EXPECT_FALSE(p.doc.empty()) << op->name() << "." << p.name;
+  }
+}
+
+const std::vector<ParamSpec> kSpecs = {
+    {"sigma", ParamType::kFloatOrList, Value(), "std dev", true},
+    {"count", ParamType::kInt, Value(3), "how many"},
+    {"scale", ParamType::kFloat, Value(1), "factor (integer default)"},
+    {"name", ParamType::kString, Value(), "optional name"},
+    {"flag", ParamType::kBool, Value(false), "a flag"},
+    {"dtype", ParamType::kDType, Value("f32"), "type"},
+    {"shape", ParamType::kIntList, Value(), "shape"},
+    {"range", ParamType::kFloatList, Value(), "range"},
+    {"region", ParamType::kIntOrList, Value(), "region"},
+};
+
+void expect_param_error(const Value& given, const std::string& param) {
+  try {
+    validate_params(kSpecs, given);
+    ADD_FAILURE() << "accepted " << to_json_compact(given);
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("\"" + param + "\""), std::string::npos)
+        << "the error should name \"" << param << "\": " << e.what();
+  }
+}
+
+TEST(ValidateParams, FillsDefaultsAndNormalizes) {
+  const Params p = validate_params(kSpecs, parse_json(R"({"sigma": 2, "dtype": "uint16", "region": 4.0})"));
+  EXPECT_TRUE(p.get("sigma").is_float()) << "an int given for a float becomes a float";
+  EXPECT_EQ(p.get_float("sigma"), 2.0);
+  EXPECT_EQ(p.get_int("count"), 3);
+  EXPECT_TRUE(p.get("scale").is_float());
+  EXPECT_EQ(p.get_float("scale"), 1.0);
+  EXPECT_FALSE(p.has("name"));
+  EXPECT_EQ(p.get_bool("flag"), false);
+  EXPECT_EQ(p.get_string("dtype"), "u16") << "dtype names are normalized";
+  EXPECT_EQ(p.get_dtype("dtype"), DType::kU16);
+  EXPECT_TRUE(p.get("region").is_int());
+  EXPECT_EQ(p.get_ints_per_axis("region", 3), (std::vector<int64_t>{4, 4, 4}));
+  EXPECT_EQ(p.get_floats_per_axis("sigma", 2), (std::vector<double>{2.0, 2.0}));
+  EXPECT_THROW(p.get("name"), InvalidArgument);
+  // The same params written differently validate to the same canonical value.
+  const Params q = validate_params(
+      kSpecs, parse_json(R"({"region": 4, "dtype": "u16", "sigma": 2.0, "count": 3, "flag": false})"));
+  EXPECT_EQ(to_canonical_json(p.value()), to_canonical_json(q.value()));
+}
+
+TEST(ValidateParams, ListsAndPerAxisValues) {
+  const Params p = validate_params(
+      kSpecs, parse_json(R"({"sigma": [1, 2.5, 3], "shape": [4, 5.0], "range": [0, 1], "region": [2, 3]})"));
+  EXPECT_EQ(p.get_floats("sigma"), (std::vector<double>{1.0, 2.5, 3.0}));
+  for (const auto& x : p.get("sigma").as_array()) EXPECT_TRUE(x.is_float());
+  EXPECT_EQ(p.get_ints("shape"), (std::vector<int64_t>{4, 5}));
+  for (const auto& x : p.get("shape").as_array()) EXPECT_TRUE(x.is_int());
+  EXPECT_EQ(p.get_floats("range"), (std::vector<double>{0.0, 1.0}));
+  EXPECT_EQ(p.get_floats_per_axis("sigma", 3), (std::vector<double>{1.0, 2.5, 3.0}));
+  EXPECT_THROW(p.get_floats_per_axis("sigma", 2), InvalidArgument);
+  EXPECT_THROW(p.get_ints_per_axis("region", 3), InvalidArgument);
+}
+
+TEST(ValidateParams, ErrorsNameTheParam) {
+  expect_param_error(parse_json(R"({"sigma": 1, "sigmaa": 2})"), "sigmaa");  // unknown
+  expect_param_error(parse_json(R"({})"), "sigma");                        // missing required
+  expect_param_error(parse_json(R"({"sigma": "big"})"), "sigma");           // ill-typed
+  expect_param_error(parse_json(R"({"sigma": [1, "x"]})"), "sigma");
+  expect_param_error(parse_json(R"({"sigma": true})"), "sigma");
+  expect_param_error(parse_json(R"({"sigma": 1, "count": 2.5})"), "count");
+  expect_param_error(parse_json(R"({"sigma": 1, "count": "3"})"), "count");
+  expect_param_error(parse_json(R"({"sigma": 1, "flag": 1})"), "flag");
+  expect_param_error(parse_json(R"({"sigma": 1, "dtype": "f16"})"), "dtype");
+  expect_param_error(parse_json(R"({"sigma": 1, "name": 5})"), "name");
+  expect_param_error(parse_json(R"({"sigma": 1, "shape": [1.5]})"), "shape");
+  expect_param_error(parse_json(R"({"sigma": 1, "shape": 4})"), "shape");
+  expect_param_error(parse_json(R"({"sigma": 1, "range": [0, "1"]})"), "range");
+  expect_param_error(parse_json(R"({"sigma": 1, "region": [2, 2.5]})"), "region");
+  EXPECT_THROW(validate_params(kSpecs, Value(3)), InvalidArgument);
+}
+
+TEST(ValidateParams, NullMeansNotGiven) {
+  const Params p = validate_params(kSpecs, parse_json(R"({"sigma": 1, "count": null})"));
+  EXPECT_EQ(p.get_int("count"), 3);
+}
+
+}  // namespace
+}  // namespace cellflow

@@ -1,0 +1,130 @@
+// Per-process singleton: graphs that share nodes (same op, params, inputs;
+// any ids) share one image, so concurrent runs compute each shared cell once.
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+#include <thread>
+#include <tuple>
+
+#include "cellflow/graph/executor.hpp"
+#include "cellflow/graph/graph.hpp"
+#include "cellflow/nodes/builtin.hpp"
+#include "test_util.hpp"
+
+namespace cellflow {
+namespace {
+
+Value blobs(int seed) {
+  return Value(Value::Object{{"shape", test::ints({48, 48, 64})},
+                             {"cell_shape", test::ints({16, 16, 16})},
+                             {"seed", seed},
+                             {"count", 25}});
+}
+
+GraphDef first(int seed) {
+  GraphDef def;
+  def.add("raw", "synthetic.blobs", {}, blobs(seed));
+  def.add("smooth", "gaussian", {"raw"}, Value(Value::Object{{"sigma", 2.0}}));
+  def.add("mask", "threshold", {"smooth"}, Value(Value::Object{{"above", 0.5}}));
+  def.outputs = {"mask"};
+  return def;
+}
+
+GraphDef second(int seed) {
+  GraphDef def;
+  // Same sub-pipeline under other ids, listed in another order, params spelled differently.
+  def.add("blurred", "gaussian", {"source"}, Value(Value::Object{{"sigma", 2}}));
+  def.add("source", "synthetic.blobs", {}, blobs(seed));
+  def.add("dim", "threshold", {"blurred"}, Value(Value::Object{{"below", 0.3}}));
+  def.add("density", "region.density", {"dim"}, Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
+  def.outputs = {"density"};
+  return def;
+}
+
+void run_concurrently(const std::optional<std::filesystem::path>& cache_root, int seed) {
+  GraphOptions opts;
+  opts.cache_root = cache_root;
+  const Graph g1 = Graph::build(first(seed), nodes::builtin_registry(), opts);
+  const Graph g2 = Graph::build(second(seed), nodes::builtin_registry(), opts);
+  ASSERT_EQ(g1.node("raw").hash, g2.node("source").hash);
+  ASSERT_EQ(g1.node("smooth").hash, g2.node("blurred").hash);
+  EXPECT_EQ(g1.image("raw").get(), g2.image("source").get()) << "one image per node per process";
+  EXPECT_EQ(g1.image("smooth").get(), g2.image("blurred").get());
+
+  RunReport r1, r2;
+  std::exception_ptr e1, e2;
+  std::thread t1([&] {
+    try {
+      RunOptions o;
+      o.threads = 2;
+      r1 = materialize(g1, {}, o);
+    } catch (...) {
+      e1 = std::current_exception();
+    }
+  });
+  std::thread t2([&] {
+    try {
+      RunOptions o;
+      o.threads = 2;
+      r2 = materialize(g2, {}, o);
+    } catch (...) {
+      e2 = std::current_exception();
+    }
+  });
+  t1.join();
+  t2.join();
+  if (e1) std::rethrow_exception(e1);
+  if (e2) std::rethrow_exception(e2);
+
+  const int64_t n = g1.image("raw")->grid().num_cells();
+  EXPECT_EQ(n, 3 * 3 * 4);
+  // Every shared cell computed exactly once in this process, whoever asked first.
+  EXPECT_EQ(g1.image("raw")->stats().computed, n);
+  EXPECT_EQ(g1.image("smooth")->stats().computed, n);
+  EXPECT_EQ(g1.image("raw")->stats().loaded, 0);
+  EXPECT_EQ(g1.image("mask")->stats().computed, n);
+  EXPECT_EQ(g2.image("dim")->stats().computed, n);
+  EXPECT_EQ(g2.image("density")->stats().computed, g2.image("density")->grid().num_cells());
+  EXPECT_TRUE(r1.nodes[g1.index("mask")].complete);
+  EXPECT_TRUE(r2.nodes[g2.index("density")].complete);
+  // Each run's count for a shared node is at most the node's cell count.
+  EXPECT_LE(r1.nodes[g1.index("raw")].cells_computed, n);
+  EXPECT_LE(r2.nodes[g2.index("source")].cells_computed, n);
+}
+
+TEST(Singleton, ConcurrentGraphsShareCellsInMemory) {
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    run_concurrently(std::nullopt, 500 + round);
+  }
+}
+
+TEST(Singleton, ConcurrentGraphsShareCellsWithACache) {
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    test::TempDir tmp("round" + std::to_string(round));
+    run_concurrently(tmp / "cache", 600 + round);
+  }
+}
+
+TEST(Singleton, ConcurrentLazyReadersOfOneNode) {
+  // Eight threads read overlapping regions of the mask through eight graphs.
+  std::vector<Graph> graphs;
+  for (int i = 0; i < 8; ++i) graphs.push_back(Graph::build(first(700), nodes::builtin_registry()));
+  std::vector<std::thread> threads;
+  std::vector<CellBuffer> results(8);
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      results[static_cast<size_t>(i)] = graphs[static_cast<size_t>(i)].image("mask")->read(Box({0, 0, 0}, {48, 48, 64}));
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(graphs[0].image("raw")->stats().computed, 36);
+  EXPECT_EQ(graphs[3].image("smooth")->stats().computed, 36);
+  EXPECT_EQ(graphs[7].image("mask")->stats().computed, 36);
+  for (int i = 1; i < 8; ++i) EXPECT_TRUE(test::same_bytes(results[0], results[static_cast<size_t>(i)]));
+}
+
+}  // namespace
+}  // namespace cellflow
