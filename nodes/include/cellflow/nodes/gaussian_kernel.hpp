@@ -24,10 +24,12 @@ std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double ma
 /// The voxels outside `in_box` are treated as ITK does at an image's edge
 /// (zero-flux Neumann), so `in_box` = out_box grown by gaussian_radius() and
 /// clipped to the image gives exactly ITK's whole-image result on out_box.
-/// `in` is wrapped without a copy. ITK runs with `itk_threads` work units;
-/// with itk_threads > 1 the process-wide ITK default thread count is set to it
-/// during the call. REQUIRES: sigma.size() == in_box.rank() in 1..3; out_box
-/// inside in_box; with itk_threads > 1, no concurrent call.
+/// `in` is wrapped without a copy. The first call sets ITK's process-wide
+/// default thread count to 1 (the filter's internal passes take their thread
+/// count from it, and cellflow parallelizes across cells); a call with
+/// itk_threads > 1 raises it to itk_threads for its duration.
+/// REQUIRES: sigma.size() == in_box.rank() in 1..3; out_box inside in_box;
+/// with itk_threads > 1, no concurrent call.
 /// Throws InvalidArgument on bad arguments and NodeError if ITK fails.
 void gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,
                             const std::vector<double>& sigma, double max_error, int max_width,
