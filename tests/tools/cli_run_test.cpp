@@ -1,0 +1,312 @@
+// The `cellflow` program as a user runs it: persistence across processes,
+// recomputation after a param change, thread counts, damaged cells, the
+// summary, graph/ops/export commands.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include "cellflow/cache/zarr_array.hpp"
+#include "cli_common.hpp"
+#include "test_util.hpp"
+
+namespace cellflow::test {
+namespace {
+
+const std::vector<std::string> kIds = {"raw", "smooth", "mask", "density"};
+
+CommandResult run_ok(const std::vector<std::string>& args, const TempDir& tmp) {
+  CommandResult r = run_cli(args, tmp.path());
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  return r;
+}
+
+TEST(CliRun, SecondProcessComputesNothingAndReturnsBitIdenticalData) {
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json());
+  const fs::path cache = tmp / "cache";
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json", (tmp / "s1.json").string(), "--quiet"}, tmp);
+  const Summary s1 = read_summary(tmp / "s1.json");
+  const Graph memory = build_graph(example_graph_json(), std::nullopt);
+
+  // The summary's contract.
+  EXPECT_EQ(s1.root.find("graph")->as_string(), graph.string());
+  EXPECT_EQ(fs::path(s1.root.find("cache")->as_string()), cache);
+  EXPECT_TRUE(s1.root.find("wall_seconds")->is_number());
+  EXPECT_GT(s1.root.find("peak_rss_bytes")->as_int(), 0);
+  ASSERT_EQ(s1.nodes.size(), 4u);
+  for (const auto& id : kIds) {
+    SCOPED_TRACE(id);
+    const GraphNode& n = memory.node(id);
+    EXPECT_EQ(s1.str(id, "op"), n.def.op);
+    EXPECT_EQ(s1.str(id, "hash"), n.hash) << "hashes are the same in every process";
+    EXPECT_EQ(fs::path(s1.str(id, "path")), cache / n.hash);
+    EXPECT_EQ(s1.str(id, "dtype"), std::string(dtype_name(n.info.dtype)));
+    EXPECT_EQ(*s1.nodes.at(id).find("shape"), Value::list(n.info.shape.to_vector()));
+    EXPECT_EQ(*s1.nodes.at(id).find("cell_shape"), Value::list(n.info.cell_shape.to_vector()));
+    const int64_t total = CellGrid(n.info.shape, n.info.cell_shape).num_cells();
+    EXPECT_EQ(s1.get(id, "cells_total"), total);
+    EXPECT_EQ(s1.get(id, "cells_computed"), total);
+    EXPECT_EQ(s1.get(id, "cells_loaded"), 0);
+    EXPECT_TRUE(s1.nodes.at(id).find("seconds")->is_number());
+    EXPECT_TRUE(fs::exists(cache / n.hash / ".cellflow-complete"));
+  }
+  const auto files = snapshot(cache);
+
+  // A second process on the same cache computes nothing and rewrites nothing.
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json", (tmp / "s2.json").string(), "--quiet"}, tmp);
+  const Summary s2 = read_summary(tmp / "s2.json");
+  for (const auto& id : kIds) {
+    EXPECT_EQ(s2.get(id, "cells_computed"), 0) << id;
+    EXPECT_EQ(s2.str(id, "hash"), s1.str(id, "hash")) << id;
+  }
+  EXPECT_EQ(snapshot(cache), files);
+
+  // This process (a third one) reads every node from disk, computing nothing,
+  // and gets exactly what a memory-only computation gives.
+  const Graph cached = build_graph(example_graph_json(), cache);
+  for (const auto& id : kIds) {
+    SCOPED_TRACE(id);
+    const CellBuffer from_disk = read_whole(cached, id);
+    EXPECT_TRUE(same_bytes(from_disk, read_whole(memory, id)));
+    EXPECT_EQ(cached.image(id)->stats().computed, 0);
+    EXPECT_EQ(cached.image(id)->stats().loaded, cached.image(id)->grid().num_cells());
+  }
+}
+
+TEST(CliRun, ChangingOneParamRecomputesThatNodeAndItsDescendantsOnly) {
+  TempDir tmp;
+  const fs::path cache = tmp / "cache";
+  const fs::path g1 = write_graph(tmp, "g1.json", example_graph_json(0.5));
+  const fs::path g2 = write_graph(tmp, "g2.json", example_graph_json(0.6));
+  run_ok({"run", g1.string(), "--cache", cache.string(), "--summary-json", (tmp / "s1.json").string(), "--quiet"}, tmp);
+  run_ok({"run", g2.string(), "--cache", cache.string(), "--summary-json", (tmp / "s2.json").string(), "--quiet"}, tmp);
+  const Summary s1 = read_summary(tmp / "s1.json");
+  const Summary s2 = read_summary(tmp / "s2.json");
+  EXPECT_EQ(s2.get("raw", "cells_computed"), 0);
+  EXPECT_EQ(s2.get("smooth", "cells_computed"), 0);
+  EXPECT_EQ(s2.get("mask", "cells_computed"), s2.get("mask", "cells_total"));
+  EXPECT_EQ(s2.get("density", "cells_computed"), s2.get("density", "cells_total"));
+  EXPECT_EQ(s2.str("raw", "hash"), s1.str("raw", "hash"));
+  EXPECT_EQ(s2.str("smooth", "hash"), s1.str("smooth", "hash"));
+  EXPECT_NE(s2.str("mask", "hash"), s1.str("mask", "hash"));
+  EXPECT_NE(s2.str("density", "hash"), s1.str("density", "hash"));
+  // Going back to the first param computes nothing: both versions are cached.
+  run_ok({"run", g1.string(), "--cache", cache.string(), "--summary-json", (tmp / "s3.json").string(), "--quiet"}, tmp);
+  const Summary s3 = read_summary(tmp / "s3.json");
+  for (const auto& id : kIds) EXPECT_EQ(s3.get(id, "cells_computed"), 0) << id;
+}
+
+TEST(CliRun, SummaryCountsCellsLoadedFromDisk) {
+  // After a param change of mask, this run reads smooth's cells back from
+  // disk to compute mask: the summary's cells_loaded must say so.
+  TempDir tmp;
+  const fs::path cache = tmp / "cache";
+  const fs::path g1 = write_graph(tmp, "g1.json", example_graph_json(0.5));
+  const fs::path g2 = write_graph(tmp, "g2.json", example_graph_json(0.6));
+  run_ok({"run", g1.string(), "--cache", cache.string(), "--quiet"}, tmp);
+  run_ok({"run", g2.string(), "--cache", cache.string(), "--summary-json", (tmp / "s2.json").string(), "--quiet"}, tmp);
+  const Summary s2 = read_summary(tmp / "s2.json");
+  EXPECT_EQ(s2.get("smooth", "cells_loaded"), s2.get("smooth", "cells_total"));
+  EXPECT_EQ(s2.get("raw", "cells_loaded"), 0);
+}
+
+TEST(CliRun, OneThreadAndAllThreadsWriteIdenticalBytes) {
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 6));
+  run_ok({"run", graph.string(), "--cache", (tmp / "c1").string(), "--threads", "1", "--quiet"}, tmp);
+  run_ok({"run", graph.string(), "--cache", (tmp / "call").string(), "--quiet"}, tmp);
+  const auto a = snapshot(tmp / "c1");
+  const auto b = snapshot(tmp / "call");
+  EXPECT_GT(a.size(), 4u * 36u);
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [path, bytes] : a) {
+    ASSERT_TRUE(b.count(path)) << path;
+    EXPECT_TRUE(bytes == b.at(path)) << path << " differs between --threads 1 and the default";
+  }
+}
+
+TEST(CliRun, OutputFlagSelectsWhatIsComputed) {
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 7));
+  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--output", "smooth", "--summary-json",
+          (tmp / "s.json").string(), "--quiet"},
+         tmp);
+  const Summary s = read_summary(tmp / "s.json");
+  EXPECT_EQ(s.nodes.size(), 4u) << "every node of the graph is listed";
+  EXPECT_EQ(s.get("raw", "cells_computed"), 36);
+  EXPECT_EQ(s.get("smooth", "cells_computed"), 36);
+  EXPECT_EQ(s.get("mask", "cells_computed"), 0);
+  EXPECT_EQ(s.get("density", "cells_computed"), 0);
+  EXPECT_FALSE(fs::exists(tmp / "cache" / s.str("mask", "hash") / ".cellflow-complete"));
+  // Two --output flags.
+  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--output", "mask", "--output", "density",
+          "--summary-json", (tmp / "s2.json").string(), "--quiet"},
+         tmp);
+  const Summary s2 = read_summary(tmp / "s2.json");
+  EXPECT_EQ(s2.get("smooth", "cells_computed"), 0);
+  EXPECT_EQ(s2.get("mask", "cells_computed"), 36);
+  EXPECT_EQ(s2.get("density", "cells_computed"), s2.get("density", "cells_total"));
+}
+
+TEST(CliRun, SmallMemoryBudgetStillComputesEachCellOnce) {
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 8));
+  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--memory", "128K", "--threads", "2",
+          "--summary-json", (tmp / "s.json").string(), "--quiet"},
+         tmp);
+  const Summary s = read_summary(tmp / "s.json");
+  for (const auto& id : kIds) EXPECT_EQ(s.get(id, "cells_computed"), s.get(id, "cells_total")) << id;
+  const Graph memory = build_graph(example_graph_json(0.5, 8), std::nullopt);
+  const Graph cached = build_graph(example_graph_json(0.5, 8), tmp / "cache");
+  for (const auto& id : kIds) EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id))) << id;
+}
+
+TEST(CliRun, CacheFromEnvironmentVariable) {
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 9));
+  const CommandResult r = run_command(
+      {"env", "CELLFLOW_CACHE=" + (tmp / "envcache").string(), CELLFLOW_CLI, "run", graph.string(), "--quiet"}, tmp.path());
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(fs::exists(tmp / "envcache" / "cellflow-cache.json"));
+}
+
+TEST(CliCorruption, TruncatedAndDeletedCellsAreRecomputedWhenRead) {
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 10));
+  const fs::path cache = tmp / "cache";
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--quiet"}, tmp);
+  const Graph memory = build_graph(example_graph_json(0.5, 10), std::nullopt);
+  const fs::path truncated = cell_file(cache, memory.node("smooth").hash, {1, 1, 2});
+  const fs::path deleted = cell_file(cache, memory.node("mask").hash, {0, 2, 3});
+  const std::string bytes = read_all(truncated);
+  write_all(truncated, bytes.substr(0, bytes.size() - 7));
+  fs::remove(deleted);
+
+  // `export` reads the whole node: the damage is found, recomputed, never returned.
+  const CommandResult r = run_cli({"export", graph.string(), "smooth", "--to", (tmp / "smooth.mha").string(), "--cache",
+                                   cache.string()},
+                                  tmp.path());
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.err.find("1/1/2"), std::string::npos) << "the damaged cell is reported: " << describe(r);
+  EXPECT_NO_THROW(ZarrArray::open(truncated.parent_path().parent_path().parent_path())->read({1, 1, 2}));
+  // The exported data equal the original (MetaImage keeps f32 as it is, x fastest = C order).
+  const std::string mha = read_all(tmp / "smooth.mha");
+  const std::string marker = "ElementDataFile = LOCAL\n";
+  const auto at = mha.find(marker);
+  ASSERT_NE(at, std::string::npos) << mha.substr(0, 400);
+  EXPECT_NE(mha.find("DimSize = 56 48 40"), std::string::npos) << mha.substr(0, at);
+  EXPECT_NE(mha.find("MET_FLOAT"), std::string::npos) << mha.substr(0, at);
+  const CellBuffer expected = read_whole(memory, "smooth");
+  const std::string payload = mha.substr(at + marker.size());
+  ASSERT_EQ(payload.size(), expected.num_bytes());
+  EXPECT_EQ(std::memcmp(payload.data(), expected.data(), payload.size()), 0);
+
+  // In this process: the deleted mask cell is recomputed on read.
+  const Graph cached = build_graph(example_graph_json(0.5, 10), cache);
+  EXPECT_TRUE(same_bytes(read_whole(cached, "mask"), read_whole(memory, "mask")));
+  EXPECT_EQ(cached.image("mask")->stats().computed, 1);
+  EXPECT_TRUE(fs::exists(deleted));
+}
+
+TEST(CliCorruption, NextRunRestoresADeletedCell) {
+  // A run must leave every output cell committed, even when a file of a node
+  // marked complete was deleted since.
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 11));
+  const fs::path cache = tmp / "cache";
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--quiet"}, tmp);
+  const Graph memory = build_graph(example_graph_json(0.5, 11), std::nullopt);
+  const fs::path deleted = cell_file(cache, memory.node("density").hash, {1, 1, 1});
+  ASSERT_TRUE(fs::exists(deleted));
+  fs::remove(deleted);
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json", (tmp / "s.json").string(), "--quiet"}, tmp);
+  EXPECT_TRUE(fs::exists(deleted)) << "the run claimed success but left a cell of its output missing";
+  EXPECT_EQ(read_summary(tmp / "s.json").get("density", "cells_computed"), 1);
+}
+
+TEST(CliGraph, HashesAndDot) {
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json());
+  const CommandResult h = run_ok({"graph", graph.string(), "--hashes"}, tmp);
+  const Graph g = build_graph(example_graph_json(), std::nullopt);
+  std::string expected;
+  for (const auto& n : g.nodes()) expected += n.def.id + " " + n.hash + "\n";
+  EXPECT_EQ(h.out, expected) << "hashes are stable across processes";
+  const CommandResult d = run_ok({"graph", graph.string(), "--dot"}, tmp);
+  EXPECT_NE(d.out.find("digraph"), std::string::npos) << d.out;
+  for (const auto& id : kIds) EXPECT_NE(d.out.find(id), std::string::npos) << d.out;
+  // Exactly one of --dot / --hashes.
+  EXPECT_EQ(run_cli({"graph", graph.string()}, tmp.path()).exit_code, 2);
+  EXPECT_EQ(run_cli({"graph", graph.string(), "--dot", "--hashes"}, tmp.path()).exit_code, 2);
+  EXPECT_FALSE(fs::exists(tmp / "cellflow-cache"));
+}
+
+TEST(CliOps, ListsEveryOpWithParams) {
+  TempDir tmp;
+  const CommandResult j = run_ok({"ops", "--json"}, tmp);
+  const Value v = parse_json(j.out, "ops --json");
+  const Value* ops = v.find("ops");
+  ASSERT_NE(ops, nullptr) << j.out;
+  std::map<std::string, Value> by_name;
+  for (const auto& op : ops->as_array()) by_name[op.find("name")->as_string()] = op;
+  for (const char* name : {"synthetic.blobs", "gaussian", "threshold", "region.density", "cast", "rescale"}) {
+    ASSERT_TRUE(by_name.count(name)) << name;
+    EXPECT_GE(by_name[name].find("version")->as_int(), 1);
+    EXPECT_FALSE(by_name[name].find("doc")->as_string().empty());
+  }
+  bool has_sigma = false;
+  for (const auto& p : by_name["gaussian"].find("params")->as_array()) {
+    if (p.find("name")->as_string() == "sigma") {
+      has_sigma = true;
+      EXPECT_FALSE(p.find("type")->as_string().empty());
+      EXPECT_FALSE(p.find("doc")->as_string().empty());
+    }
+  }
+  EXPECT_TRUE(has_sigma);
+  const CommandResult t = run_ok({"ops"}, tmp);
+  for (const char* name : {"synthetic.blobs", "gaussian", "threshold", "region.density", "cast", "rescale"})
+    EXPECT_NE(t.out.find(name), std::string::npos) << name;
+}
+
+TEST(CliHelp, HelpEverywhereAndUsageErrors) {
+  TempDir tmp;
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--help"}, {"run", "--help"}, {"ops", "--help"}, {"graph", "--help"}, {"export", "--help"}}) {
+    const CommandResult r = run_cli(args, tmp.path());
+    EXPECT_EQ(r.exit_code, 0) << args[0] << describe(r);
+    EXPECT_FALSE(r.out.empty());
+  }
+  EXPECT_EQ(run_cli({}, tmp.path()).exit_code, 2);
+  EXPECT_EQ(run_cli({"frobnicate"}, tmp.path()).exit_code, 2);
+  EXPECT_EQ(run_cli({"run"}, tmp.path()).exit_code, 2);
+  EXPECT_EQ(run_cli({"run", "x.json", "--threads", "-3"}, tmp.path()).exit_code, 2);
+  EXPECT_EQ(run_cli({"run", "x.json", "--no-such-flag"}, tmp.path()).exit_code, 2);
+}
+
+TEST(CliExport, WritesEveryFormat) {
+  TempDir tmp;
+  const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 12));
+  const fs::path cache = tmp / "cache";
+  for (const char* file : {"d.png", "d.tif", "d.nrrd", "d.mha", "m.png"}) {
+    const std::string node = file[0] == 'd' ? "density" : "mask";
+    const CommandResult r = run_cli({"export", graph.string(), node, "--to", (tmp / file).string(), "--cache", cache.string()},
+                                    tmp.path());
+    EXPECT_EQ(r.exit_code, 0) << file << describe(r);
+    ASSERT_TRUE(fs::exists(tmp / file)) << file;
+    EXPECT_GT(fs::file_size(tmp / file), 20u) << file;
+  }
+  const std::string png = read_all(tmp / "d.png");
+  EXPECT_EQ(png.substr(1, 3), "PNG");
+  EXPECT_EQ(run_cli({"export", graph.string(), "density", "--to", (tmp / "d.xyz").string(), "--cache", cache.string()},
+                    tmp.path())
+                .exit_code,
+            2);
+  EXPECT_EQ(run_cli({"export", graph.string(), "nope", "--to", (tmp / "n.png").string(), "--cache", cache.string()},
+                    tmp.path())
+                .exit_code,
+            2);
+}
+
+}  // namespace
+}  // namespace cellflow::test
