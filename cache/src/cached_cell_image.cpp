@@ -2,10 +2,12 @@
 
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
-#include <tbb/collaborative_call_once.h>
+#include <tbb/task_arena.h>
 #include <tbb/parallel_for.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <unordered_map>
 
@@ -16,12 +18,25 @@
 namespace cellflow {
 namespace {
 
-// One in-flight production of a cell. Waiters on `flag` help run other TBB
-// tasks instead of blocking their thread.
+// One in-flight production of a cell. The first caller (the winner) produces
+// it; later callers wait for the result.
+//
+// Why not tbb::collaborative_call_once: with TBB 2021.8 its waiters enter the
+// winner's arena, and application threads each have their own implicit arena
+// with one external slot, so eight application threads reading one node
+// deadlocked waiting for slots (tests/graph/singleton_test.cpp). Here the
+// winner runs the producer inside this_task_arena::isolate, so while it waits
+// for its own nested work it never picks up unrelated tasks; a waiter blocks.
+// Waits follow the DAG (a cell only ever waits for cells of its inputs), so no
+// cycle of waiters can form. The executor schedules a cell only after the
+// input cells it reads, so in a run waits are rare.
 struct Slot {
-  tbb::collaborative_once_flag flag;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;
   CellBuffer result;
   bool computed = false;
+  std::exception_ptr error;
 };
 
 }  // namespace
@@ -81,33 +96,51 @@ struct CachedCellImage::Impl {
   // Single-flight: one producer per cell at a time in this process.
   CellBuffer load(const CellIndex& cell, int64_t linear, bool* was_computed) {
     std::shared_ptr<Slot> slot;
+    bool winner = false;
     {
       std::lock_guard lock(mu);
       auto& s = inflight[linear];
-      if (!s) s = std::make_shared<Slot>();
+      if (!s) {
+        s = std::make_shared<Slot>();
+        winner = true;
+      }
       slot = s;
     }
-    const auto release = [&] {
-      std::lock_guard lock(mu);
-      auto it = inflight.find(linear);
-      if (it != inflight.end() && it->second == slot) inflight.erase(it);
-    };
+    if (!winner) {
+      std::unique_lock lock(slot->mu);
+      slot->cv.wait(lock, [&] { return slot->finished; });
+      if (slot->error) std::rethrow_exception(slot->error);
+      if (was_computed != nullptr) *was_computed = false;
+      return slot->result;
+    }
+    CellBuffer result;
+    bool computed = false;
+    std::exception_ptr error;
     try {
-      tbb::collaborative_call_once(slot->flag, [&] {
+      tbb::this_task_arena::isolate([&] {
         // A flight that just finished may have left the cell in memory.
         if (auto hit = cache->find(owner, linear)) {
-          slot->result = *hit;
-          return;
+          result = *hit;
+        } else {
+          result = produce(cell, linear, computed);
         }
-        slot->result = produce(cell, linear, slot->computed);
       });
     } catch (...) {
-      release();
-      throw;
+      error = std::current_exception();
     }
-    CellBuffer result = slot->result;
-    if (was_computed != nullptr) *was_computed = slot->computed;
-    release();
+    {
+      std::lock_guard lock(mu);
+      inflight.erase(linear);
+    }
+    {
+      std::lock_guard lock(slot->mu);
+      slot->finished = true;
+      slot->result = result;
+      slot->error = error;
+    }
+    slot->cv.notify_all();
+    if (error) std::rethrow_exception(error);
+    if (was_computed != nullptr) *was_computed = computed;
     return result;
   }
 

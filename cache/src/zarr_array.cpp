@@ -142,23 +142,42 @@ std::string ZarrArray::encode_chunk(const void* data, size_t bytes, size_t type_
   return out;
 }
 
+namespace {
+
+// Checks the trailer and checksum; returns the blosc frame's size.
+size_t verify_chunk(const std::string& stored, const std::string& what) {
+  if (stored.size() < BLOSC_MIN_HEADER_LENGTH + kTrailerSize)
+    throw CorruptionError(fmt::format("{}: truncated ({} bytes)", what, stored.size()));
+  const size_t frame = stored.size() - kTrailerSize;
+  if (std::memcmp(stored.data() + frame + 8, kTrailerMagic, 8) != 0)
+    throw CorruptionError(fmt::format("{}: no cellflow checksum trailer (truncated or foreign file)", what));
+  if (get_u64(stored.data() + frame) != XXH3_64bits(stored.data(), frame))
+    throw CorruptionError(fmt::format("{}: checksum mismatch", what));
+  return frame;
+}
+
+}  // namespace
+
 void ZarrArray::decode_chunk(const std::string& stored, void* out, size_t bytes, const std::string& what) {
   const auto corrupt = [&](const std::string& why) {
     return CorruptionError(fmt::format("{}: {}", what, why));
   };
-  if (stored.size() < BLOSC_MIN_HEADER_LENGTH + kTrailerSize)
-    throw corrupt(fmt::format("truncated ({} bytes)", stored.size()));
-  const size_t frame = stored.size() - kTrailerSize;
-  if (std::memcmp(stored.data() + frame + 8, kTrailerMagic, 8) != 0)
-    throw corrupt("no cellflow checksum trailer (truncated or foreign file)");
-  if (get_u64(stored.data() + frame) != XXH3_64bits(stored.data(), frame))
-    throw corrupt("checksum mismatch");
+  const size_t frame = verify_chunk(stored, what);
   size_t nbytes = 0, cbytes = 0, blocksize = 0;
   blosc_cbuffer_sizes(stored.data(), &nbytes, &cbytes, &blocksize);
   if (cbytes != frame || nbytes != bytes)
     throw corrupt(fmt::format("blosc frame sizes {}/{} do not match the chunk ({} bytes)", cbytes, nbytes, bytes));
   const int n = blosc_decompress_ctx(stored.data(), out, bytes, 1);
   if (n < 0 || static_cast<size_t>(n) != bytes) throw corrupt("blosc could not decompress it");
+}
+
+std::string ZarrArray::decode_chunk_any(const std::string& stored, const std::string& what) {
+  verify_chunk(stored, what);
+  size_t nbytes = 0, cbytes = 0, blocksize = 0;
+  blosc_cbuffer_sizes(stored.data(), &nbytes, &cbytes, &blocksize);
+  std::string out(nbytes, '\0');
+  decode_chunk(stored, out.data(), nbytes, what);
+  return out;
 }
 
 std::optional<CellBuffer> ZarrArray::read(const CellIndex& cell) {

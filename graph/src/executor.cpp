@@ -94,6 +94,9 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
   // Backward pass: which cells must this run produce? A target's missing
   // cells, and then the missing input cells those read, transitively. Cells
   // already committed are never recomputed.
+  // Every node this run may touch gets its image now, so that loads of
+  // committed cells are counted in the report.
+  for (size_t i : order) image_of(i);
   for (size_t i : order) {
     const auto cells = static_cast<size_t>(CellGrid(nodes[i].info.shape, nodes[i].info.cell_shape).num_cells());
     runs[i].scheduled.assign(cells, 0);
@@ -104,7 +107,9 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
     NodeRun& r = runs[i];
     const GraphNode& n = nodes[i];
     const CellGrid grid(n.info.shape, n.info.cell_shape);
-    if (is_target[i] && !(cache && cache->is_complete(n.hash))) {
+    // The completion marker is not trusted here: a cell deleted since it was
+    // written must be recomputed. Checking is one stat() per cell.
+    if (is_target[i]) {
       CachedCellImage& img = image_of(i);
       for (int64_t c = 0; c < grid.num_cells(); ++c) {
         auto& s = r.scheduled[static_cast<size_t>(c)];
@@ -120,7 +125,6 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
       const size_t in = n.inputs[k];
       const GraphNode& inode = nodes[in];
       NodeRun& ir = runs[in];
-      if (cache && cache->is_complete(inode.hash)) continue;
       const CellGrid igrid(inode.info.shape, inode.info.cell_shape);
       CachedCellImage& iimg = image_of(in);
       const auto mark = [&](const CellIndex& ic) {

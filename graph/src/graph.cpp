@@ -1,7 +1,7 @@
 #include "cellflow/graph/graph.hpp"
 
 #include <fmt/format.h>
-#include <tbb/collaborative_call_once.h>
+#include <tbb/task_arena.h>
 #include <xxhash.h>
 
 #include <boost/graph/adjacency_list.hpp>
@@ -34,15 +34,17 @@ struct NodeImage {
   std::vector<std::shared_ptr<NodeImage>> inputs;
   std::vector<ImageInfo> input_infos;
   std::string id;
-  tbb::collaborative_once_flag prepared;
+  std::once_flag prepared;
   std::unique_ptr<CachedCellImage> image;
 
   void ensure_prepared() {
     if (!kernel->needs_prepare()) return;
-    tbb::collaborative_call_once(prepared, [&] {
+    // Isolated for the reason given in cached_cell_image.cpp; a failed prepare
+    // is retried by the next caller.
+    std::call_once(prepared, [&] {
       std::vector<CachedCellImage*> in;
       for (const auto& i : inputs) in.push_back(i->image.get());
-      with_context("prepare", [&] { kernel->prepare(in); });
+      tbb::this_task_arena::isolate([&] { with_context("prepare", [&] { kernel->prepare(in); }); });
     });
   }
 

@@ -2,8 +2,7 @@
 // read, kept in the process-wide MemoryCache and, when a CellStore is given,
 // persisted there and reloaded from it instead of being recomputed.
 // Thread-safe: loading a cell is single-flight (concurrent readers of one cell
-// wait for one computation, and a waiting TBB worker keeps executing other
-// tasks instead of blocking the pool).
+// wait for one computation, which runs isolated from unrelated TBB work).
 #pragma once
 
 #include <cstdint>

@@ -42,6 +42,8 @@ class ZarrArray : public CellStore {
   /// throws CorruptionError naming `what` if anything is wrong.
   static void decode_chunk(const std::string& stored, void* out, size_t bytes,
                            const std::string& what);
+  /// Same, for a chunk of any size (table cells): returns the decoded bytes.
+  static std::string decode_chunk_any(const std::string& stored, const std::string& what);
 
  private:
   ZarrArray(std::filesystem::path path, DType dtype, CellGrid grid);
