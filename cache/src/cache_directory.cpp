@@ -95,6 +95,16 @@ std::shared_ptr<ZarrArray> CacheDirectory::open_node(const std::string& hash, DT
   return ZarrArray::create(dir / "0", dtype, grid);
 }
 
+std::shared_ptr<TableStore> CacheDirectory::open_table_node(const std::string& hash,
+                                                            const std::string& definition_json) {
+  const fs::path dir = node_path(hash);
+  if (::access((dir / ".zattrs").c_str(), F_OK) != 0) {
+    write_file_atomic(dir / ".zgroup", "{\n  \"zarr_format\": 2\n}\n");
+    write_file_atomic(dir / ".zattrs", node_zattrs_json(hash, 0, definition_json));
+  }
+  return std::make_shared<TableStore>(dir / "table");
+}
+
 bool CacheDirectory::node_exists(const std::string& hash) const {
   return ::access((node_path(hash) / ".zattrs").c_str(), F_OK) == 0;
 }

@@ -49,6 +49,7 @@ struct CachedCellImage::Impl {
   std::shared_ptr<CellStore> store;
   MemoryCache* cache;
   uint64_t owner;
+  bool variable_payload = false;
 
   std::mutex mu;
   std::unordered_map<int64_t, std::shared_ptr<Slot>> inflight;
@@ -76,7 +77,8 @@ struct CachedCellImage::Impl {
     CellBuffer out = with_context(name, [&] {
       return with_context(cell_frame(cell), [&] { return compute(cell, box); });
     });
-    if (!out || out.dtype() != dtype || !(out.shape() == box.shape())) {
+    const bool shape_ok = variable_payload ? out.shape().rank() == 1 : out.shape() == box.shape();
+    if (!out || out.dtype() != dtype || !shape_ok) {
       NodeError e(fmt::format("compute returned {} {} instead of {} {}",
                               out ? dtype_name(out.dtype()) : "nothing", out.shape().str(),
                               dtype_name(dtype), box.shape().str()));
@@ -154,8 +156,10 @@ struct CachedCellImage::Impl {
 };
 
 CachedCellImage::CachedCellImage(std::string name, CellGrid grid, DType dtype, ComputeFn compute,
-                                 std::shared_ptr<CellStore> store, MemoryCache* cache)
+                                 std::shared_ptr<CellStore> store, MemoryCache* cache,
+                                 bool variable_payload)
     : impl_(std::make_unique<Impl>()) {
+  impl_->variable_payload = variable_payload;
   impl_->name = std::move(name);
   impl_->grid = std::move(grid);
   impl_->dtype = dtype;
@@ -202,6 +206,8 @@ CellBuffer CachedCellImage::read(const Box& region) {
 }
 
 void CachedCellImage::read_into(const Box& region, void* out) {
+  if (impl_->variable_payload)
+    throw InvalidArgument(fmt::format("{}: is a table; read its cells with get()", impl_->name));
   if (region.rank() != impl_->grid.rank() || !impl_->grid.bounds().contains(region))
     throw InvalidArgument(fmt::format("{}: region {} is outside the image {}", impl_->name, region.str(),
                                       impl_->grid.bounds().str()));

@@ -1,6 +1,7 @@
 #include "cellflow/graph/graph.hpp"
 
 #include <fmt/format.h>
+#include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 #include <xxhash.h>
 
@@ -8,6 +9,7 @@
 #include <boost/graph/depth_first_search.hpp>
 #include <boost/graph/graphviz.hpp>
 #include <boost/graph/topological_sort.hpp>
+#include <cstring>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -55,6 +57,12 @@ struct NodeImage {
     for (size_t i = 0; i < inputs.size(); ++i) {
       const Box r = kernel->input_region(i, box, input_infos[i]);
       regions.push_back(InputRegion{r, inputs[i]->image->read(r)});
+    }
+    if (kernel->output().kind == OutputKind::kTable) {
+      const std::string bytes = kernel->compute_rows(box, regions).serialize();
+      CellBuffer out = CellBuffer::allocate(DType::kU8, Shape{static_cast<int64_t>(bytes.size())});
+      std::memcpy(out.mutable_data(), bytes.data(), bytes.size());
+      return out;
     }
     CellBuffer out = CellBuffer::allocate(kernel->output().dtype, box.shape());
     kernel->compute(box, regions, out);
@@ -142,18 +150,21 @@ struct Graph::Impl {
       ni->inputs = inputs;
       for (size_t in : n.inputs) ni->input_infos.push_back(nodes[in].info);
       ni->id = n.def.id;
+      const bool table = n.info.kind == OutputKind::kTable;
       std::shared_ptr<CellStore> store;
       if (cache) {
-        store = with_context("node \"" + n.def.id + "\"", [&] {
-          return cache->open_node(n.hash, n.info.dtype, CellGrid(n.info.shape, n.info.cell_shape),
-                                  to_json_compact(n.definition));
+        store = with_context("node \"" + n.def.id + "\"", [&]() -> std::shared_ptr<CellStore> {
+          const CellGrid grid(n.info.shape, n.info.cell_shape);
+          if (table) return cache->open_table_node(n.hash, to_json_compact(n.definition));
+          return cache->open_node(n.hash, n.info.dtype, grid, to_json_compact(n.definition));
         });
       }
       NodeImage* raw = ni.get();
       // The image's name is its error-context frame: node "smooth": cell (1,0,2): ...
       ni->image = std::make_unique<CachedCellImage>(
           "node \"" + n.def.id + "\"", CellGrid(n.info.shape, n.info.cell_shape), n.info.dtype,
-          [raw](const CellIndex&, const Box& box) { return raw->compute(box); }, std::move(store));
+          [raw](const CellIndex&, const Box& box) { return raw->compute(box); }, std::move(store),
+          nullptr, table);
       return ni;
     });
     return images[i];
@@ -332,6 +343,23 @@ std::shared_ptr<CachedCellImage> Graph::image(size_t node) const {
   cache();  // open the cache directory before the first image needs it
   auto ni = impl_->node_image(node);
   return std::shared_ptr<CachedCellImage>(ni, ni->image.get());
+}
+
+Table Graph::table(size_t node) const {
+  const GraphNode& n = nodes().at(node);
+  if (n.info.kind != OutputKind::kTable)
+    throw InvalidArgument(fmt::format("node \"{}\" (op {}) produces an image, not a table", n.def.id, n.def.op));
+  auto img = image(node);
+  const CellGrid& grid = img->grid();
+  std::vector<Table> parts(static_cast<size_t>(grid.num_cells()));
+  tbb::parallel_for(int64_t{0}, grid.num_cells(), [&](int64_t c) {
+    const CellIndex cell = grid.cell_at(c);
+    const CellBuffer b = img->get(cell);
+    parts[static_cast<size_t>(c)] = Table::deserialize(
+        std::string_view(reinterpret_cast<const char*>(b.data()), b.num_bytes()),
+        fmt::format("node \"{}\": cell {}", n.def.id, cell.str()));
+  });
+  return with_context(fmt::format("node \"{}\"", n.def.id), [&] { return n.kernel->merge_rows(std::move(parts)); });
 }
 
 void Graph::prepare(size_t node) const { impl_->node_image(node)->ensure_prepared(); }

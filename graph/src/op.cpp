@@ -175,6 +175,21 @@ std::vector<int64_t> Params::get_ints_per_axis(std::string_view name, int rank) 
   return out;
 }
 
+void NodeKernel::compute(const Box& /*out_box*/, std::span<const InputRegion> /*inputs*/,
+                         CellBuffer& /*out*/) const {
+  throw NodeError("this op produces a table: use compute_rows()");
+}
+
+Table NodeKernel::compute_rows(const Box& /*out_box*/, std::span<const InputRegion> /*inputs*/) const {
+  throw NodeError("this op produces an image, not a table");
+}
+
+Table NodeKernel::merge_rows(std::vector<Table> parts) const {
+  Table out;
+  for (const auto& p : parts) out.append(p);
+  return out;
+}
+
 Box NodeKernel::input_region(size_t /*input*/, const Box& out_box, const ImageInfo& input_info) const {
   return out_box.intersect(Box::from_shape(input_info.shape));
 }

@@ -3,6 +3,7 @@
 //   <root>/cellflow-cache.json           {"format": 1}
 //   <root>/<hash>/.zgroup, .zattrs        multiscales + "cellflow" definition
 //   <root>/<hash>/0/                      the Zarr v2 array of cells
+//   <root>/<hash>/table/                  (table nodes) one file of rows per cell
 //   <root>/<hash>/.cellflow-complete      present once every cell is committed
 //   <root>/<hash>/artifacts/              logs, plots, tables of the node
 // Thread-safe and process-safe: every file is committed by atomic rename.
@@ -14,6 +15,7 @@
 
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/dtype.hpp"
+#include "cellflow/cache/table_store.hpp"
 #include "cellflow/cache/zarr_array.hpp"
 
 namespace cellflow {
@@ -36,6 +38,10 @@ class CacheDirectory {
   /// `definition_json` under "cellflow"), and the array "0". Returns the array.
   std::shared_ptr<ZarrArray> open_node(const std::string& hash, DType dtype,
                                        const CellGrid& grid, const std::string& definition_json);
+  /// Creates a table node's group if absent (.zgroup, .zattrs with the
+  /// definition, no multiscales) and returns the store of its cells ("table/").
+  std::shared_ptr<TableStore> open_table_node(const std::string& hash,
+                                              const std::string& definition_json);
   bool node_exists(const std::string& hash) const;
   bool is_complete(const std::string& hash) const;
   void mark_complete(const std::string& hash);

@@ -35,8 +35,11 @@ class CachedCellImage {
   using ComputeFn = std::function<CellBuffer(const CellIndex& cell, const Box& box)>;
 
   /// `store` may be null (memory only). `cache` defaults to MemoryCache::global().
+  /// With `variable_payload`, a cell is a 1-D u8 buffer of any length (the
+  /// serialized rows of a table cell) instead of an array of the cell's shape.
   CachedCellImage(std::string name, CellGrid grid, DType dtype, ComputeFn compute,
-                  std::shared_ptr<CellStore> store = nullptr, MemoryCache* cache = nullptr);
+                  std::shared_ptr<CellStore> store = nullptr, MemoryCache* cache = nullptr,
+                  bool variable_payload = false);
   ~CachedCellImage();
   CachedCellImage(const CachedCellImage&) = delete;
   CachedCellImage& operator=(const CachedCellImage&) = delete;

@@ -64,6 +64,10 @@ class Graph {
   /// graph in the process that has the same node under the same cache root).
   std::shared_ptr<CachedCellImage> image(size_t node) const;
   std::shared_ptr<CachedCellImage> image(const std::string& id) const { return image(index(id)); }
+  /// A table node's rows: computes its missing cells, then merges every cell's
+  /// rows (NodeKernel::merge_rows). Throws InvalidArgument for an image node.
+  Table table(size_t node) const;
+  Table table(const std::string& id) const { return table(index(id)); }
   /// Runs the node's prepare() once per process (no-op for non-global ops).
   void prepare(size_t node) const;
   /// The cache directory, if persisting.

@@ -15,6 +15,7 @@
 #include "cellflow/cache/cell_buffer.hpp"
 #include "cellflow/cache/dims.hpp"
 #include "cellflow/cache/dtype.hpp"
+#include "cellflow/cache/table.hpp"
 #include "cellflow/graph/value.hpp"
 
 namespace cellflow {
@@ -69,11 +70,17 @@ class Params {
   Value v_ = Value::object();
 };
 
-/// What an image is: element type, shape and cell shape.
+/// What a node produces: an image, or a table whose rows are produced cell
+/// by cell over the image domain `shape` cut into `cell_shape` cells.
+enum class OutputKind { kImage, kTable };
+
+/// What an image is: element type, shape and cell shape (for a table: the
+/// domain its cells cover; dtype is unused).
 struct ImageInfo {
   DType dtype = DType::kF32;
   Shape shape;
   Shape cell_shape;
+  OutputKind kind = OutputKind::kImage;
 };
 
 /// One input region handed to compute: the box (image coordinates) and its data.
@@ -104,8 +111,17 @@ class NodeKernel {
 
   /// Computes the output region `out_box` into `out` (dtype output().dtype,
   /// shape out_box.shape()); `inputs[i]` holds input_region(i, out_box).
+  /// Table kernels implement compute_rows() instead.
   virtual void compute(const Box& out_box, std::span<const InputRegion> inputs,
-                       CellBuffer& out) const = 0;
+                       CellBuffer& out) const;
+
+  /// Table kernels (output().kind == kTable): the rows the cell `out_box`
+  /// contributes; `inputs[i]` holds input_region(i, out_box).
+  virtual Table compute_rows(const Box& out_box, std::span<const InputRegion> inputs) const;
+  /// Table kernels: combines the rows of all cells, in cell order, into the
+  /// node's table (for example, merging partial rows of one object that spans
+  /// cells). Default: concatenation.
+  virtual Table merge_rows(std::vector<Table> parts) const;
 
  private:
   ImageInfo output_;
