@@ -108,7 +108,7 @@ std::string hash_bytes(std::string_view bytes) {
 }
 
 std::string node_hash(const std::string& op, int version, const Value& params, const ImageInfo& info,
-                      const std::vector<std::string>& input_hashes) {
+                      const std::vector<std::string>& input_hashes, const std::string& identity) {
   Value v = Value::object();
   v.set("op", op);
   v.set("version", version);
@@ -119,6 +119,7 @@ std::string node_hash(const std::string& op, int version, const Value& params, c
   Value::Array inputs;
   for (const auto& h : input_hashes) inputs.emplace_back(h);
   v.set("inputs", Value(std::move(inputs)));
+  if (!identity.empty()) v.set("identity", identity);
   return hash_bytes(to_canonical_json(v));
 }
 
@@ -250,7 +251,9 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       n.kernel = std::shared_ptr<NodeKernel>(n.op->bind(params, infos));
       n.info = n.kernel->output();
       (void)CellGrid(n.info.shape, n.info.cell_shape);  // validates rank and sizes
-      n.hash = node_hash(std::string(n.op->name()), n.op->version(), params.value(), n.info, input_hashes);
+      const std::string identity = n.kernel->identity();
+      n.hash = node_hash(std::string(n.op->name()), n.op->version(), params.value(), n.info, input_hashes,
+                         identity);
       Value d = Value::object();
       d.set("id", n.def.id);
       d.set("op", std::string(n.op->name()));
@@ -267,6 +270,7 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       d.set("dtype", std::string(dtype_name(n.info.dtype)));
       d.set("shape", dims_value(n.info.shape));
       d.set("cell_shape", dims_value(n.info.cell_shape));
+      if (!identity.empty()) d.set("identity", identity);
       d.set("hash", n.hash);
       n.definition = std::move(d);
     } catch (Error& e) {

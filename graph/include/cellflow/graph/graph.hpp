@@ -80,9 +80,11 @@ class Graph {
 };
 
 /// The node's identity: XXH3-128 of its canonical encoding (op, version,
-/// canonical params, dtype, shape, cell shape, input hashes in order).
+/// canonical params, dtype, shape, cell shape, input hashes in order, and the
+/// kernel's identity() when it has one).
 std::string node_hash(const std::string& op, int version, const Value& params,
-                      const ImageInfo& info, const std::vector<std::string>& input_hashes);
+                      const ImageInfo& info, const std::vector<std::string>& input_hashes,
+                      const std::string& identity = {});
 /// 32 lowercase hex chars of XXH3-128 over `bytes`.
 std::string hash_bytes(std::string_view bytes);
 

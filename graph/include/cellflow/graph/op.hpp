@@ -103,6 +103,11 @@ class NodeKernel {
   virtual Box input_region(size_t input, const Box& out_box,
                            const ImageInfo& input_info) const;
 
+  /// Extra identity that enters the node's hash besides op, version, params and
+  /// inputs: what identifies a source's data (a file's path, size and mtime, or
+  /// its content hash). Empty for ops whose output depends on params only.
+  virtual std::string identity() const { return {}; }
+
   /// Global ops (histograms, min/max, label merges) return true and do their
   /// reduction over whole inputs in prepare(), which runs once before any
   /// compute() of this node in a process.
