@@ -59,18 +59,31 @@ struct CachedCellImage::Impl {
   std::string cell_frame(const CellIndex& cell) const { return "cell " + cell.str(); }
 
   // Loads the cell from the store, or computes (and commits) it.
+  // The committed cell, or nullopt (a damaged file is reported and removed).
+  std::optional<CellBuffer> load_stored(const CellIndex& cell, int64_t linear) {
+    try {
+      if (auto stored = store->read(cell)) {
+        loaded.fetch_add(1, std::memory_order_relaxed);
+        cache->insert(owner, linear, *stored);
+        return stored;
+      }
+    } catch (const CorruptionError& e) {
+      corrupt.fetch_add(1, std::memory_order_relaxed);
+      log_warning(fmt::format("{}: {}: {}; recomputing it", name, cell_frame(cell), e.what()));
+      store->remove(cell);
+    }
+    return std::nullopt;
+  }
+
   CellBuffer produce(const CellIndex& cell, int64_t linear, bool& was_computed) {
+    std::shared_ptr<void> cross_process_lock;
     if (store) {
-      try {
-        if (auto stored = store->read(cell)) {
-          loaded.fetch_add(1, std::memory_order_relaxed);
-          cache->insert(owner, linear, *stored);
-          return *stored;
-        }
-      } catch (const CorruptionError& e) {
-        corrupt.fetch_add(1, std::memory_order_relaxed);
-        log_warning(fmt::format("{}: {}: {}; recomputing it", name, cell_frame(cell), e.what()));
-        store->remove(cell);
+      if (auto stored = load_stored(cell, linear)) return *stored;
+      // Another process may be computing this cell: wait for its lock, then
+      // take its result if it committed one.
+      cross_process_lock = with_context(name, [&] { return store->lock(cell); });
+      if (cross_process_lock) {
+        if (auto stored = load_stored(cell, linear)) return *stored;
       }
     }
     const Box box = grid.cell_box(cell);

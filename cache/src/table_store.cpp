@@ -37,4 +37,14 @@ void TableStore::remove(const CellIndex& cell) {
   fs::remove(cell_path(cell), ec);
 }
 
+std::shared_ptr<void> TableStore::lock(const CellIndex& cell) {
+  std::error_code ec;
+  std::filesystem::create_directories(path_, ec);
+  // A table's cells are linearized by their index in a notional grid; the lock
+  // byte only needs to be unique per cell.
+  int64_t linear = 0;
+  for (int64_t i : cell) linear = linear * 1000003 + i;
+  return locks_.lock(linear);
+}
+
 }  // namespace cellflow

@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "cellflow/cache/cell_lock.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/files.hpp"
 #include "cellflow/cache/value.hpp"
@@ -73,6 +74,7 @@ struct ZarrArray::Impl {
   DType dtype;
   CellGrid grid;
   size_t chunk_bytes;
+  std::unique_ptr<CellLockFile> locks;
 };
 
 ZarrArray::ZarrArray(fs::path path, DType dtype, CellGrid grid) : impl_(std::make_unique<Impl>()) {
@@ -80,6 +82,7 @@ ZarrArray::ZarrArray(fs::path path, DType dtype, CellGrid grid) : impl_(std::mak
   impl_->dtype = dtype;
   impl_->grid = std::move(grid);
   impl_->chunk_bytes = static_cast<size_t>(impl_->grid.cell_shape().product()) * dtype_size(dtype);
+  impl_->locks = std::make_unique<CellLockFile>(impl_->path / ".cellflow-lock");
 }
 
 ZarrArray::~ZarrArray() = default;
@@ -221,6 +224,10 @@ void ZarrArray::write(const CellIndex& cell, const CellBuffer& buffer) {
 
 bool ZarrArray::contains(const CellIndex& cell) {
   return ::access(cell_path(cell).c_str(), F_OK) == 0;
+}
+
+std::shared_ptr<void> ZarrArray::lock(const CellIndex& cell) {
+  return impl_->locks->lock(impl_->grid.linear(cell));
 }
 
 void ZarrArray::remove(const CellIndex& cell) {

@@ -3,6 +3,7 @@
 // extent documented by each; a cell either exists whole or not at all.
 #pragma once
 
+#include <memory>
 #include <optional>
 
 #include "cellflow/cache/cell_buffer.hpp"
@@ -22,6 +23,10 @@ class CellStore {
   virtual bool contains(const CellIndex& cell) = 0;
   /// Removes a committed cell (for example a damaged one); no-op if absent.
   virtual void remove(const CellIndex& cell) = 0;
+
+  /// Locks the cell against other processes until the returned object is
+  /// destroyed (blocking). nullptr: the store has no cross-process locking.
+  virtual std::shared_ptr<void> lock(const CellIndex& /*cell*/) { return nullptr; }
 };
 
 }  // namespace cellflow

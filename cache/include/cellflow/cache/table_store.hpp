@@ -6,13 +6,15 @@
 
 #include <filesystem>
 
+#include "cellflow/cache/cell_lock.hpp"
 #include "cellflow/cache/cell_store.hpp"
 
 namespace cellflow {
 
 class TableStore : public CellStore {
  public:
-  explicit TableStore(std::filesystem::path path) : path_(std::move(path)) {}
+  explicit TableStore(std::filesystem::path path)
+      : path_(std::move(path)), locks_(path_ / ".cellflow-lock") {}
 
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path cell_path(const CellIndex& cell) const;
@@ -22,9 +24,12 @@ class TableStore : public CellStore {
   void write(const CellIndex& cell, const CellBuffer& buffer) override;
   bool contains(const CellIndex& cell) override;
   void remove(const CellIndex& cell) override;
+  /// Cross-process lock of one cell (CellLockFile "<path>/.cellflow-lock").
+  std::shared_ptr<void> lock(const CellIndex& cell) override;
 
  private:
   std::filesystem::path path_;
+  CellLockFile locks_;
 };
 
 }  // namespace cellflow

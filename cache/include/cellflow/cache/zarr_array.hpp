@@ -35,6 +35,8 @@ class ZarrArray : public CellStore {
   void write(const CellIndex& cell, const CellBuffer& buffer) override;
   bool contains(const CellIndex& cell) override;
   void remove(const CellIndex& cell) override;
+  /// Cross-process lock of one cell (CellLockFile "<path>/.cellflow-lock").
+  std::shared_ptr<void> lock(const CellIndex& cell) override;
 
   /// Encodes a full-size chunk as stored on disk (blosc frame + trailer).
   static std::string encode_chunk(const void* data, size_t bytes, size_t type_size);

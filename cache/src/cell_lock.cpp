@@ -1,0 +1,59 @@
+#include "cellflow/cache/cell_lock.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace cellflow {
+namespace {
+
+int set_lock(int fd, int64_t cell, short type, bool wait) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(cell);
+  fl.l_len = 1;
+  fl.l_pid = 0;  // required for OFD locks
+  int rc;
+  do {
+    rc = ::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
+  } while (rc != 0 && errno == EINTR);
+  return rc;
+}
+
+}  // namespace
+
+CellLockFile::~CellLockFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int CellLockFile::fd() {
+  std::lock_guard lock(mu_);
+  if (fd_ < 0 && !unavailable_) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) unavailable_ = true;  // read-only cache: no locking, nothing to write anyway
+  }
+  return fd_;
+}
+
+std::unique_ptr<CellLockFile::Guard> CellLockFile::lock(int64_t cell) {
+  const int f = fd();
+  if (f < 0 || set_lock(f, cell, F_WRLCK, true) != 0) return nullptr;
+  return std::make_unique<Guard>(f, cell);
+}
+
+std::unique_ptr<CellLockFile::Guard> CellLockFile::try_lock(int64_t cell, bool& busy) {
+  busy = false;
+  const int f = fd();
+  if (f < 0) return nullptr;
+  if (set_lock(f, cell, F_WRLCK, false) != 0) {
+    busy = errno == EAGAIN || errno == EACCES;
+    return nullptr;
+  }
+  return std::make_unique<Guard>(f, cell);
+}
+
+CellLockFile::Guard::~Guard() { set_lock(fd_, cell_, F_UNLCK, false); }
+
+}  // namespace cellflow
