@@ -13,6 +13,7 @@ void register_builtin_ops(Registry& registry) {
   registry.add(make_region_density_op());
   registry.add(make_cast_op());
   registry.add(make_rescale_op());
+  registry.add(make_read_zarr_op());
 }
 
 Registry& builtin_registry() {

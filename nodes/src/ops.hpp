@@ -19,6 +19,7 @@ std::shared_ptr<const Op> make_threshold_op();
 std::shared_ptr<const Op> make_region_density_op();
 std::shared_ptr<const Op> make_cast_op();
 std::shared_ptr<const Op> make_rescale_op();
+std::shared_ptr<const Op> make_read_zarr_op();
 
 namespace detail {
 
