@@ -14,6 +14,10 @@ void register_builtin_ops(Registry& registry) {
   registry.add(make_cast_op());
   registry.add(make_rescale_op());
   registry.add(make_read_zarr_op());
+  registry.add(make_otsu_op());
+  registry.add(make_label_op());
+  registry.add(make_region_count_op());
+  registry.add(make_label_stats_op());
 }
 
 Registry& builtin_registry() {

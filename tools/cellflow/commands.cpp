@@ -291,6 +291,15 @@ int export_command(const ExportArgs& args) {
   const fs::path cache_root = resolve_cache_root(c.cache);
   const Graph graph = load_graph(c.graph_path, cache_root);
   const size_t node = find_node(graph, c.graph_path, args.node_id, "node");
+  // A table node exports to CSV only, and CSV holds only tables.
+  const bool table = graph.nodes()[node].info.kind == OutputKind::kTable;
+  const bool csv = fs::path(args.to).extension() == ".csv";
+  if (table && !csv)
+    throw UsageError(fmt::format("export: node \"{}\" is a table: export it to a .csv file (got \"{}\")",
+                                 args.node_id, args.to));
+  if (!table && csv)
+    throw UsageError(fmt::format("export: node \"{}\" is an image: .csv is for table nodes (got \"{}\")",
+                                 args.node_id, args.to));
 
   compute(graph, {node}, c.threads, /*quiet=*/false);
   const fs::path to(args.to);
@@ -300,6 +309,15 @@ int export_command(const ExportArgs& args) {
     if (ec)
       throw IoError(
           fmt::format("{}: cannot create the folder: {}", to.parent_path().string(), ec.message()));
+  }
+  if (table) {
+    const std::string text = graph.table(node).to_csv();
+    std::ofstream out(to, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) throw IoError(fmt::format("{}: cannot write the table", to.string()));
+    fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
+    return kExitOk;
   }
   nodes::ExportOptions options;
   options.upscale = args.upscale;

@@ -1,0 +1,257 @@
+// otsu: a u8 mask, 1 where the input lies above its whole-image Otsu
+// threshold. A global op: prepare() scans every input cell for the min and
+// max, then for a histogram of `bins` equal bins over [min, max] (integer
+// counts, so the reduction is exact whatever the cell shape or thread count),
+// and computes the threshold as skimage.filters.threshold_otsu does.
+#include "cellflow/nodes/otsu.hpp"
+
+#include <fmt/format.h>
+#include <tbb/enumerable_thread_specific.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <utility>
+
+#include "cellflow/cache/cached_cell_image.hpp"
+#include "cellflow/cache/dtype_dispatch.hpp"
+#include "ops.hpp"
+
+namespace cellflow::nodes {
+
+std::vector<double> histogram_edges(double lo, double hi, int bins, bool single_precision) {
+  // numpy.linspace(lo, hi, bins + 1): i * step + lo in double, then the last
+  // edge set to hi, then cast to the data's floating type.
+  const double step = (hi - lo) / bins;
+  std::vector<double> edges(static_cast<size_t>(bins) + 1);
+  for (int i = 0; i <= bins; ++i) {
+    const double e = i == bins ? hi : static_cast<double>(i) * step + lo;
+    edges[static_cast<size_t>(i)] =
+        single_precision ? static_cast<double>(static_cast<float>(e)) : e;
+  }
+  return edges;
+}
+
+int histogram_bin(std::span<const double> edges, double v) {
+  // numpy's way: an estimate from the uniform spacing, then one correction
+  // against the actual edges (the estimate is off by at most one).
+  const int bins = static_cast<int>(edges.size()) - 1;
+  const double lo = edges.front();
+  const double hi = edges.back();
+  int i = static_cast<int>((v - lo) * (bins / (hi - lo)));
+  i = std::clamp(i, 0, bins - 1);
+  if (v < edges[static_cast<size_t>(i)] && i > 0) --i;
+  if (v >= edges[static_cast<size_t>(i) + 1] && i < bins - 1) ++i;
+  return i;
+}
+
+std::vector<double> histogram_centers(std::span<const double> edges, bool single_precision) {
+  std::vector<double> centers(edges.size() - 1);
+  for (size_t i = 0; i + 1 < edges.size(); ++i) {
+    if (single_precision) {
+      const float sum = static_cast<float>(edges[i]) + static_cast<float>(edges[i + 1]);
+      centers[i] = static_cast<double>(sum / 2.0f);
+    } else {
+      centers[i] = (edges[i] + edges[i + 1]) / 2.0;
+    }
+  }
+  return centers;
+}
+
+double otsu_threshold(std::span<const int64_t> counts, std::span<const double> centers) {
+  const size_t n = counts.size();
+  if (n < 2 || centers.size() != n) {
+    throw InvalidArgument(
+        fmt::format("otsu_threshold: needs counts and centers of one size >= 2 (got {} and {})", n,
+                    centers.size()));
+  }
+  // The same operations, in the same order, as skimage.filters.threshold_otsu.
+  std::vector<double> weight1(n);
+  std::vector<double> weight2(n);
+  std::vector<double> mean1(n);
+  std::vector<double> mean2(n);
+  int64_t w = 0;
+  double s = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    w += counts[i];
+    s += static_cast<double>(counts[i]) * centers[i];
+    weight1[i] = static_cast<double>(w);
+    mean1[i] = s / std::max(weight1[i], 1e-300);
+  }
+  w = 0;
+  s = 0.0;
+  for (size_t i = n; i-- > 0;) {
+    w += counts[i];
+    s += static_cast<double>(counts[i]) * centers[i];
+    weight2[i] = static_cast<double>(w);
+    mean2[i] = s / std::max(weight2[i], 1e-300);
+  }
+  size_t best = 0;
+  double best_var = -std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i + 1 < n; ++i) {
+    const double d = mean1[i] - mean2[i + 1];
+    const double var = weight1[i] * weight2[i + 1] * (d * d);
+    if (var > best_var) {
+      best_var = var;
+      best = i;
+    }
+  }
+  return centers[best];
+}
+
+namespace {
+
+struct Range {
+  double lo = std::numeric_limits<double>::infinity();
+  double hi = -std::numeric_limits<double>::infinity();
+  bool empty() const { return !(lo <= hi); }
+};
+
+/// Min and max of a buffer, NaN ignored.
+Range buffer_range(const CellBuffer& b) {
+  return dispatch_dtype(b.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* p = b.as<T>();
+    const int64_t n = b.num_elements();
+    T lo = std::numeric_limits<T>::max();
+    T hi = std::numeric_limits<T>::lowest();
+    bool any = false;
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = p[i];
+      if constexpr (std::is_floating_point_v<T>) {
+        if (std::isnan(v)) continue;
+      }
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      any = true;
+    }
+    return any ? Range{static_cast<double>(lo), static_cast<double>(hi)} : Range{};
+  });
+}
+
+/// Adds the voxels of `b` to `counts` (NaN ignored).
+void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
+                      std::vector<int64_t>& counts) {
+  dispatch_dtype(b.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* p = b.as<T>();
+    const int64_t n = b.num_elements();
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = p[i];
+      if constexpr (std::is_floating_point_v<T>) {
+        if (std::isnan(v)) continue;
+      }
+      ++counts[static_cast<size_t>(histogram_bin(edges, static_cast<double>(v)))];
+    }
+  });
+}
+
+class OtsuKernel final : public NodeKernel {
+ public:
+  OtsuKernel(ImageInfo info, int bins) : NodeKernel(std::move(info)), bins_(bins) {}
+
+  bool needs_prepare() const override { return true; }
+
+  void prepare(std::span<CachedCellImage* const> inputs) override {
+    std::lock_guard lock(prepare_mu_);
+    if (prepared_.load(std::memory_order_acquire)) return;
+    CachedCellImage& image = *inputs[0];
+    const CellGrid& grid = image.grid();
+    const int64_t cells = grid.num_cells();
+
+    // Pass 1: min and max, exact (per cell, then combined in cell order).
+    std::vector<Range> ranges(static_cast<size_t>(cells));
+    tbb::parallel_for(int64_t{0}, cells, [&](int64_t c) {
+      ranges[static_cast<size_t>(c)] = buffer_range(image.get(grid.cell_at(c)));
+    });
+    Range all;
+    for (const Range& r : ranges) {
+      all.lo = std::min(all.lo, r.lo);
+      all.hi = std::max(all.hi, r.hi);
+    }
+    if (all.empty()) {
+      threshold_ = 0.0;  // no voxels (or only NaN): nothing is above anything
+    } else if (all.lo == all.hi) {
+      threshold_ = all.lo;  // skimage returns the single value: an empty mask
+    } else {
+      // Pass 2: the histogram; integer counts make the sum order irrelevant.
+      const bool single = image.dtype() == DType::kF32;
+      const std::vector<double> edges = histogram_edges(all.lo, all.hi, bins_, single);
+      tbb::enumerable_thread_specific<std::vector<int64_t>> local(
+          [&] { return std::vector<int64_t>(static_cast<size_t>(bins_), 0); });
+      tbb::parallel_for(int64_t{0}, cells, [&](int64_t c) {
+        add_to_histogram(image.get(grid.cell_at(c)), edges, local.local());
+      });
+      std::vector<int64_t> counts(static_cast<size_t>(bins_), 0);
+      for (const auto& l : local) {
+        for (size_t i = 0; i < counts.size(); ++i) counts[i] += l[i];
+      }
+      threshold_ = otsu_threshold(counts, histogram_centers(edges, single));
+    }
+    prepared_.store(true, std::memory_order_release);
+  }
+
+  void compute(const Box& /*out_box*/, std::span<const InputRegion> inputs,
+               CellBuffer& out) const override {
+    if (!prepared_.load(std::memory_order_acquire)) {
+      throw NodeError("otsu: the threshold is unknown: prepare() did not run");
+    }
+    const double t = threshold_;
+    const CellBuffer& in = inputs[0].data;
+    const int64_t n = in.num_elements();
+    uint8_t* dst = out.mutable_as<uint8_t>();
+    dispatch_dtype(in.dtype(), [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* src = in.as<T>();
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<double>(src[i]) > t ? 1 : 0;
+    });
+  }
+
+ private:
+  const int bins_;
+  double threshold_ = 0.0;  // written once, before prepared_
+  std::atomic<bool> prepared_{false};
+  std::mutex prepare_mu_;
+};
+
+constexpr int64_t kMaxBins = int64_t{1} << 24;
+
+class OtsuOp final : public Op {
+ public:
+  std::string_view name() const override { return "otsu"; }
+  int version() const override { return 1; }
+  std::string_view doc() const override {
+    return "A u8 mask, 1 where the input is above its whole-image Otsu threshold, computed as "
+           "skimage.filters.threshold_otsu does from a histogram of `bins` equal bins over the "
+           "image's [min, max] (a global pass over every cell; NaN voxels are ignored and "
+           "masked 0; a constant image gives an empty mask).";
+  }
+  std::vector<ParamSpec> params() const override {
+    return {
+        {"bins", ParamType::kInt, Value(int64_t{256}),
+         "number of histogram bins over [min, max] (>= 2)"},
+    };
+  }
+  int min_inputs() const override { return 1; }
+
+  std::unique_ptr<NodeKernel> bind(const Params& params,
+                                   std::span<const ImageInfo> inputs) const override {
+    detail::require_inputs(name(), inputs, 1);
+    const int64_t bins = params.get_int("bins");
+    if (bins < 2 || bins > kMaxBins) {
+      throw InvalidArgument(
+          fmt::format("param \"bins\" must be in [2, {}] (got {})", kMaxBins, bins));
+    }
+    ImageInfo info{DType::kU8, inputs[0].shape, inputs[0].cell_shape};
+    return std::make_unique<OtsuKernel>(std::move(info), static_cast<int>(bins));
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<const Op> make_otsu_op() { return std::make_shared<OtsuOp>(); }
+
+}  // namespace cellflow::nodes
