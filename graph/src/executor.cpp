@@ -11,8 +11,12 @@
 #include <mutex>
 #include <thread>
 
+#include <unistd.h>
+
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/log.hpp"
+#include "cellflow/graph/cancel.hpp"
 
 namespace cellflow {
 namespace {
@@ -159,6 +163,48 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
 
   {
     ProgressThread progress(options, snapshot);
+    std::atomic<bool> stopping{false};
+    // One cell: retried up to `retries` times; each attempt has its own deadline.
+    const auto run_cell = [&](size_t i, const CellIndex& cell, int retries, double timeout) {
+      NodeRun& r = runs[i];
+      for (int attempt = 1;; ++attempt) {
+        const auto s = Clock::now();
+        CellEvent ev;
+        ev.node = i;
+        ev.cell = cell;
+        ev.attempt = attempt;
+        try {
+          const CancelToken token(timeout > 0 ? s + std::chrono::duration_cast<Clock::duration>(
+                                                        std::chrono::duration<double>(timeout))
+                                              : Clock::time_point::max(),
+                                  &stopping);
+          ScopedCancelToken scope(&token);
+          if (options.cell_runner) {
+            options.cell_runner(i, cell, timeout);
+          } else {
+            ev.computed = r.image->ensure(cell);
+          }
+          ev.seconds = std::chrono::duration<double>(Clock::now() - s).count();
+          r.nanos.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
+                            std::memory_order_relaxed);
+          r.done.fetch_add(1, std::memory_order_relaxed);
+          if (options.on_cell) options.on_cell(ev);
+          return;
+        } catch (const std::exception& e) {
+          ev.seconds = std::chrono::duration<double>(Clock::now() - s).count();
+          ev.error = e.what();
+          const bool last = attempt > retries || stopping.load();
+          ev.kind = last ? CellEvent::Kind::kFailed : CellEvent::Kind::kRetry;
+          if (options.on_cell) options.on_cell(ev);
+          if (last) {
+            stopping.store(true);
+            throw;
+          }
+          log_warning(fmt::format("node \"{}\": cell {}: attempt {} of {} failed: {}; retrying", nodes[i].def.id,
+                                  cell.str(), attempt, retries + 1, e.what()));
+        }
+      }
+    };
     tbb::task_arena arena(options.threads > 0 ? options.threads : tbb::task_arena::automatic);
     arena.execute([&] {
       tbb::flow::graph g;
@@ -168,8 +214,7 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
         NodeRun& r = runs[i];
         if (r.scheduled_count == 0) continue;
         const GraphNode& n = nodes[i];
-        CachedCellImage& img = image_of(i);
-        const CellGrid& grid = img.grid();
+        const CellGrid& grid = image_of(i).grid();
         if (n.kernel->needs_prepare()) {
           r.prepare = &flow_nodes.emplace_back(g, [&graph, i](const tbb::flow::continue_msg&) { graph.prepare(i); });
           bool any = false;
@@ -181,15 +226,19 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
               }
           if (!any) tbb::flow::make_edge(start, *r.prepare);
         }
-        for (int64_t c = 0; c < grid.num_cells(); ++c) {
+        const int retries = n.op->max_retries() >= 0 ? n.op->max_retries() : std::max(0, options.max_retries);
+        const double timeout = n.op->timeout_seconds() >= 0 ? n.op->timeout_seconds() : options.timeout_seconds;
+        // Processes sharing a cache start at different cells, so that they
+        // take different cells instead of queueing on each other's locks.
+        const int64_t total = grid.num_cells();
+        const int64_t shift = static_cast<int64_t>(static_cast<uint64_t>(::getpid()) * 2654435761ULL %
+                                                   static_cast<uint64_t>(std::max<int64_t>(1, total)));
+        for (int64_t k = 0; k < total; ++k) {
+          const int64_t c = (k + shift) % total;
           if (!r.scheduled[static_cast<size_t>(c)]) continue;
           const CellIndex cell = grid.cell_at(c);
-          FlowNode& f = flow_nodes.emplace_back(g, [&r, &img, cell](const tbb::flow::continue_msg&) {
-            const auto s = Clock::now();
-            img.ensure(cell);
-            r.nanos.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
-                              std::memory_order_relaxed);
-            r.done.fetch_add(1, std::memory_order_relaxed);
+          FlowNode& f = flow_nodes.emplace_back(g, [&, i, cell, retries, timeout](const tbb::flow::continue_msg&) {
+            run_cell(i, cell, retries, timeout);
           });
           r.flow[static_cast<size_t>(c)] = &f;
           bool any = false;

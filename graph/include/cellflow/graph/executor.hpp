@@ -21,9 +21,33 @@ struct NodeProgress {
   int64_t cells_done = 0;       // of those, finished
 };
 
+/// What happened to one cell, for progress logs and traces.
+struct CellEvent {
+  enum class Kind { kDone, kRetry, kFailed };
+  Kind kind = Kind::kDone;
+  size_t node = 0;
+  CellIndex cell;
+  int attempt = 1;       // 1 for the first try
+  bool computed = false;  // kDone: computed now (false: found committed)
+  double seconds = 0;
+  std::string error;      // kRetry / kFailed: the cause
+};
+
 struct RunOptions {
   /// Worker threads; 0 = all cores.
   int threads = 0;
+  /// Retries of a failing cell before the run fails (an op's own policy wins).
+  int max_retries = 0;
+  /// Time limit per cell attempt in seconds, 0 = none (an op's own policy
+  /// wins). Cooperative: a kernel sees it through check_cancelled(); a cell
+  /// runner (below) may enforce it by killing a worker process.
+  double timeout_seconds = 0;
+  /// Replaces the in-process computation of one cell, e.g. to compute it in a
+  /// worker process (`cellflow run --isolate`). It must leave the cell
+  /// committed to the cache or throw. Called concurrently.
+  std::function<void(size_t node, const CellIndex& cell, double timeout_seconds)> cell_runner;
+  /// Called after each cell attempt; must be thread-safe.
+  std::function<void(const CellEvent&)> on_cell;
   /// Called from a background thread about every `progress_interval_ms` and
   /// once at the end; must be thread-safe.
   std::function<void(const std::vector<NodeProgress>&)> on_progress;

@@ -144,6 +144,10 @@ class Op {
   virtual int min_inputs() const = 0;
   virtual int max_inputs() const { return min_inputs(); }
 
+  /// An op's own failure policy; negative values defer to the run's options.
+  virtual int max_retries() const { return -1; }
+  virtual double timeout_seconds() const { return -1; }
+
   /// Validates semantic constraints (throws InvalidArgument naming the param)
   /// and returns the kernel. `params` were already checked against params().
   virtual std::unique_ptr<NodeKernel> bind(const Params& params,

@@ -1,0 +1,47 @@
+// Cooperative cancellation for long computations. The executor installs a
+// token (with the cell's deadline when a timeout applies) on the thread that
+// computes a cell; a kernel that loops for long calls check_cancelled() now
+// and then, which throws Cancelled once the run is stopping or the deadline
+// passed. Thread-safe; the token is per thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+
+namespace cellflow {
+
+class CancelToken {
+ public:
+  using Clock = std::chrono::steady_clock;
+  CancelToken() = default;
+  explicit CancelToken(Clock::time_point deadline, const std::atomic<bool>* stop = nullptr)
+      : deadline_(deadline), stop_(stop) {}
+
+  bool cancelled() const {
+    return (stop_ != nullptr && stop_->load(std::memory_order_relaxed)) || Clock::now() > deadline_;
+  }
+  bool timed_out() const { return Clock::now() > deadline_; }
+
+ private:
+  Clock::time_point deadline_ = Clock::time_point::max();
+  const std::atomic<bool>* stop_ = nullptr;
+};
+
+/// Installs `token` on this thread for the scope's lifetime.
+class ScopedCancelToken {
+ public:
+  explicit ScopedCancelToken(const CancelToken* token);
+  ~ScopedCancelToken();
+  ScopedCancelToken(const ScopedCancelToken&) = delete;
+  ScopedCancelToken& operator=(const ScopedCancelToken&) = delete;
+
+ private:
+  const CancelToken* previous_;
+};
+
+/// Throws Cancelled if this thread's token says so; cheap (a clock read).
+void check_cancelled();
+/// True if this thread's token says so.
+bool cancellation_requested();
+
+}  // namespace cellflow
