@@ -171,6 +171,70 @@ TEST(CliRun, CacheFromEnvironmentVariable) {
   EXPECT_TRUE(fs::exists(tmp / "envcache" / "cellflow-cache.json"));
 }
 
+TEST(CliRun, ResumesAPartiallyComputedNode) {
+  // Cells committed earlier (here by a lazy read in this process) are not
+  // computed again: a node is resumable cell by cell.
+  TempDir tmp;
+  const std::string json = example_graph_json(0.5, 13);
+  const fs::path graph = write_graph(tmp, "graph.json", json);
+  const fs::path cache = tmp / "cache";
+  int64_t mask_done = 0, smooth_done = 0, raw_done = 0;
+  {
+    const Graph g = build_graph(json, cache);
+    g.image("mask")->read(Box({0, 0, 0}, {20, 20, 20}));  // mask cells z 0..1, y 0..1, x 0..1
+    mask_done = g.image("mask")->stats().computed;
+    smooth_done = g.image("smooth")->stats().computed;
+    raw_done = g.image("raw")->stats().computed;
+  }
+  ASSERT_EQ(mask_done, 8);
+  ASSERT_EQ(smooth_done, 8);
+  ASSERT_EQ(raw_done, 27);
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json", (tmp / "s.json").string(), "--quiet"}, tmp);
+  const Summary s = read_summary(tmp / "s.json");
+  EXPECT_EQ(s.get("raw", "cells_computed"), 36 - raw_done);
+  EXPECT_EQ(s.get("smooth", "cells_computed"), 36 - smooth_done);
+  EXPECT_EQ(s.get("mask", "cells_computed"), 36 - mask_done);
+  EXPECT_EQ(s.get("density", "cells_computed"), s.get("density", "cells_total"));
+  const Graph memory = build_graph(json, std::nullopt);
+  const Graph cached = build_graph(json, cache);
+  for (const auto& id : kIds) EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id))) << id;
+}
+
+TEST(CliConcurrency, TwoProcessesOnOneCache) {
+  TempDir tmp;
+  const std::string json = example_graph_json(0.5, 14);
+  const fs::path graph = write_graph(tmp, "graph.json", json);
+  const fs::path cache = tmp / "cache";
+  std::string script;
+  for (int i = 1; i <= 2; ++i) {
+    script += "( " + shell_quote(CELLFLOW_CLI) + " run " + shell_quote(graph.string()) + " --cache " +
+              shell_quote(cache.string()) + " --quiet --summary-json " + shell_quote((tmp / ("s" + std::to_string(i) + ".json")).string()) +
+              " 2>" + shell_quote((tmp / ("err" + std::to_string(i))).string()) + "; echo $? > " +
+              shell_quote((tmp / ("rc" + std::to_string(i))).string()) + " ) & ";
+  }
+  script += "wait";
+  const CommandResult r = run_command({"sh", "-c", script}, tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  for (int i = 1; i <= 2; ++i) {
+    const std::string n = std::to_string(i);
+    EXPECT_EQ(read_all(tmp / ("rc" + n)), "0\n") << "process " << n << ": " << read_all(tmp / ("err" + n));
+  }
+  // No temporary file left behind, every node complete, every cell intact.
+  for (const auto& [path, bytes] : snapshot(cache)) EXPECT_EQ(path.find(".tmp"), std::string::npos) << path;
+  const Summary s1 = read_summary(tmp / "s1.json");
+  const Summary s2 = read_summary(tmp / "s2.json");
+  const Graph memory = build_graph(json, std::nullopt);
+  const Graph cached = build_graph(json, cache);
+  for (const auto& id : kIds) {
+    SCOPED_TRACE(id);
+    EXPECT_TRUE(fs::exists(cache / memory.node(id).hash / ".cellflow-complete"));
+    EXPECT_GE(s1.get(id, "cells_computed") + s2.get(id, "cells_computed"), s1.get(id, "cells_total"));
+    EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id)));
+    EXPECT_EQ(cached.image(id)->stats().corrupt, 0);
+    EXPECT_EQ(cached.image(id)->stats().computed, 0);
+  }
+}
+
 TEST(CliCorruption, TruncatedAndDeletedCellsAreRecomputedWhenRead) {
   TempDir tmp;
   const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 10));
