@@ -212,6 +212,10 @@ bool CachedCellImage::available(const CellIndex& cell) const {
   return impl_->cache->find(impl_->owner, impl_->grid.linear(cell)).has_value();
 }
 
+bool CachedCellImage::busy_elsewhere(const CellIndex& cell) const {
+  return impl_->store && impl_->store->locked_elsewhere(cell);
+}
+
 CellBuffer CachedCellImage::read(const Box& region) {
   CellBuffer out = CellBuffer::allocate(impl_->dtype, region.shape());
   read_into(region, out.mutable_data());

@@ -54,6 +54,19 @@ std::unique_ptr<CellLockFile::Guard> CellLockFile::try_lock(int64_t cell, bool& 
   return std::make_unique<Guard>(f, cell);
 }
 
+bool CellLockFile::held_elsewhere(int64_t cell) {
+  const int f = fd();
+  if (f < 0) return false;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(cell);
+  fl.l_len = 1;
+  fl.l_pid = 0;
+  if (::fcntl(f, F_OFD_GETLK, &fl) != 0) return false;
+  return fl.l_type != F_UNLCK;
+}
+
 CellLockFile::Guard::~Guard() { set_lock(fd_, cell_, F_UNLCK, false); }
 
 }  // namespace cellflow

@@ -37,14 +37,22 @@ void TableStore::remove(const CellIndex& cell) {
   fs::remove(cell_path(cell), ec);
 }
 
+namespace {
+// A table's cells are linearized by their index in a notional grid; the lock
+// byte only needs to be unique per cell.
+int64_t lock_byte(const CellIndex& cell) {
+  int64_t linear = 0;
+  for (int64_t i : cell) linear = linear * 1000003 + i;
+  return linear;
+}
+}  // namespace
+
 std::shared_ptr<void> TableStore::lock(const CellIndex& cell) {
   std::error_code ec;
   std::filesystem::create_directories(path_, ec);
-  // A table's cells are linearized by their index in a notional grid; the lock
-  // byte only needs to be unique per cell.
-  int64_t linear = 0;
-  for (int64_t i : cell) linear = linear * 1000003 + i;
-  return locks_.lock(linear);
+  return locks_.lock(lock_byte(cell));
 }
+
+bool TableStore::locked_elsewhere(const CellIndex& cell) { return locks_.held_elsewhere(lock_byte(cell)); }
 
 }  // namespace cellflow

@@ -230,6 +230,10 @@ std::shared_ptr<void> ZarrArray::lock(const CellIndex& cell) {
   return impl_->locks->lock(impl_->grid.linear(cell));
 }
 
+bool ZarrArray::locked_elsewhere(const CellIndex& cell) {
+  return impl_->locks->held_elsewhere(impl_->grid.linear(cell));
+}
+
 void ZarrArray::remove(const CellIndex& cell) {
   std::error_code ec;
   fs::remove(cell_path(cell), ec);

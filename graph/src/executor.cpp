@@ -164,6 +164,8 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
   {
     ProgressThread progress(options, snapshot);
     std::atomic<bool> stopping{false};
+    std::mutex deferred_mu;
+    std::vector<std::pair<size_t, CellIndex>> deferred;  // cells other processes were computing
     // One cell: retried up to `retries` times; each attempt has its own deadline.
     const auto run_cell = [&](size_t i, const CellIndex& cell, int retries, double timeout) {
       NodeRun& r = runs[i];
@@ -179,7 +181,10 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
                                               : Clock::time_point::max(),
                                   &stopping);
           ScopedCancelToken scope(&token);
-          if (options.cell_runner) {
+          if (options.share_work && r.image->busy_elsewhere(cell) && !r.image->available(cell)) {
+            std::lock_guard lock(deferred_mu);
+            deferred.emplace_back(i, cell);
+          } else if (options.cell_runner) {
             options.cell_runner(i, cell, timeout);
           } else {
             ev.computed = r.image->ensure(cell);
@@ -264,6 +269,9 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
       }
       start.try_put(tbb::flow::continue_msg());
       g.wait_for_all();
+      // The cells other processes were computing: wait for their commits (a
+      // dead process's lock is released by the kernel, and then we compute).
+      for (const auto& [i, cell] : deferred) runs[i].image->ensure(cell);
     });
   }
 

@@ -58,6 +58,9 @@ class CachedCellImage {
   bool ensure(const CellIndex& cell);
   /// True if the cell is in memory or committed to the store.
   bool available(const CellIndex& cell) const;
+  /// True if another process is computing the cell right now (it holds the
+  /// store's lock of the cell).
+  bool busy_elsewhere(const CellIndex& cell) const;
 
   /// Assembles `region` (inside the image) from the cells it touches, computing
   /// only the missing ones.

@@ -37,6 +37,8 @@ class CellLockFile {
   /// Returns nullptr when locking is unavailable (read-only cache, a file
   /// system without locks): callers then proceed unlocked.
   std::unique_ptr<Guard> lock(int64_t cell);
+  /// True if another process (another open file description) holds `cell`.
+  bool held_elsewhere(int64_t cell);
   /// Like lock(), but returns nullptr at once when another process holds it;
   /// `busy` tells the two nullptr cases apart.
   std::unique_ptr<Guard> try_lock(int64_t cell, bool& busy);

@@ -27,6 +27,8 @@ class CellStore {
   /// Locks the cell against other processes until the returned object is
   /// destroyed (blocking). nullptr: the store has no cross-process locking.
   virtual std::shared_ptr<void> lock(const CellIndex& /*cell*/) { return nullptr; }
+  /// True if another process holds the cell's lock (it is computing it now).
+  virtual bool locked_elsewhere(const CellIndex& /*cell*/) { return false; }
 };
 
 }  // namespace cellflow

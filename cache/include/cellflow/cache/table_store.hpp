@@ -26,6 +26,7 @@ class TableStore : public CellStore {
   void remove(const CellIndex& cell) override;
   /// Cross-process lock of one cell (CellLockFile "<path>/.cellflow-lock").
   std::shared_ptr<void> lock(const CellIndex& cell) override;
+  bool locked_elsewhere(const CellIndex& cell) override;
 
  private:
   std::filesystem::path path_;

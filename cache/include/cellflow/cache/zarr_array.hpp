@@ -37,6 +37,7 @@ class ZarrArray : public CellStore {
   void remove(const CellIndex& cell) override;
   /// Cross-process lock of one cell (CellLockFile "<path>/.cellflow-lock").
   std::shared_ptr<void> lock(const CellIndex& cell) override;
+  bool locked_elsewhere(const CellIndex& cell) override;
 
   /// Encodes a full-size chunk as stored on disk (blosc frame + trailer).
   static std::string encode_chunk(const void* data, size_t bytes, size_t type_size);

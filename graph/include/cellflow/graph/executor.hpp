@@ -46,6 +46,11 @@ struct RunOptions {
   /// worker process (`cellflow run --isolate`). It must leave the cell
   /// committed to the cache or throw. Called concurrently.
   std::function<void(size_t node, const CellIndex& cell, double timeout_seconds)> cell_runner;
+  /// A cell another process is computing right now (cache shared by several
+  /// processes or MPI ranks) is skipped at first and only waited for at the
+  /// end (or when a cell of this run reads it), so that this process takes
+  /// other cells meanwhile.
+  bool share_work = true;
   /// Called after each cell attempt; must be thread-safe.
   std::function<void(const CellEvent&)> on_cell;
   /// Called from a background thread about every `progress_interval_ms` and
