@@ -4,6 +4,8 @@
 #include <mutex>
 #include <utility>
 
+#include "cellflow/cache/artifacts.hpp"
+
 namespace cellflow {
 namespace {
 
@@ -31,8 +33,14 @@ LogSink set_log_sink(LogSink new_sink) {
 }
 
 void log(LogLevel level, const std::string& message) {
-  std::lock_guard lock(sink_mutex());
-  sink()(level, message);
+  {
+    std::lock_guard lock(sink_mutex());
+    sink()(level, message);
+  }
+  // Warnings raised while a node's cell or a memoized call computes are also
+  // kept beside its data (<hash>/artifacts/warnings.log).
+  if (level >= LogLevel::kWarning)
+    detail::log_to_current_artifacts(level == LogLevel::kWarning ? "warning" : "error", message);
 }
 
 }  // namespace cellflow

@@ -14,8 +14,10 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "cellflow/cache/artifacts.hpp"
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
+#include "cellflow/graph/code_identity.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -38,9 +40,12 @@ struct NodeImage {
   std::string id;
   std::once_flag prepared;
   std::unique_ptr<CachedCellImage> image;
+  // <cache>/<hash>/artifacts/, current while this node computes (null without a cache).
+  std::unique_ptr<ArtifactWriter> artifacts;
 
   void ensure_prepared() {
     if (!kernel->needs_prepare()) return;
+    const ScopedArtifacts scope(artifacts.get());
     // Isolated for the reason given in cached_cell_image.cpp; a failed prepare
     // is retried by the next caller.
     std::call_once(prepared, [&] {
@@ -52,6 +57,7 @@ struct NodeImage {
 
   CellBuffer compute(const Box& box) {
     ensure_prepared();
+    const ScopedArtifacts scope(artifacts.get());
     std::vector<InputRegion> regions;
     regions.reserve(inputs.size());
     for (size_t i = 0; i < inputs.size(); ++i) {
@@ -108,7 +114,8 @@ std::string hash_bytes(std::string_view bytes) {
 }
 
 std::string node_hash(const std::string& op, int version, const Value& params, const ImageInfo& info,
-                      const std::vector<std::string>& input_hashes, const std::string& identity) {
+                      const std::vector<std::string>& input_hashes, const std::string& identity,
+                      const std::string& code_build_id) {
   Value v = Value::object();
   v.set("op", op);
   v.set("version", version);
@@ -120,6 +127,7 @@ std::string node_hash(const std::string& op, int version, const Value& params, c
   for (const auto& h : input_hashes) inputs.emplace_back(h);
   v.set("inputs", Value(std::move(inputs)));
   if (!identity.empty()) v.set("identity", identity);
+  if (!code_build_id.empty()) v.set("code", code_build_id);
   return hash_bytes(to_canonical_json(v));
 }
 
@@ -160,6 +168,7 @@ struct Graph::Impl {
           return cache->open_node(n.hash, n.info.dtype, grid, to_json_compact(n.definition));
         });
       }
+      if (cache) ni->artifacts = std::make_unique<ArtifactWriter>(cache->node_path(n.hash) / "artifacts");
       NodeImage* raw = ni.get();
       // The image's name is its error-context frame: node "smooth": cell (1,0,2): ...
       ni->image = std::make_unique<CachedCellImage>(
@@ -252,8 +261,16 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       n.info = n.kernel->output();
       (void)CellGrid(n.info.shape, n.info.cell_shape);  // validates rank and sizes
       const std::string identity = n.kernel->identity();
+      std::optional<CodeIdentity> code;
+      if (options.strict_code) {
+        code = code_identity(*n.op);
+        if (!code || code->build_id.empty())
+          throw InvalidArgument(fmt::format(
+              "--strict-code: op \"{}\" has no ELF build-id (library {}): link it with -Wl,--build-id",
+              n.op->name(), code ? code->library : std::string("unknown")));
+      }
       n.hash = node_hash(std::string(n.op->name()), n.op->version(), params.value(), n.info, input_hashes,
-                         identity);
+                         identity, code ? code->build_id : std::string());
       Value d = Value::object();
       d.set("id", n.def.id);
       d.set("op", std::string(n.op->name()));
@@ -271,6 +288,12 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       d.set("shape", dims_value(n.info.shape));
       d.set("cell_shape", dims_value(n.info.cell_shape));
       if (!identity.empty()) d.set("identity", identity);
+      if (code) {
+        Value c = Value::object();
+        c.set("library", std::filesystem::path(code->library).filename().string());
+        c.set("build_id", code->build_id);
+        d.set("code", std::move(c));
+      }
       d.set("hash", n.hash);
       n.definition = std::move(d);
     } catch (Error& e) {

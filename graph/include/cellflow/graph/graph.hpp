@@ -23,6 +23,10 @@ class CacheDirectory;
 struct GraphOptions {
   /// Persist to this cache directory; nullopt keeps everything in memory.
   std::optional<std::filesystem::path> cache_root;
+  /// Adds the ELF build-id of the library implementing each op to its node's
+  /// hash (and definition, as "code"), so that any rebuilt library
+  /// invalidates its nodes. Default: an op is identified by name + version.
+  bool strict_code = false;
 };
 
 /// One node of a built graph.
@@ -80,11 +84,12 @@ class Graph {
 };
 
 /// The node's identity: XXH3-128 of its canonical encoding (op, version,
-/// canonical params, dtype, shape, cell shape, input hashes in order, and the
-/// kernel's identity() when it has one).
+/// canonical params, dtype, shape, cell shape, input hashes in order, the
+/// kernel's identity() when it has one, and the op library's build-id under
+/// GraphOptions::strict_code).
 std::string node_hash(const std::string& op, int version, const Value& params,
                       const ImageInfo& info, const std::vector<std::string>& input_hashes,
-                      const std::string& identity = {});
+                      const std::string& identity = {}, const std::string& code_build_id = {});
 /// 32 lowercase hex chars of XXH3-128 over `bytes`.
 std::string hash_bytes(std::string_view bytes);
 

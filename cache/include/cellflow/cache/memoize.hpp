@@ -1,0 +1,342 @@
+// Memo: memoizes calls of any function on disk, keyed by content (joblib's
+// Memory, in C++). An entry is a folder <cache>/memo/<key>/ holding
+//   entry.json   readable record: function id, version, the arguments (as JSON
+//                when cereal's JSON archive can write them and they are small),
+//                result description and checksum, creation time, duration;
+//   result.bin   the result in cereal's portable binary archive, or
+//   result/      a Zarr v2 array, when the result is a CellBuffer (an image);
+//   artifacts/   whatever the function wrote through current_artifacts().
+// key = XXH3-128 of the function id, its version, the result type and, per
+// argument, its type and the XXH3-128 of its cereal portable binary encoding
+// (canonical for a given type and value on little-endian hosts). Arguments
+// wrapped in Memo::ignore() (or listed by position in wrap()) are passed to
+// the function but do not enter the key.
+// An entry is written to <cache>/memo/.tmp/ and renamed into place: a crash
+// leaves no entry. Thread-safe and process-safe: concurrent calls with one key
+// compute once (threads of a process wait for one leader; processes serialize
+// on an flock of <cache>/memo/<key>.lock, and the loser loads the winner's
+// entry). Waiting blocks the calling thread.
+#pragma once
+
+#include <algorithm>
+#include <cereal/archives/json.hpp>
+#include <cereal/archives/portable_binary.hpp>
+#include <cereal/types/array.hpp>
+#include <cereal/types/map.hpp>
+#include <cereal/types/optional.hpp>
+#include <cereal/types/set.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/tuple.hpp>
+#include <cereal/types/unordered_map.hpp>
+#include <cereal/types/utility.hpp>
+#include <cereal/types/vector.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <istream>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <streambuf>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "cellflow/cache/cell_buffer.hpp"
+#include "cellflow/cache/cereal_types.hpp"
+#include "cellflow/cache/value.hpp"
+
+namespace cellflow {
+
+class CacheDirectory;
+
+/// An argument passed to the function but kept out of the key (see Memo::ignore).
+template <class T>
+struct MemoIgnored {
+  using type = T;
+  T value;
+};
+
+/// How one call was served.
+struct MemoOutcome {
+  bool cached = false;          // loaded from an existing entry (not computed)
+  std::string key;              // 32 lowercase hex chars
+  std::filesystem::path entry;  // <cache>/memo/<key>
+  double seconds = 0;           // this call's time: compute + store, or load
+};
+
+template <class R>
+struct MemoResult {
+  R value;
+  MemoOutcome outcome;
+};
+
+struct MemoStats {
+  int64_t hits = 0;    // calls served from an entry
+  int64_t misses = 0;  // calls that computed and stored
+};
+
+namespace detail {
+
+/// Arguments whose encoding is larger than this are recorded in entry.json by
+/// type, size and hash only.
+inline constexpr uint64_t kMemoJsonLimit = 4096;
+
+/// A write-only stream buffer that hashes (XXH3-128) and counts what it gets.
+class HashingStreamBuf : public std::streambuf {
+ public:
+  HashingStreamBuf();
+  ~HashingStreamBuf() override;
+  HashingStreamBuf(const HashingStreamBuf&) = delete;
+  HashingStreamBuf& operator=(const HashingStreamBuf&) = delete;
+  /// 32 hex chars of everything written so far.
+  std::string hex_digest();
+  uint64_t size();
+
+ protected:
+  int_type overflow(int_type c) override;
+  std::streamsize xsputn(const char* s, std::streamsize n) override;
+
+ private:
+  void flush_buffer();
+  void* state_;  // XXH3_state_t
+  uint64_t size_ = 0;
+  char buffer_[8192];
+};
+
+/// A read-only stream buffer over bytes owned elsewhere.
+class MemoryStreamBuf : public std::streambuf {
+ public:
+  explicit MemoryStreamBuf(std::string_view bytes) {
+    char* p = const_cast<char*>(bytes.data());
+    setg(p, p, p + bytes.size());
+  }
+};
+
+struct MemoArgument {
+  std::string type;  // mangled type name (enters the key)
+  bool ignored = false;
+  std::string hash;  // XXH3-128 of the portable binary encoding
+  uint64_t bytes = 0;
+  std::string json;  // {"v": value} from cereal's JSON archive, or empty
+};
+
+struct MemoCall {
+  std::string function;
+  int version = 0;
+  std::string result_type;  // mangled
+  std::vector<MemoArgument> arguments;
+};
+
+std::string demangle(const char* mangled);
+/// {"format": "cereal-portable-binary", "file": "result.bin", "bytes", "xxh3"}.
+Value describe_blob_result(const std::filesystem::path& file);
+/// Reads `entry`/result.bin and checks it against entry.json's checksum.
+/// Throws CorruptionError naming the file.
+std::string read_blob_result(const std::filesystem::path& entry);
+/// Stores an image as a Zarr v2 array at `dir`; returns its description.
+Value save_image_result(const std::filesystem::path& dir, const CellBuffer& image);
+/// True if `entry` stores its result as a Zarr array ("result/").
+bool has_image_result(const std::filesystem::path& entry);
+/// Throws CorruptionError if the array is missing, damaged or incomplete.
+CellBuffer load_image_result(const std::filesystem::path& dir);
+void write_stream_file(const std::filesystem::path& path,
+                       const std::function<void(std::ostream&)>& write);
+
+template <class T>
+struct IsIgnored : std::false_type {};
+template <class T>
+struct IsIgnored<MemoIgnored<T>> : std::true_type {};
+
+/// The value handed to the function: the argument itself, or what it ignores.
+template <class A>
+decltype(auto) unwrap(A&& a) {
+  using D = std::remove_cvref_t<A>;
+  if constexpr (IsIgnored<D>::value) {
+    using T = typename D::type;
+    if constexpr (std::is_lvalue_reference_v<T> || std::is_lvalue_reference_v<A>) {
+      return static_cast<T&>(a.value);
+    } else {
+      return static_cast<T&&>(a.value);
+    }
+  } else {
+    return std::forward<A>(a);
+  }
+}
+
+template <class T>
+std::string cereal_json(const T& value) {
+  if constexpr (cereal::traits::is_output_serializable<T, cereal::JSONOutputArchive>::value) {
+    try {
+      std::ostringstream os;
+      {
+        cereal::JSONOutputArchive ar(os, cereal::JSONOutputArchive::Options::NoIndent());
+        ar(cereal::make_nvp("v", value));
+      }
+      return os.str();
+    } catch (const std::exception&) {
+      return {};
+    }
+  } else {
+    return {};
+  }
+}
+
+template <class T>
+MemoArgument describe_argument(const T& value) {
+  static_assert(
+      cereal::traits::is_output_serializable<T, cereal::PortableBinaryOutputArchive>::value,
+      "a memoized argument must be serializable by cereal (or wrapped in Memo::ignore)");
+  MemoArgument a;
+  a.type = typeid(T).name();
+  HashingStreamBuf buf;
+  {
+    std::ostream os(&buf);
+    cereal::PortableBinaryOutputArchive ar(os);
+    ar(value);
+  }
+  a.hash = buf.hex_digest();
+  a.bytes = buf.size();
+  if (a.bytes <= kMemoJsonLimit) a.json = cereal_json(value);
+  return a;
+}
+
+}  // namespace detail
+
+class Memo {
+ public:
+  /// Entries live under `cache_root`/memo (created on the first store).
+  explicit Memo(std::filesystem::path cache_root);
+  explicit Memo(const CacheDirectory& cache);
+
+  /// <cache_root>/memo.
+  const std::filesystem::path& root() const;
+  MemoStats stats() const;
+
+  /// Passes `value` to the function without letting it enter the key
+  /// (joblib's `ignore`): verbosity flags, thread counts, loggers.
+  template <class T>
+  static MemoIgnored<T> ignore(T&& value) {
+    return MemoIgnored<T>{std::forward<T>(value)};
+  }
+
+  /// Returns fn(args...) from the entry of (function_id, version, args), or
+  /// computes it, stores it and returns it. `fn` must be deterministic; its
+  /// result (and each non-ignored argument) must be serializable by cereal.
+  /// REQUIRES: a new `version` whenever fn's result for the same arguments
+  /// changes. Exceptions of fn propagate; nothing is stored then.
+  template <class Fn, class... Args>
+  auto call(std::string_view function_id, int version, Fn&& fn, Args&&... args) {
+    return invoke(function_id, version, {}, std::forward<Fn>(fn), std::forward<Args>(args)...)
+        .value;
+  }
+
+  /// Same as call(), and says whether the result was cached.
+  template <class Fn, class... Args>
+  auto call_with_outcome(std::string_view function_id, int version, Fn&& fn, Args&&... args) {
+    return invoke(function_id, version, {}, std::forward<Fn>(fn), std::forward<Args>(args)...);
+  }
+
+  /// A callable that memoizes fn; arguments at positions `ignore` (0-based)
+  /// stay out of the key. The callable shares this Memo's state (copyable).
+  template <class Fn>
+  auto wrap(std::string function_id, int version, Fn fn, std::vector<size_t> ignore = {}) const {
+    return [memo = *this, id = std::move(function_id), version, fn = std::move(fn),
+            ignore = std::move(ignore)](auto&&... args) {
+      return memo.invoke(id, version, ignore, fn, std::forward<decltype(args)>(args)...).value;
+    };
+  }
+
+  /// The entry folder for `key` if it is committed.
+  std::optional<std::filesystem::path> find(const std::string& key) const;
+
+ private:
+  using LoadFn = std::function<void(const std::filesystem::path& entry)>;
+  /// Computes and stores the result into the folder; returns its description.
+  using ComputeFn = std::function<Value(const std::filesystem::path& dir)>;
+
+  template <class Fn, class... Args>
+  auto invoke(std::string_view function_id, int version, const std::vector<size_t>& ignore, Fn&& fn,
+              Args&&... args) const {
+    using R = std::remove_cvref_t<
+        std::invoke_result_t<Fn&, decltype(detail::unwrap(std::declval<Args>()))...>>;
+    static_assert(!std::is_void_v<R>, "a memoized function must return a value");
+    detail::MemoCall call;
+    call.function = std::string(function_id);
+    call.version = version;
+    call.result_type = typeid(R).name();
+    size_t index = 0;
+    const auto describe = [&](const auto& arg) {
+      using A = std::remove_cvref_t<decltype(arg)>;
+      const bool listed = std::find(ignore.begin(), ignore.end(), index) != ignore.end();
+      ++index;
+      if constexpr (detail::IsIgnored<A>::value) {
+        detail::MemoArgument a;
+        a.type = typeid(std::remove_cvref_t<typename A::type>).name();
+        a.ignored = true;
+        return a;
+      } else {
+        if (listed) {
+          detail::MemoArgument a;
+          a.type = typeid(A).name();
+          a.ignored = true;
+          return a;
+        }
+        return detail::describe_argument(arg);
+      }
+    };
+    (call.arguments.push_back(describe(args)), ...);
+
+    std::optional<R> result;
+    const LoadFn load = [&](const std::filesystem::path& entry) {
+      if constexpr (std::is_same_v<R, CellBuffer>) {
+        if (detail::has_image_result(entry)) {
+          result = detail::load_image_result(entry / "result");
+          return;
+        }
+      }
+      {
+        const std::string bytes = detail::read_blob_result(entry);
+        detail::MemoryStreamBuf buf(bytes);
+        std::istream in(&buf);
+        cereal::PortableBinaryInputArchive ar(in);
+        R value{};
+        ar(value);
+        result = std::move(value);
+      }
+    };
+    const ComputeFn compute = [&](const std::filesystem::path& dir) -> Value {
+      result.emplace(std::invoke(fn, detail::unwrap(std::forward<Args>(args))...));
+      if constexpr (std::is_same_v<R, CellBuffer>) {
+        if (*result && result->shape().rank() >= 1)
+          return detail::save_image_result(dir / "result", *result);
+      }
+      detail::write_stream_file(dir / "result.bin", [&](std::ostream& out) {
+        cereal::PortableBinaryOutputArchive ar(out);
+        ar(*result);
+      });
+      Value d = detail::describe_blob_result(dir / "result.bin");
+      if (d.find("bytes")->as_int() <= static_cast<int64_t>(detail::kMemoJsonLimit)) {
+        const std::string json = detail::cereal_json(*result);
+        if (!json.empty()) d.set("json", json);
+      }
+      return d;
+    };
+    MemoOutcome outcome = run(call, load, compute);
+    return MemoResult<R>{std::move(*result), std::move(outcome)};
+  }
+
+  MemoOutcome run(const detail::MemoCall& call, const LoadFn& load, const ComputeFn& compute) const;
+
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+/// The key of a call description (exposed for tests and tools).
+std::string memo_key(const detail::MemoCall& call);
+
+}  // namespace cellflow

@@ -1,0 +1,193 @@
+#include "cellflow/cache/artifacts.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+
+#include "cellflow/cache/error.hpp"
+#include "cellflow/cache/files.hpp"
+
+namespace cellflow {
+namespace fs = std::filesystem;
+namespace {
+
+thread_local const ArtifactWriter* tls_current = nullptr;
+
+void check_name(std::string_view name) {
+  const bool bad = name.empty() || name.front() == '.' ||
+                   name.find_first_of(std::string_view("/\\\0", 3)) != std::string_view::npos;
+  if (bad)
+    throw InvalidArgument(fmt::format(
+        "artifact name \"{}\" must be a plain file name (no folders, not starting with '.')",
+        name));
+}
+
+std::string with_extension(std::string_view name, std::string_view ext) {
+  std::string n(name);
+  if (fs::path(n).extension().empty()) n += ext;
+  return n;
+}
+
+void put_u32(std::string& out, uint32_t v) {
+  out += static_cast<char>((v >> 24) & 0xff);
+  out += static_cast<char>((v >> 16) & 0xff);
+  out += static_cast<char>((v >> 8) & 0xff);
+  out += static_cast<char>(v & 0xff);
+}
+
+void put_chunk(std::string& out, const char type[4], std::string_view data) {
+  put_u32(out, static_cast<uint32_t>(data.size()));
+  const size_t start = out.size();
+  out.append(type, 4);
+  out.append(data);
+  const auto* p = reinterpret_cast<const Bytef*>(out.data() + start);
+  put_u32(out, static_cast<uint32_t>(crc32(0L, p, static_cast<uInt>(out.size() - start))));
+}
+
+}  // namespace
+
+std::string encode_png(const CellBuffer& image) {
+  if (!image || image.shape().rank() != 2)
+    throw InvalidArgument(
+        fmt::format("PNG: the image must be 2-D (got rank {})", image ? image.shape().rank() : 0));
+  if (image.dtype() != DType::kU8 && image.dtype() != DType::kU16)
+    throw InvalidArgument(
+        fmt::format("PNG: the image must be u8 or u16 (got {}); rescale or cast it first",
+                    dtype_name(image.dtype())));
+  const int64_t height = image.shape()[0];
+  const int64_t width = image.shape()[1];
+  if (height < 1 || width < 1 || height > 0x7fffffff || width > 0x7fffffff)
+    throw InvalidArgument(
+        fmt::format("PNG: cannot encode an image of shape {}", image.shape().str()));
+  const bool wide = image.dtype() == DType::kU16;
+  const size_t row_bytes = static_cast<size_t>(width) * (wide ? 2 : 1);
+
+  // Scanlines: a filter byte (0 = none) then the samples, big-endian for 16 bits.
+  std::string raw;
+  raw.resize((row_bytes + 1) * static_cast<size_t>(height));
+  char* dst = raw.data();
+  for (int64_t y = 0; y < height; ++y) {
+    *dst++ = 0;
+    if (wide) {
+      const uint16_t* src = image.as<uint16_t>() + y * width;
+      for (int64_t x = 0; x < width; ++x) {
+        *dst++ = static_cast<char>(src[x] >> 8);
+        *dst++ = static_cast<char>(src[x] & 0xff);
+      }
+    } else {
+      std::memcpy(dst, image.as<uint8_t>() + y * width, row_bytes);
+      dst += row_bytes;
+    }
+  }
+  uLongf packed_size = compressBound(static_cast<uLong>(raw.size()));
+  std::string packed(packed_size, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(packed.data()), &packed_size,
+                reinterpret_cast<const Bytef*>(raw.data()), static_cast<uLong>(raw.size()),
+                Z_DEFAULT_COMPRESSION) != Z_OK)
+    throw IoError("PNG: zlib compression failed");
+  packed.resize(packed_size);
+
+  std::string ihdr;
+  put_u32(ihdr, static_cast<uint32_t>(width));
+  put_u32(ihdr, static_cast<uint32_t>(height));
+  ihdr += static_cast<char>(wide ? 16 : 8);  // bit depth
+  ihdr += static_cast<char>(0);              // grayscale
+  ihdr += std::string(3, '\0');              // deflate, adaptive filtering, no interlace
+
+  std::string out("\x89PNG\r\n\x1a\n", 8);
+  put_chunk(out, "IHDR", ihdr);
+  put_chunk(out, "IDAT", packed);
+  put_chunk(out, "IEND", {});
+  return out;
+}
+
+void ArtifactWriter::write_text(std::string_view name, std::string_view text) const {
+  check_name(name);
+  write_file_atomic(dir_ / std::string(name), text);
+}
+
+void ArtifactWriter::write_table(std::string_view name, const Table& table) const {
+  check_name(name);
+  write_file_atomic(dir_ / with_extension(name, ".csv"), table.to_csv());
+}
+
+void ArtifactWriter::write_png(std::string_view name, const CellBuffer& image) const {
+  check_name(name);
+  const std::string bytes =
+      with_context(fmt::format("artifact \"{}\"", name), [&] { return encode_png(image); });
+  write_file_atomic(dir_ / with_extension(name, ".png"), bytes);
+}
+
+void ArtifactWriter::append_log(std::string_view name, std::string_view line) const {
+  check_name(name);
+  const fs::path path = dir_ / std::string(name);
+  std::string data(line);
+  data += '\n';
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ENOENT) {
+    std::error_code ec;
+    fs::create_directories(dir_, ec);
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  }
+  if (fd < 0)
+    throw IoError(fmt::format("file {}: cannot open: {}", path.string(), std::strerror(errno)));
+  // One write(2) per line: concurrent appenders never interleave within a line.
+  ssize_t n;
+  do {
+    n = ::write(fd, data.data(), data.size());
+  } while (n < 0 && errno == EINTR);
+  const int err = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(data.size()))
+    throw IoError(fmt::format("file {}: cannot append: {}", path.string(),
+                              n < 0 ? std::strerror(err) : "short write"));
+}
+
+std::vector<ArtifactInfo> ArtifactWriter::list() const {
+  std::vector<ArtifactInfo> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.empty() || name.front() == '.') continue;  // temporary files
+    std::error_code size_ec;
+    const auto size = it->is_regular_file(size_ec) ? it->file_size(size_ec) : 0;
+    out.push_back(ArtifactInfo{name, size_ec ? 0 : static_cast<uint64_t>(size)});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const ArtifactInfo& a, const ArtifactInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+const ArtifactWriter* current_artifacts() { return tls_current; }
+
+void detail::log_to_current_artifacts(std::string_view level, std::string_view message) noexcept {
+  const ArtifactWriter* writer = tls_current;
+  if (writer == nullptr) return;
+  try {
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t t = std::chrono::system_clock::to_time_t(now);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    writer->append_log(ArtifactWriter::kWarningsLog,
+                       fmt::format("{} {}: {}", stamp, level, message));
+  } catch (...) {
+    // Logging must not fail the computation that logs.
+  }
+}
+
+ScopedArtifacts::ScopedArtifacts(const ArtifactWriter* writer) : previous_(tls_current) {
+  tls_current = writer;
+}
+
+ScopedArtifacts::~ScopedArtifacts() { tls_current = previous_; }
+
+}  // namespace cellflow
