@@ -1,0 +1,127 @@
+// Maintenance of a cache directory from outside a run: list its nodes
+// (scan_cache), check every stored file (verify_cache) and remove nodes by
+// age, size budget or a set to keep (gc_cache). All are safe while other
+// processes compute on the same cache: scanning and verifying only read
+// (verify's repair removes damaged cells, stale temporary files and stale
+// completion markers, which runs recompute or ignore), and nodes are removed
+// whole, by atomic rename, never while a process holds their NodeUseLock.
+// Thread-compatible: each call is independent.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cellflow/cache/dims.hpp"
+
+namespace cellflow {
+
+enum class CachedNodeKind { kImage, kTable, kUnknown };
+
+/// One node folder of a cache, as found on disk.
+struct CachedNode {
+  std::string hash;  // the folder's name (32 hex chars)
+  std::filesystem::path path;
+  CachedNodeKind kind = CachedNodeKind::kUnknown;
+  // From .zattrs "cellflow" (empty when the metadata is missing or unreadable).
+  std::string id;
+  std::string op;
+  std::string dtype;
+  Shape shape;
+  Shape cell_shape;
+  int64_t cells_total = 0;    // 0 when the grid is unknown
+  int64_t cells_present = 0;  // committed cell files inside the grid
+  bool complete_marker = false;
+  /// Empty when .zattrs (and .zarray for images) were read; else why not.
+  std::string metadata_problem;
+  uint64_t bytes = 0;  // space allocated on disk for everything in the folder
+  std::filesystem::file_time_type last_used{};  // newest mtime in the folder
+
+  bool complete() const { return cells_total > 0 && cells_present == cells_total; }
+};
+
+/// Every node folder (named by 32 lowercase hex chars) of the cache at `root`,
+/// sorted by hash. Only reads. Throws InvalidArgument if `root` is not a
+/// cellflow cache (no cellflow-cache.json), IoError if it cannot be read.
+std::vector<CachedNode> scan_cache(const std::filesystem::path& root);
+
+/// The node folders `root` holds, by hash (cheap: one directory listing).
+std::vector<std::string> list_node_hashes(const std::filesystem::path& root);
+
+/// A file (or folder) that is damaged, and why.
+struct CacheProblem {
+  std::filesystem::path file;
+  std::string reason;
+  bool repaired = false;
+  std::string repair;  // what repair did ("deleted", "rewritten", ...) or why it could not
+};
+
+struct VerifyOptions {
+  /// Delete damaged cells (runs recompute them), stale temporary files and
+  /// trash folders, completion markers of nodes that lost cells; rewrite
+  /// damaged .zgroup / .zarray from the node's definition; remove a node whose
+  /// definition (.zattrs) is damaged, unless a process is using it.
+  bool repair = false;
+  /// Temporary files ("." name ".tmp." ...) older than this are stale (left by
+  /// a killed process); younger ones may be in flight and are left alone.
+  std::chrono::seconds temp_age{60};
+  /// Threads that read cells (0 = all cores).
+  int threads = 0;
+};
+
+struct VerifyReport {
+  int64_t nodes = 0;
+  int64_t cells_checked = 0;
+  int64_t bytes_checked = 0;
+  std::vector<CacheProblem> damaged;  // in path order
+  /// Stale temporary files and trash folders (harmless; removed by repair).
+  std::vector<std::filesystem::path> stale_temps;
+  int64_t stale_removed = 0;
+  /// Node folders whose metadata is not written yet (a run is creating them,
+  /// or was killed while doing so; the next run completes them). Not damage.
+  std::vector<std::filesystem::path> unfinished;
+
+  /// No damage left (none found, or all of it repaired).
+  bool clean() const;
+};
+
+/// Reads and checks every file of the cache: cellflow-cache.json, each node's
+/// .zgroup, .zattrs (and that it names the folder's hash), .zarray (and that
+/// it matches the definition), every cell (checksum trailer, blosc frame sizes,
+/// decompression; table cells also parse as rows), and completion markers
+/// (every cell present). Only reads unless `options.repair`. Throws
+/// InvalidArgument if `root` is not a cellflow cache.
+VerifyReport verify_cache(const std::filesystem::path& root, const VerifyOptions& options = {});
+
+/// Which nodes gc removes; give exactly one criterion.
+struct GcOptions {
+  /// Nodes not used for longer than this.
+  std::optional<std::chrono::seconds> older_than;
+  /// Least recently used nodes first, until the cache takes at most this many bytes.
+  std::optional<uint64_t> max_bytes;
+  /// Every node whose hash is not in this set.
+  std::optional<std::set<std::string>> keep;
+  /// Report what would be removed, remove nothing.
+  bool dry_run = false;
+  /// "Now", for the age criterion (tests); default the clock's now.
+  std::optional<std::filesystem::file_time_type> now;
+};
+
+struct GcReport {
+  std::vector<CachedNode> removed;  // in removal order
+  std::vector<CachedNode> in_use;   // chosen for removal but in use by a process: kept
+  uint64_t bytes_before = 0;
+  uint64_t bytes_after = 0;
+  int64_t trash_removed = 0;  // trash folders of interrupted removals deleted
+};
+
+/// Removes whole node folders of the cache at `root` (see GcOptions), never a
+/// node a process holds a NodeUseLock on. Throws InvalidArgument if `root` is
+/// not a cellflow cache or the options do not hold exactly one criterion.
+GcReport gc_cache(const std::filesystem::path& root, const GcOptions& options);
+
+}  // namespace cellflow
