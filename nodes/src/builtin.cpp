@@ -9,6 +9,24 @@ namespace cellflow::nodes {
 void register_builtin_ops(Registry& registry) {
   registry.add(make_synthetic_blobs_op());
   registry.add(make_gaussian_op());
+  registry.add(make_median_op());
+  registry.add(make_mean_op());
+  registry.add(make_gradient_magnitude_op());
+  registry.add(make_log_op());
+  registry.add(make_erode_op());
+  registry.add(make_dilate_op());
+  registry.add(make_open_op());
+  registry.add(make_close_op());
+  registry.add(make_min_op());
+  registry.add(make_max_op());
+  registry.add(make_add_op());
+  registry.add(make_subtract_op());
+  registry.add(make_multiply_op());
+  registry.add(make_divide_op());
+  registry.add(make_clip_op());
+  registry.add(make_mask_op());
+  registry.add(make_contrast_local_op());
+  registry.add(make_downsample_op());
   registry.add(make_threshold_op());
   registry.add(make_region_density_op());
   registry.add(make_cast_op());

@@ -15,6 +15,24 @@ namespace cellflow::nodes {
 
 std::shared_ptr<const Op> make_synthetic_blobs_op();
 std::shared_ptr<const Op> make_gaussian_op();
+std::shared_ptr<const Op> make_median_op();
+std::shared_ptr<const Op> make_mean_op();
+std::shared_ptr<const Op> make_gradient_magnitude_op();
+std::shared_ptr<const Op> make_log_op();
+std::shared_ptr<const Op> make_erode_op();
+std::shared_ptr<const Op> make_dilate_op();
+std::shared_ptr<const Op> make_open_op();
+std::shared_ptr<const Op> make_close_op();
+std::shared_ptr<const Op> make_min_op();
+std::shared_ptr<const Op> make_max_op();
+std::shared_ptr<const Op> make_add_op();
+std::shared_ptr<const Op> make_subtract_op();
+std::shared_ptr<const Op> make_multiply_op();
+std::shared_ptr<const Op> make_divide_op();
+std::shared_ptr<const Op> make_clip_op();
+std::shared_ptr<const Op> make_mask_op();
+std::shared_ptr<const Op> make_contrast_local_op();
+std::shared_ptr<const Op> make_downsample_op();
 std::shared_ptr<const Op> make_threshold_op();
 std::shared_ptr<const Op> make_region_density_op();
 std::shared_ptr<const Op> make_cast_op();
