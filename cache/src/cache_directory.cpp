@@ -7,6 +7,7 @@
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/files.hpp"
+#include "cellflow/cache/metadata_lock.hpp"
 #include "cellflow/cache/value.hpp"
 
 namespace cellflow {
@@ -28,6 +29,14 @@ Value axes_for_rank(int rank) {
     axes.push_back(std::move(a));
   }
   return Value(std::move(axes));
+}
+
+// Writes .zattrs unless another writer created it meanwhile, under the
+// folder's metadata lock: keys that others added to it (update_json_atomic)
+// are never overwritten by a fresh copy.
+void create_zattrs_once(const fs::path& dir, const std::string& text) {
+  const MetadataLock lock(dir, MetadataLock::Mode::kExclusive);
+  if (::access((dir / ".zattrs").c_str(), F_OK) != 0) write_file_atomic(dir / ".zattrs", text);
 }
 
 }  // namespace
@@ -89,7 +98,7 @@ std::shared_ptr<ZarrArray> CacheDirectory::open_node(const std::string& hash, DT
     // Every file is committed by rename: racing creators write identical content.
     auto array = ZarrArray::create(dir / "0", dtype, grid);
     write_file_atomic(dir / ".zgroup", "{\n  \"zarr_format\": 2\n}\n");
-    write_file_atomic(dir / ".zattrs", node_zattrs_json(hash, grid.rank(), definition_json));
+    create_zattrs_once(dir, node_zattrs_json(hash, grid.rank(), definition_json));
     return array;
   }
   return ZarrArray::create(dir / "0", dtype, grid);
@@ -100,7 +109,7 @@ std::shared_ptr<TableStore> CacheDirectory::open_table_node(const std::string& h
   const fs::path dir = node_path(hash);
   if (::access((dir / ".zattrs").c_str(), F_OK) != 0) {
     write_file_atomic(dir / ".zgroup", "{\n  \"zarr_format\": 2\n}\n");
-    write_file_atomic(dir / ".zattrs", node_zattrs_json(hash, 0, definition_json));
+    create_zattrs_once(dir, node_zattrs_json(hash, 0, definition_json));
   }
   return std::make_shared<TableStore>(dir / "table");
 }

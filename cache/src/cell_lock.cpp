@@ -31,8 +31,11 @@ CellLockFile::~CellLockFile() {
 int CellLockFile::fd() {
   std::lock_guard lock(mu_);
   if (fd_ < 0 && !unavailable_) {
+    std::error_code ec;
+    std::filesystem::create_directories(path_.parent_path(), ec);
     fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) unavailable_ = true;  // read-only cache: no locking, nothing to write anyway
+    // A read-only cache cannot be locked, and nothing will be written to it.
+    if (fd_ < 0 && (errno == EROFS || errno == EACCES || errno == EPERM)) unavailable_ = true;
   }
   return fd_;
 }

@@ -47,11 +47,7 @@ int64_t lock_byte(const CellIndex& cell) {
 }
 }  // namespace
 
-std::shared_ptr<void> TableStore::lock(const CellIndex& cell) {
-  std::error_code ec;
-  std::filesystem::create_directories(path_, ec);
-  return locks_.lock(lock_byte(cell));
-}
+std::shared_ptr<void> TableStore::lock(const CellIndex& cell) { return locks_.lock(lock_byte(cell)); }
 
 bool TableStore::locked_elsewhere(const CellIndex& cell) { return locks_.held_elsewhere(lock_byte(cell)); }
 
