@@ -16,3 +16,4 @@
 #include "cellflow/graph/op.hpp"
 #include "cellflow/graph/registry.hpp"
 #include "cellflow/nodes/builtin.hpp"
+#include "cellflow/plugins/loader.hpp"

@@ -21,6 +21,8 @@
 #include "cellflow/graph/value.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "cellflow/nodes/image_export.hpp"
+#include "cellflow/nodes/zarr_export.hpp"
+#include "cellflow/plugins/loader.hpp"
 #include "progress.hpp"
 
 namespace fs = std::filesystem;
@@ -204,6 +206,11 @@ LogSink stderr_log_sink(TerminalProgress* progress) {
   };
 }
 
+void load_plugins(const std::vector<std::string>& paths) {
+  plugins::load_plugins_from_env(nodes::builtin_registry());
+  for (const std::string& path : paths) plugins::load_plugin(path, nodes::builtin_registry());
+}
+
 int run_command(const RunArgs& args) {
   const ComputeOptions& c = args.compute;
   apply_memory_budget(c.memory);
@@ -316,6 +323,20 @@ int export_command(const ExportArgs& args) {
     out << text;
     out.close();
     if (!out) throw IoError(fmt::format("{}: cannot write the table", to.string()));
+    fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
+    return kExitOk;
+  }
+  if (nodes::is_zarr_path(to)) {
+    nodes::ZarrExportOptions zarr;
+    zarr.levels = args.levels;
+    zarr.downsample = nodes::parse_downsample(args.downsample);
+    zarr.threads = c.threads;
+    if (nodes::is_ome_zarr_path(to)) {
+      nodes::export_ome_zarr(*graph.image(node), to, zarr);
+    } else {
+      if (args.levels != 1) throw UsageError("--levels needs an .ome.zarr output (a plain .zarr holds one level)");
+      nodes::export_zarr(*graph.image(node), to, zarr);
+    }
     fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
     return kExitOk;
   }

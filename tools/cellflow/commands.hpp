@@ -48,6 +48,8 @@ struct ExportArgs {
   std::string node_id;
   std::string to;
   int upscale = 1;
+  int levels = 1;                  // .ome.zarr pyramid levels
+  std::string downsample = "auto";  // .ome.zarr: auto, mean, mode or max
 };
 
 class TerminalProgress;
@@ -55,6 +57,10 @@ class TerminalProgress;
 /// Prints warnings and errors of the library on stderr as "cellflow: warning:
 /// ...", above `progress` when it is given (and outlives the sink).
 LogSink stderr_log_sink(TerminalProgress* progress = nullptr);
+
+/// Loads the plugins of $CELLFLOW_PLUGIN_PATH, then `paths`, into
+/// nodes::builtin_registry(). Throws PluginError.
+void load_plugins(const std::vector<std::string>& paths);
 
 int run_command(const RunArgs& args);
 int ops_command(bool json);

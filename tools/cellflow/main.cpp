@@ -43,10 +43,19 @@ int cli_main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer("Exit codes: 0 success, 1 a computation failed, 2 bad usage or an invalid graph.");
 
+  // --plugin is accepted by every command; plugins load before anything else runs.
+  std::vector<std::string> plugin_paths;
+  const auto add_plugin_option = [&plugin_paths](CLI::App* cmd) {
+    cmd->add_option("--plugin", plugin_paths,
+                    "Load the ops of this plugin library (repeatable; also $CELLFLOW_PLUGIN_PATH, "
+                    "a colon-separated list of files and folders)");
+  };
+
   cellflow::cli::RunArgs run;
   CLI::App* run_cmd = app.add_subcommand(
       "run", "Compute the graph's outputs (or the --output nodes), persisting every node");
   add_compute_options(*run_cmd, run.compute);
+  add_plugin_option(run_cmd);
   run_cmd
       ->add_option("--output", run.outputs,
                    "Compute this node instead of the graph's outputs (repeatable)")
@@ -58,11 +67,13 @@ int cli_main(int argc, char** argv) {
   bool ops_json = false;
   CLI::App* ops_cmd = app.add_subcommand("ops", "List the available ops with their params");
   ops_cmd->add_flag("--json", ops_json, "As JSON");
+  add_plugin_option(ops_cmd);
 
   cellflow::cli::GraphArgs graph;
   CLI::App* graph_cmd =
       app.add_subcommand("graph", "Show a graph: GraphViz (--dot) or node hashes (--hashes)");
   graph_cmd->add_option("GRAPH", graph.graph_path, "The graph (JSON)")->required();
+  add_plugin_option(graph_cmd);
   CLI::Option* dot = graph_cmd->add_flag("--dot", graph.dot, "Print the graph in GraphViz format");
   CLI::Option* hashes =
       graph_cmd->add_flag("--hashes", graph.hashes, "Print \"id hash\" for every node");
@@ -70,12 +81,23 @@ int cli_main(int argc, char** argv) {
 
   cellflow::cli::ExportArgs exp;
   CLI::App* export_cmd = app.add_subcommand(
-      "export", "Write a node as .tif, .nrrd, .mha or .png (computing what is missing)");
+      "export",
+      "Write a node as .tif, .nrrd, .mha, .png, .zarr or .ome.zarr (computing what is missing)");
   add_compute_options(*export_cmd, exp.compute);
+  add_plugin_option(export_cmd);
   export_cmd->add_option("NODE_ID", exp.node_id, "The node to export")->required();
   export_cmd->add_option("--to", exp.to, "Output file; the extension picks the format")->required();
   export_cmd->add_option("--upscale", exp.upscale, "Repeat each pixel NxN times (PNG)")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  export_cmd->add_option("--levels", exp.levels, "Pyramid levels of an .ome.zarr export (2x downsampling)")
+      ->check(CLI::Range(1, 32))
+      ->capture_default_str();
+  export_cmd
+      ->add_option("--downsample", exp.downsample,
+                   "How .ome.zarr levels are made: auto (mean for floats and 8/16-bit integers, mode "
+                   "for 32/64-bit integer labels), mean, mode or max")
+      ->check(CLI::IsMember({"auto", "mean", "mode", "max"}))
       ->capture_default_str();
 
   try {
@@ -96,6 +118,7 @@ int cli_main(int argc, char** argv) {
   }
 
   try {
+    cellflow::cli::load_plugins(plugin_paths);
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
     if (ops_cmd->parsed()) return cellflow::cli::ops_command(ops_json);
     if (graph_cmd->parsed()) return cellflow::cli::graph_command(graph);
@@ -106,6 +129,8 @@ int cli_main(int argc, char** argv) {
   } catch (const cellflow::InvalidArgument& e) {
     return fail(kExitUsage, e.what());
   } catch (const cellflow::GraphError& e) {
+    return fail(kExitUsage, e.what());
+  } catch (const cellflow::PluginError& e) {
     return fail(kExitUsage, e.what());
   } catch (const std::exception& e) {
     return fail(kExitFailed, e.what());
