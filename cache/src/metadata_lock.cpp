@@ -28,9 +28,9 @@ constexpr const char* kLockFile = ".cellflow-meta-lock";
 // lock is held while any thread of the process holds `rw`.
 struct FolderLock {
   std::shared_mutex rw;
-  std::mutex mu;     // guards the fields below
-  int fd = -1;       // open while users > 0 (and the file could be opened)
-  int users = 0;     // threads holding rw: readers, or one writer
+  std::mutex mu;  // guards the fields below
+  int fd = -1;    // open while users > 0 (and the file could be opened)
+  int users = 0;  // threads holding rw: readers, or one writer
 };
 
 std::shared_ptr<FolderLock> folder_lock(const std::string& key) {
@@ -145,8 +145,10 @@ MetadataLock::~MetadataLock() {
       l->fd = -1;
     }
   }
-  if (held == Mode::kExclusive) l->rw.unlock();
-  else l->rw.unlock_shared();
+  if (held == Mode::kExclusive)
+    l->rw.unlock();
+  else
+    l->rw.unlock_shared();
 }
 
 std::optional<Value> read_json_locked(const fs::path& path) {

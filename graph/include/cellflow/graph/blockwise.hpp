@@ -124,12 +124,12 @@ struct BlockFailure {
 
 struct TaskReport {
   std::string name;
-  int64_t blocks = 0;    // enumerated blocks
-  int64_t done = 0;      // processed by this run (and confirmed by check, if given)
-  int64_t skipped = 0;   // check() said done before they ran
-  int64_t failed = 0;    // failed every attempt
-  int64_t orphaned = 0;  // not run: a block they wait for failed or was orphaned
-  int64_t retries = 0;   // failed attempts that were retried
+  int64_t blocks = 0;                  // enumerated blocks
+  int64_t done = 0;                    // processed by this run (and confirmed by check, if given)
+  int64_t skipped = 0;                 // check() said done before they ran
+  int64_t failed = 0;                  // failed every attempt
+  int64_t orphaned = 0;                // not run: a block they wait for failed or was orphaned
+  int64_t retries = 0;                 // failed attempts that were retried
   std::vector<BlockFailure> failures;  // sorted by block id
   bool ok() const { return failed == 0 && orphaned == 0; }
 };
