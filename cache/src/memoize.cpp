@@ -4,10 +4,13 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <tbb/parallel_for.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -37,6 +40,8 @@ constexpr const char* kImageDir = "result";
 constexpr const char* kTempDir = ".tmp";
 /// Chunks of image results stay below this many bytes.
 constexpr int64_t kMaxChunkBytes = 4 << 20;
+/// Above this row size, image results are cut along every axis.
+constexpr int64_t kMaxSlabRowBytes = 16 << 20;
 
 std::string hex128(const XXH128_hash_t& h) {
   return fmt::format("{:016x}{:016x}", h.high64, h.low64);
@@ -159,10 +164,18 @@ void remove_stale_temps(const fs::path& root, const std::string& key) {
   }
 }
 
-// Chunk shape for an image result: halve the longest axis until a chunk is small.
+// Chunk shape for an image result. Results are read back whole, so chunks are
+// slabs of whole rows (C-order contiguous in the image, decoded in place)
+// unless one row is very large; then the longest axis is halved until a chunk
+// is small.
 Shape chunk_shape(const Shape& shape, size_t element_size) {
   Shape c = shape;
   for (int d = 0; d < c.rank(); ++d) c[d] = std::max<int64_t>(1, c[d]);
+  const int64_t row_bytes = c.product() / c[0] * static_cast<int64_t>(element_size);
+  if (row_bytes <= kMaxSlabRowBytes) {
+    c[0] = std::clamp<int64_t>(kMaxChunkBytes / row_bytes, 1, c[0]);
+    return c;
+  }
   while (c.product() * static_cast<int64_t>(element_size) > kMaxChunkBytes) {
     int longest = 0;
     for (int d = 1; d < c.rank(); ++d)
@@ -171,6 +184,12 @@ Shape chunk_shape(const Shape& shape, size_t element_size) {
     c[longest] = (c[longest] + 1) / 2;
   }
   return c;
+}
+
+bool is_slab_grid(const CellGrid& grid) {
+  for (int d = 1; d < grid.rank(); ++d)
+    if (grid.cell_shape()[d] != grid.shape()[d]) return false;
+  return true;
 }
 
 Value argument_value(const detail::MemoArgument& a, size_t index) {
@@ -279,7 +298,11 @@ Value describe_blob_result(const fs::path& file) {
   return d;
 }
 
-std::string read_blob_result(const fs::path& entry) {
+MappedFile::~MappedFile() {
+  if (size_ > 0) ::munmap(const_cast<void*>(data_), size_);
+}
+
+std::unique_ptr<MappedFile> read_blob_result(const fs::path& entry) {
   const fs::path entry_file = entry / kEntryFile;
   const fs::path file = entry / kBlobFile;
   const auto text = read_file(entry_file);
@@ -290,12 +313,28 @@ std::string read_blob_result(const fs::path& entry) {
   const Value* want = result != nullptr ? result->find("xxh3") : nullptr;
   if (want == nullptr || !want->is_string())
     throw CorruptionError(fmt::format("file {}: no result checksum", entry_file.string()));
-  auto bytes = read_file(file);
-  if (!bytes) throw CorruptionError(fmt::format("file {}: missing", file.string()));
-  if (hex128(XXH3_128bits(bytes->data(), bytes->size())) != want->as_string())
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw CorruptionError(
+        fmt::format("file {}: cannot open: {}", file.string(), std::strerror(errno)));
+  struct stat st {};
+  void* data = nullptr;
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+    data = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE,
+                  fd, 0);
+  }
+  const int err = errno;
+  ::close(fd);
+  if (data == MAP_FAILED || (data == nullptr && st.st_size > 0))
+    throw CorruptionError(
+        fmt::format("file {}: cannot map: {}", file.string(), std::strerror(err)));
+  auto mapped =
+      std::make_unique<MappedFile>(data, data != nullptr ? static_cast<size_t>(st.st_size) : 0);
+  const std::string_view bytes = mapped->bytes();
+  if (hex128(XXH3_128bits(bytes.data(), bytes.size())) != want->as_string())
     throw CorruptionError(
         fmt::format("file {}: checksum mismatch (damaged or truncated)", file.string()));
-  return std::move(*bytes);
+  return mapped;
 }
 
 bool has_image_result(const fs::path& entry) {
@@ -329,8 +368,32 @@ CellBuffer load_image_result(const fs::path& dir) {
   const size_t esize = dtype_size(array->dtype());
   CellBuffer image = CellBuffer::allocate(array->dtype(), grid.shape());
   const Box whole = Box::from_shape(grid.shape());
+  const bool slabs = is_slab_grid(grid);
+  const auto chunk_bytes = static_cast<size_t>(grid.cell_shape().product()) * esize;
   tbb::parallel_for(int64_t{0}, grid.num_cells(), [&](int64_t c) {
     const CellIndex cell = grid.cell_at(c);
+    if (slabs) {
+      // A slab is contiguous in the image: decode it in place (the last one,
+      // padded on disk, through a temporary).
+      const fs::path file = array->cell_path(cell);
+      const auto stored = read_file(file);
+      if (!stored)
+        throw CorruptionError(
+            fmt::format("memo result {}: chunk {} is missing", dir.string(), cell.str()));
+      const auto offset =
+          static_cast<size_t>(grid.cell_box(cell).begin()[0] *
+                              (grid.cell_shape().product() / grid.cell_shape()[0])) *
+          esize;
+      const size_t bytes = std::min(chunk_bytes, image.num_bytes() - offset);
+      if (bytes == chunk_bytes) {
+        ZarrArray::decode_chunk(*stored, image.mutable_data() + offset, bytes, file.string());
+      } else {
+        std::string padded(chunk_bytes, '\0');
+        ZarrArray::decode_chunk(*stored, padded.data(), chunk_bytes, file.string());
+        std::memcpy(image.mutable_data() + offset, padded.data(), bytes);
+      }
+      return;
+    }
     const std::optional<CellBuffer> chunk = array->read(cell);
     if (!chunk)
       throw CorruptionError(

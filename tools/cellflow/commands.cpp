@@ -96,19 +96,25 @@ class LogAboveProgress {
   LogSink previous_;
 };
 
-/// Materializes `targets`, with a progress display when stderr is a terminal.
-RunReport compute(const Graph& graph, std::vector<size_t> targets, int threads, bool quiet) {
+/// Materializes `targets` under `policy` (retries, timeouts, worker
+/// processes, event log; see RunSession), with a progress display when stderr
+/// is a terminal.
+RunReport compute(const Graph& graph, std::vector<size_t> targets, const ComputeOptions& c,
+                  bool quiet, const RunPolicy& policy = {}) {
+  RunSession session(graph, std::move(targets), policy, c.graph_path, c.memory);
   std::unique_ptr<TerminalProgress> progress;
-  if (!quiet && isatty(STDERR_FILENO) == 1) progress = std::make_unique<TerminalProgress>(graph);
+  if (!quiet && isatty(STDERR_FILENO) == 1) {
+    progress = std::make_unique<TerminalProgress>(graph, &session.tally());
+  }
   const LogAboveProgress log_sink(progress.get());
   RunOptions options;
-  options.threads = threads;
+  options.threads = c.threads;
   if (progress) {
     options.on_progress = [p = progress.get()](const std::vector<NodeProgress>& nodes) {
       p->update(nodes);
     };
   }
-  return materialize(graph, std::move(targets), options);
+  return session.run(std::move(options));
 }
 
 /// The report of every node, indexed like graph.nodes() (zeros for nodes the
@@ -211,6 +217,14 @@ void load_plugins(const std::vector<std::string>& paths) {
   for (const std::string& path : paths) plugins::load_plugin(path, nodes::builtin_registry());
 }
 
+fs::path cache_root_of(const std::optional<std::string>& cache) {
+  return resolve_cache_root(cache);
+}
+
+Graph load_cli_graph(const std::string& path, std::optional<fs::path> cache_root) {
+  return load_graph(path, std::move(cache_root));
+}
+
 int run_command(const RunArgs& args) {
   const ComputeOptions& c = args.compute;
   apply_memory_budget(c.memory);
@@ -221,7 +235,7 @@ int run_command(const RunArgs& args) {
     targets.push_back(find_node(graph, c.graph_path, id, "--output"));
   }
 
-  const RunReport report = compute(graph, targets, c.threads, args.quiet);
+  const RunReport report = compute(graph, targets, c, args.quiet, args.policy);
   const std::vector<NodeReport> reports = reports_by_node(graph, report);
   if (args.summary_json) {
     write_summary_json(*args.summary_json, c.graph_path, graph, reports, report, cache_root);
@@ -308,7 +322,7 @@ int export_command(const ExportArgs& args) {
     throw UsageError(fmt::format("export: node \"{}\" is an image: .csv is for table nodes (got \"{}\")",
                                  args.node_id, args.to));
 
-  compute(graph, {node}, c.threads, /*quiet=*/false);
+  compute(graph, {node}, c, /*quiet=*/false);
   const fs::path to(args.to);
   if (to.has_parent_path()) {
     std::error_code ec;

@@ -3,12 +3,15 @@
 // code (see UsageError). Not thread-safe: called once from main().
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
+#include "cellflow/graph/graph.hpp"
+#include "run_session.hpp"
 
 namespace cellflow::cli {
 
@@ -35,6 +38,7 @@ struct RunArgs {
   std::vector<std::string> outputs;
   std::optional<std::string> summary_json;
   bool quiet = false;
+  RunPolicy policy;  // --max-retries, --timeout, --isolate, --progress-json
 };
 
 struct GraphArgs {
@@ -61,6 +65,13 @@ LogSink stderr_log_sink(TerminalProgress* progress = nullptr);
 /// Loads the plugins of $CELLFLOW_PLUGIN_PATH, then `paths`, into
 /// nodes::builtin_registry(). Throws PluginError.
 void load_plugins(const std::vector<std::string>& paths);
+
+/// The cache root of --cache (else $CELLFLOW_CACHE, else ./cellflow-cache),
+/// absolute so that reported paths work from any directory.
+std::filesystem::path cache_root_of(const std::optional<std::string>& cache);
+/// Loads and validates a graph file with the ops the program knows (built-ins
+/// and loaded plugins). A file that cannot be read is a UsageError.
+Graph load_cli_graph(const std::string& path, std::optional<std::filesystem::path> cache_root);
 
 int run_command(const RunArgs& args);
 int ops_command(bool json);

@@ -9,8 +9,10 @@
 #include <exception>
 #include <string>
 
+#include "cache_commands.hpp"
 #include "cellflow/cache/error.hpp"
 #include "commands.hpp"
+#include "worker.hpp"
 
 namespace {
 
@@ -63,6 +65,67 @@ int cli_main(int argc, char** argv) {
   run_cmd->add_option("--summary-json", run.summary_json,
                       "Write a JSON summary of every node (hash, path, cells computed/loaded)");
   run_cmd->add_flag("-q,--quiet", run.quiet, "No progress display and no summary table");
+  run_cmd
+      ->add_option(
+          "--max-retries", run.policy.max_retries,
+          "Retry a failing cell up to N times before the run fails (an op's own policy wins)")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  run_cmd
+      ->add_option("--timeout", run.policy.timeout_seconds,
+                   "Time limit in seconds per cell attempt, 0 = none (an op's own policy wins). "
+                   "Cooperative in-process (ops that check for cancellation stop); with "
+                   "--isolate the worker is killed")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  run_cmd->add_flag("--isolate", run.policy.isolate,
+                    "Compute each cell in a worker process: a crashing or hung op costs only its "
+                    "worker, and the cell is retried or reported");
+  run_cmd->add_option("--progress-json", run.policy.progress_json,
+                      "Append machine-readable events to FILE, one JSON object per line "
+                      "(run_start, cell, progress, run_end); - for stdout");
+
+  cellflow::cli::WorkerArgs worker;
+  CLI::App* worker_cmd =
+      app.add_subcommand("worker", "Compute one cell (used by run --isolate)")->group("");
+  worker_cmd->add_option("GRAPH", worker.graph_path, "The graph (JSON)")->required();
+  worker_cmd->add_option("--node", worker.node_id, "Node id")->required();
+  worker_cmd->add_option("--cell", worker.cell, "Cell index, e.g. 1,0,2")->required();
+  worker_cmd->add_option("--cache", worker.cache, "Cache directory")->required();
+  worker_cmd->add_option("--memory", worker.memory, "In-memory cell cache budget");
+  add_plugin_option(worker_cmd);
+
+  cellflow::cli::CacheArgs cache_args;
+  CLI::App* cache_cmd = app.add_subcommand(
+      "cache", "Inspect and maintain a cache directory (safe while runs use it)");
+  cache_cmd->require_subcommand(1);
+  const auto add_cache_option = [&cache_args](CLI::App* cmd) {
+    cmd->add_option("--cache", cache_args.cache,
+                    "Cache directory (default: $CELLFLOW_CACHE, else ./cellflow-cache)");
+  };
+  CLI::App* cache_ls = cache_cmd->add_subcommand(
+      "ls", "One line per node: hash, op, id, dtype, shape, size, complete|partial, last used");
+  add_cache_option(cache_ls);
+  cache_ls->add_flag("--json", cache_args.json, "As JSON");
+  CLI::App* cache_verify = cache_cmd->add_subcommand(
+      "verify", "Read and check every file; exit 0 only when the cache is clean");
+  add_cache_option(cache_verify);
+  cache_verify->add_flag("--repair", cache_args.repair,
+                         "Delete damaged cells and stale temporary files, clear completion "
+                         "markers of nodes that lost cells, rewrite damaged metadata (exit 0 "
+                         "when everything was repaired)");
+  CLI::App* cache_gc = cache_cmd->add_subcommand(
+      "gc", "Remove whole nodes by age, size budget or a graph to keep (never one in use)");
+  add_cache_option(cache_gc);
+  add_plugin_option(cache_gc);
+  cache_gc->add_option("--older-than", cache_args.older_than_days,
+                       "Remove nodes not used for more than DAYS (fractions allowed)");
+  cache_gc->add_option("--max-size", cache_args.max_size,
+                       "Remove least recently used nodes until the cache takes at most SIZE "
+                       "(e.g. 500M, 20G)");
+  cache_gc->add_option("--keep-graph", cache_args.keep_graph,
+                       "Remove every node that GRAPH.json does not use");
+  cache_gc->add_flag("--dry-run", cache_args.dry_run, "Only print what would be removed");
 
   bool ops_json = false;
   CLI::App* ops_cmd = app.add_subcommand("ops", "List the available ops with their params");
@@ -109,7 +172,7 @@ int cli_main(int argc, char** argv) {
     const auto parsed = app.get_subcommands();
     if (parsed.empty() && argc > 1 && argv[1][0] != '-') {
       return fail(kExitUsage, fmt::format("unknown command \"{}\" (commands: run, ops, graph, "
-                                          "export; see 'cellflow --help')",
+                                          "export, cache; see 'cellflow --help')",
                                           argv[1]));
     }
     const std::string help =
@@ -119,10 +182,15 @@ int cli_main(int argc, char** argv) {
 
   try {
     cellflow::cli::load_plugins(plugin_paths);
+    run.policy.plugins = plugin_paths;  // worker processes load them too
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
     if (ops_cmd->parsed()) return cellflow::cli::ops_command(ops_json);
     if (graph_cmd->parsed()) return cellflow::cli::graph_command(graph);
     if (export_cmd->parsed()) return cellflow::cli::export_command(exp);
+    if (worker_cmd->parsed()) return cellflow::cli::worker_command(worker);
+    if (cache_ls->parsed()) return cellflow::cli::cache_ls_command(cache_args);
+    if (cache_verify->parsed()) return cellflow::cli::cache_verify_command(cache_args);
+    if (cache_gc->parsed()) return cellflow::cli::cache_gc_command(cache_args);
     return fail(kExitUsage, "no command given (see 'cellflow --help')");
   } catch (const cellflow::cli::UsageError& e) {
     return fail(kExitUsage, e.what());

@@ -7,7 +7,59 @@
 
 namespace cellflow::cli {
 
-TerminalProgress::TerminalProgress(const Graph& graph) : graph_(graph) {
+CellTally::CellTally(size_t nodes) : nodes_(nodes) {}
+
+void CellTally::record(const CellEvent& event, bool computed) {
+  const auto now = Clock::now();
+  std::lock_guard lock(mu_);
+  if (event.node >= nodes_.size()) return;
+  Node& n = nodes_[event.node];
+  const auto started = now - std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(event.seconds));
+  if (!n.first_start || started < *n.first_start) n.first_start = started;
+  switch (event.kind) {
+    case CellEvent::Kind::kDone:
+      ++(computed ? n.counts.computed : n.counts.found);
+      n.last_done = now;
+      break;
+    case CellEvent::Kind::kRetry:
+      ++n.counts.retries;
+      break;
+    case CellEvent::Kind::kFailed:
+      ++n.counts.failed;
+      break;
+  }
+}
+
+CellTally::NodeStats CellTally::stats(size_t node, int64_t remaining) const {
+  std::lock_guard lock(mu_);
+  if (node >= nodes_.size()) return {};
+  const Node& n = nodes_[node];
+  NodeStats out = n.counts;
+  const int64_t done = out.computed + out.found;
+  if (done > 0 && n.first_start) {
+    // A finished node's rate is frozen at its last cell.
+    const auto end = remaining > 0 ? Clock::now() : n.last_done;
+    const double seconds = std::chrono::duration<double>(end - *n.first_start).count();
+    if (seconds > 0) out.rate = static_cast<double>(done) / seconds;
+    if (out.rate > 0) out.eta = static_cast<double>(std::max<int64_t>(0, remaining)) / out.rate;
+  }
+  return out;
+}
+
+double CellTally::elapsed() const {
+  return std::chrono::duration<double>(Clock::now() - t0_).count();
+}
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s < 60) return fmt::format("{}s", s);
+  if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+}
+
+TerminalProgress::TerminalProgress(const Graph& graph, const CellTally* tally)
+    : graph_(graph), tally_(tally) {
   for (const GraphNode& node : graph.nodes()) id_width_ = std::max(id_width_, node.def.id.size());
 }
 
@@ -25,7 +77,16 @@ void TerminalProgress::update(const std::vector<NodeProgress>& progress) {
         fmt::format("\x1b[2K  {:<{}}  [{}{}] {}/{} cells", node.def.id, id_width_,
                     std::string(static_cast<size_t>(filled), '#'),
                     std::string(static_cast<size_t>(kBarWidth - filled), '.'), p.cells_done, todo);
-    if (p.cells_total != todo) {
+    if (tally_ != nullptr) {
+      const CellTally::NodeStats st = tally_->stats(p.node, todo - p.cells_done);
+      if (st.rate > 0) block += fmt::format("  {:.1f} cells/s", st.rate);
+      if (p.cells_done < todo && st.eta) block += "  ETA " + format_duration(*st.eta);
+      // Hits: cells this run did not compute (committed before it started, or
+      // by another process meanwhile).
+      block += fmt::format("  hits {}", p.cells_total - todo + st.found);
+      if (st.retries > 0) block += fmt::format("  retries {}", st.retries);
+      if (st.failed > 0) block += fmt::format("  FAILED {}", st.failed);
+    } else if (p.cells_total != todo) {
       block += fmt::format(" ({} of {} already cached)", p.cells_total - todo, p.cells_total);
     }
     block += '\n';

@@ -66,7 +66,7 @@ struct MemoOutcome {
   bool cached = false;          // loaded from an existing entry (not computed)
   std::string key;              // 32 lowercase hex chars
   std::filesystem::path entry;  // <cache>/memo/<key>
-  double seconds = 0;           // this call's time: compute + store, or load
+  double seconds = 0;           // the whole call: hashing arguments, then compute + store, or load
 };
 
 template <class R>
@@ -135,9 +135,22 @@ struct MemoCall {
 std::string demangle(const char* mangled);
 /// {"format": "cereal-portable-binary", "file": "result.bin", "bytes", "xxh3"}.
 Value describe_blob_result(const std::filesystem::path& file);
-/// Reads `entry`/result.bin and checks it against entry.json's checksum.
+/// A read-only memory map of a whole file.
+class MappedFile {
+ public:
+  MappedFile(const void* data, size_t size) : data_(data), size_(size) {}
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::string_view bytes() const { return {static_cast<const char*>(data_), size_}; }
+
+ private:
+  const void* data_;
+  size_t size_;
+};
+/// Maps `entry`/result.bin and checks it against entry.json's checksum.
 /// Throws CorruptionError naming the file.
-std::string read_blob_result(const std::filesystem::path& entry);
+std::unique_ptr<MappedFile> read_blob_result(const std::filesystem::path& entry);
 /// Stores an image as a Zarr v2 array at `dir`; returns its description.
 Value save_image_result(const std::filesystem::path& dir, const CellBuffer& image);
 /// True if `entry` stores its result as a Zarr array ("result/").
@@ -265,6 +278,7 @@ class Memo {
     using R = std::remove_cvref_t<
         std::invoke_result_t<Fn&, decltype(detail::unwrap(std::declval<Args>()))...>>;
     static_assert(!std::is_void_v<R>, "a memoized function must return a value");
+    const auto start = std::chrono::steady_clock::now();
     detail::MemoCall call;
     call.function = std::string(function_id);
     call.version = version;
@@ -290,6 +304,7 @@ class Memo {
       }
     };
     (call.arguments.push_back(describe(args)), ...);
+    (void)describe;  // unused for functions without arguments
 
     std::optional<R> result;
     const LoadFn load = [&](const std::filesystem::path& entry) {
@@ -300,8 +315,8 @@ class Memo {
         }
       }
       {
-        const std::string bytes = detail::read_blob_result(entry);
-        detail::MemoryStreamBuf buf(bytes);
+        const auto mapped = detail::read_blob_result(entry);
+        detail::MemoryStreamBuf buf(mapped->bytes());
         std::istream in(&buf);
         cereal::PortableBinaryInputArchive ar(in);
         R value{};
@@ -327,6 +342,8 @@ class Memo {
       return d;
     };
     MemoOutcome outcome = run(call, load, compute);
+    outcome.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return MemoResult<R>{std::move(*result), std::move(outcome)};
   }
 

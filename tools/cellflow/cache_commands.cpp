@@ -1,0 +1,215 @@
+#include "cache_commands.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <set>
+
+#include "cellflow/cache/cache_scan.hpp"
+#include "cellflow/cache/error.hpp"
+#include "cellflow/cache/memory_cache.hpp"
+#include "cellflow/graph/value.hpp"
+#include "commands.hpp"
+
+namespace cellflow::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string human_size(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+std::chrono::system_clock::time_point to_system(fs::file_time_type t) {
+  return std::chrono::time_point_cast<std::chrono::system_clock::duration>(
+      fs::file_time_type::clock::to_sys(t));
+}
+
+std::string format_time(fs::file_time_type t, bool utc) {
+  if (t == fs::file_time_type::min()) return "-";
+  const std::time_t tt = std::chrono::system_clock::to_time_t(to_system(t));
+  std::tm tm{};
+  if (utc) {
+    gmtime_r(&tt, &tm);
+  } else {
+    localtime_r(&tt, &tm);
+  }
+  char buf[32];
+  std::strftime(buf, sizeof buf, utc ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string shape_text(const Shape& s) {
+  if (s.empty()) return "?";
+  return fmt::format("{}", fmt::join(s.to_vector(), "x"));
+}
+
+std::string cells_text(const CachedNode& n) {
+  const std::string total = n.cells_total > 0 ? std::to_string(n.cells_total) : "?";
+  return fmt::format("{} ({}/{})", n.complete() ? "complete" : "partial", n.cells_present, total);
+}
+
+std::string or_dash(const std::string& s) { return s.empty() ? "-" : s; }
+
+const char* kind_name(CachedNodeKind k) {
+  switch (k) {
+    case CachedNodeKind::kImage:
+      return "image";
+    case CachedNodeKind::kTable:
+      return "table";
+    case CachedNodeKind::kUnknown:
+      return "unknown";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+int cache_ls_command(const CacheArgs& args) {
+  const fs::path root = cache_root_of(args.cache);
+  const std::vector<CachedNode> nodes = scan_cache(root);
+  uint64_t total = 0;
+  for (const CachedNode& n : nodes) total += n.bytes;
+  if (args.json) {
+    Value list = Value::array();
+    for (const CachedNode& n : nodes) {
+      Value v(Value::Object{
+          {"hash", n.hash},
+          {"op", n.op},
+          {"id", n.id},
+          {"kind", kind_name(n.kind)},
+          {"dtype", n.dtype},
+          {"shape", Value::list(n.shape.to_vector())},
+          {"cell_shape", Value::list(n.cell_shape.to_vector())},
+          {"bytes", static_cast<int64_t>(n.bytes)},
+          {"cells_present", n.cells_present},
+          {"cells_total", n.cells_total},
+          {"complete", n.complete()},
+          {"complete_marker", n.complete_marker},
+          {"last_used", format_time(n.last_used, true)},
+          {"last_used_unix",
+           std::chrono::duration<double>(to_system(n.last_used).time_since_epoch()).count()},
+          {"path", n.path.string()},
+      });
+      if (!n.metadata_problem.empty()) v.set("problem", n.metadata_problem);
+      list.as_array().push_back(std::move(v));
+    }
+    fmt::print("{}", to_json(Value(Value::Object{{"cache", root.string()},
+                                                 {"total_bytes", static_cast<int64_t>(total)},
+                                                 {"nodes", std::move(list)}})));
+    return kExitOk;
+  }
+  size_t op_w = 2;
+  size_t id_w = 2;
+  size_t shape_w = 5;
+  size_t cells_w = 5;
+  for (const CachedNode& n : nodes) {
+    op_w = std::max(op_w, or_dash(n.op).size());
+    id_w = std::max(id_w, or_dash(n.id).size());
+    shape_w = std::max(shape_w, shape_text(n.shape).size());
+    cells_w = std::max(cells_w, cells_text(n).size());
+  }
+  fmt::print("{:<32}  {:<{}}  {:<{}}  {:<5}  {:<{}}  {:>10}  {:<{}}  {}\n", "hash", "op", op_w,
+             "id", id_w, "dtype", "shape", shape_w, "size", "cells", cells_w, "last used");
+  for (const CachedNode& n : nodes) {
+    fmt::print("{:<32}  {:<{}}  {:<{}}  {:<5}  {:<{}}  {:>10}  {:<{}}  {}{}\n", n.hash,
+               or_dash(n.op), op_w, or_dash(n.id), id_w, or_dash(n.dtype), shape_text(n.shape),
+               shape_w, human_size(n.bytes), cells_text(n), cells_w,
+               format_time(n.last_used, false),
+               n.metadata_problem.empty() ? "" : "  (" + n.metadata_problem + ")");
+  }
+  fmt::print("{} node{}, {} in {}\n", nodes.size(), nodes.size() == 1 ? "" : "s", human_size(total),
+             root.string());
+  return kExitOk;
+}
+
+int cache_verify_command(const CacheArgs& args) {
+  const fs::path root = cache_root_of(args.cache);
+  VerifyOptions options;
+  options.repair = args.repair;
+  const VerifyReport r = verify_cache(root, options);
+  for (const CacheProblem& p : r.damaged) {
+    std::string line = fmt::format("damaged: {}: {}", p.file.string(), p.reason);
+    if (args.repair) line += p.repaired ? " -> " + p.repair : " -> NOT repaired: " + p.repair;
+    fmt::print("{}\n", line);
+  }
+  for (const fs::path& t : r.stale_temps) {
+    fmt::print("stale temporary file (harmless){}: {}\n", args.repair ? ", removed" : "",
+               t.string());
+  }
+  for (const fs::path& u : r.unfinished) {
+    fmt::print("unfinished node (metadata not written yet; the next run completes it): {}\n",
+               u.string());
+  }
+  const size_t repaired = static_cast<size_t>(std::count_if(
+      r.damaged.begin(), r.damaged.end(), [](const CacheProblem& p) { return p.repaired; }));
+  std::string verdict;
+  if (r.damaged.empty()) {
+    verdict = "clean";
+  } else if (r.clean()) {
+    verdict = fmt::format("{} damaged file{}, all repaired", r.damaged.size(),
+                          r.damaged.size() == 1 ? "" : "s");
+  } else {
+    verdict = fmt::format("{} damaged file{}{}", r.damaged.size(), r.damaged.size() == 1 ? "" : "s",
+                          args.repair ? fmt::format(", {} repaired", repaired)
+                                      : " (cellflow cache verify --repair deletes them; runs "
+                                        "recompute what is missing)");
+  }
+  fmt::print("checked {} node{}, {} cell{} ({}) in {}: {}\n", r.nodes, r.nodes == 1 ? "" : "s",
+             r.cells_checked, r.cells_checked == 1 ? "" : "s",
+             human_size(static_cast<uint64_t>(r.bytes_checked)), root.string(), verdict);
+  return r.clean() ? kExitOk : kExitFailed;
+}
+
+int cache_gc_command(const CacheArgs& args) {
+  const fs::path root = cache_root_of(args.cache);
+  const int criteria = static_cast<int>(args.older_than_days.has_value()) +
+                       static_cast<int>(args.max_size.has_value()) +
+                       static_cast<int>(args.keep_graph.has_value());
+  if (criteria != 1) {
+    throw UsageError(
+        "cache gc: give exactly one of --older-than DAYS, --max-size SIZE or --keep-graph GRAPH");
+  }
+  GcOptions options;
+  options.dry_run = args.dry_run;
+  if (args.older_than_days) {
+    if (!(*args.older_than_days >= 0)) throw UsageError("cache gc: --older-than must be >= 0 days");
+    options.older_than =
+        std::chrono::seconds(static_cast<int64_t>(*args.older_than_days * 86400.0));
+  }
+  if (args.max_size) options.max_bytes = parse_size(*args.max_size, "--max-size");
+  if (args.keep_graph) {
+    // Hashes do not depend on the cache: build the graph memory-only.
+    const Graph graph = load_cli_graph(*args.keep_graph, std::nullopt);
+    std::set<std::string> keep;
+    for (const GraphNode& n : graph.nodes()) keep.insert(n.hash);
+    options.keep = std::move(keep);
+  }
+  const GcReport r = gc_cache(root, options);
+  const char* verb = args.dry_run ? "would remove" : "removed";
+  for (const CachedNode& n : r.removed) {
+    fmt::print("{} {}  {}  {}  {}  last used {}\n", verb, n.hash, or_dash(n.op), or_dash(n.id),
+               human_size(n.bytes), format_time(n.last_used, false));
+  }
+  for (const CachedNode& n : r.in_use) {
+    fmt::print("kept {}  {}  {}  (in use by a running process)\n", n.hash, or_dash(n.op),
+               or_dash(n.id));
+  }
+  uint64_t freed = 0;
+  for (const CachedNode& n : r.removed) freed += n.bytes;
+  fmt::print("{} {} node{} ({}); {} in use kept; cache {} -> {}\n", verb, r.removed.size(),
+             r.removed.size() == 1 ? "" : "s", human_size(freed), r.in_use.size(),
+             human_size(r.bytes_before), human_size(r.bytes_after));
+  return kExitOk;
+}
+
+}  // namespace cellflow::cli

@@ -1,0 +1,63 @@
+// RunSession: one computation of the `cellflow` program (run, export) with
+// the CLI's policies around materialize(): retries and per-cell timeouts,
+// cells computed in worker processes (--isolate), the machine-readable event
+// log (--progress-json), the counts behind the terminal display, and
+// NodeUseLocks on every node the run may touch so that `cellflow cache gc`
+// leaves them alone while it runs. The object is used from one thread; the
+// hooks it installs are thread-safe.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cellflow/cache/node_use_lock.hpp"
+#include "cellflow/graph/executor.hpp"
+#include "cellflow/graph/graph.hpp"
+#include "progress.hpp"
+#include "worker.hpp"
+
+namespace cellflow::cli {
+
+/// How `cellflow run` computes, beyond the graph and the cache.
+struct RunPolicy {
+  int max_retries = 0;                       // retries of a failing cell (an op's own policy wins)
+  double timeout_seconds = 0;                // per cell attempt, 0 = none (an op's own policy wins)
+  bool isolate = false;                      // each cell in a worker process
+  std::optional<std::string> progress_json;  // event log file ("-" = stdout)
+  std::vector<std::string> plugins;          // --plugin paths, passed on to workers
+};
+
+class EventLog;
+
+class RunSession {
+ public:
+  /// Opens the cache (a cache that cannot be opened is a UsageError: exit 2),
+  /// marks the nodes `targets` depend on in use, and opens the event log.
+  /// `graph_path` and `memory` are what worker processes are started with.
+  RunSession(const Graph& graph, std::vector<size_t> targets, RunPolicy policy,
+             const std::string& graph_path, const std::optional<std::string>& memory);
+  ~RunSession();
+  RunSession(const RunSession&) = delete;
+  RunSession& operator=(const RunSession&) = delete;
+
+  /// Counts of cell events, for a TerminalProgress.
+  const CellTally& tally() const { return tally_; }
+
+  /// materialize() with `options` (threads, on_progress) plus the session's
+  /// policy and hooks; logs run_start, cell, progress and run_end events. The
+  /// report counts cells computed by workers as computed. Rethrows failures.
+  RunReport run(RunOptions options);
+
+ private:
+  const Graph& graph_;
+  std::vector<size_t> targets_;
+  RunPolicy policy_;
+  CellTally tally_;
+  std::vector<NodeUseLock> uses_;
+  std::unique_ptr<IsolatedCellRunner> runner_;
+  std::unique_ptr<EventLog> log_;
+};
+
+}  // namespace cellflow::cli
