@@ -29,7 +29,10 @@ IoError io_error(const fs::path& path, const std::string& action, int err) {
 }  // namespace
 
 void write_file_atomic(const fs::path& path, std::string_view data) {
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + temp_suffix());
+  std::string tmp_name = ".";
+  tmp_name += path.filename().string();
+  tmp_name += temp_suffix();
+  const fs::path tmp = path.parent_path() / tmp_name;
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0 && errno == ENOENT) {
     std::error_code ec;

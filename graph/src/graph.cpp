@@ -253,9 +253,13 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       const Params params = validate_params(n.op->params(), n.def.params);
       std::vector<ImageInfo> infos;
       std::vector<std::string> input_hashes;
-      for (size_t in : n.inputs) {
-        infos.push_back(m.nodes[in].info);
-        input_hashes.push_back(m.nodes[in].hash);
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        const GraphNode& in = m.nodes[n.inputs[k]];
+        if (in.info.kind == OutputKind::kTable && !n.op->accepts_table_inputs())
+          throw GraphError(fmt::format("field \"inputs\": \"{}\" is a table (op {}), but op \"{}\" takes images",
+                                       in.def.id, in.def.op, n.def.op));
+        infos.push_back(in.info);
+        input_hashes.push_back(in.hash);
       }
       n.kernel = std::shared_ptr<NodeKernel>(n.op->bind(params, infos));
       n.info = n.kernel->output();

@@ -144,6 +144,10 @@ class Op {
   virtual int min_inputs() const = 0;
   virtual int max_inputs() const { return min_inputs(); }
 
+  /// Whether the op takes table nodes as inputs (most ops take images only;
+  /// Graph::build rejects a table input otherwise).
+  virtual bool accepts_table_inputs() const { return false; }
+
   /// An op's own failure policy; negative values defer to the run's options.
   virtual int max_retries() const { return -1; }
   virtual double timeout_seconds() const { return -1; }
