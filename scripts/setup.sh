@@ -14,6 +14,7 @@ packages=(
   libblosc-dev libzstd-dev libxxhash-dev
   python3-zarr python3-numcodecs
   clang-format clang-tidy
+  libopenmpi-dev openmpi-bin
 )
 
 missing=()

@@ -1,0 +1,130 @@
+#include "cellflow/graph/mpi.hpp"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+
+#include "cellflow/cache/error.hpp"
+
+#ifdef CELLFLOW_WITH_MPI
+#include <mpi.h>
+#endif
+
+namespace cellflow::mpi {
+
+bool available() {
+#ifdef CELLFLOW_WITH_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool launched() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(var) != nullptr) return true;
+  return false;
+}
+
+#ifndef CELLFLOW_WITH_MPI
+
+World init() { throw InvalidArgument("this cellflow was built without MPI (install libopenmpi-dev and rebuild)"); }
+
+RunReport materialize(const Graph&, std::vector<size_t>, const RunOptions&) { init(); return {}; }
+
+#else
+
+namespace {
+
+void finalize_at_exit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+}  // namespace
+
+World init() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    // Only the calling thread talks to MPI; TBB threads never do.
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    std::atexit(finalize_at_exit);
+  }
+  World w;
+  MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &w.size);
+  return w;
+}
+
+RunReport materialize(const Graph& graph, std::vector<size_t> targets, const RunOptions& options) {
+  const World world = init();
+  RunReport local;
+  int failed = 0;
+  std::string error;
+  try {
+    RunOptions o = options;
+    o.share_work = true;  // what splits the cells between ranks
+    local = cellflow::materialize(graph, std::move(targets), o);
+  } catch (const std::exception& e) {
+    failed = 1;
+    error = e.what();
+  }
+
+  // Everyone learns whether anyone failed, and why; no rank is left waiting.
+  int any_failed = 0;
+  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (any_failed) {
+    const std::string mine = failed ? error : std::string();
+    int len = static_cast<int>(mine.size());
+    std::vector<int> lens(static_cast<size_t>(world.size));
+    MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD);
+    std::vector<int> offsets(lens.size(), 0);
+    int total = 0;
+    for (size_t r = 0; r < lens.size(); ++r) {
+      offsets[r] = total;
+      total += lens[r];
+    }
+    std::string all(static_cast<size_t>(total), '\0');
+    MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, MPI_COMM_WORLD);
+    std::string message;
+    for (size_t r = 0; r < lens.size(); ++r) {
+      if (lens[r] == 0) continue;
+      if (!message.empty()) message += "; ";
+      message += fmt::format("rank {} of {}: {}", r, world.size, all.substr(static_cast<size_t>(offsets[r]), static_cast<size_t>(lens[r])));
+    }
+    throw NodeError(message.empty() ? "a rank failed" : message);
+  }
+
+  // Sum the per-node counters over ranks.
+  const size_t n = graph.nodes().size();
+  std::vector<int64_t> counts(3 * n, 0);
+  std::vector<double> seconds(n, 0);
+  std::vector<int> complete(n, 0);
+  for (const NodeReport& r : local.nodes) {
+    counts[3 * r.node] = r.cells_computed;
+    counts[3 * r.node + 1] = r.cells_loaded;
+    counts[3 * r.node + 2] = r.cells_corrupt;
+    seconds[r.node] = r.seconds;
+    complete[r.node] = r.complete ? 1 : 0;
+  }
+  MPI_Allreduce(MPI_IN_PLACE, counts.data(), static_cast<int>(counts.size()), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, seconds.data(), static_cast<int>(n), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, complete.data(), static_cast<int>(n), MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  RunReport out = local;
+  MPI_Allreduce(&local.wall_seconds, &out.wall_seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  for (NodeReport& r : out.nodes) {
+    r.cells_computed = counts[3 * r.node];
+    r.cells_loaded = counts[3 * r.node + 1];
+    r.cells_corrupt = counts[3 * r.node + 2];
+    r.seconds = seconds[r.node];
+    r.complete = complete[r.node] != 0;
+  }
+  return out;
+}
+
+#endif
+
+}  // namespace cellflow::mpi
