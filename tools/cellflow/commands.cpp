@@ -24,6 +24,7 @@
 #include "cellflow/nodes/zarr_export.hpp"
 #include "cellflow/plugins/loader.hpp"
 #include "progress.hpp"
+#include "provenance_commands.hpp"
 
 namespace fs = std::filesystem;
 
@@ -52,6 +53,7 @@ Graph load_graph(const std::string& path, std::optional<fs::path> cache_root) {
   }
   GraphOptions options;
   options.cache_root = std::move(cache_root);
+  options.strict_code = strict_code_requested();  // --strict-code
   return Graph::build(std::move(def), nodes::builtin_registry(), std::move(options));
 }
 
@@ -293,6 +295,14 @@ int ops_command(bool json) {
 }
 
 int graph_command(const GraphArgs& args) {
+  if (args.from_cache) {
+    ProvenanceArgs p;
+    p.hash = args.graph_path;
+    p.out = args.out;
+    return graph_from_cache_command(*args.from_cache, p);
+  }
+  if (args.out) throw UsageError("graph: --out goes with --from-cache");
+  if (args.graph_path.empty()) throw UsageError("graph: give the GRAPH file (or --from-cache DIR HASH)");
   if (args.dot == args.hashes) throw UsageError("graph: give exactly one of --dot or --hashes");
   // Hashes do not depend on where the cache lives: build memory-only.
   const Graph graph = load_graph(args.graph_path, std::nullopt);

@@ -42,9 +42,11 @@ struct RunArgs {
 };
 
 struct GraphArgs {
-  std::string graph_path;
+  std::string graph_path;  // with from_cache: the node's hash
   bool dot = false;
   bool hashes = false;
+  std::optional<std::string> from_cache;  // --from-cache DIR (provenance_commands.hpp)
+  std::optional<std::string> out;         // --out FILE, with --from-cache
 };
 
 struct ExportArgs {

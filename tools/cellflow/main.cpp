@@ -6,12 +6,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
 #include "cache_commands.hpp"
 #include "cellflow/cache/error.hpp"
 #include "commands.hpp"
+#include "provenance_commands.hpp"
 #include "worker.hpp"
 
 namespace {
@@ -135,7 +137,12 @@ int cli_main(int argc, char** argv) {
   cellflow::cli::GraphArgs graph;
   CLI::App* graph_cmd =
       app.add_subcommand("graph", "Show a graph: GraphViz (--dot) or node hashes (--hashes)");
-  graph_cmd->add_option("GRAPH", graph.graph_path, "The graph (JSON)")->required();
+  graph_cmd->add_option("GRAPH", graph.graph_path,
+                        "The graph (JSON); with --from-cache, the HASH of a cached node");
+  graph_cmd->add_option("--from-cache", graph.from_cache,
+                        "Print the JSON graph that produced node HASH, rebuilt from the stored "
+                        "definitions of this cache directory (hashes checked)");
+  graph_cmd->add_option("--out", graph.out, "With --from-cache: write the graph to this file");
   add_plugin_option(graph_cmd);
   CLI::Option* dot = graph_cmd->add_flag("--dot", graph.dot, "Print the graph in GraphViz format");
   CLI::Option* hashes =
@@ -163,6 +170,31 @@ int cli_main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "mean", "mode", "max"}))
       ->capture_default_str();
 
+  // Provenance: cache show, replay (provenance_commands.cpp).
+  cellflow::cli::ProvenanceArgs prov;
+  CLI::App* cache_show = cache_cmd->add_subcommand(
+      "show", "A node's definition, state, size, inputs (recursively with --tree) and artifacts");
+  add_cache_option(cache_show);
+  cache_show->add_option("HASH", prov.hash, "The node's hash (or a memo entry's key)")->required();
+  cache_show->add_flag("--tree", prov.tree, "Show the inputs' inputs, up to the sources");
+  CLI::App* replay_cmd = app.add_subcommand(
+      "replay", "Complete a cached node (only its missing cells) from the cache's stored definitions");
+  replay_cmd->add_option("HASH", prov.hash, "The node's hash")->required();
+  replay_cmd->add_option("--cache", prov.cache,
+                         "Cache directory (default: $CELLFLOW_CACHE, else ./cellflow-cache)");
+  replay_cmd->add_option("--threads", prov.threads, "Worker threads (0 = all cores)")
+      ->check(CLI::Range(0, 4096));
+  replay_cmd->add_flag("-q,--quiet", prov.quiet, "No summary");
+  add_plugin_option(replay_cmd);
+  // --strict-code: an op's hash includes its library's build-id (README); set
+  // through the environment so that worker processes inherit it.
+  bool strict_code = false;
+  for (CLI::App* cmd : {run_cmd, graph_cmd, export_cmd}) {
+    cmd->add_flag("--strict-code", strict_code,
+                  "Hash each op with the ELF build-id of its library: any rebuilt library "
+                  "invalidates its nodes");
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -172,7 +204,7 @@ int cli_main(int argc, char** argv) {
     const auto parsed = app.get_subcommands();
     if (parsed.empty() && argc > 1 && argv[1][0] != '-') {
       return fail(kExitUsage, fmt::format("unknown command \"{}\" (commands: run, ops, graph, "
-                                          "export, cache; see 'cellflow --help')",
+                                          "export, cache, replay; see 'cellflow --help')",
                                           argv[1]));
     }
     const std::string help =
@@ -181,6 +213,7 @@ int cli_main(int argc, char** argv) {
   }
 
   try {
+    if (strict_code) ::setenv(cellflow::cli::kStrictCodeEnv, "1", 1);
     cellflow::cli::load_plugins(plugin_paths);
     run.policy.plugins = plugin_paths;  // worker processes load them too
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
@@ -191,6 +224,8 @@ int cli_main(int argc, char** argv) {
     if (cache_ls->parsed()) return cellflow::cli::cache_ls_command(cache_args);
     if (cache_verify->parsed()) return cellflow::cli::cache_verify_command(cache_args);
     if (cache_gc->parsed()) return cellflow::cli::cache_gc_command(cache_args);
+    if (cache_show->parsed()) return cellflow::cli::cache_show_command(cache_args.cache, prov);
+    if (replay_cmd->parsed()) return cellflow::cli::replay_command(prov);
     return fail(kExitUsage, "no command given (see 'cellflow --help')");
   } catch (const cellflow::cli::UsageError& e) {
     return fail(kExitUsage, e.what());
