@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the example pipeline (examples/cell_density.json: synthetic blobs ->
-# gaussian -> threshold -> region density), writes the density heatmap as a
-# PNG and prints where everything is.
+# gaussian -> otsu -> label -> object counts and density per region, and a
+# table of objects), writes the heatmaps as PNGs and the table as CSV, and
+# prints where everything is.
 #
 #   scripts/demo.sh [CACHE_DIR [OUT_DIR]]   (defaults: ./cellflow-cache and ./out
 #                                            in the repository)
@@ -28,6 +29,16 @@ png="$out/density.png"
 echo
 echo "== cellflow export examples/cell_density.json density"
 "$cellflow" export "$graph" density --to "$png" --upscale 64 --cache "$cache"
+counts_png="$out/counts.png"
+echo
+echo "== cellflow export examples/cell_density.json counts"
+"$cellflow" export "$graph" counts --to "$counts_png" --upscale 64 --cache "$cache"
+csv="$out/objects.csv"
+echo
+echo "== cellflow export examples/cell_density.json objects"
+"$cellflow" export "$graph" objects --to "$csv" --cache "$cache"
+echo "$(($(wc -l <"$csv") - 1)) objects; the first rows:"
+head -n 6 "$csv" | cut -c 1-160
 
 density_hash=$("$cellflow" graph "$graph" --hashes | awk '$1 == "density" { print $2 }')
 
@@ -35,6 +46,8 @@ echo
 echo "== where everything is"
 echo "cache folder:     $cache"
 echo "density heatmap:  $png"
+echo "count heatmap:    $counts_png"
+echo "object table:     $csv"
 echo "node hashes (each node is the OME-Zarr group $cache/<hash>):"
 "$cellflow" graph "$graph" --hashes | sed 's/^/  /'
 echo
