@@ -135,6 +135,7 @@ class MorphologyOp final : public Op {
     detail::require_inputs(name(), inputs, 1);
     const ImageInfo& in = inputs[0];
     auto radius = detail::get_radius(params, "radius", in.shape.rank());
+    detail::check_ball_size(radius, "radius");
     const double foreground = params.get_float("foreground");
     if (!std::isfinite(foreground)) {
       throw InvalidArgument(

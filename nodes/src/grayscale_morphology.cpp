@@ -21,7 +21,7 @@ class ExtremumKernel final : public NodeKernel {
         which_(which),
         radius_(std::move(radius)),
         ball_(ball),
-        rows_(detail::ball_rows(radius_)) {}
+        rows_(ball ? detail::ball_rows(radius_) : detail::BallRows{}) {}
 
   Box input_region(size_t /*input*/, const Box& out_box,
                    const ImageInfo& input_info) const override {
@@ -90,6 +90,7 @@ class ExtremumOp final : public Op {
       throw InvalidArgument(
           fmt::format("param \"shape\" must be \"ball\" or \"box\" (got \"{}\")", shape));
     }
+    if (shape == "ball") detail::check_ball_size(radius, "radius");
     ImageInfo info{in.dtype, in.shape, in.cell_shape};
     return std::make_unique<ExtremumKernel>(std::move(info), which_, std::move(radius),
                                             shape == "ball");

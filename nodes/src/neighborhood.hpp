@@ -228,6 +228,25 @@ struct BallRows {
   int64_t rows() const { return static_cast<int64_t>(half_width.size()); }
 };
 
+/// Most rows a ball may have (its cross-section through the leading axes):
+/// beyond this, building it would take gigabytes.
+inline constexpr int64_t kMaxBallRows = int64_t{1} << 22;
+
+/// Throws InvalidArgument naming `param` if the ball of `radius` has more than
+/// kMaxBallRows rows.
+inline void check_ball_size(const std::vector<int64_t>& radius, std::string_view param) {
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < radius.size(); ++d) {
+    rows *= 2 * radius[d] + 1;
+    if (rows > kMaxBallRows) {
+      throw InvalidArgument(fmt::format(
+          "param \"{}\" is too large for a ball (more than {} rows of voxels); use a smaller "
+          "radius, a box, or a downsampled image",
+          param, kMaxBallRows));
+    }
+  }
+}
+
 inline BallRows ball_rows(const std::vector<int64_t>& radius) {
   BallRows b;
   const int rank = static_cast<int>(radius.size());

@@ -227,6 +227,48 @@ TEST(Filters, CellWiseEqualsWholeImage) {
   }
 }
 
+TEST(Filters, CellWiseEqualsWholeImageInOtherRanks) {
+  struct Rank {
+    Ints shape, cells;
+    bool itk;  // median and the Gaussian derivatives support ranks 1 to 3
+  };
+  const std::vector<Case> cases = {
+      {"median", {"raw16"}, obj({{"radius", 2}})},
+      {"mean", {"raw"}, obj({{"radius", 3}})},
+      {"gradient_magnitude", {"raw"}, obj({{"sigma", 1.5}})},
+      {"log", {"raw"}, obj({{"sigma", 1.0}})},
+      {"min", {"raw"}, obj({{"radius", 2}})},
+      {"max", {"raw16"}, obj({{"radius", 2}, {"shape", "box"}})},
+      {"erode", {"mask"}, obj({{"radius", 2}})},
+      {"open", {"mask"}, obj({{"radius", 1}})},
+      {"close", {"mask"}, obj({{"radius", 2}})},
+      {"multiply", {"raw", "raw16"}, Value::object()},
+      {"contrast.local", {"raw"}, obj({{"radius", 3}})},
+      {"downsample", {"labels"}, obj({{"factors", 3}, {"method", "mode"}})},
+      {"downsample", {"raw"}, obj({{"factors", 2}})},
+  };
+  for (const Rank& rank : {Rank{{301}, {64}, true}, Rank{{37, 41}, {16, 9}, true},
+                           Rank{{9, 10, 11, 12}, {4, 4, 5, 5}, false}}) {
+    for (const Case& c : cases) {
+      if (!rank.itk && (c.op == "median" || c.op == "gradient_magnitude" || c.op == "log")) {
+        continue;
+      }
+      SCOPED_TRACE(c.op + " " + to_json_compact(c.params) + " rank " +
+                   std::to_string(rank.shape.size()));
+      const CellBuffer whole =
+          read_node(filter_def(rank.shape, c.op, c.inputs, c.params, rank.shape), "out");
+      const CellBuffer cellwise =
+          read_node(filter_def(rank.cells, c.op, c.inputs, c.params, rank.shape), "out");
+      ASSERT_EQ(cellwise.shape(), whole.shape());
+      if (dtype_is_float(whole.dtype())) {
+        EXPECT_TRUE(near(to_doubles(cellwise), to_doubles(whole), 1e-5, 1e-2));
+      } else {
+        EXPECT_TRUE(test::same_bytes(cellwise, whole));
+      }
+    }
+  }
+}
+
 TEST(Filters, OutputTypesAndShapes) {
   const auto reg = test::make_test_registry();
   const auto info = [&](const std::string& op, const std::vector<std::string>& inputs,
@@ -692,6 +734,8 @@ TEST(Filters, RejectBadParamsNamingThem) {
     bad(op, {"raw"}, obj({{"radius", 5000}}), "radius");
   }
   bad("median", {"flat4"}, Value::object(), "rank 1 to 3");
+  bad("dilate", {"raw"}, obj({{"radius", 2000}}), "too large for a ball");
+  bad("min", {"raw"}, obj({{"radius", list({3000, 3000, 1})}}), "too large for a ball");
   bad("min", {"raw"}, obj({{"shape", "disk"}}), "param \"shape\" must be \"ball\" or \"box\"");
   bad("gradient_magnitude", {"raw"}, obj({{"sigma", -1}}), "param \"sigma\" must be >= 0");
   bad("gradient_magnitude", {"raw"}, Value::object(), "sigma");
