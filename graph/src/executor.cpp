@@ -221,7 +221,12 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
         const GraphNode& n = nodes[i];
         const CellGrid& grid = image_of(i).grid();
         if (n.kernel->needs_prepare()) {
-          r.prepare = &flow_nodes.emplace_back(g, [&graph, i](const tbb::flow::continue_msg&) { graph.prepare(i); });
+          r.prepare = &flow_nodes.emplace_back(g, [&graph, &r, i](const tbb::flow::continue_msg&) {
+            const auto s = Clock::now();
+            graph.prepare(i);  // the global pass counts in the node's seconds
+            r.nanos.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
+                              std::memory_order_relaxed);
+          });
           bool any = false;
           for (size_t in : n.inputs)
             for (FlowNode* f : runs[in].flow)

@@ -263,6 +263,8 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       }
       n.kernel = std::shared_ptr<NodeKernel>(n.op->bind(params, infos));
       n.info = n.kernel->output();
+      // A table's cells are stored as serialized rows (bytes), whatever the op declared.
+      if (n.info.kind == OutputKind::kTable) n.info.dtype = DType::kU8;
       (void)CellGrid(n.info.shape, n.info.cell_shape);  // validates rank and sizes
       const std::string identity = n.kernel->identity();
       std::optional<CodeIdentity> code;

@@ -75,7 +75,7 @@ class Params {
 enum class OutputKind { kImage, kTable };
 
 /// What an image is: element type, shape and cell shape (for a table: the
-/// domain its cells cover; dtype is unused).
+/// domain its cells cover; Graph::build sets dtype to u8: cells hold serialized rows).
 struct ImageInfo {
   DType dtype = DType::kF32;
   Shape shape;
