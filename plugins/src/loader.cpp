@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -80,6 +81,13 @@ PluginInfo load_plugin(const fs::path& path, Registry& registry) {
     fail(path, fmt::format("ABI mismatch: the plugin was built for cellflow plugin ABI {}, this "
                            "cellflow has ABI {}; rebuild the plugin against this cellflow",
                            *abi, kAbiVersion));
+  }
+  if (const auto* tag = static_cast<const char*>(dlsym(lib.handle, kAbiTagSymbol));
+      tag != nullptr && std::strncmp(tag, kAbiTag, 64) != 0) {
+    fail(path,
+         fmt::format("ABI mismatch: the plugin was built against other cellflow headers (ABI "
+                     "tag {}, this cellflow has {}); rebuild the plugin against this cellflow",
+                     std::string(tag, strnlen(tag, 64)), kAbiTag));
   }
 
   PluginInfo info;

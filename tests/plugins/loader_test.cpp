@@ -99,6 +99,9 @@ TEST(PluginLoader, EachFailureIsAClearError) {
   expect_plugin_error(test_plugin("no_entry"), *registry,
                       {"not a cellflow plugin", "cellflow_plugin_register"});
   expect_plugin_error(test_plugin("abi_symbol"), *registry, {"ABI mismatch", "ABI 999", "rebuild"});
+  expect_plugin_error(
+      test_plugin("abi_tag"), *registry,
+      {"ABI mismatch", "other cellflow headers", "0123456789abcdef", plugins::kAbiTag});
   expect_plugin_error(test_plugin("abi_entry"), *registry, {"ABI mismatch", "ABI 998"});
   expect_plugin_error(test_plugin("throws"), *registry,
                       {"registering its ops failed", "the plugin's own failure"});

@@ -51,6 +51,16 @@ extern "C" __attribute__((visibility("default"))) int cellflow_plugin_register(
     cellflow_plugin_host*, char*, size_t) {
   __builtin_trap();  // must not be called
 }
+#elif defined(TEST_PLUGIN_abi_tag)
+// Built against other headers: same ABI version, another tag.
+extern "C" __attribute__((visibility("default"))) const int cellflow_plugin_abi_version =
+    CELLFLOW_PLUGIN_ABI_VERSION;
+extern "C" __attribute__((visibility("default"))) const char cellflow_plugin_abi_tag[] =
+    "0123456789abcdef";
+extern "C" __attribute__((visibility("default"))) int cellflow_plugin_register(
+    cellflow_plugin_host*, char*, size_t) {
+  __builtin_trap();  // must not be called
+}
 #elif defined(TEST_PLUGIN_abi_entry)
 // An entry point without the version symbol that finds the host's ABI wrong,
 // as one built against another cellflow would.

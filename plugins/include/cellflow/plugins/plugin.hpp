@@ -10,8 +10,11 @@
 //
 // and load the library with `cellflow --plugin lib.so` or load_plugin().
 // Plugin ops are C++ classes derived from cellflow::Op: build the plugin with
-// the same compiler family and the same cellflow version (the ABI version
-// below) as the host. No exception crosses the entry point: the macro turns
+// the same compiler family against the same cellflow headers as the host. The
+// loader checks both the ABI version below and the ABI tag, a hash of the
+// public headers of cache/ and graph/ generated at cellflow's build (so any
+// header change, which may move a class layout or a vtable slot, asks for a
+// rebuild rather than crashing). No exception crosses the entry point: the macro turns
 // them into an error message for the host. Thread-safety: the host calls the
 // entry point once, from one thread.
 #pragma once
@@ -21,6 +24,7 @@
 #include <exception>
 
 #include "cellflow/graph/registry.hpp"
+#include "cellflow/plugins/abi_tag.hpp"  // CELLFLOW_PLUGIN_ABI_TAG, generated
 
 /// Bumped whenever a type a plugin sees (Op, NodeKernel, Params, Value,
 /// Registry, CellBuffer, Box, ...) changes its layout or virtual functions.
@@ -55,9 +59,11 @@ typedef int (*cellflow_plugin_register_fn)(struct cellflow_plugin_host* host, ch
 namespace cellflow::plugins {
 
 inline constexpr int kAbiVersion = CELLFLOW_PLUGIN_ABI_VERSION;
+inline constexpr const char* kAbiTag = CELLFLOW_PLUGIN_ABI_TAG;
 /// The exported symbols the loader looks up.
 inline constexpr const char* kEntryPoint = "cellflow_plugin_register";
 inline constexpr const char* kAbiSymbol = "cellflow_plugin_abi_version";
+inline constexpr const char* kAbiTagSymbol = "cellflow_plugin_abi_tag";
 
 namespace detail {
 
@@ -95,11 +101,13 @@ int run_plugin_entry(Fn&& fn, cellflow_plugin_host* host, char* error, size_t er
 }  // namespace cellflow::plugins
 
 /// Defines the plugin's entry point around `fn`, a `void fn(cellflow::Registry&)`,
-/// and the ABI version symbol the loader checks before calling it. Use once per
-/// plugin, at namespace scope.
+/// and the ABI version and tag symbols the loader checks before calling it.
+/// Use once per plugin, at namespace scope.
 #define CELLFLOW_PLUGIN(fn)                                                                 \
   extern "C" __attribute__((visibility("default"))) const int cellflow_plugin_abi_version = \
       CELLFLOW_PLUGIN_ABI_VERSION;                                                          \
+  extern "C" __attribute__((visibility("default"))) const char cellflow_plugin_abi_tag[] =  \
+      CELLFLOW_PLUGIN_ABI_TAG;                                                              \
   extern "C" __attribute__((visibility("default"))) int cellflow_plugin_register(           \
       cellflow_plugin_host* host, char* error, size_t error_size) {                         \
     return ::cellflow::plugins::detail::run_plugin_entry(fn, host, error, error_size);      \
