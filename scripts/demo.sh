@@ -40,6 +40,21 @@ echo "== cellflow export examples/cell_density.json objects"
 echo "$(($(wc -l <"$csv") - 1)) objects; the first rows:"
 head -n 6 "$csv" | cut -c 1-160
 
+# The same workflow from a file: the raw volume exported as a TIFF, then
+# examples/cell_density_tiff.json (read.image -> ... -> counts + objects), run
+# from the output folder where its relative path "raw.tif" points. It hashes
+# the TIFF by content, so rewriting the same TIFF recomputes nothing.
+tif="$out/raw.tif"
+echo
+echo "== cellflow export examples/cell_density.json raw --to raw.tif; run examples/cell_density_tiff.json"
+"$cellflow" export "$graph" raw --to "$tif" --cache "$cache"
+(cd "$out" && "$cellflow" run "$repo/examples/cell_density_tiff.json" --cache "$cache")
+# The smoothed volume as an OME-Zarr pyramid (3 levels) for napari.
+ome="$out/smooth.ome.zarr"
+echo
+echo "== cellflow export examples/cell_density.json smooth --to smooth.ome.zarr --levels 3"
+"$cellflow" export "$graph" smooth --to "$ome" --levels 3 --cache "$cache"
+
 density_hash=$("$cellflow" graph "$graph" --hashes | awk '$1 == "density" { print $2 }')
 
 echo
@@ -48,6 +63,8 @@ echo "cache folder:     $cache"
 echo "density heatmap:  $png"
 echo "count heatmap:    $counts_png"
 echo "object table:     $csv"
+echo "raw volume TIFF:  $tif (input of examples/cell_density_tiff.json)"
+echo "smoothed pyramid: $ome (napari --plugin napari-ome-zarr $ome)"
 echo "node hashes (each node is the OME-Zarr group $cache/<hash>):"
 "$cellflow" graph "$graph" --hashes | sed 's/^/  /'
 echo
