@@ -331,6 +331,8 @@ int export_command(const ExportArgs& args) {
   if (!table && csv)
     throw UsageError(fmt::format("export: node \"{}\" is an image: .csv is for table nodes (got \"{}\")",
                                  args.node_id, args.to));
+  if (args.levels != 1 && !nodes::is_ome_zarr_path(args.to))
+    throw UsageError(fmt::format("export: --levels needs an .ome.zarr output (got \"{}\")", args.to));
 
   compute(graph, {node}, c, /*quiet=*/false);
   const fs::path to(args.to);
@@ -358,7 +360,6 @@ int export_command(const ExportArgs& args) {
     if (nodes::is_ome_zarr_path(to)) {
       nodes::export_ome_zarr(*graph.image(node), to, zarr);
     } else {
-      if (args.levels != 1) throw UsageError("--levels needs an .ome.zarr output (a plain .zarr holds one level)");
       nodes::export_zarr(*graph.image(node), to, zarr);
     }
     fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
