@@ -3,7 +3,8 @@
 // voxels (zero-flux Neumann). Each cell wraps its input region — the cell
 // grown by the radius and clipped to the image — without a copy, so ITK's
 // boundary condition applies at the image edge only and the result equals the
-// filter on the whole image. The only ITK TU of this op; ranks 1 to 3.
+// filter on the whole image. The only ITK TU of this op; ranks 1 to 3, all
+// run as 3-D images (one instantiation per dtype).
 #include <fmt/format.h>
 
 #include <cstring>
@@ -67,10 +68,25 @@ void itk_median(const T* in, const Box& in_box, T* out, const Box& out_box,
   copy_region(result->GetBufferPointer(), Box(b, e), out, out_box, out_box, sizeof(T));
 }
 
+/// `box` of rank 1 to 3 as a rank-3 box, with leading axes [0, 1).
+Box as_3d(const Box& box) {
+  Dims begin(3);
+  Dims end(3, 1);
+  const int shift = 3 - box.rank();
+  for (int d = 0; d < box.rank(); ++d) {
+    begin[shift + d] = box.begin()[d];
+    end[shift + d] = box.end()[d];
+  }
+  return Box(begin, end);
+}
+
 class MedianKernel final : public NodeKernel {
  public:
   MedianKernel(ImageInfo info, std::vector<int64_t> radius)
-      : NodeKernel(std::move(info)), radius_(std::move(radius)) {}
+      : NodeKernel(std::move(info)), radius_(std::move(radius)) {
+    radius_3d_.assign(3 - radius_.size(), 0);
+    radius_3d_.insert(radius_3d_.end(), radius_.begin(), radius_.end());
+  }
 
   Box input_region(size_t /*input*/, const Box& out_box,
                    const ImageInfo& input_info) const override {
@@ -86,16 +102,9 @@ class MedianKernel final : public NodeKernel {
         using T = typename decltype(tag)::type;
         const T* src = in.data.as<T>();
         T* dst = out.mutable_as<T>();
-        switch (out_box.rank()) {
-          case 1:
-            itk_median<T, 1>(src, in.box, dst, out_box, radius_);
-            break;
-          case 2:
-            itk_median<T, 2>(src, in.box, dst, out_box, radius_);
-            break;
-          default:
-            itk_median<T, 3>(src, in.box, dst, out_box, radius_);
-        }
+        // Ranks 1 and 2 run as 3-D images with leading axes of one voxel and
+        // radius 0 (the same windows), so ITK is instantiated once per dtype.
+        itk_median<T, 3>(src, as_3d(in.box), dst, as_3d(out_box), radius_3d_);
       });
     } catch (const itk::ExceptionObject& e) {
       throw NodeError(fmt::format("ITK MedianImageFilter failed: {}", e.GetDescription()));
@@ -104,6 +113,7 @@ class MedianKernel final : public NodeKernel {
 
  private:
   std::vector<int64_t> radius_;
+  std::vector<int64_t> radius_3d_;  // radius_ with leading zeros up to rank 3
 };
 
 class MedianOp final : public Op {

@@ -312,17 +312,26 @@ std::pair<CellBuffer, Volume> small(const std::string& op, const std::vector<std
 }
 
 TEST(Median, MatchesBruteForceWithEdgeVoxelsRepeated) {
-  for (const auto& [input, radius] : std::vector<std::pair<std::string, Ints>>{
-           {"raw", {1, 1, 1}}, {"raw16", {2, 1, 3}}, {"labels", {0, 2, 1}}}) {
-    SCOPED_TRACE(input);
-    const auto [out, in] = small("median", {input}, obj({{"radius", list(radius)}}));
-    const auto offsets = window_offsets(radius, false);
+  struct C {
+    std::string input;
+    Ints radius, shape, cells;
+  };
+  for (const C& c : std::vector<C>{{"raw", {1, 1, 1}, kSmall, kSmallCells},
+                                   {"raw16", {2, 1, 3}, kSmall, kSmallCells},
+                                   {"labels", {0, 2, 1}, kSmall, kSmallCells},
+                                   {"raw", {2, 1}, {13, 17}, {5, 6}},
+                                   {"raw16", {3}, {50}, {7}}}) {
+    SCOPED_TRACE(c.input + " " + Dims::from(c.radius).str());
+    const GraphDef def =
+        filter_def(c.cells, "median", {c.input}, obj({{"radius", list(c.radius)}}), c.shape);
+    const Volume in = volume(read_node(def, c.input));
+    const auto offsets = window_offsets(c.radius, false);
     const Volume ref = map_volume(in, [&](const Dims& p) {
       auto w = window(in, p, offsets, /*clamp=*/true);
       std::nth_element(w.begin(), w.begin() + static_cast<long>(w.size() / 2), w.end());
       return w[w.size() / 2];
     });
-    EXPECT_TRUE(equal(to_doubles(out), ref.v));
+    EXPECT_TRUE(equal(to_doubles(read_node(def, "out")), ref.v));
   }
 }
 
