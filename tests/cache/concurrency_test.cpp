@@ -5,7 +5,9 @@
 // is duplicated or corrupt, no temporary file is left, and every cell was
 // computed exactly once across all writers. The writers are in
 // concurrency_ops.hpp; the process case runs cellflow_concurrency_worker.
-// The thread cases are the ones to run under TSan (see README / the report).
+// The thread cases run under TSan with scripts/tsan.sh (which also builds a
+// TSan-instrumented oneTBB: with Debian's uninstrumented libtbb, TSan reports
+// every hand-off of data to a TBB task as a race).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
