@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <tuple>
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/nodes/gaussian_kernel.hpp"
@@ -142,6 +144,41 @@ std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double ma
         std::min<int64_t>(static_cast<int64_t>(op.GetRadius(0)), std::max<int64_t>(max_width, 2)));
   }
   return radius;
+}
+
+std::vector<double> gaussian_coefficients(double sigma, double max_error, int max_width) {
+  if (!(sigma >= 0.0) || !std::isfinite(sigma)) {
+    throw InvalidArgument(fmt::format("sigma must be >= 0 (got {})", sigma));
+  }
+  if (!(max_error > 0.0 && max_error < 1.0)) {
+    throw InvalidArgument(fmt::format("max_error must be in (0, 1) (got {})", max_error));
+  }
+  if (max_width < 1) {
+    throw InvalidArgument(fmt::format("max_width must be >= 1 (got {})", max_width));
+  }
+  // Building the operator costs Bessel sums (microseconds to milliseconds);
+  // kernels are bound once per node but the bench and tests call this often.
+  static std::mutex mu;
+  static std::map<std::tuple<double, double, int>, std::vector<double>> cache;
+  const auto key = std::make_tuple(sigma, max_error, max_width);
+  {
+    std::lock_guard lock(mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  // Exactly the operator DiscreteGaussianImageFilter<float image> builds per
+  // axis: GaussianOperator<double> (NumericTraits<float>::RealType), no spacing.
+  itk::GaussianOperator<double, 1> op;
+  op.SetDirection(0);
+  op.SetVariance(sigma * sigma);
+  op.SetMaximumError(max_error);
+  op.SetMaximumKernelWidth(static_cast<unsigned>(max_width));
+  op.CreateDirectional();
+  std::vector<double> coefficients(op.Size());
+  for (unsigned i = 0; i < op.Size(); ++i) coefficients[i] = op[i];
+  std::lock_guard lock(mu);
+  if (cache.size() > 1024) cache.clear();  // bounded: params come from graphs
+  cache.emplace(key, coefficients);
+  return coefficients;
 }
 
 void gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,

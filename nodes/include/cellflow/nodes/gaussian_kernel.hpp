@@ -1,7 +1,9 @@
 // The discrete Gaussian used by the `gaussian` op, callable without the graph:
 // ITK's DiscreteGaussianImageFilter (zero-flux Neumann boundaries at the edge
-// of the input box) on float buffers of rank 1 to 3. Benchmarks use it as the
-// no-framework reference. Thread-safe for itk_threads == 1 (see below).
+// of the input box) on float buffers of rank 1 to 3, and a native separable
+// implementation of the same filter (same coefficients, same boundary, same
+// arithmetic). Benchmarks use them as the no-framework references.
+// Thread-safe (the ITK one for itk_threads == 1, see below).
 #pragma once
 
 #include <cstdint>
@@ -34,5 +36,22 @@ std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double ma
 void gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,
                             const std::vector<double>& sigma, double max_error, int max_width,
                             int itk_threads = 1);
+
+/// The kernel weights ITK's GaussianOperator<double> builds for one axis of
+/// DiscreteGaussianImageFilter (2 * radius + 1 values, symmetric, summing to
+/// 1), cached per (sigma, max_error, max_width).
+/// REQUIRES: sigma >= 0, 0 < max_error < 1, max_width >= 1.
+std::vector<double> gaussian_coefficients(double sigma, double max_error, int max_width);
+
+/// The same contract and result as gaussian_filter_region(), computed without
+/// ITK: one separable pass per axis (axis 0 first, as ITK does), each voxel
+/// summed in double over gaussian_coefficients() in ITK's order and rounded
+/// to float between passes, inner loops contiguous along the last axis so
+/// that they vectorize. Single-threaded; thread-safe.
+/// REQUIRES: sigma.size() == in_box.rank() in 1..3; out_box inside in_box.
+/// Throws InvalidArgument on bad arguments.
+void gaussian_filter_region_native(const float* in, const Box& in_box, float* out,
+                                   const Box& out_box, const std::vector<double>& sigma,
+                                   double max_error, int max_width);
 
 }  // namespace cellflow::nodes

@@ -1,0 +1,253 @@
+// The native Gaussian (nodes/src/gaussian_native.cpp) against ITK's
+// DiscreteGaussianImageFilter (gaussian_filter_region): whole images of odd
+// shapes and ranks 1-3, anisotropic and zero sigmas, sub-boxes with exact and
+// oversized halos, and the gaussian op's `engine` param cell by cell.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "cellflow/cache/error.hpp"
+#include "cellflow/graph/graph.hpp"
+#include "cellflow/nodes/builtin.hpp"
+#include "cellflow/nodes/gaussian_kernel.hpp"
+#include "test_util.hpp"
+
+namespace cellflow {
+namespace {
+
+constexpr double kMaxError = 1e-4;
+constexpr int kMaxWidth = 128;
+
+// Deterministic values spanning several orders of magnitude, some negative.
+std::vector<float> noise(int64_t n, uint32_t seed) {
+  std::vector<float> v(static_cast<size_t>(n));
+  uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
+  for (float& x : v) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    const double u = static_cast<double>(s >> 11) / static_cast<double>(uint64_t{1} << 53);
+    x = static_cast<float>((u - 0.2) * (u < 0.9 ? 100.0 : 5000.0));
+  }
+  return v;
+}
+
+struct Diff {
+  double worst_relative = 0;  // |a-b| / max(|b|, 1e-3 * max|b|)
+  int64_t differing = 0;      // voxels not bit-identical
+};
+
+Diff compare(const std::vector<float>& a, const std::vector<float>& b) {
+  double scale = 0;
+  for (float x : b) scale = std::max(scale, std::abs(static_cast<double>(x)));
+  Diff d;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) ++d.differing;
+    const double den = std::max(std::abs(static_cast<double>(b[i])), 1e-3 * scale);
+    d.worst_relative = std::max(d.worst_relative, std::abs(double(a[i]) - double(b[i])) / den);
+  }
+  return d;
+}
+
+std::vector<float> run_itk(const std::vector<float>& in, const Box& in_box, const Box& out_box,
+                           const std::vector<double>& sigma) {
+  std::vector<float> out(static_cast<size_t>(out_box.volume()));
+  nodes::gaussian_filter_region(in.data(), in_box, out.data(), out_box, sigma, kMaxError,
+                                kMaxWidth);
+  return out;
+}
+
+std::vector<float> run_native(const std::vector<float>& in, const Box& in_box, const Box& out_box,
+                              const std::vector<double>& sigma) {
+  std::vector<float> out(static_cast<size_t>(out_box.volume()));
+  nodes::gaussian_filter_region_native(in.data(), in_box, out.data(), out_box, sigma, kMaxError,
+                                       kMaxWidth);
+  return out;
+}
+
+struct Case {
+  std::vector<int64_t> shape;
+  std::vector<double> sigma;
+};
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> c = {
+      {{257}, {2.0}},
+      {{1}, {1.5}},
+      {{5}, {3.0}},  // kernel wider than the image: clamping on both sides
+      {{37, 53}, {2.0, 0.7}},
+      {{23, 1}, {1.0, 1.0}},
+      {{33, 41, 29}, {2.0, 2.0, 2.0}},
+      {{17, 30, 45}, {1.0, 2.5, 0.6}},
+      {{19, 7, 31}, {0.0, 3.0, 1.2}},  // sigma 0: ITK's [0, 1, 0] kernel
+      {{3, 40, 9}, {4.0, 0.5, 2.2}},
+  };
+  return c;
+}
+
+std::string describe(const Case& c) {
+  std::string s = "shape";
+  for (int64_t n : c.shape) s += " " + std::to_string(n);
+  s += " sigma";
+  for (double x : c.sigma) s += " " + std::to_string(x);
+  return s;
+}
+
+TEST(GaussianNative, CoefficientsAreItksKernel) {
+  for (double sigma : {0.0, 0.5, 1.0, 2.0, 3.7, 8.0}) {
+    const std::vector<double> c = nodes::gaussian_coefficients(sigma, kMaxError, kMaxWidth);
+    const int64_t radius = nodes::gaussian_radius({sigma}, kMaxError, kMaxWidth)[0];
+    ASSERT_EQ(static_cast<int64_t>(c.size()), 2 * radius + 1) << sigma;
+    EXPECT_NEAR(std::accumulate(c.begin(), c.end(), 0.0), 1.0, 1e-12) << sigma;
+    for (size_t i = 0; i < c.size(); ++i) EXPECT_EQ(c[i], c[c.size() - 1 - i]) << sigma;
+    // The centre weight is the largest, and the kernel narrows with sigma.
+    EXPECT_EQ(*std::max_element(c.begin(), c.end()), c[c.size() / 2]);
+  }
+  EXPECT_EQ(nodes::gaussian_coefficients(0.0, kMaxError, kMaxWidth),
+            (std::vector<double>{0, 1, 0}));
+  EXPECT_THROW(nodes::gaussian_coefficients(-1, kMaxError, kMaxWidth), InvalidArgument);
+  EXPECT_THROW(nodes::gaussian_coefficients(1, 0, kMaxWidth), InvalidArgument);
+}
+
+TEST(GaussianNative, WholeImageMatchesItk) {
+  uint32_t seed = 1;
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const Box all = Box::from_shape(Shape::from(c.shape));
+    const std::vector<float> in = noise(all.volume(), seed++);
+    const Diff d = compare(run_native(in, all, all, c.sigma), run_itk(in, all, all, c.sigma));
+    EXPECT_LT(d.worst_relative, 1e-5);
+    // Same coefficients, same order of sums, same float rounding per pass.
+    EXPECT_EQ(d.differing, 0) << "worst relative difference " << d.worst_relative;
+  }
+}
+
+TEST(GaussianNative, SubBoxesWithExactHaloMatchWholeImage) {
+  uint32_t seed = 100;
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const Shape shape = Shape::from(c.shape);
+    const Box all = Box::from_shape(shape);
+    const std::vector<float> in = noise(all.volume(), seed++);
+    const std::vector<float> whole = run_itk(in, all, all, c.sigma);
+    const auto radius = nodes::gaussian_radius(c.sigma, kMaxError, kMaxWidth);
+    // Cells of an odd shape that does not divide the image: edges and corners.
+    Shape cell_shape = shape;
+    for (int i = 0; i < shape.rank(); ++i) cell_shape[i] = std::max<int64_t>(1, (shape[i] + 2) / 3);
+    const CellGrid grid(shape, cell_shape);
+    for (int64_t k = 0; k < grid.num_cells(); ++k) {
+      const Box cell = grid.cell_box(grid.cell_at(k));
+      const Box halo = cell.grow(Dims::from(radius)).intersect(all);
+      std::vector<float> padded(static_cast<size_t>(halo.volume()));
+      copy_region(in.data(), all, padded.data(), halo, halo, sizeof(float));
+      const std::vector<float> got = run_native(padded, halo, cell, c.sigma);
+      std::vector<float> want(static_cast<size_t>(cell.volume()));
+      copy_region(whole.data(), all, want.data(), cell, cell, sizeof(float));
+      const Diff d = compare(got, want);
+      EXPECT_LT(d.worst_relative, 1e-5) << cell.str();
+      EXPECT_EQ(d.differing, 0) << cell.str();
+    }
+  }
+}
+
+TEST(GaussianNative, OversizedInputBoxIsCroppedLikeItk) {
+  // The input box larger than the halo on every side: clamping must still
+  // happen at the input box's edge, exactly where ITK's buffered region ends.
+  const Shape shape{21, 26, 33};
+  const Box all = Box::from_shape(shape);
+  const std::vector<float> in = noise(all.volume(), 7);
+  const std::vector<double> sigma{1.5, 0.8, 2.0};
+  for (const Box& out : {Box(Dims{3, 4, 5}, Dims{9, 20, 11}), Box(Dims{0, 0, 0}, Dims{2, 26, 4}),
+                         Box(Dims{18, 10, 30}, Dims{21, 11, 33})}) {
+    SCOPED_TRACE(out.str());
+    const Diff d = compare(run_native(in, all, out, sigma), run_itk(in, all, out, sigma));
+    EXPECT_LT(d.worst_relative, 1e-5);
+    EXPECT_EQ(d.differing, 0);
+  }
+  // A 2-D input whose box is wider along the last axis than the output needs.
+  const Box plane = Box::from_shape(Shape{30, 40});
+  const std::vector<float> in2 = noise(plane.volume(), 8);
+  const Box out2(Dims{5, 2}, Dims{25, 9});
+  const Diff d2 =
+      compare(run_native(in2, plane, out2, {2.0, 1.0}), run_itk(in2, plane, out2, {2.0, 1.0}));
+  EXPECT_EQ(d2.differing, 0);
+}
+
+TEST(GaussianNative, RejectsBadArguments) {
+  const std::vector<float> in(64, 1.0f);
+  float out[64];
+  const Box b = Box::from_shape(Shape{4, 4, 4});
+  EXPECT_THROW(
+      nodes::gaussian_filter_region_native(in.data(), b, out, b, {1.0}, kMaxError, kMaxWidth),
+      InvalidArgument);
+  EXPECT_THROW(
+      nodes::gaussian_filter_region_native(in.data(), b, out, Box::from_shape(Shape{5, 4, 4}),
+                                           {1.0, 1.0, 1.0}, kMaxError, kMaxWidth),
+      InvalidArgument);
+  const Box b4 = Box::from_shape(Shape{2, 2, 4, 4});
+  EXPECT_THROW(nodes::gaussian_filter_region_native(in.data(), b4, out, b4, {1, 1, 1, 1}, kMaxError,
+                                                    kMaxWidth),
+               InvalidArgument);
+}
+
+// ---- the op's engine param ----------------------------------------------------
+
+GraphDef engine_graph(const std::string& engine, std::vector<int64_t> cells, const Value& sigma) {
+  GraphDef def;
+  def.add("raw", "synthetic.blobs", {},
+          Value(Value::Object{{"shape", test::ints({41, 50, 37})},
+                              {"cell_shape", Value::list(cells)},
+                              {"seed", 5},
+                              {"noise", 0.2}}));
+  Value p = Value::object();
+  p.set("sigma", sigma);
+  if (!engine.empty()) p.set("engine", engine);
+  def.add("smooth", "gaussian", {"raw"}, p);
+  return def;
+}
+
+std::vector<float> read_smooth(const GraphDef& def) {
+  const Graph g = Graph::build(def, nodes::builtin_registry());
+  auto img = g.image("smooth");
+  const CellBuffer b = img->read(img->grid().bounds());
+  return {b.as<float>(), b.as<float>() + b.num_elements()};
+}
+
+TEST(GaussianNative, OpEnginesAgreeCellWise) {
+  for (const Value& sigma : {Value(2.0), test::floats({0.8, 2.5, 1.3})}) {
+    SCOPED_TRACE(to_json_compact(sigma));
+    const std::vector<float> reference = read_smooth(engine_graph("itk", {41, 50, 37}, sigma));
+    for (const std::vector<int64_t>& cells :
+         {std::vector<int64_t>{16, 16, 16}, std::vector<int64_t>{9, 23, 11}}) {
+      for (const char* engine : {"native", "", "itk"}) {
+        SCOPED_TRACE(std::string("engine '") + engine + "' cells " + std::to_string(cells[1]));
+        const Diff d = compare(read_smooth(engine_graph(engine, cells, sigma)), reference);
+        EXPECT_LT(d.worst_relative, 1e-5);
+        EXPECT_EQ(d.differing, 0);
+      }
+    }
+  }
+}
+
+TEST(GaussianNative, EngineParam) {
+  // Naming no engine keeps the hash graphs had before engines existed;
+  // naming one makes a different node (same values).
+  const Graph plain =
+      Graph::build(engine_graph("", {16, 16, 16}, Value(2.0)), nodes::builtin_registry());
+  const Graph native =
+      Graph::build(engine_graph("native", {16, 16, 16}, Value(2.0)), nodes::builtin_registry());
+  EXPECT_NE(plain.nodes()[1].hash, native.nodes()[1].hash);
+  try {
+    (void)Graph::build(engine_graph("fast", {16, 16, 16}, Value(2.0)), nodes::builtin_registry());
+    FAIL() << "engine \"fast\" was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("engine"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace cellflow
