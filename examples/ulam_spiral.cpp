@@ -33,7 +33,9 @@ namespace fs = std::filesystem;
 using cellflow::CellBuffer;
 
 /// All primes p with a <= p <= b (a sieve of Eratosthenes over [0, b]).
-std::vector<int64_t> primes_between(int64_t a, int64_t b) {
+/// REQUIRES: b < 2^32 (primes are stored as 32-bit integers, half the bytes
+/// of int64 to store, load and hash).
+std::vector<uint32_t> primes_between(int64_t a, int64_t b) {
   std::vector<uint8_t> sieve(static_cast<size_t>(b) + 1, 1);
   sieve[0] = 0;
   if (b >= 1) sieve[1] = 0;
@@ -41,9 +43,9 @@ std::vector<int64_t> primes_between(int64_t a, int64_t b) {
     if (!sieve[static_cast<size_t>(p)]) continue;
     for (int64_t m = p * p; m <= b; m += p) sieve[static_cast<size_t>(m)] = 0;
   }
-  std::vector<int64_t> primes;
+  std::vector<uint32_t> primes;
   for (int64_t i = std::max<int64_t>(a, 2); i <= b; ++i)
-    if (sieve[static_cast<size_t>(i)]) primes.push_back(i);
+    if (sieve[static_cast<size_t>(i)]) primes.push_back(static_cast<uint32_t>(i));
   if (const auto* artifacts = cellflow::current_artifacts()) {
     artifacts->write_text("summary.txt",
                           fmt::format("{} primes between {} and {}\n", primes.size(), a, b));
@@ -53,14 +55,14 @@ std::vector<int64_t> primes_between(int64_t a, int64_t b) {
 
 /// The Ulam spiral of 1..n*n (n the smallest odd number with n*n >= b-a+1),
 /// 1 where the number is one of `primes` within [a, b], else 0.
-CellBuffer ulam_spiral(const std::vector<int64_t>& primes, int64_t a, int64_t b) {
+CellBuffer ulam_spiral(const std::vector<uint32_t>& primes, int64_t a, int64_t b) {
   auto n = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(b - a + 1))));
   if (n % 2 == 0) ++n;
   CellBuffer spiral = CellBuffer::zeros(cellflow::DType::kU8, cellflow::Shape{n, n});
   uint8_t* px = spiral.mutable_as<uint8_t>();
   // Numbers grow along the walk, so one cursor through the sorted primes
   // replaces a set lookup.
-  auto next = std::lower_bound(primes.begin(), primes.end(), a);
+  auto next = std::lower_bound(primes.begin(), primes.end(), static_cast<uint32_t>(a));
   int64_t x = n / 2;
   int64_t y = n / 2;
   int64_t dx = 0;
@@ -131,6 +133,10 @@ Options parse(int argc, char** argv) {
   }
   // Like the seed, the spiral zooms into the start of the range by default.
   if (o.spiral_b < 0) o.spiral_b = std::max<int64_t>(o.a, o.b / 10);
+  if (o.b >= (int64_t{1} << 32) || o.spiral_b > o.b) {
+    fmt::print(stderr, "ulam_spiral: --b must be below 2^32 and --spiral-b must not exceed --b\n");
+    std::exit(2);
+  }
   if (o.a > o.b || o.a > o.spiral_b) {
     fmt::print(stderr, "ulam_spiral: --a must not exceed --b and --spiral-b\n");
     std::exit(2);

@@ -42,7 +42,10 @@ std::string dims_text(const Value& def, const char* field) {
   const Value* f = def.find(field);
   if (f == nullptr || !f->is_array()) return "?";
   std::string out;
-  for (const Value& d : f->as_array()) out += (out.empty() ? "" : "x") + to_json_compact(d);
+  for (const Value& d : f->as_array()) {
+    if (!out.empty()) out += 'x';
+    out += to_json_compact(d);
+  }
   return out;
 }
 
