@@ -279,6 +279,20 @@ TEST(MemoTest, StructsMapsAndStringsRoundTrip) {
   EXPECT_EQ(memo.call("count_of", 1, count_of, changed), 5);
   EXPECT_EQ(calls, 3);
 
+  // String literals are keyed like strings; Tables round-trip.
+  const auto table = [&](const char* column, int rows) {
+    ++calls;
+    Table t({column, "twice"});
+    for (int r = 0; r < rows; ++r) t.add_row(std::vector<double>{1.0 * r, 2.0 * r});
+    return t;
+  };
+  const Table t1 = memo.call("table", 1, table, "x", 3);
+  const Table t2 = memo.call("table", 1, table, std::string("x").c_str(), 3);
+  EXPECT_EQ(calls, 4);
+  EXPECT_EQ(t1, t2);
+  EXPECT_EQ(t2.num_rows(), 3u);
+  EXPECT_EQ(t2.at(2, 1), 4.0);
+
   // entry.json is readable: function, version, argument values, result, time.
   const Value entry = parse_json(test::read_all(loaded.outcome.entry / "entry.json"));
   EXPECT_EQ(entry.find("function")->as_string(), "make");

@@ -300,7 +300,11 @@ class Memo {
           a.ignored = true;
           return a;
         }
-        return detail::describe_argument(arg);
+        if constexpr (std::is_convertible_v<const A&, const char*>) {
+          return detail::describe_argument(std::string(arg));  // string literals
+        } else {
+          return detail::describe_argument(arg);
+        }
       }
     };
     (call.arguments.push_back(describe(args)), ...);
