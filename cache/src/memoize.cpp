@@ -21,6 +21,7 @@
 #include <fstream>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 #include "cellflow/cache/artifacts.hpp"
 #include "cellflow/cache/box.hpp"
@@ -455,13 +456,15 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
   const auto seconds_since = [](Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
   };
-  // Loads a committed entry; false (after a warning) when it is damaged.
+  // Loads a committed entry; false (after a warning, once per call) when it is damaged.
+  bool warned = false;
   const auto try_load = [&]() {
     try {
       load(out.entry);
       return true;
     } catch (const std::exception& e) {
-      log_warning(fmt::format("{}: cannot load it ({}); computing it again", where, e.what()));
+      if (!std::exchange(warned, true))
+        log_warning(fmt::format("{}: cannot load it ({}); computing it again", where, e.what()));
       return false;
     }
   };
