@@ -3,7 +3,13 @@
 //   (b) the same ITK filter on the whole in-memory volume (ITK's own threads);
 //   (c) the same ITK filter looped over the same padded cells, no framework.
 // It prints ratio_vs_whole_image = a/b and ratio_vs_bare_cells = a/c (medians
-// of --reps runs), then the speed of re-reading the persisted node from a warm
+// of --reps runs), the same three for the native engine (a: cellflow with
+// engine "native", b: the native kernel on the whole volume in one thread,
+// c: the native kernel over the same padded cells) with
+// native_ratio_vs_bare_cells and native_speedup_vs_itk_whole_image (ITK
+// whole image / cellflow native), the framework's cost per cell (a `cast` to
+// the same dtype over --overhead-cell cells, minus a bare loop copying the
+// same cells), then the speed of re-reading the persisted node from a warm
 // disk cache.
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
@@ -35,6 +41,7 @@ struct Options {
   int threads = 2;
   int reps = 3;
   std::string cache_dir;
+  int64_t overhead_cell = 32;
 };
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -44,17 +51,20 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-GraphDef pipeline(const Options& o, bool with_gaussian) {
+GraphDef pipeline(const Options& o, bool with_gaussian, const char* engine = "itk",
+                  int64_t cell = 0) {
+  if (cell == 0) cell = o.cell;
   GraphDef def;
   def.name = "bench";
   Value p = Value::object();
   p.set("shape", Value::list(std::vector<int64_t>{o.size, o.size, o.size}));
-  p.set("cell_shape", Value::list(std::vector<int64_t>{o.cell, o.cell, o.cell}));
+  p.set("cell_shape", Value::list(std::vector<int64_t>{cell, cell, cell}));
   p.set("seed", 7);
   def.add("raw", "synthetic.blobs", {}, p);
   if (with_gaussian) {
     Value g = Value::object();
     g.set("sigma", o.sigma);
+    g.set("engine", engine);
     def.add("smooth", "gaussian", {"raw"}, g);
   }
   return def;
@@ -74,8 +84,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--threads") o.threads = std::stoi(next());
     else if (a == "--reps") o.reps = std::stoi(next());
     else if (a == "--cache") o.cache_dir = next();
+    else if (a == "--overhead-cell") o.overhead_cell = std::stoll(next());
     else if (a == "--help" || a == "-h") {
-      fmt::print("usage: cellflow-bench [--size N] [--cell C] [--sigma S] [--threads T] [--reps R] [--cache DIR]\n");
+      fmt::print("usage: cellflow-bench [--size N] [--cell C] [--sigma S] [--threads T] [--reps R] [--cache DIR] [--overhead-cell C]\n");
       std::exit(0);
     } else {
       throw InvalidArgument("unknown option " + a);
@@ -159,13 +170,121 @@ int main(int argc, char** argv) try {
     fmt::print("max_relative_difference_vs_whole_image={:.3g}\n", worst);
   }
 
+  // The native engine, measured the same three ways.
+  {
+    std::vector<double> na, nb, nc;
+    CellBuffer native_whole = CellBuffer::allocate(DType::kF32, shape);
+    for (int rep = 0; rep < o.reps; ++rep) {
+      {
+        Graph g = Graph::build(pipeline(o, true, "native"), registry);
+        const auto t = Clock::now();
+        materialize(g, {}, RunOptions{o.threads});
+        na.push_back(seconds_since(t));
+      }
+      {
+        const auto t = Clock::now();
+        nodes::gaussian_filter_region_native(volume.as<float>(), whole, native_whole.mutable_as<float>(), whole,
+                                             sigma, kMaxError, kMaxWidth);
+        nb.push_back(seconds_since(t));
+      }
+      {
+        const CellGrid grid(shape, Shape{o.cell, o.cell, o.cell});
+        CellBuffer out = CellBuffer::allocate(DType::kF32, shape);
+        const auto t = Clock::now();
+        arena.execute([&] {
+          tbb::parallel_for(tbb::blocked_range<int64_t>(0, grid.num_cells(), 1), [&](const auto& r) {
+            for (int64_t c = r.begin(); c < r.end(); ++c) {
+              const Box cell = grid.cell_box(grid.cell_at(c));
+              const Box padded = cell.grow(Dims{radius[0], radius[1], radius[2]}).intersect(whole);
+              std::vector<float> in(static_cast<size_t>(padded.volume()));
+              copy_region(volume.data(), whole, in.data(), padded, padded, sizeof(float));
+              std::vector<float> res(static_cast<size_t>(cell.volume()));
+              nodes::gaussian_filter_region_native(in.data(), padded, res.data(), cell, sigma, kMaxError, kMaxWidth);
+              copy_region(res.data(), cell, out.mutable_data(), whole, cell, sizeof(float));
+            }
+          });
+        });
+        nc.push_back(seconds_since(t));
+      }
+    }
+    const double a = median(na), b = median(nb), c = median(nc);
+    fmt::print("native_materialize_s={:.3f}\nnative_whole_image_1thread_s={:.3f}\nnative_bare_cells_s={:.3f}\n", a, b,
+               c);
+    fmt::print("native_ratio_vs_bare_cells={:.3f}\nnative_speedup_vs_itk_whole_image={:.2f}\n", a / c,
+               median(tb) / a);
+    fmt::print("native_speedup_vs_itk_materialize={:.2f}\n", median(ta) / a);
+    Graph g = Graph::build(pipeline(o, true, "native"), registry);
+    const CellBuffer mine = g.image("smooth")->read(whole);
+    int64_t differing = 0;
+    double worst = 0;
+    const float* p = mine.as<float>();
+    const float* q = ref_whole.as<float>();
+    for (int64_t i = 0; i < whole.volume(); ++i) {
+      differing += std::memcmp(p + i, q + i, sizeof(float)) != 0;
+      worst = std::max(worst, std::abs(double(p[i]) - double(q[i])) / std::max(1e-6, std::abs(double(q[i]))));
+    }
+    fmt::print("native_max_relative_difference_vs_itk_whole_image={:.3g}\nnative_voxels_not_bit_identical={}\n", worst,
+               differing);
+  }
+
+  // The framework's own cost per cell: `cast` to the same dtype (a memcpy per
+  // cell) over small cells, against a bare parallel loop that allocates and
+  // copies the same cells out of the same in-memory volume.
+  {
+    const int64_t oc = o.overhead_cell;
+    Graph src = Graph::build(pipeline(o, false, "itk", oc), registry);
+    materialize(src, {}, RunOptions{o.threads});
+    const auto copy_def = [&] {
+      GraphDef def = pipeline(o, false, "itk", oc);
+      Value p = Value::object();
+      p.set("dtype", "f32");
+      def.add("copy", "cast", {"raw"}, p);
+      def.outputs = {"copy"};
+      return def;
+    };
+    const CellGrid grid(shape, Shape{oc, oc, oc});
+    const int reps = std::max(o.reps, 5);
+    std::vector<double> tm, tl;
+    for (int rep = 0; rep < reps; ++rep) {
+      {
+        Graph g = Graph::build(copy_def(), registry);
+        const auto t = Clock::now();
+        materialize(g, {}, RunOptions{o.threads});
+        tm.push_back(seconds_since(t));
+      }
+      {
+        std::vector<CellBuffer> cells(static_cast<size_t>(grid.num_cells()));
+        const auto t = Clock::now();
+        arena.execute([&] {
+          tbb::parallel_for(tbb::blocked_range<int64_t>(0, grid.num_cells(), 1), [&](const auto& r) {
+            for (int64_t c = r.begin(); c < r.end(); ++c) {
+              const Box cell = grid.cell_box(grid.cell_at(c));
+              CellBuffer b = CellBuffer::allocate(DType::kF32, cell.shape());
+              copy_region(volume.data(), whole, b.mutable_data(), cell, cell, sizeof(float));
+              cells[static_cast<size_t>(c)] = std::move(b);
+            }
+          });
+        });
+        tl.push_back(seconds_since(t));
+      }
+    }
+    const double m = median(tm), l = median(tl);
+    const double n = static_cast<double>(grid.num_cells());
+    fmt::print("overhead_cells={} ({}^3)\nidentity_materialize_s={:.4f}\nbare_copy_loop_s={:.4f}\n", grid.num_cells(),
+               oc, m, l);
+    // Wall time per cell, and worker time per cell (wall x threads, as the
+    // peers' per-chunk overheads are counted).
+    fmt::print("framework_us_per_cell={:.1f}\nframework_worker_us_per_cell={:.1f}\n", (m - l) / n * 1e6,
+               (m - l) / n * 1e6 * o.threads);
+  }
+
   // Persisting, then a full re-read from the warm disk cache.
   namespace fs = std::filesystem;
   const fs::path dir = o.cache_dir.empty() ? fs::temp_directory_path() / fmt::format("cellflow-bench-{}", ::getpid())
                                            : fs::path(o.cache_dir);
   fs::remove_all(dir);
   {
-    Graph g = Graph::build(pipeline(o, true), registry, GraphOptions{dir});
+    Graph g = Graph::build(pipeline(o, true, "native"), registry, GraphOptions{dir});
     auto t = Clock::now();
     materialize(g, {}, RunOptions{o.threads});
     const double persist = seconds_since(t);
