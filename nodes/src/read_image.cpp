@@ -316,6 +316,10 @@ class ReadImageKernel final : public NodeKernel {
     const itk::ImageIORegion requested = to_io_region(out_box);
     const itk::ImageIORegion streamable =
         io->GenerateStreamableReadRegionFromRequestedRegion(requested);
+    if (streamable.GetImageDimension() != requested.GetImageDimension()) {
+      throw NodeError(fmt::format("ITK offers a {}-D region for a {}-D request",
+                                  streamable.GetImageDimension(), requested.GetImageDimension()));
+    }
     io->SetIORegion(streamable);
     try {
       if (streamable == requested) {
