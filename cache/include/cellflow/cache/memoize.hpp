@@ -300,7 +300,7 @@ class Memo {
           a.ignored = true;
           return a;
         }
-        if constexpr (std::is_convertible_v<const A&, const char*>) {
+        if constexpr (std::is_convertible_v<const A&, const char*> && !std::is_null_pointer_v<A>) {
           return detail::describe_argument(std::string(arg));  // string literals
         } else {
           return detail::describe_argument(arg);
