@@ -118,7 +118,20 @@ RunSession::RunSession(const Graph& graph, std::vector<size_t> targets, RunPolic
       throw UsageError(e.what());
     }
     for (size_t i : graph.ancestors(targets_)) {
-      uses_.push_back(NodeUseLock::acquire(*graph.cache_root(), graph.nodes()[i].hash));
+      const GraphNode& n = graph.nodes()[i];
+      const fs::path dir = *graph.cache_root() / n.hash;
+      uses_.push_back(NodeUseLock::acquire(*graph.cache_root(), n.hash));
+      // A node folder that cannot even be created (read-only or full media, no
+      // permission) fails the run here, with the real cause: the executor
+      // creates every node it may touch, and would fail later on a file inside.
+      std::error_code ec;
+      if (!fs::is_directory(dir, ec)) {
+        fs::create_directories(dir, ec);
+        if (ec) {
+          throw IoError(fmt::format("node \"{}\": file {}: cannot create the node's folder: {}",
+                                    n.def.id, dir.string(), ec.message()));
+        }
+      }
     }
   }
   if (policy_.isolate) {
@@ -134,6 +147,31 @@ RunSession::RunSession(const Graph& graph, std::vector<size_t> targets, RunPolic
 }
 
 RunSession::~RunSession() = default;
+
+void RunSession::mark_complete_nodes(RunReport& report) const {
+  // materialize() marks the nodes it computed cells of. A node whose last
+  // cells a killed run committed (so that this run had nothing to do for it)
+  // would stay unmarked; mark it too, after checking every cell.
+  CacheDirectory* cache = graph_.cache();
+  if (cache == nullptr) return;
+  for (size_t i : graph_.ancestors(targets_)) {
+    const GraphNode& n = graph_.nodes()[i];
+    if (cache->is_complete(n.hash)) continue;
+    const auto image = graph_.image(i);
+    const CellGrid& grid = image->grid();
+    bool all = true;
+    for (int64_t c = 0; all && c < grid.num_cells(); ++c) all = image->available(grid.cell_at(c));
+    if (!all) continue;
+    try {
+      cache->mark_complete(n.hash);
+    } catch (const IoError&) {
+      continue;  // a read-only cache: the marker is an optimization, never needed
+    }
+    for (NodeReport& r : report.nodes) {
+      if (r.node == i) r.complete = true;
+    }
+  }
+}
 
 RunReport RunSession::run(RunOptions options) {
   options.max_retries = policy_.max_retries;
@@ -246,6 +284,7 @@ RunReport RunSession::run(RunOptions options) {
     if (runner_) {
       for (NodeReport& r : report.nodes) r.cells_computed += runner_->computed(r.node);
     }
+    mark_complete_nodes(report);
     finish();
     if (log_) {
       int64_t computed = 0;

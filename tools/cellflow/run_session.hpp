@@ -51,6 +51,8 @@ class RunSession {
   RunReport run(RunOptions options);
 
  private:
+  void mark_complete_nodes(RunReport& report) const;
+
   const Graph& graph_;
   std::vector<size_t> targets_;
   RunPolicy policy_;
