@@ -194,7 +194,8 @@ const std::map<std::string, OpCase>& cases() {
       t[op] = {two_blobs("f32"), params(obj({{"dtype", "f64"}}))};
     }
     // Neighbourhood filters.
-    t["gaussian"] = {blobs(), params(obj({{"sigma", 1.5}}))};
+    t["gaussian"] = {blobs(), params(obj({{"sigma", 1.5}, {"engine", "native"}})), Compare::kValues,
+                     alternatives({{"engine", "itk"}})};
     t["gradient_magnitude"] = {blobs(), params(obj({{"sigma", 1.0}}))};
     t["log"] = {blobs(), params(obj({{"sigma", 1.0}}))};
     t["median"] = {blobs("u16"), params(obj({{"radius", 1}}))};
