@@ -296,7 +296,8 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
     nr.seconds = static_cast<double>(r.nanos.load()) * 1e-9;
     if (cache) {
       nr.complete = cache->is_complete(n.hash);
-      if (!nr.complete && r.needed) {
+      // Any node this run touched: a killed earlier run may have committed its last cells.
+      if (!nr.complete && r.image) {
         CachedCellImage& img = image_of(i);
         bool all = true;
         for (int64_t c = 0; all && c < nr.cells_total; ++c) all = img.available(img.grid().cell_at(c));
