@@ -18,6 +18,7 @@
 #include "cellflow/graph/executor.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/graph/graph_def.hpp"
+#include "cellflow/graph/mpi.hpp"
 #include "cellflow/graph/value.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "cellflow/nodes/image_export.hpp"
@@ -227,7 +228,17 @@ Graph load_cli_graph(const std::string& path, std::optional<fs::path> cache_root
   return load_graph(path, std::move(cache_root));
 }
 
-int run_command(const RunArgs& args) {
+int run_command(const RunArgs& args_in) {
+  RunArgs args = args_in;
+  // Under an MPI launcher every rank runs the graph collectively; rank 0 alone
+  // prints and writes the summary (aggregated over ranks).
+  bool lead_rank = true;
+  if (args.policy.mpi || mpi::launched()) {
+    if (!mpi::available()) throw UsageError("--mpi: this cellflow was built without MPI");
+    args.policy.mpi = true;
+    lead_rank = mpi::init().rank == 0;
+    if (!lead_rank) args.quiet = true;
+  }
   const ComputeOptions& c = args.compute;
   apply_memory_budget(c.memory);
   const fs::path cache_root = resolve_cache_root(c.cache);
@@ -239,7 +250,7 @@ int run_command(const RunArgs& args) {
 
   const RunReport report = compute(graph, targets, c, args.quiet, args.policy);
   const std::vector<NodeReport> reports = reports_by_node(graph, report);
-  if (args.summary_json) {
+  if (args.summary_json && lead_rank) {
     write_summary_json(*args.summary_json, c.graph_path, graph, reports, report, cache_root);
   }
   if (!args.quiet) print_summary_table(graph, reports, report, cache_root);

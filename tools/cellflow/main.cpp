@@ -80,6 +80,8 @@ int cli_main(int argc, char** argv) {
                    "--isolate the worker is killed")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  run_cmd->add_flag("--mpi", run.policy.mpi,
+                    "Run collectively over MPI ranks sharing the cache (automatic under mpirun/srun)");
   run_cmd->add_flag("--isolate", run.policy.isolate,
                     "Compute each cell in a worker process: a crashing or hung op costs only its "
                     "worker, and the cell is retried or reported");

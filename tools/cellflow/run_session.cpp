@@ -12,6 +12,7 @@
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
+#include "cellflow/graph/mpi.hpp"
 #include "cellflow/graph/value.hpp"
 #include "commands.hpp"
 
@@ -280,7 +281,8 @@ RunReport RunSession::run(RunOptions options) {
     if (!seen.empty()) log_progress(seen, true);
   };
   try {
-    RunReport report = materialize(graph_, targets_, options);
+    RunReport report = policy_.mpi ? mpi::materialize(graph_, targets_, options)
+                                   : materialize(graph_, targets_, options);
     if (runner_) {
       for (NodeReport& r : report.nodes) r.cells_computed += runner_->computed(r.node);
     }

@@ -25,6 +25,7 @@ struct RunPolicy {
   int max_retries = 0;                       // retries of a failing cell (an op's own policy wins)
   double timeout_seconds = 0;                // per cell attempt, 0 = none (an op's own policy wins)
   bool isolate = false;                      // each cell in a worker process
+  bool mpi = false;                          // collective run over MPI ranks (mpirun)
   std::optional<std::string> progress_json;  // event log file ("-" = stdout)
   std::vector<std::string> plugins;          // --plugin paths, passed on to workers
 };
