@@ -6,6 +6,7 @@
 #include <tbb/parallel_for.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/cache/memory_cache.hpp"
+#include "cellflow/cache/trace.hpp"
 
 namespace cellflow {
 namespace {
@@ -39,6 +41,37 @@ struct Slot {
   std::exception_ptr error;
 };
 
+// Times one step of a cell for the trace sink (trace.hpp), when one is
+// installed as the step starts; a step shorter than `min_seconds` is not
+// reported (an uncontended lock is not a wait).
+class TraceSpan {
+ public:
+  TraceSpan(CellTraceEvent::Kind kind, const std::string& image, const CellIndex& cell,
+            double min_seconds = 0)
+      : sink_(cell_trace_sink()), min_seconds_(min_seconds) {
+    if (sink_ == nullptr) return;
+    event_.kind = kind;
+    event_.image = &image;
+    event_.cell = &cell;
+    event_.begin = std::chrono::steady_clock::now();
+  }
+  ~TraceSpan() {
+    if (sink_ == nullptr) return;
+    event_.end = std::chrono::steady_clock::now();
+    if (std::chrono::duration<double>(event_.end - event_.begin).count() >= min_seconds_) {
+      sink_->record(event_);
+    }
+  }
+  TraceSpan(const TraceSpan&) = delete;
+  TraceSpan& operator=(const TraceSpan&) = delete;
+  void cancel() { sink_ = nullptr; }
+
+ private:
+  CellTraceSink* sink_;
+  double min_seconds_;
+  CellTraceEvent event_;
+};
+
 }  // namespace
 
 struct CachedCellImage::Impl {
@@ -62,7 +95,10 @@ struct CachedCellImage::Impl {
   // The committed cell, or nullopt (a damaged file is reported and removed).
   std::optional<CellBuffer> load_stored(const CellIndex& cell, int64_t linear) {
     try {
-      if (auto stored = store->read(cell)) {
+      TraceSpan span(CellTraceEvent::Kind::kLoad, name, cell);
+      auto stored = store->read(cell);
+      if (!stored) span.cancel();
+      if (stored) {
         loaded.fetch_add(1, std::memory_order_relaxed);
         cache->insert(owner, linear, *stored);
         return stored;
@@ -81,14 +117,21 @@ struct CachedCellImage::Impl {
       if (auto stored = load_stored(cell, linear)) return *stored;
       // Another process may be computing this cell: wait for its lock, then
       // take its result if it committed one.
-      cross_process_lock = with_context(name, [&] { return store->lock(cell); });
+      cross_process_lock = with_context(name, [&] {
+        // Taking a free lock costs microseconds; longer is a wait.
+        TraceSpan span(CellTraceEvent::Kind::kWait, name, cell, 100e-6);
+        return store->lock(cell);
+      });
       if (cross_process_lock) {
         if (auto stored = load_stored(cell, linear)) return *stored;
       }
     }
     const Box box = grid.cell_box(cell);
     CellBuffer out = with_context(name, [&] {
-      return with_context(cell_frame(cell), [&] { return compute(cell, box); });
+      return with_context(cell_frame(cell), [&] {
+        TraceSpan span(CellTraceEvent::Kind::kCompute, name, cell);
+        return compute(cell, box);
+      });
     });
     const bool shape_ok = variable_payload ? out.shape().rank() == 1 : out.shape() == box.shape();
     if (!out || out.dtype() != dtype || !shape_ok) {
@@ -102,6 +145,7 @@ struct CachedCellImage::Impl {
     computed.fetch_add(1, std::memory_order_relaxed);
     was_computed = true;
     if (store) {
+      TraceSpan span(CellTraceEvent::Kind::kStore, name, cell);
       with_context(name, [&] { with_context(cell_frame(cell), [&] { store->write(cell, out); }); });
     }
     cache->insert(owner, linear, out);
@@ -122,6 +166,7 @@ struct CachedCellImage::Impl {
       slot = s;
     }
     if (!winner) {
+      TraceSpan span(CellTraceEvent::Kind::kWait, name, cell);
       std::unique_lock lock(slot->mu);
       slot->cv.wait(lock, [&] { return slot->finished; });
       if (slot->error) std::rethrow_exception(slot->error);

@@ -24,6 +24,7 @@
 #include "cellflow/nodes/image_export.hpp"
 #include "cellflow/nodes/zarr_export.hpp"
 #include "cellflow/plugins/loader.hpp"
+#include "dot_state.hpp"
 #include "progress.hpp"
 #include "provenance_commands.hpp"
 
@@ -315,11 +316,13 @@ int graph_command(const GraphArgs& args) {
   if (args.out) throw UsageError("graph: --out goes with --from-cache");
   if (args.graph_path.empty()) throw UsageError("graph: give the GRAPH file (or --from-cache DIR HASH)");
   if (args.dot == args.hashes) throw UsageError("graph: give exactly one of --dot or --hashes");
+  if (args.cache && !args.dot) throw UsageError("graph: --cache goes with --dot");
   // Hashes do not depend on where the cache lives: build memory-only.
   const Graph graph = load_graph(args.graph_path, std::nullopt);
   if (args.dot) {
     std::string dot = graph.to_dot();
     if (!dot.ends_with('\n')) dot += '\n';
+    if (args.cache) dot = dot_with_cache_state(graph, dot, resolve_cache_root(args.cache));
     fmt::print("{}", dot);
   } else {
     for (const GraphNode& node : graph.nodes()) fmt::print("{} {}\n", node.def.id, node.hash);

@@ -47,6 +47,7 @@ struct GraphArgs {
   bool hashes = false;
   std::optional<std::string> from_cache;  // --from-cache DIR (provenance_commands.hpp)
   std::optional<std::string> out;         // --out FILE, with --from-cache
+  std::optional<std::string> cache;       // --cache DIR, with --dot: colour by cache state
 };
 
 struct ExportArgs {

@@ -88,6 +88,10 @@ int cli_main(int argc, char** argv) {
   run_cmd->add_option("--progress-json", run.policy.progress_json,
                       "Append machine-readable events to FILE, one JSON object per line "
                       "(run_start, cell, progress, run_end); - for stdout");
+  run_cmd->add_option("--trace", run.policy.trace,
+                      "Write a Chrome/Perfetto trace (JSON) of the run to FILE: one event per cell "
+                      "computed, loaded, stored or waited for, per thread (and per rank under MPI: "
+                      "FILE.rank<N>.json for rank N > 0); open it in https://ui.perfetto.dev");
 
   cellflow::cli::WorkerArgs worker;
   CLI::App* worker_cmd =
@@ -145,6 +149,9 @@ int cli_main(int argc, char** argv) {
                         "Print the JSON graph that produced node HASH, rebuilt from the stored "
                         "definitions of this cache directory (hashes checked)");
   graph_cmd->add_option("--out", graph.out, "With --from-cache: write the graph to this file");
+  graph_cmd->add_option("--cache", graph.cache,
+                        "With --dot: colour each node by its state in this cache directory: "
+                        "complete (green), partial (yellow), missing (grey), with k/n cells");
   add_plugin_option(graph_cmd);
   CLI::Option* dot = graph_cmd->add_flag("--dot", graph.dot, "Print the graph in GraphViz format");
   CLI::Option* hashes =

@@ -15,6 +15,7 @@
 #include "cellflow/graph/mpi.hpp"
 #include "cellflow/graph/value.hpp"
 #include "commands.hpp"
+#include "trace.hpp"
 
 namespace cellflow::cli {
 namespace fs = std::filesystem;
@@ -107,6 +108,8 @@ RunSession::RunSession(const Graph& graph, std::vector<size_t> targets, RunPolic
       tally_(graph.nodes().size()) {
   if (policy_.max_retries < 0) throw UsageError("--max-retries must be >= 0");
   if (!(policy_.timeout_seconds >= 0)) throw UsageError("--timeout must be >= 0 seconds");
+  // Before the cache is touched: an unwritable trace file is bad usage.
+  if (policy_.trace) trace_ = std::make_unique<TraceRecorder>(*policy_.trace);
   if (policy_.isolate && !graph.cache_root()) {
     throw UsageError("--isolate needs a cache: worker processes hand their cells over through it");
   }
@@ -187,6 +190,7 @@ RunReport RunSession::run(RunOptions options) {
     // A cell runner's events cannot say whether the worker computed the cell.
     const bool computed = isolated ? IsolatedCellRunner::take_last_computed() : ev.computed;
     tally_.record(ev, computed);
+    if (trace_) trace_->record_cell(ev, graph_.nodes()[ev.node].def.id, computed);
     if (!log_) return;
     Value v = event("cell");
     v.set("node", graph_.nodes()[ev.node].def.id);
@@ -272,6 +276,7 @@ RunReport RunSession::run(RunOptions options) {
     log_->write(v);
   }
   const auto finish = [&] {
+    if (trace_) trace_->finish();  // written on failure too: it shows what ran
     if (!log_) return;
     std::vector<NodeProgress> seen;
     {
@@ -280,6 +285,7 @@ RunReport RunSession::run(RunOptions options) {
     }
     if (!seen.empty()) log_progress(seen, true);
   };
+  if (trace_) trace_->start();
   try {
     RunReport report = policy_.mpi ? mpi::materialize(graph_, targets_, options)
                                    : materialize(graph_, targets_, options);

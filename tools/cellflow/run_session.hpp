@@ -28,9 +28,11 @@ struct RunPolicy {
   bool mpi = false;                          // collective run over MPI ranks (mpirun)
   std::optional<std::string> progress_json;  // event log file ("-" = stdout)
   std::vector<std::string> plugins;          // --plugin paths, passed on to workers
+  std::optional<std::string> trace;          // --trace FILE: Chrome/Perfetto trace (trace.hpp)
 };
 
 class EventLog;
+class TraceRecorder;
 
 class RunSession {
  public:
@@ -61,6 +63,7 @@ class RunSession {
   std::vector<NodeUseLock> uses_;
   std::unique_ptr<IsolatedCellRunner> runner_;
   std::unique_ptr<EventLog> log_;
+  std::unique_ptr<TraceRecorder> trace_;
 };
 
 }  // namespace cellflow::cli
