@@ -7,6 +7,9 @@
 #include "cellflow/cache/error.hpp"
 
 #ifdef CELLFLOW_WITH_MPI
+// The C API only: Open MPI's C++ bindings would need libmpi_cxx at link time.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
 

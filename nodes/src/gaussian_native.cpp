@@ -59,7 +59,13 @@ Region3 to_region3(const Box& box) {
 // kLanes accumulators at a time held in registers while the taps stream by;
 // an AVX2 clone (no FMA: the same IEEE operations) is picked at load time
 // where the CPU has it.
-__attribute__((target_clones("avx2", "default"))) void weighted_sum(const float* const* taps,
+// ifunc resolution runs before the sanitizer runtimes start: no clones there.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define CELLFLOW_TARGET_CLONES
+#else
+#define CELLFLOW_TARGET_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+CELLFLOW_TARGET_CLONES void weighted_sum(const float* const* taps,
                                                                     const double* c, int ntaps,
                                                                     float* dst, int64_t n) {
   int64_t j0 = 0;
