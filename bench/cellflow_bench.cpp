@@ -15,12 +15,11 @@
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
-
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -44,7 +43,9 @@ struct Options {
   int64_t overhead_cell = 32;
 };
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -78,15 +79,24 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) throw InvalidArgument("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--size") o.size = std::stoll(next());
-    else if (a == "--cell") o.cell = std::stoll(next());
-    else if (a == "--sigma") o.sigma = std::stod(next());
-    else if (a == "--threads") o.threads = std::stoi(next());
-    else if (a == "--reps") o.reps = std::stoi(next());
-    else if (a == "--cache") o.cache_dir = next();
-    else if (a == "--overhead-cell") o.overhead_cell = std::stoll(next());
+    if (a == "--size")
+      o.size = std::stoll(next());
+    else if (a == "--cell")
+      o.cell = std::stoll(next());
+    else if (a == "--sigma")
+      o.sigma = std::stod(next());
+    else if (a == "--threads")
+      o.threads = std::stoi(next());
+    else if (a == "--reps")
+      o.reps = std::stoi(next());
+    else if (a == "--cache")
+      o.cache_dir = next();
+    else if (a == "--overhead-cell")
+      o.overhead_cell = std::stoll(next());
     else if (a == "--help" || a == "-h") {
-      fmt::print("usage: cellflow-bench [--size N] [--cell C] [--sigma S] [--threads T] [--reps R] [--cache DIR] [--overhead-cell C]\n");
+      fmt::print(
+          "usage: cellflow-bench [--size N] [--cell C] [--sigma S] [--threads T] [--reps R] "
+          "[--cache DIR] [--overhead-cell C]\n");
       std::exit(0);
     } else {
       throw InvalidArgument("unknown option " + a);
@@ -107,8 +117,9 @@ int main(int argc, char** argv) try {
   constexpr double kMaxError = 1e-4;  // the gaussian op's defaults
   constexpr int kMaxWidth = 128;
   const auto radius = nodes::gaussian_radius(sigma, kMaxError, kMaxWidth);
-  fmt::print("cellflow-bench: {}^3 f32, {}^3 cells, sigma {}, kernel radius {}, {} threads, {} reps\n", o.size,
-             o.cell, o.sigma, radius[0], o.threads, o.reps);
+  fmt::print(
+      "cellflow-bench: {}^3 f32, {}^3 cells, sigma {}, kernel radius {}, {} threads, {} reps\n",
+      o.size, o.cell, o.sigma, radius[0], o.threads, o.reps);
 
   // The input volume, held in memory by a graph that contains only the source.
   Graph source = Graph::build(pipeline(o, false), registry);
@@ -129,8 +140,8 @@ int main(int argc, char** argv) try {
     // (b) ITK on the whole volume with its own threads.
     {
       const auto t = Clock::now();
-      nodes::gaussian_filter_region(volume.as<float>(), whole, ref_whole.mutable_as<float>(), whole, sigma,
-                                    kMaxError, kMaxWidth, o.threads);
+      nodes::gaussian_filter_region(volume.as<float>(), whole, ref_whole.mutable_as<float>(), whole,
+                                    sigma, kMaxError, kMaxWidth, o.threads);
       tb.push_back(seconds_since(t));
     }
     // (c) ITK looped over padded cells, in parallel, no framework.
@@ -146,7 +157,8 @@ int main(int argc, char** argv) try {
             std::vector<float> in(static_cast<size_t>(padded.volume()));
             copy_region(volume.data(), whole, in.data(), padded, padded, sizeof(float));
             std::vector<float> res(static_cast<size_t>(cell.volume()));
-            nodes::gaussian_filter_region(in.data(), padded, res.data(), cell, sigma, kMaxError, kMaxWidth, 1);
+            nodes::gaussian_filter_region(in.data(), padded, res.data(), cell, sigma, kMaxError,
+                                          kMaxWidth, 1);
             copy_region(res.data(), cell, out.mutable_data(), whole, cell, sizeof(float));
           }
         });
@@ -155,7 +167,8 @@ int main(int argc, char** argv) try {
     }
   }
   const double a = median(ta), b = median(tb), c = median(tc);
-  fmt::print("cellflow_materialize_s={:.3f}\nitk_whole_image_s={:.3f}\nitk_bare_cells_s={:.3f}\n", a, b, c);
+  fmt::print("cellflow_materialize_s={:.3f}\nitk_whole_image_s={:.3f}\nitk_bare_cells_s={:.3f}\n",
+             a, b, c);
   fmt::print("ratio_vs_whole_image={:.3f}\nratio_vs_bare_cells={:.3f}\n", a / b, a / c);
 
   // Check that (a) equals (b): the cell-wise result is ITK's whole-image result.
@@ -166,7 +179,8 @@ int main(int argc, char** argv) try {
     const float* p = mine.as<float>();
     const float* q = ref_whole.as<float>();
     for (int64_t i = 0; i < whole.volume(); ++i)
-      worst = std::max(worst, std::abs(double(p[i]) - double(q[i])) / std::max(1e-6, std::abs(double(q[i]))));
+      worst = std::max(
+          worst, std::abs(double(p[i]) - double(q[i])) / std::max(1e-6, std::abs(double(q[i]))));
     fmt::print("max_relative_difference_vs_whole_image={:.3g}\n", worst);
   }
 
@@ -183,8 +197,9 @@ int main(int argc, char** argv) try {
       }
       {
         const auto t = Clock::now();
-        nodes::gaussian_filter_region_native(volume.as<float>(), whole, native_whole.mutable_as<float>(), whole,
-                                             sigma, kMaxError, kMaxWidth);
+        nodes::gaussian_filter_region_native(volume.as<float>(), whole,
+                                             native_whole.mutable_as<float>(), whole, sigma,
+                                             kMaxError, kMaxWidth);
         nb.push_back(seconds_since(t));
       }
       {
@@ -192,14 +207,16 @@ int main(int argc, char** argv) try {
         CellBuffer out = CellBuffer::allocate(DType::kF32, shape);
         const auto t = Clock::now();
         arena.execute([&] {
-          tbb::parallel_for(tbb::blocked_range<int64_t>(0, grid.num_cells(), 1), [&](const auto& r) {
+          tbb::parallel_for(tbb::blocked_range<int64_t>(0, grid.num_cells(), 1), [&](const auto&
+                                                                                         r) {
             for (int64_t c = r.begin(); c < r.end(); ++c) {
               const Box cell = grid.cell_box(grid.cell_at(c));
               const Box padded = cell.grow(Dims{radius[0], radius[1], radius[2]}).intersect(whole);
               std::vector<float> in(static_cast<size_t>(padded.volume()));
               copy_region(volume.data(), whole, in.data(), padded, padded, sizeof(float));
               std::vector<float> res(static_cast<size_t>(cell.volume()));
-              nodes::gaussian_filter_region_native(in.data(), padded, res.data(), cell, sigma, kMaxError, kMaxWidth);
+              nodes::gaussian_filter_region_native(in.data(), padded, res.data(), cell, sigma,
+                                                   kMaxError, kMaxWidth);
               copy_region(res.data(), cell, out.mutable_data(), whole, cell, sizeof(float));
             }
           });
@@ -208,10 +225,12 @@ int main(int argc, char** argv) try {
       }
     }
     const double a = median(na), b = median(nb), c = median(nc);
-    fmt::print("native_materialize_s={:.3f}\nnative_whole_image_1thread_s={:.3f}\nnative_bare_cells_s={:.3f}\n", a, b,
-               c);
-    fmt::print("native_ratio_vs_bare_cells={:.3f}\nnative_speedup_vs_itk_whole_image={:.2f}\n", a / c,
-               median(tb) / a);
+    fmt::print(
+        "native_materialize_s={:.3f}\nnative_whole_image_1thread_s={:.3f}\nnative_bare_cells_s={:."
+        "3f}\n",
+        a, b, c);
+    fmt::print("native_ratio_vs_bare_cells={:.3f}\nnative_speedup_vs_itk_whole_image={:.2f}\n",
+               a / c, median(tb) / a);
     fmt::print("native_speedup_vs_itk_materialize={:.2f}\n", median(ta) / a);
     Graph g = Graph::build(pipeline(o, true, "native"), registry);
     const CellBuffer mine = g.image("smooth")->read(whole);
@@ -221,10 +240,13 @@ int main(int argc, char** argv) try {
     const float* q = ref_whole.as<float>();
     for (int64_t i = 0; i < whole.volume(); ++i) {
       differing += std::memcmp(p + i, q + i, sizeof(float)) != 0;
-      worst = std::max(worst, std::abs(double(p[i]) - double(q[i])) / std::max(1e-6, std::abs(double(q[i]))));
+      worst = std::max(
+          worst, std::abs(double(p[i]) - double(q[i])) / std::max(1e-6, std::abs(double(q[i]))));
     }
-    fmt::print("native_max_relative_difference_vs_itk_whole_image={:.3g}\nnative_voxels_not_bit_identical={}\n", worst,
-               differing);
+    fmt::print(
+        "native_max_relative_difference_vs_itk_whole_image={:.3g}\nnative_voxels_not_bit_identical="
+        "{}\n",
+        worst, differing);
   }
 
   // The framework's own cost per cell: `cast` to the same dtype (a memcpy per
@@ -256,32 +278,34 @@ int main(int argc, char** argv) try {
         std::vector<CellBuffer> cells(static_cast<size_t>(grid.num_cells()));
         const auto t = Clock::now();
         arena.execute([&] {
-          tbb::parallel_for(tbb::blocked_range<int64_t>(0, grid.num_cells(), 1), [&](const auto& r) {
-            for (int64_t c = r.begin(); c < r.end(); ++c) {
-              const Box cell = grid.cell_box(grid.cell_at(c));
-              CellBuffer b = CellBuffer::allocate(DType::kF32, cell.shape());
-              copy_region(volume.data(), whole, b.mutable_data(), cell, cell, sizeof(float));
-              cells[static_cast<size_t>(c)] = std::move(b);
-            }
-          });
+          tbb::parallel_for(
+              tbb::blocked_range<int64_t>(0, grid.num_cells(), 1), [&](const auto& r) {
+                for (int64_t c = r.begin(); c < r.end(); ++c) {
+                  const Box cell = grid.cell_box(grid.cell_at(c));
+                  CellBuffer b = CellBuffer::allocate(DType::kF32, cell.shape());
+                  copy_region(volume.data(), whole, b.mutable_data(), cell, cell, sizeof(float));
+                  cells[static_cast<size_t>(c)] = std::move(b);
+                }
+              });
         });
         tl.push_back(seconds_since(t));
       }
     }
     const double m = median(tm), l = median(tl);
     const double n = static_cast<double>(grid.num_cells());
-    fmt::print("overhead_cells={} ({}^3)\nidentity_materialize_s={:.4f}\nbare_copy_loop_s={:.4f}\n", grid.num_cells(),
-               oc, m, l);
+    fmt::print("overhead_cells={} ({}^3)\nidentity_materialize_s={:.4f}\nbare_copy_loop_s={:.4f}\n",
+               grid.num_cells(), oc, m, l);
     // Wall time per cell, and worker time per cell (wall x threads, as the
     // peers' per-chunk overheads are counted).
-    fmt::print("framework_us_per_cell={:.1f}\nframework_worker_us_per_cell={:.1f}\n", (m - l) / n * 1e6,
-               (m - l) / n * 1e6 * o.threads);
+    fmt::print("framework_us_per_cell={:.1f}\nframework_worker_us_per_cell={:.1f}\n",
+               (m - l) / n * 1e6, (m - l) / n * 1e6 * o.threads);
   }
 
   // Persisting, then a full re-read from the warm disk cache.
   namespace fs = std::filesystem;
-  const fs::path dir = o.cache_dir.empty() ? fs::temp_directory_path() / fmt::format("cellflow-bench-{}", ::getpid())
-                                           : fs::path(o.cache_dir);
+  const fs::path dir =
+      o.cache_dir.empty() ? fs::temp_directory_path() / fmt::format("cellflow-bench-{}", ::getpid())
+                          : fs::path(o.cache_dir);
   fs::remove_all(dir);
   {
     Graph g = Graph::build(pipeline(o, true, "native"), registry, GraphOptions{dir});
@@ -297,8 +321,9 @@ int main(int argc, char** argv) try {
     arena.execute([&] { (void)img->read(whole); });
     const double reload = seconds_since(t);
     const double mib = static_cast<double>(whole.volume()) * 4 / (1 << 20);
-    fmt::print("persisting_materialize_s={:.3f}\nrerun_complete_s={:.4f}\nreload_from_disk_s={:.3f}\n", persist, noop,
-               reload);
+    fmt::print(
+        "persisting_materialize_s={:.3f}\nrerun_complete_s={:.4f}\nreload_from_disk_s={:.3f}\n",
+        persist, noop, reload);
     fmt::print("reload_from_disk_MBps={:.0f}\n", mib / reload);
     (void)again;
   }

@@ -11,7 +11,8 @@ namespace cellflow {
 
 Box::Box(Dims begin, Dims end) : begin_(begin), end_(end) {
   if (begin_.rank() != end_.rank())
-    throw InvalidArgument(fmt::format("box begin {} and end {} differ in rank", begin_.str(), end_.str()));
+    throw InvalidArgument(
+        fmt::format("box begin {} and end {} differ in rank", begin_.str(), end_.str()));
 }
 
 Box Box::from_shape(const Shape& shape) { return Box(Dims(shape.rank(), 0), shape); }

@@ -41,7 +41,8 @@ void create_zattrs_once(const fs::path& dir, const std::string& text) {
 
 }  // namespace
 
-std::string node_zattrs_json(const std::string& name, int rank, const std::string& definition_json) {
+std::string node_zattrs_json(const std::string& name, int rank,
+                             const std::string& definition_json) {
   Value attrs = Value::object();
   if (rank >= 2 && rank <= kMaxRank) {
     Value scale = Value::object();
@@ -66,7 +67,8 @@ std::string node_zattrs_json(const std::string& name, int rank, const std::strin
 CacheDirectory::CacheDirectory(fs::path root) : root_(std::move(root)) {
   std::error_code ec;
   fs::create_directories(root_, ec);
-  if (ec) throw IoError(fmt::format("cache {}: cannot create it: {}", root_.string(), ec.message()));
+  if (ec)
+    throw IoError(fmt::format("cache {}: cannot create it: {}", root_.string(), ec.message()));
   const fs::path format_file = root_ / kFormatFile;
   if (auto text = read_file(format_file)) {
     int format = -1;
@@ -76,8 +78,9 @@ CacheDirectory::CacheDirectory(fs::path root) : root_(std::move(root)) {
     } catch (const Error&) {
     }
     if (format != kCacheFormat)
-      throw InvalidArgument(fmt::format("file {}: not a cellflow cache of format {} (delete it or use another --cache)",
-                                        format_file.string(), kCacheFormat));
+      throw InvalidArgument(fmt::format(
+          "file {}: not a cellflow cache of format {} (delete it or use another --cache)",
+          format_file.string(), kCacheFormat));
   } else {
     Value v = Value::object();
     v.set("format", kCacheFormat);

@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
-#include <tbb/task_arena.h>
 #include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
 
 #include <atomic>
 #include <chrono>
@@ -271,8 +271,8 @@ void CachedCellImage::read_into(const Box& region, void* out) {
   if (impl_->variable_payload)
     throw InvalidArgument(fmt::format("{}: is a table; read its cells with get()", impl_->name));
   if (region.rank() != impl_->grid.rank() || !impl_->grid.bounds().contains(region))
-    throw InvalidArgument(fmt::format("{}: region {} is outside the image {}", impl_->name, region.str(),
-                                      impl_->grid.bounds().str()));
+    throw InvalidArgument(fmt::format("{}: region {} is outside the image {}", impl_->name,
+                                      region.str(), impl_->grid.bounds().str()));
   const Box cells = impl_->grid.cells_touching(region);
   const int64_t n = cells.volume();
   const size_t esize = dtype_size(impl_->dtype);

@@ -1,7 +1,7 @@
 #include "cellflow/cache/cell_buffer.hpp"
 
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -15,7 +15,8 @@ CellBuffer CellBuffer::allocate(DType dtype, const Shape& shape) {
   const size_t bytes = std::max<size_t>(64, (b.num_bytes() + 63) / 64 * 64);
   void* p = std::aligned_alloc(64, bytes);
   if (p == nullptr) throw std::bad_alloc();
-  b.data_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
+  b.data_ =
+      std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
   return b;
 }
 

@@ -13,12 +13,15 @@ CellGrid::CellGrid(Shape shape, Shape cell_shape) : shape_(shape), cell_shape_(c
     throw InvalidArgument(fmt::format("image rank must be 1..{} (got {})", kMaxRank, shape.rank()));
   if (shape.rank() != cell_shape.rank())
     throw InvalidArgument(fmt::format("cell shape {} has rank {}, image shape {} has rank {}",
-                                      cell_shape.str(), cell_shape.rank(), shape.str(), shape.rank()));
+                                      cell_shape.str(), cell_shape.rank(), shape.str(),
+                                      shape.rank()));
   grid_shape_ = Dims(shape.rank());
   for (int i = 0; i < shape.rank(); ++i) {
-    if (shape[i] < 0) throw InvalidArgument(fmt::format("shape {} has a negative size", shape.str()));
+    if (shape[i] < 0)
+      throw InvalidArgument(fmt::format("shape {} has a negative size", shape.str()));
     if (cell_shape[i] < 1)
-      throw InvalidArgument(fmt::format("cell shape {} must be >= 1 on every axis", cell_shape.str()));
+      throw InvalidArgument(
+          fmt::format("cell shape {} must be >= 1 on every axis", cell_shape.str()));
     grid_shape_[i] = (shape[i] + cell_shape[i] - 1) / cell_shape[i];
   }
 }

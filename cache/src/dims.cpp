@@ -8,7 +8,8 @@ namespace cellflow {
 
 Dims::Dims(std::initializer_list<int64_t> values) {
   if (values.size() > static_cast<size_t>(kMaxRank))
-    throw InvalidArgument(fmt::format("rank {} exceeds the maximum of {}", values.size(), kMaxRank));
+    throw InvalidArgument(
+        fmt::format("rank {} exceeds the maximum of {}", values.size(), kMaxRank));
   for (int64_t v : values) v_[static_cast<size_t>(rank_++)] = v;
 }
 

@@ -60,9 +60,8 @@ std::optional<DType> parse_zarr_dtype(std::string_view s) {
 bool dtype_is_float(DType t) { return t == DType::kF32 || t == DType::kF64; }
 
 bool dtype_is_signed(DType t) {
-  return dispatch_dtype(t, [](auto tag) {
-    return std::numeric_limits<typename decltype(tag)::type>::is_signed;
-  });
+  return dispatch_dtype(
+      t, [](auto tag) { return std::numeric_limits<typename decltype(tag)::type>::is_signed; });
 }
 
 double dtype_min(DType t) {

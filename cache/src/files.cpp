@@ -37,7 +37,9 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
   if (fd < 0 && errno == ENOENT) {
     std::error_code ec;
     fs::create_directories(path.parent_path(), ec);
-    if (ec) throw IoError(fmt::format("file {}: cannot create its folder: {}", path.string(), ec.message()));
+    if (ec)
+      throw IoError(
+          fmt::format("file {}: cannot create its folder: {}", path.string(), ec.message()));
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   }
   if (fd < 0) throw io_error(path, "create", errno);

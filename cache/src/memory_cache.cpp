@@ -118,7 +118,8 @@ void MemoryCache::insert(uint64_t owner, int64_t cell, CellBuffer buffer) {
 
 void MemoryCache::erase(uint64_t owner, int64_t cell) {
   std::lock_guard lock(impl_->mu);
-  if (auto it = impl_->index.find(Key{owner, cell}); it != impl_->index.end()) impl_->drop(it->second);
+  if (auto it = impl_->index.find(Key{owner, cell}); it != impl_->index.end())
+    impl_->drop(it->second);
 }
 
 void MemoryCache::erase_owner(uint64_t owner) {
@@ -139,8 +140,9 @@ void MemoryCache::clear() {
 
 MemoryCacheStats MemoryCache::stats() const {
   std::lock_guard lock(impl_->mu);
-  return MemoryCacheStats{impl_->budget,  impl_->used, impl_->peak,     static_cast<int64_t>(impl_->lru.size()),
-                          impl_->hits,    impl_->misses, impl_->evictions};
+  return MemoryCacheStats{
+      impl_->budget, impl_->used,   impl_->peak,     static_cast<int64_t>(impl_->lru.size()),
+      impl_->hits,   impl_->misses, impl_->evictions};
 }
 
 size_t parse_size(const std::string& text, const std::string& what) {
@@ -161,12 +163,18 @@ size_t parse_size(const std::string& text, const std::string& what) {
     if (!std::isspace(static_cast<unsigned char>(text[i])))
       unit += static_cast<char>(std::toupper(static_cast<unsigned char>(text[i])));
   double mult = 1;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KB" || unit == "KIB") mult = 1024.0;
-  else if (unit == "M" || unit == "MB" || unit == "MIB") mult = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GB" || unit == "GIB") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "T" || unit == "TB" || unit == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
-  else throw bad();
+  if (unit.empty() || unit == "B")
+    mult = 1;
+  else if (unit == "K" || unit == "KB" || unit == "KIB")
+    mult = 1024.0;
+  else if (unit == "M" || unit == "MB" || unit == "MIB")
+    mult = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GB" || unit == "GIB")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TB" || unit == "TIB")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else
+    throw bad();
   return static_cast<size_t>(number * mult);
 }
 

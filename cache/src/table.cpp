@@ -28,13 +28,15 @@ int Table::column(std::string_view name) const {
 
 void Table::add_row(std::span<const double> values) {
   if (values.size() != columns_.size())
-    throw InvalidArgument(fmt::format("a row of {} values for a table of {} columns", values.size(), columns_.size()));
+    throw InvalidArgument(fmt::format("a row of {} values for a table of {} columns", values.size(),
+                                      columns_.size()));
   values_.insert(values_.end(), values.begin(), values.end());
 }
 
 void Table::append(const Table& other) {
   if (columns_.empty() && values_.empty()) columns_ = other.columns_;
-  if (other.columns_ != columns_) throw InvalidArgument("cannot append a table with different columns");
+  if (other.columns_ != columns_)
+    throw InvalidArgument("cannot append a table with different columns");
   values_.insert(values_.end(), other.values_.begin(), other.values_.end());
 }
 
@@ -42,12 +44,14 @@ void Table::sort_by(size_t column) {
   const size_t n = num_rows(), w = columns_.size();
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return values_[a * w + column] < values_[b * w + column]; });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return values_[a * w + column] < values_[b * w + column];
+  });
   std::vector<double> sorted;
   sorted.reserve(values_.size());
-  for (size_t r : order) sorted.insert(sorted.end(), values_.begin() + static_cast<ptrdiff_t>(r * w),
-                                       values_.begin() + static_cast<ptrdiff_t>((r + 1) * w));
+  for (size_t r : order)
+    sorted.insert(sorted.end(), values_.begin() + static_cast<ptrdiff_t>(r * w),
+                  values_.begin() + static_cast<ptrdiff_t>((r + 1) * w));
   values_ = std::move(sorted);
 }
 
@@ -68,15 +72,19 @@ std::string Table::serialize() const {
 
 Table Table::deserialize(std::string_view bytes, const std::string& what) {
   size_t pos = 0;
-  const auto fail = [&](const char* why) { return CorruptionError(fmt::format("{}: not a cellflow table ({})", what, why)); };
+  const auto fail = [&](const char* why) {
+    return CorruptionError(fmt::format("{}: not a cellflow table ({})", what, why));
+  };
   const auto get = [&]() -> uint64_t {
     if (pos + 8 > bytes.size()) throw fail("truncated");
     uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[pos + static_cast<size_t>(i)]);
+    for (int i = 7; i >= 0; --i)
+      v = (v << 8) | static_cast<unsigned char>(bytes[pos + static_cast<size_t>(i)]);
     pos += 8;
     return v;
   };
-  if (bytes.size() < sizeof kMagic || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) throw fail("bad magic");
+  if (bytes.size() < sizeof kMagic || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
+    throw fail("bad magic");
   pos = sizeof kMagic;
   const uint64_t ncols = get();
   if (ncols > 4096) throw fail("too many columns");
@@ -89,7 +97,8 @@ Table Table::deserialize(std::string_view bytes, const std::string& what) {
   }
   const uint64_t rows = get();
   const uint64_t count = rows * ncols;
-  if (ncols == 0 ? rows != 0 : (bytes.size() - pos) != count * sizeof(double)) throw fail("wrong size");
+  if (ncols == 0 ? rows != 0 : (bytes.size() - pos) != count * sizeof(double))
+    throw fail("wrong size");
   t.values_.resize(count);
   if (count > 0) std::memcpy(t.values_.data(), bytes.data() + pos, count * sizeof(double));
   return t;

@@ -30,7 +30,9 @@ void TableStore::write(const CellIndex& cell, const CellBuffer& buffer) {
   write_file_atomic(cell_path(cell), ZarrArray::encode_chunk(buffer.data(), buffer.num_bytes(), 1));
 }
 
-bool TableStore::contains(const CellIndex& cell) { return ::access(cell_path(cell).c_str(), F_OK) == 0; }
+bool TableStore::contains(const CellIndex& cell) {
+  return ::access(cell_path(cell).c_str(), F_OK) == 0;
+}
 
 void TableStore::remove(const CellIndex& cell) {
   std::error_code ec;
@@ -47,8 +49,12 @@ int64_t lock_byte(const CellIndex& cell) {
 }
 }  // namespace
 
-std::shared_ptr<void> TableStore::lock(const CellIndex& cell) { return locks_.lock(lock_byte(cell)); }
+std::shared_ptr<void> TableStore::lock(const CellIndex& cell) {
+  return locks_.lock(lock_byte(cell));
+}
 
-bool TableStore::locked_elsewhere(const CellIndex& cell) { return locks_.held_elsewhere(lock_byte(cell)); }
+bool TableStore::locked_elsewhere(const CellIndex& cell) {
+  return locks_.held_elsewhere(lock_byte(cell));
+}
 
 }  // namespace cellflow

@@ -87,15 +87,17 @@ ZarrArray::ZarrArray(fs::path path, DType dtype, CellGrid grid) : impl_(std::mak
 
 ZarrArray::~ZarrArray() = default;
 
-std::shared_ptr<ZarrArray> ZarrArray::create(const fs::path& path, DType dtype, const CellGrid& grid) {
+std::shared_ptr<ZarrArray> ZarrArray::create(const fs::path& path, DType dtype,
+                                             const CellGrid& grid) {
   const fs::path meta = path / ".zarray";
   if (auto existing = read_file(meta)) {
     auto opened = open(path);
     if (opened->dtype() != dtype || !(opened->grid() == grid))
-      throw CorruptionError(fmt::format(
-          "file {}: existing array has dtype {} shape {} chunks {}, expected {} {} {}", meta.string(),
-          dtype_name(opened->dtype()), opened->grid().shape().str(), opened->grid().cell_shape().str(),
-          dtype_name(dtype), grid.shape().str(), grid.cell_shape().str()));
+      throw CorruptionError(
+          fmt::format("file {}: existing array has dtype {} shape {} chunks {}, expected {} {} {}",
+                      meta.string(), dtype_name(opened->dtype()), opened->grid().shape().str(),
+                      opened->grid().cell_shape().str(), dtype_name(dtype), grid.shape().str(),
+                      grid.cell_shape().str()));
     return opened;
   }
   write_file_atomic(meta, zarray_json(dtype, grid));
@@ -115,7 +117,8 @@ std::shared_ptr<ZarrArray> ZarrArray::open(const fs::path& path) {
       throw CorruptionError("missing dtype, shape or chunks");
     auto dtype = parse_zarr_dtype(dt->as_string());
     if (!dtype) throw CorruptionError(fmt::format("unsupported dtype \"{}\"", dt->as_string()));
-    return std::shared_ptr<ZarrArray>(new ZarrArray(path, *dtype, CellGrid(dims_from(*shape), dims_from(*chunks))));
+    return std::shared_ptr<ZarrArray>(
+        new ZarrArray(path, *dtype, CellGrid(dims_from(*shape), dims_from(*chunks))));
   } catch (Error& e) {
     CorruptionError c(e.what());
     c.add_context("file " + meta.string());
@@ -153,7 +156,8 @@ size_t verify_chunk(const std::string& stored, const std::string& what) {
     throw CorruptionError(fmt::format("{}: truncated ({} bytes)", what, stored.size()));
   const size_t frame = stored.size() - kTrailerSize;
   if (std::memcmp(stored.data() + frame + 8, kTrailerMagic, 8) != 0)
-    throw CorruptionError(fmt::format("{}: no cellflow checksum trailer (truncated or foreign file)", what));
+    throw CorruptionError(
+        fmt::format("{}: no cellflow checksum trailer (truncated or foreign file)", what));
   if (get_u64(stored.data() + frame) != XXH3_64bits(stored.data(), frame))
     throw CorruptionError(fmt::format("{}: checksum mismatch", what));
   return frame;
@@ -161,7 +165,8 @@ size_t verify_chunk(const std::string& stored, const std::string& what) {
 
 }  // namespace
 
-void ZarrArray::decode_chunk(const std::string& stored, void* out, size_t bytes, const std::string& what) {
+void ZarrArray::decode_chunk(const std::string& stored, void* out, size_t bytes,
+                             const std::string& what) {
   const auto corrupt = [&](const std::string& why) {
     return CorruptionError(fmt::format("{}: {}", what, why));
   };
@@ -169,7 +174,8 @@ void ZarrArray::decode_chunk(const std::string& stored, void* out, size_t bytes,
   size_t nbytes = 0, cbytes = 0, blocksize = 0;
   blosc_cbuffer_sizes(stored.data(), &nbytes, &cbytes, &blocksize);
   if (cbytes != frame || nbytes != bytes)
-    throw corrupt(fmt::format("blosc frame sizes {}/{} do not match the chunk ({} bytes)", cbytes, nbytes, bytes));
+    throw corrupt(fmt::format("blosc frame sizes {}/{} do not match the chunk ({} bytes)", cbytes,
+                              nbytes, bytes));
   const int n = blosc_decompress_ctx(stored.data(), out, bytes, 1);
   if (n < 0 || static_cast<size_t>(n) != bytes) throw corrupt("blosc could not decompress it");
 }
@@ -206,8 +212,8 @@ std::optional<CellBuffer> ZarrArray::read(const CellIndex& cell) {
 void ZarrArray::write(const CellIndex& cell, const CellBuffer& buffer) {
   const Box box = impl_->grid.cell_box(cell);
   if (!(buffer.shape() == box.shape()) || buffer.dtype() != impl_->dtype)
-    throw InvalidArgument(fmt::format("cell {}: buffer {} {} does not match the cell's {} {}", cell.str(),
-                                      dtype_name(buffer.dtype()), buffer.shape().str(),
+    throw InvalidArgument(fmt::format("cell {}: buffer {} {} does not match the cell's {} {}",
+                                      cell.str(), dtype_name(buffer.dtype()), buffer.shape().str(),
                                       dtype_name(impl_->dtype), box.shape().str()));
   const size_t type_size = dtype_size(impl_->dtype);
   std::string encoded;

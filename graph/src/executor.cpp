@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <tbb/flow_graph.h>
 #include <tbb/task_arena.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -10,8 +11,6 @@
 #include <deque>
 #include <mutex>
 #include <thread>
-
-#include <unistd.h>
 
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
@@ -102,7 +101,8 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
   // committed cells are counted in the report.
   for (size_t i : order) image_of(i);
   for (size_t i : order) {
-    const auto cells = static_cast<size_t>(CellGrid(nodes[i].info.shape, nodes[i].info.cell_shape).num_cells());
+    const auto cells =
+        static_cast<size_t>(CellGrid(nodes[i].info.shape, nodes[i].info.cell_shape).num_cells());
     runs[i].scheduled.assign(cells, 0);
     runs[i].flow.assign(cells, nullptr);
   }
@@ -190,8 +190,9 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
             ev.computed = r.image->ensure(cell);
           }
           ev.seconds = std::chrono::duration<double>(Clock::now() - s).count();
-          r.nanos.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
-                            std::memory_order_relaxed);
+          r.nanos.fetch_add(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
+              std::memory_order_relaxed);
           r.done.fetch_add(1, std::memory_order_relaxed);
           if (options.on_cell) options.on_cell(ev);
           return;
@@ -205,8 +206,8 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
             stopping.store(true);
             throw;
           }
-          log_warning(fmt::format("node \"{}\": cell {}: attempt {} of {} failed: {}; retrying", nodes[i].def.id,
-                                  cell.str(), attempt, retries + 1, e.what()));
+          log_warning(fmt::format("node \"{}\": cell {}: attempt {} of {} failed: {}; retrying",
+                                  nodes[i].def.id, cell.str(), attempt, retries + 1, e.what()));
         }
       }
     };
@@ -224,8 +225,9 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
           r.prepare = &flow_nodes.emplace_back(g, [&graph, &r, i](const tbb::flow::continue_msg&) {
             const auto s = Clock::now();
             graph.prepare(i);  // the global pass counts in the node's seconds
-            r.nanos.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
-                              std::memory_order_relaxed);
+            r.nanos.fetch_add(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
+                std::memory_order_relaxed);
           });
           bool any = false;
           for (size_t in : n.inputs)
@@ -236,20 +238,24 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
               }
           if (!any) tbb::flow::make_edge(start, *r.prepare);
         }
-        const int retries = n.op->max_retries() >= 0 ? n.op->max_retries() : std::max(0, options.max_retries);
-        const double timeout = n.op->timeout_seconds() >= 0 ? n.op->timeout_seconds() : options.timeout_seconds;
+        const int retries =
+            n.op->max_retries() >= 0 ? n.op->max_retries() : std::max(0, options.max_retries);
+        const double timeout =
+            n.op->timeout_seconds() >= 0 ? n.op->timeout_seconds() : options.timeout_seconds;
         // Processes sharing a cache start at different cells, so that they
         // take different cells instead of queueing on each other's locks.
         const int64_t total = grid.num_cells();
-        const int64_t shift = static_cast<int64_t>(static_cast<uint64_t>(::getpid()) * 2654435761ULL %
-                                                   static_cast<uint64_t>(std::max<int64_t>(1, total)));
+        const int64_t shift =
+            static_cast<int64_t>(static_cast<uint64_t>(::getpid()) * 2654435761ULL %
+                                 static_cast<uint64_t>(std::max<int64_t>(1, total)));
         for (int64_t k = 0; k < total; ++k) {
           const int64_t c = (k + shift) % total;
           if (!r.scheduled[static_cast<size_t>(c)]) continue;
           const CellIndex cell = grid.cell_at(c);
-          FlowNode& f = flow_nodes.emplace_back(g, [&, i, cell, retries, timeout](const tbb::flow::continue_msg&) {
-            run_cell(i, cell, retries, timeout);
-          });
+          FlowNode& f = flow_nodes.emplace_back(
+              g, [&, i, cell, retries, timeout](const tbb::flow::continue_msg&) {
+                run_cell(i, cell, retries, timeout);
+              });
           r.flow[static_cast<size_t>(c)] = &f;
           bool any = false;
           if (r.prepare != nullptr) {
@@ -262,12 +268,14 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
             if (runs[in].scheduled_count == 0) continue;
             const GraphNode& inode = nodes[in];
             const CellGrid igrid(inode.info.shape, inode.info.cell_shape);
-            for_each_index(igrid.cells_touching(n.kernel->input_region(k, box, inode.info)), [&](const CellIndex& ic) {
-              if (FlowNode* p = runs[in].flow[static_cast<size_t>(igrid.linear(ic))]) {
-                tbb::flow::make_edge(*p, f);
-                any = true;
-              }
-            });
+            for_each_index(
+                igrid.cells_touching(n.kernel->input_region(k, box, inode.info)),
+                [&](const CellIndex& ic) {
+                  if (FlowNode* p = runs[in].flow[static_cast<size_t>(igrid.linear(ic))]) {
+                    tbb::flow::make_edge(*p, f);
+                    any = true;
+                  }
+                });
           }
           if (!any) tbb::flow::make_edge(start, f);
         }
@@ -300,7 +308,8 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
       if (!nr.complete && r.image) {
         CachedCellImage& img = image_of(i);
         bool all = true;
-        for (int64_t c = 0; all && c < nr.cells_total; ++c) all = img.available(img.grid().cell_at(c));
+        for (int64_t c = 0; all && c < nr.cells_total; ++c)
+          all = img.available(img.grid().cell_at(c));
         if (all) {
           cache->mark_complete(n.hash);
           nr.complete = true;

@@ -94,7 +94,8 @@ class NodeImages {
     images_[key] = sp;
     // Forget expired entries now and then so the map does not grow forever.
     if (images_.size() > 2 * live_hint_ + 64) {
-      for (auto it = images_.begin(); it != images_.end();) it = it->second.expired() ? images_.erase(it) : std::next(it);
+      for (auto it = images_.begin(); it != images_.end();)
+        it = it->second.expired() ? images_.erase(it) : std::next(it);
       live_hint_ = images_.size();
     }
     return sp;
@@ -113,9 +114,9 @@ std::string hash_bytes(std::string_view bytes) {
   return fmt::format("{:016x}{:016x}", h.high64, h.low64);
 }
 
-std::string node_hash(const std::string& op, int version, const Value& params, const ImageInfo& info,
-                      const std::vector<std::string>& input_hashes, const std::string& identity,
-                      const std::string& code_build_id) {
+std::string node_hash(const std::string& op, int version, const Value& params,
+                      const ImageInfo& info, const std::vector<std::string>& input_hashes,
+                      const std::string& identity, const std::string& code_build_id) {
   Value v = Value::object();
   v.set("op", op);
   v.set("version", version);
@@ -168,7 +169,8 @@ struct Graph::Impl {
           return cache->open_node(n.hash, n.info.dtype, grid, to_json_compact(n.definition));
         });
       }
-      if (cache) ni->artifacts = std::make_unique<ArtifactWriter>(cache->node_path(n.hash) / "artifacts");
+      if (cache)
+        ni->artifacts = std::make_unique<ArtifactWriter>(cache->node_path(n.hash) / "artifacts");
       NodeImage* raw = ni.get();
       // The image's name is its error-context frame: node "smooth": cell (1,0,2): ...
       ni->image = std::make_unique<CachedCellImage>(
@@ -198,7 +200,8 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
   // Ids, ops and inputs.
   for (size_t i = 0; i < def.nodes.size(); ++i) {
     const NodeDef& nd = def.nodes[i];
-    if (!m.by_id.emplace(nd.id, i).second) throw fail(fmt::format("node \"{}\"", nd.id), "duplicate node id");
+    if (!m.by_id.emplace(nd.id, i).second)
+      throw fail(fmt::format("node \"{}\"", nd.id), "duplicate node id");
   }
   m.nodes.resize(def.nodes.size());
   m.bg = BoostGraph(def.nodes.size());
@@ -208,23 +211,29 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
     GraphNode& n = m.nodes[i];
     n.def = nd;
     n.op = registry.find(nd.op);
-    if (!n.op) throw fail(where, fmt::format("unknown op \"{}\" (`cellflow ops` lists the known ops)", nd.op));
+    if (!n.op)
+      throw fail(where,
+                 fmt::format("unknown op \"{}\" (`cellflow ops` lists the known ops)", nd.op));
     const int count = static_cast<int>(nd.inputs.size());
     if (count < n.op->min_inputs() || count > n.op->max_inputs()) {
-      const std::string expected = n.op->min_inputs() == n.op->max_inputs()
-                                       ? std::to_string(n.op->min_inputs())
-                                       : fmt::format("{} to {}", n.op->min_inputs(), n.op->max_inputs());
-      throw fail(where, fmt::format("field \"inputs\": op \"{}\" takes {} input(s), got {}", nd.op, expected, count));
+      const std::string expected =
+          n.op->min_inputs() == n.op->max_inputs()
+              ? std::to_string(n.op->min_inputs())
+              : fmt::format("{} to {}", n.op->min_inputs(), n.op->max_inputs());
+      throw fail(where, fmt::format("field \"inputs\": op \"{}\" takes {} input(s), got {}", nd.op,
+                                    expected, count));
     }
     for (const auto& in : nd.inputs) {
       auto it = m.by_id.find(in);
-      if (it == m.by_id.end()) throw fail(where, fmt::format("field \"inputs\": \"{}\" is not a node of the graph", in));
+      if (it == m.by_id.end())
+        throw fail(where, fmt::format("field \"inputs\": \"{}\" is not a node of the graph", in));
       n.inputs.push_back(it->second);
       boost::add_edge(it->second, i, m.bg);
     }
   }
   for (const auto& out : def.outputs)
-    if (!m.by_id.count(out)) throw fail("field \"outputs\"", fmt::format("\"{}\" is not a node of the graph", out));
+    if (!m.by_id.count(out))
+      throw fail("field \"outputs\"", fmt::format("\"{}\" is not a node of the graph", out));
 
   // Cycles: a back edge found by depth-first search closes one.
   struct CycleFinder : boost::default_dfs_visitor {
@@ -239,7 +248,8 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
   boost::depth_first_search(m.bg, boost::visitor(finder));
   if (back) {
     throw fail(fmt::format("node \"{}\"", def.nodes[back->second].id),
-               fmt::format("field \"inputs\": the graph has a cycle (\"{}\" depends on \"{}\", which depends on it)",
+               fmt::format("field \"inputs\": the graph has a cycle (\"{}\" depends on \"{}\", "
+                           "which depends on it)",
                            def.nodes[back->second].id, def.nodes[back->first].id));
   }
   std::vector<size_t> reversed;
@@ -256,8 +266,9 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       for (size_t k = 0; k < n.inputs.size(); ++k) {
         const GraphNode& in = m.nodes[n.inputs[k]];
         if (in.info.kind == OutputKind::kTable && !n.op->accepts_table_inputs())
-          throw GraphError(fmt::format("field \"inputs\": \"{}\" is a table (op {}), but op \"{}\" takes images",
-                                       in.def.id, in.def.op, n.def.op));
+          throw GraphError(
+              fmt::format("field \"inputs\": \"{}\" is a table (op {}), but op \"{}\" takes images",
+                          in.def.id, in.def.op, n.def.op));
         infos.push_back(in.info);
         input_hashes.push_back(in.hash);
       }
@@ -271,12 +282,13 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       if (options.strict_code) {
         code = code_identity(*n.op);
         if (!code || code->build_id.empty())
-          throw InvalidArgument(fmt::format(
-              "--strict-code: op \"{}\" has no ELF build-id (library {}): link it with -Wl,--build-id",
-              n.op->name(), code ? code->library : std::string("unknown")));
+          throw InvalidArgument(
+              fmt::format("--strict-code: op \"{}\" has no ELF build-id (library {}): link it with "
+                          "-Wl,--build-id",
+                          n.op->name(), code ? code->library : std::string("unknown")));
       }
-      n.hash = node_hash(std::string(n.op->name()), n.op->version(), params.value(), n.info, input_hashes,
-                         identity, code ? code->build_id : std::string());
+      n.hash = node_hash(std::string(n.op->name()), n.op->version(), params.value(), n.info,
+                         input_hashes, identity, code ? code->build_id : std::string());
       Value d = Value::object();
       d.set("id", n.def.id);
       d.set("op", std::string(n.op->name()));
@@ -319,7 +331,8 @@ const std::vector<GraphNode>& Graph::nodes() const { return impl_->nodes; }
 
 size_t Graph::index(const std::string& id) const {
   auto it = impl_->by_id.find(id);
-  if (it == impl_->by_id.end()) throw InvalidArgument(fmt::format("\"{}\" is not a node of the graph", id));
+  if (it == impl_->by_id.end())
+    throw InvalidArgument(fmt::format("\"{}\" is not a node of the graph", id));
   return it->second;
 }
 
@@ -355,7 +368,8 @@ const std::optional<fs::path>& Graph::cache_root() const { return impl_->cache_r
 
 CacheDirectory* Graph::cache() const {
   std::lock_guard lock(impl_->mu);
-  if (!impl_->cache && impl_->cache_root) impl_->cache = std::make_unique<CacheDirectory>(*impl_->cache_root);
+  if (!impl_->cache && impl_->cache_root)
+    impl_->cache = std::make_unique<CacheDirectory>(*impl_->cache_root);
   return impl_->cache.get();
 }
 
@@ -364,15 +378,16 @@ std::string Graph::to_dot() const {
   std::ostringstream out;
   const auto label = [&](std::ostream& os, size_t v) {
     const GraphNode& n = nodes[v];
-    os << fmt::format("[label=\"{}\\n{}\\n{} {}\\n{}\"]", n.def.id, n.def.op, dtype_name(n.info.dtype),
-                      fmt::join(n.info.shape, "x"), n.hash.substr(0, 12));
+    os << fmt::format("[label=\"{}\\n{}\\n{} {}\\n{}\"]", n.def.id, n.def.op,
+                      dtype_name(n.info.dtype), fmt::join(n.info.shape, "x"), n.hash.substr(0, 12));
   };
   boost::write_graphviz(out, impl_->bg, label);
   return out.str();
 }
 
 std::shared_ptr<CachedCellImage> Graph::image(size_t node) const {
-  if (node >= impl_->nodes.size()) throw InvalidArgument(fmt::format("node index {} out of range", node));
+  if (node >= impl_->nodes.size())
+    throw InvalidArgument(fmt::format("node index {} out of range", node));
   cache();  // open the cache directory before the first image needs it
   auto ni = impl_->node_image(node);
   return std::shared_ptr<CachedCellImage>(ni, ni->image.get());
@@ -381,18 +396,20 @@ std::shared_ptr<CachedCellImage> Graph::image(size_t node) const {
 Table Graph::table(size_t node) const {
   const GraphNode& n = nodes().at(node);
   if (n.info.kind != OutputKind::kTable)
-    throw InvalidArgument(fmt::format("node \"{}\" (op {}) produces an image, not a table", n.def.id, n.def.op));
+    throw InvalidArgument(
+        fmt::format("node \"{}\" (op {}) produces an image, not a table", n.def.id, n.def.op));
   auto img = image(node);
   const CellGrid& grid = img->grid();
   std::vector<Table> parts(static_cast<size_t>(grid.num_cells()));
   tbb::parallel_for(int64_t{0}, grid.num_cells(), [&](int64_t c) {
     const CellIndex cell = grid.cell_at(c);
     const CellBuffer b = img->get(cell);
-    parts[static_cast<size_t>(c)] = Table::deserialize(
-        std::string_view(reinterpret_cast<const char*>(b.data()), b.num_bytes()),
-        fmt::format("node \"{}\": cell {}", n.def.id, cell.str()));
+    parts[static_cast<size_t>(c)] =
+        Table::deserialize(std::string_view(reinterpret_cast<const char*>(b.data()), b.num_bytes()),
+                           fmt::format("node \"{}\": cell {}", n.def.id, cell.str()));
   });
-  return with_context(fmt::format("node \"{}\"", n.def.id), [&] { return n.kernel->merge_rows(std::move(parts)); });
+  return with_context(fmt::format("node \"{}\"", n.def.id),
+                      [&] { return n.kernel->merge_rows(std::move(parts)); });
 }
 
 void Graph::prepare(size_t node) const { impl_->node_image(node)->ensure_prepared(); }

@@ -8,18 +8,23 @@
 namespace cellflow {
 namespace {
 
-GraphError field_error(const std::string& source, const std::string& where, const std::string& what) {
+GraphError field_error(const std::string& source, const std::string& where,
+                       const std::string& what) {
   return GraphError(fmt::format("{}: {}{}", source, where.empty() ? "" : where + ": ", what));
 }
 
-std::vector<std::string> string_list(const Value& v, const std::string& source, const std::string& where,
-                                     const std::string& field) {
+std::vector<std::string> string_list(const Value& v, const std::string& source,
+                                     const std::string& where, const std::string& field) {
   if (!v.is_array())
-    throw field_error(source, where, fmt::format("field \"{}\" must be a list of node ids (got {})", field, v.kind_name()));
+    throw field_error(
+        source, where,
+        fmt::format("field \"{}\" must be a list of node ids (got {})", field, v.kind_name()));
   std::vector<std::string> out;
   for (const auto& x : v.as_array()) {
     if (!x.is_string())
-      throw field_error(source, where, fmt::format("field \"{}\" must contain node ids (strings), got {}", field, x.kind_name()));
+      throw field_error(source, where,
+                        fmt::format("field \"{}\" must contain node ids (strings), got {}", field,
+                                    x.kind_name()));
     out.push_back(x.as_string());
   }
   return out;
@@ -33,7 +38,8 @@ Value string_list_value(const std::vector<std::string>& items) {
 
 }  // namespace
 
-const std::string& GraphDef::add(std::string id, std::string op, std::vector<std::string> inputs, Value params) {
+const std::string& GraphDef::add(std::string id, std::string op, std::vector<std::string> inputs,
+                                 Value params) {
   nodes.push_back(NodeDef{std::move(id), std::move(op), std::move(inputs), std::move(params)});
   return nodes.back().id;
 }
@@ -45,13 +51,19 @@ GraphDef parse_graph(std::string_view json_text, const std::string& source) {
   def.source = source;
   for (const auto& [key, v] : root.as_object()) {
     if (key != "cellflow" && key != "name" && key != "nodes" && key != "outputs")
-      throw field_error(source, "", fmt::format("unknown field \"{}\" (expected cellflow, name, nodes, outputs)", key));
+      throw field_error(
+          source, "",
+          fmt::format("unknown field \"{}\" (expected cellflow, name, nodes, outputs)", key));
   }
   const Value* format = root.find("cellflow");
   if (format == nullptr)
-    throw field_error(source, "", fmt::format("field \"cellflow\" (the format version, {}) is missing", kGraphFormat));
+    throw field_error(
+        source, "",
+        fmt::format("field \"cellflow\" (the format version, {}) is missing", kGraphFormat));
   if (!format->is_int() || format->as_int() != kGraphFormat)
-    throw field_error(source, "", fmt::format("field \"cellflow\" must be {} (got {})", kGraphFormat, to_json_compact(*format)));
+    throw field_error(source, "",
+                      fmt::format("field \"cellflow\" must be {} (got {})", kGraphFormat,
+                                  to_json_compact(*format)));
   if (const Value* name = root.find("name")) {
     if (!name->is_string()) throw field_error(source, "", "field \"name\" must be a string");
     def.name = name->as_string();
@@ -71,21 +83,27 @@ GraphDef parse_graph(std::string_view json_text, const std::string& source) {
     const std::string where = fmt::format("node \"{}\"", node.id);
     for (const auto& [key, v] : n.as_object()) {
       if (key != "id" && key != "op" && key != "inputs" && key != "params")
-        throw field_error(source, where, fmt::format("unknown field \"{}\" (expected id, op, inputs, params)", key));
+        throw field_error(
+            source, where,
+            fmt::format("unknown field \"{}\" (expected id, op, inputs, params)", key));
     }
     const Value* op = n.find("op");
     if (op == nullptr || !op->is_string() || op->as_string().empty())
       throw field_error(source, where, "field \"op\" must be a non-empty string");
     node.op = op->as_string();
-    if (const Value* inputs = n.find("inputs")) node.inputs = string_list(*inputs, source, where, "inputs");
+    if (const Value* inputs = n.find("inputs"))
+      node.inputs = string_list(*inputs, source, where, "inputs");
     if (const Value* params = n.find("params")) {
       if (!params->is_object())
-        throw field_error(source, where, fmt::format("field \"params\" must be an object (got {})", params->kind_name()));
+        throw field_error(
+            source, where,
+            fmt::format("field \"params\" must be an object (got {})", params->kind_name()));
       node.params = *params;
     }
     def.nodes.push_back(std::move(node));
   }
-  if (const Value* outputs = root.find("outputs")) def.outputs = string_list(*outputs, source, "", "outputs");
+  if (const Value* outputs = root.find("outputs"))
+    def.outputs = string_list(*outputs, source, "", "outputs");
   return def;
 }
 

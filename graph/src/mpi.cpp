@@ -31,9 +31,14 @@ bool launched() {
 
 #ifndef CELLFLOW_WITH_MPI
 
-World init() { throw InvalidArgument("this cellflow was built without MPI (install libopenmpi-dev and rebuild)"); }
+World init() {
+  throw InvalidArgument("this cellflow was built without MPI (install libopenmpi-dev and rebuild)");
+}
 
-RunReport materialize(const Graph&, std::vector<size_t>, const RunOptions&) { init(); return {}; }
+RunReport materialize(const Graph&, std::vector<size_t>, const RunOptions&) {
+  init();
+  return {};
+}
 
 #else
 
@@ -91,12 +96,15 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
       total += lens[r];
     }
     std::string all(static_cast<size_t>(total), '\0');
-    MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, MPI_COMM_WORLD);
+    MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR,
+                   MPI_COMM_WORLD);
     std::string message;
     for (size_t r = 0; r < lens.size(); ++r) {
       if (lens[r] == 0) continue;
       if (!message.empty()) message += "; ";
-      message += fmt::format("rank {} of {}: {}", r, world.size, all.substr(static_cast<size_t>(offsets[r]), static_cast<size_t>(lens[r])));
+      message +=
+          fmt::format("rank {} of {}: {}", r, world.size,
+                      all.substr(static_cast<size_t>(offsets[r]), static_cast<size_t>(lens[r])));
     }
     throw NodeError(message.empty() ? "a rank failed" : message);
   }
@@ -113,9 +121,12 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
     seconds[r.node] = r.seconds;
     complete[r.node] = r.complete ? 1 : 0;
   }
-  MPI_Allreduce(MPI_IN_PLACE, counts.data(), static_cast<int>(counts.size()), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
-  MPI_Allreduce(MPI_IN_PLACE, seconds.data(), static_cast<int>(n), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-  MPI_Allreduce(MPI_IN_PLACE, complete.data(), static_cast<int>(n), MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, counts.data(), static_cast<int>(counts.size()), MPI_INT64_T, MPI_SUM,
+                MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, seconds.data(), static_cast<int>(n), MPI_DOUBLE, MPI_SUM,
+                MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, complete.data(), static_cast<int>(n), MPI_INT, MPI_MAX,
+                MPI_COMM_WORLD);
   RunReport out = local;
   MPI_Allreduce(&local.wall_seconds, &out.wall_seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   for (NodeReport& r : out.nodes) {

@@ -14,7 +14,9 @@ InvalidArgument param_error(std::string_view name, const std::string& what) {
 bool is_number_list(const Value& v, bool integers) {
   if (!v.is_array()) return false;
   for (const auto& x : v.as_array()) {
-    if (integers ? !(x.is_int() || (x.is_float() && x.as_double() == static_cast<double>(static_cast<int64_t>(x.as_double()))))
+    if (integers ? !(x.is_int() ||
+                     (x.is_float() &&
+                      x.as_double() == static_cast<double>(static_cast<int64_t>(x.as_double()))))
                  : !x.is_number())
       return false;
   }
@@ -85,15 +87,24 @@ Value normalize(const ParamSpec& spec, const Value& v) {
 
 std::string_view param_type_name(ParamType t) {
   switch (t) {
-    case ParamType::kBool: return "bool";
-    case ParamType::kInt: return "int";
-    case ParamType::kFloat: return "float";
-    case ParamType::kString: return "string";
-    case ParamType::kDType: return "dtype";
-    case ParamType::kIntList: return "int[]";
-    case ParamType::kFloatList: return "float[]";
-    case ParamType::kFloatOrList: return "float|float[]";
-    case ParamType::kIntOrList: return "int|int[]";
+    case ParamType::kBool:
+      return "bool";
+    case ParamType::kInt:
+      return "int";
+    case ParamType::kFloat:
+      return "float";
+    case ParamType::kString:
+      return "string";
+    case ParamType::kDType:
+      return "dtype";
+    case ParamType::kIntList:
+      return "int[]";
+    case ParamType::kFloatList:
+      return "float[]";
+    case ParamType::kFloatOrList:
+      return "float|float[]";
+    case ParamType::kIntOrList:
+      return "int|int[]";
   }
   return "?";
 }
@@ -162,7 +173,8 @@ std::vector<double> Params::get_floats_per_axis(std::string_view name, int rank)
   if (v.is_number()) return std::vector<double>(static_cast<size_t>(rank), v.as_double());
   auto out = get_floats(name);
   if (out.size() != static_cast<size_t>(rank))
-    throw param_error(name, fmt::format("has {} values but the image has {} axes", out.size(), rank));
+    throw param_error(name,
+                      fmt::format("has {} values but the image has {} axes", out.size(), rank));
   return out;
 }
 
@@ -171,7 +183,8 @@ std::vector<int64_t> Params::get_ints_per_axis(std::string_view name, int rank) 
   if (v.is_int()) return std::vector<int64_t>(static_cast<size_t>(rank), v.as_int());
   auto out = get_ints(name);
   if (out.size() != static_cast<size_t>(rank))
-    throw param_error(name, fmt::format("has {} values but the image has {} axes", out.size(), rank));
+    throw param_error(name,
+                      fmt::format("has {} values but the image has {} axes", out.size(), rank));
   return out;
 }
 
@@ -180,7 +193,8 @@ void NodeKernel::compute(const Box& /*out_box*/, std::span<const InputRegion> /*
   throw NodeError("this op produces a table: use compute_rows()");
 }
 
-Table NodeKernel::compute_rows(const Box& /*out_box*/, std::span<const InputRegion> /*inputs*/) const {
+Table NodeKernel::compute_rows(const Box& /*out_box*/,
+                               std::span<const InputRegion> /*inputs*/) const {
   throw NodeError("this op produces an image, not a table");
 }
 
@@ -190,7 +204,8 @@ Table NodeKernel::merge_rows(std::vector<Table> parts) const {
   return out;
 }
 
-Box NodeKernel::input_region(size_t /*input*/, const Box& out_box, const ImageInfo& input_info) const {
+Box NodeKernel::input_region(size_t /*input*/, const Box& out_box,
+                             const ImageInfo& input_info) const {
   return out_box.intersect(Box::from_shape(input_info.shape));
 }
 

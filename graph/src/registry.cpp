@@ -27,7 +27,8 @@ std::shared_ptr<const Op> Registry::find(std::string_view name) const {
 std::vector<std::shared_ptr<const Op>> Registry::list() const {
   std::lock_guard lock(mu_);
   auto out = ops_;
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a->name() < b->name(); });
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a->name() < b->name(); });
   return out;
 }
 

@@ -36,8 +36,8 @@ class CacheDirectory {
 
   /// Creates the node's group if absent: .zgroup, .zattrs (NGFF multiscales plus
   /// `definition_json` under "cellflow"), and the array "0". Returns the array.
-  std::shared_ptr<ZarrArray> open_node(const std::string& hash, DType dtype,
-                                       const CellGrid& grid, const std::string& definition_json);
+  std::shared_ptr<ZarrArray> open_node(const std::string& hash, DType dtype, const CellGrid& grid,
+                                       const std::string& definition_json);
   /// Creates a table node's group if absent (.zgroup, .zattrs with the
   /// definition, no multiscales) and returns the store of its cells ("table/").
   std::shared_ptr<TableStore> open_table_node(const std::string& hash,
@@ -52,7 +52,6 @@ class CacheDirectory {
 
 /// The NGFF 0.4 .zattrs text for a node (multiscales for rank 2..5, plus the
 /// cellflow definition object, which must be a JSON object).
-std::string node_zattrs_json(const std::string& name, int rank,
-                             const std::string& definition_json);
+std::string node_zattrs_json(const std::string& name, int rank, const std::string& definition_json);
 
 }  // namespace cellflow

@@ -29,9 +29,13 @@ class CellBuffer {
   /// REQUIRES: the buffer is not yet shared with readers.
   std::byte* mutable_data() { return data_.get(); }
   template <class T>
-  const T* as() const { return reinterpret_cast<const T*>(data_.get()); }
+  const T* as() const {
+    return reinterpret_cast<const T*>(data_.get());
+  }
   template <class T>
-  T* mutable_as() { return reinterpret_cast<T*>(data_.get()); }
+  T* mutable_as() {
+    return reinterpret_cast<T*>(data_.get());
+  }
 
   /// How many CellBuffer objects share this storage (for the memory cache).
   long use_count() const { return data_.use_count(); }

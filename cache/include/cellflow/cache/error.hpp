@@ -30,19 +30,33 @@ class Error : public std::exception {
 };
 
 /// A parameter, argument or definition was invalid (CLI exit code 2).
-class InvalidArgument : public Error { using Error::Error; };
+class InvalidArgument : public Error {
+  using Error::Error;
+};
 /// A graph is malformed: cycle, missing input, duplicate id, bad JSON (exit code 2).
-class GraphError : public Error { using Error::Error; };
+class GraphError : public Error {
+  using Error::Error;
+};
 /// A file could not be read or written.
-class IoError : public Error { using Error::Error; };
+class IoError : public Error {
+  using Error::Error;
+};
 /// Stored data failed its checksum or could not be decoded.
-class CorruptionError : public Error { using Error::Error; };
+class CorruptionError : public Error {
+  using Error::Error;
+};
 /// A plugin could not be loaded or registered.
-class PluginError : public Error { using Error::Error; };
+class PluginError : public Error {
+  using Error::Error;
+};
 /// An op's computation failed.
-class NodeError : public Error { using Error::Error; };
+class NodeError : public Error {
+  using Error::Error;
+};
 /// Work was cancelled (timeout, or another task failed).
-class Cancelled : public Error { using Error::Error; };
+class Cancelled : public Error {
+  using Error::Error;
+};
 
 /// Runs fn(); if it throws a cellflow::Error, adds `frame` and rethrows. A
 /// foreign std::exception is wrapped into a NodeError carrying the frame.

@@ -27,10 +27,10 @@ struct CellEvent {
   Kind kind = Kind::kDone;
   size_t node = 0;
   CellIndex cell;
-  int attempt = 1;       // 1 for the first try
+  int attempt = 1;        // 1 for the first try
   bool computed = false;  // kDone: computed now (false: found committed)
   double seconds = 0;
-  std::string error;      // kRetry / kFailed: the cause
+  std::string error;  // kRetry / kFailed: the cause
 };
 
 struct RunOptions {

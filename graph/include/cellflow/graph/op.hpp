@@ -27,11 +27,11 @@ enum class ParamType {
   kInt,
   kFloat,
   kString,
-  kDType,         // a dtype name such as "f32"
-  kIntList,       // [1, 2, 3]
-  kFloatList,     // [0.5, 1.0]
-  kFloatOrList,   // 2.0 or one value per axis [1.0, 2.0, 2.0]
-  kIntOrList,     // 3 or one value per axis
+  kDType,        // a dtype name such as "f32"
+  kIntList,      // [1, 2, 3]
+  kFloatList,    // [0.5, 1.0]
+  kFloatOrList,  // 2.0 or one value per axis [1.0, 2.0, 2.0]
+  kIntOrList,    // 3 or one value per axis
 };
 std::string_view param_type_name(ParamType t);
 
@@ -100,8 +100,7 @@ class NodeKernel {
   /// The region of input `input` needed to compute `out_box` (the ITK
   /// "requested region"). Default: out_box clipped to the input's extent.
   /// Must lie inside the input's extent.
-  virtual Box input_region(size_t input, const Box& out_box,
-                           const ImageInfo& input_info) const;
+  virtual Box input_region(size_t input, const Box& out_box, const ImageInfo& input_info) const;
 
   /// Extra identity that enters the node's hash besides op, version, params and
   /// inputs: what identifies a source's data (a file's path, size and mtime, or
