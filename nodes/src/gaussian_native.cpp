@@ -65,9 +65,8 @@ Region3 to_region3(const Box& box) {
 #else
 #define CELLFLOW_TARGET_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
-CELLFLOW_TARGET_CLONES void weighted_sum(const float* const* taps,
-                                                                    const double* c, int ntaps,
-                                                                    float* dst, int64_t n) {
+CELLFLOW_TARGET_CLONES void weighted_sum(const float* const* taps, const double* c, int ntaps,
+                                         float* dst, int64_t n) {
   int64_t j0 = 0;
   for (; j0 + kLanes <= n; j0 += kLanes) {
     double acc[kLanes];

@@ -13,7 +13,7 @@ namespace cellflow::test {
 namespace {
 
 struct Trace {
-  std::vector<Value> complete;  // the "ph": "X" events
+  std::vector<Value> complete;                                      // the "ph": "X" events
   std::multiset<std::pair<std::string, std::string>> by_kind_node;  // (cat, node)
   std::set<std::string> cells(const std::string& cat, const std::string& node) const {
     std::set<std::string> out;
@@ -47,8 +47,8 @@ TEST(CliTrace, OneEventPerCellComputedStoredAndLoaded) {
   TempDir tmp;
   const fs::path graph = write_graph(tmp, "g.json", example_graph_json());
   const fs::path cache = tmp / "cache";
-  const auto first = run_cli({"run", graph.string(), "--cache", cache.string(), "--threads", "2", "-q",
-                              "--trace", (tmp / "t1.json").string()},
+  const auto first = run_cli({"run", graph.string(), "--cache", cache.string(), "--threads", "2",
+                              "-q", "--trace", (tmp / "t1.json").string()},
                              tmp.path());
   ASSERT_EQ(first.exit_code, 0) << describe(first);
   const Trace t1 = read_trace(tmp / "t1.json");
@@ -70,8 +70,8 @@ TEST(CliTrace, OneEventPerCellComputedStoredAndLoaded) {
   // Remove two committed cells of smooth: a second run recomputes them and
   // loads the raw cells they read from the store.
   const Summary s = [&] {
-    const auto r = run_cli({"run", graph.string(), "--cache", cache.string(), "-q", "--summary-json",
-                            (tmp / "s.json").string()},
+    const auto r = run_cli({"run", graph.string(), "--cache", cache.string(), "-q",
+                            "--summary-json", (tmp / "s.json").string()},
                            tmp.path());
     EXPECT_EQ(r.exit_code, 0) << describe(r);
     return read_summary(tmp / "s.json");
@@ -80,8 +80,8 @@ TEST(CliTrace, OneEventPerCellComputedStoredAndLoaded) {
   fs::remove(cell_file(cache, smooth, {0, 0, 0}));
   fs::remove(cell_file(cache, smooth, {2, 2, 3}));
   fs::remove(cache / smooth / ".cellflow-complete");
-  const auto second = run_cli({"run", graph.string(), "--cache", cache.string(), "--output", "smooth", "-q",
-                               "--trace", (tmp / "t2.json").string()},
+  const auto second = run_cli({"run", graph.string(), "--cache", cache.string(), "--output",
+                               "smooth", "-q", "--trace", (tmp / "t2.json").string()},
                               tmp.path());
   ASSERT_EQ(second.exit_code, 0) << describe(second);
   const Trace t2 = read_trace(tmp / "t2.json");
@@ -94,8 +94,8 @@ TEST(CliTrace, OneEventPerCellComputedStoredAndLoaded) {
 TEST(CliTrace, UnwritableTraceIsAUsageError) {
   TempDir tmp;
   const fs::path graph = write_graph(tmp, "g.json", example_graph_json());
-  const auto r = run_cli({"run", graph.string(), "--cache", (tmp / "cache").string(), "-q", "--trace",
-                          (tmp / "no" / "such" / "dir" / "t.json").string()},
+  const auto r = run_cli({"run", graph.string(), "--cache", (tmp / "cache").string(), "-q",
+                          "--trace", (tmp / "no" / "such" / "dir" / "t.json").string()},
                          tmp.path());
   EXPECT_EQ(r.exit_code, 2) << describe(r);
   EXPECT_NE(r.err.find("--trace"), std::string::npos) << r.err;
@@ -107,7 +107,8 @@ TEST(CliDot, NodesColouredByCacheState) {
   const fs::path graph = write_graph(tmp, "g.json", example_graph_json());
   const fs::path cache = tmp / "cache";
   const auto dot = [&] {
-    const auto r = run_cli({"graph", graph.string(), "--dot", "--cache", cache.string()}, tmp.path());
+    const auto r =
+        run_cli({"graph", graph.string(), "--dot", "--cache", cache.string()}, tmp.path());
     EXPECT_EQ(r.exit_code, 0) << describe(r);
     std::map<std::string, std::string> lines;  // node id -> its vertex line
     std::istringstream in(r.out);
@@ -126,8 +127,8 @@ TEST(CliDot, NodesColouredByCacheState) {
   EXPECT_NE(lines["raw"].find("fillcolor=\"#d9d9d9\""), std::string::npos) << lines["raw"];
   EXPECT_FALSE(fs::exists(cache));
 
-  const auto r = run_cli({"run", graph.string(), "--cache", cache.string(), "--output", "smooth", "-q",
-                          "--summary-json", (tmp / "s.json").string()},
+  const auto r = run_cli({"run", graph.string(), "--cache", cache.string(), "--output", "smooth",
+                          "-q", "--summary-json", (tmp / "s.json").string()},
                          tmp.path());
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   const std::string smooth = read_summary(tmp / "s.json").str("smooth", "hash");
@@ -140,7 +141,8 @@ TEST(CliDot, NodesColouredByCacheState) {
   EXPECT_NE(lines["smooth"].find("fillcolor=\"#fee08b\""), std::string::npos) << lines["smooth"];
   EXPECT_NE(lines["mask"].find("(missing)"), std::string::npos) << lines["mask"];
 
-  const auto bad = run_cli({"graph", graph.string(), "--hashes", "--cache", cache.string()}, tmp.path());
+  const auto bad =
+      run_cli({"graph", graph.string(), "--hashes", "--cache", cache.string()}, tmp.path());
   EXPECT_EQ(bad.exit_code, 2) << describe(bad);
 }
 
