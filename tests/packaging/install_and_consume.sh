@@ -13,5 +13,7 @@ cmake -S "$src_dir/consumer" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Releas
   -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log" || { cat "$work/configure.log"; exit 1; }
 cmake --build "$work/build" -j2 > "$work/build.log" || { cat "$work/build.log"; exit 1; }
 "$work/build/consumer"
-"$work/prefix/bin/cellflow" ops | grep -q gaussian
+# Not `ops | grep -q`: grep's early exit would SIGPIPE the CLI under pipefail.
+"$work/prefix/bin/cellflow" ops > "$work/ops.txt"
+grep -q gaussian "$work/ops.txt"
 echo "packaging ok"
