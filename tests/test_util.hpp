@@ -37,8 +37,8 @@ class TempDir {
     if (!tag.empty()) name += "-" + tag;
     for (char& c : name)
       if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '_';
-    path_ = fs::temp_directory_path() /
-            ("cellflow-test-" + std::to_string(::getpid()) + "-" + name);
+    path_ =
+        fs::temp_directory_path() / ("cellflow-test-" + std::to_string(::getpid()) + "-" + name);
     std::error_code ec;
     fs::remove_all(path_, ec);
     fs::create_directories(path_);
@@ -97,8 +97,10 @@ inline std::vector<std::string> listing(const fs::path& root) {
 inline std::string shell_quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
   }
   return out + "'";
 }
@@ -160,13 +162,13 @@ inline ::testing::AssertionResult same_bytes(const CellBuffer& a, const CellBuff
   if (!a || !b) return ::testing::AssertionFailure() << "a buffer is empty";
   if (a.dtype() != b.dtype()) return ::testing::AssertionFailure() << "dtypes differ";
   if (!(a.shape() == b.shape()))
-    return ::testing::AssertionFailure() << "shapes differ: " << a.shape().str() << " vs "
-                                         << b.shape().str();
+    return ::testing::AssertionFailure()
+           << "shapes differ: " << a.shape().str() << " vs " << b.shape().str();
   if (!a.equals(b)) {
     size_t first = 0;
     while (first < a.num_bytes() && a.data()[first] == b.data()[first]) ++first;
-    return ::testing::AssertionFailure() << "contents differ (first differing byte " << first
-                                         << " of " << a.num_bytes() << ")";
+    return ::testing::AssertionFailure()
+           << "contents differ (first differing byte " << first << " of " << a.num_bytes() << ")";
   }
   return ::testing::AssertionSuccess();
 }

@@ -58,7 +58,6 @@ class GaussianKernel final : public NodeKernel {
     }
   }
 
-
   std::vector<double> sigma_;  // array axis order
   std::vector<int64_t> radius_;
   double max_error_;
@@ -143,8 +142,8 @@ class GaussianOp final : public Op {
     if (params.has("engine")) {
       const std::string& engine = params.get_string("engine");
       if (engine != "native" && engine != "itk") {
-        throw InvalidArgument(fmt::format(
-            "param \"engine\" must be \"native\" or \"itk\" (got \"{}\")", engine));
+        throw InvalidArgument(
+            fmt::format("param \"engine\" must be \"native\" or \"itk\" (got \"{}\")", engine));
       }
       native = engine == "native";
     }

@@ -152,7 +152,8 @@ TEST(CopyRegion, CopiesBetweenOverlappingBoxes) {
   const Box dst_box({4, 12}, {9, 20});
   std::vector<int32_t> src(static_cast<size_t>(src_box.volume()));
   for (int64_t y = 2; y < 6; ++y)
-    for (int64_t x = 10; x < 15; ++x) src[static_cast<size_t>((y - 2) * 5 + (x - 10))] = static_cast<int32_t>(y * 100 + x);
+    for (int64_t x = 10; x < 15; ++x)
+      src[static_cast<size_t>((y - 2) * 5 + (x - 10))] = static_cast<int32_t>(y * 100 + x);
   std::vector<int32_t> dst(static_cast<size_t>(dst_box.volume()), -1);
   const Box region = src_box.intersect(dst_box);
   ASSERT_EQ(region, Box({4, 12}, {6, 15}));
@@ -187,8 +188,8 @@ TEST(CopyRegion, ThreeDimensionalWithContiguousRows) {
       }
   // A strided sub-box in the middle.
   std::vector<uint16_t> small(2 * 1 * 2, 0);
-  copy_region(src.data(), src_box, small.data(), Box({1, 1, 2}, {3, 2, 4}), Box({1, 1, 2}, {3, 2, 4}),
-              sizeof(uint16_t));
+  copy_region(src.data(), src_box, small.data(), Box({1, 1, 2}, {3, 2, 4}),
+              Box({1, 1, 2}, {3, 2, 4}), sizeof(uint16_t));
   EXPECT_EQ(small[0], src[(1 * 3 + 1) * 5 + 2]);
   EXPECT_EQ(small[1], src[(1 * 3 + 1) * 5 + 3]);
   EXPECT_EQ(small[2], src[(2 * 3 + 1) * 5 + 2]);

@@ -1,9 +1,10 @@
 // CacheDirectory: the on-disk layout contract of DESIGN.md.
+#include "cellflow/cache/cache_directory.hpp"
+
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
 #include "test_util.hpp"

@@ -1,5 +1,7 @@
 // CachedCellImage: lazy cells, single-flight loading, memory budget, reload of
 // evicted persisted cells, corruption recovery, errors.
+#include "cellflow/cache/cached_cell_image.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,7 +11,6 @@
 #include <thread>
 #include <vector>
 
-#include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/memory_cache.hpp"
 #include "cellflow/cache/zarr_array.hpp"
@@ -41,8 +42,9 @@ struct Counter {
   }
 };
 
-CachedCellImage::ComputeFn counting(Counter& counter, const CellGrid& grid,
-                                    std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
+CachedCellImage::ComputeFn counting(
+    Counter& counter, const CellGrid& grid,
+    std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
   return [&counter, grid, delay](const CellIndex& cell, const Box& box) {
     {
       std::lock_guard lock(counter.mu);
@@ -97,7 +99,8 @@ TEST(CachedCellImage, SingleFlightEightThreadsOneCell) {
     });
   }
   for (auto& th : threads) th.join();
-  EXPECT_EQ(counter.total.load(), 1) << "concurrent readers of one cell must wait for one computation";
+  EXPECT_EQ(counter.total.load(), 1)
+      << "concurrent readers of one cell must wait for one computation";
   EXPECT_EQ(img.stats().computed, 1);
   for (const auto& r : results) EXPECT_TRUE(test::same_bytes(r, fill(kGrid.cell_box({1, 2, 0}))));
 }
@@ -286,7 +289,9 @@ TEST(CachedCellImage, WrongShapeFromComputeIsAnError) {
   MemoryCache mem(64 << 20);
   CachedCellImage img(
       "x", kGrid, DType::kI32,
-      [](const CellIndex&, const Box&) { return CellBuffer::zeros(DType::kI32, {8, 8, 8}); },
+      [](const CellIndex&, const Box&) {
+        return CellBuffer::zeros(DType::kI32, {8, 8, 8});
+      },
       nullptr, &mem);
   EXPECT_NO_THROW(img.get({0, 0, 0}));
   EXPECT_THROW(img.get({2, 2, 3}), NodeError);  // an edge cell is 4 x 8 x 6

@@ -1,11 +1,12 @@
 // MemoryCache: byte budget, LRU eviction order, held buffers never evicted, stats.
+#include "cellflow/cache/memory_cache.hpp"
+
 #include <gtest/gtest.h>
 
 #include <thread>
 #include <vector>
 
 #include "cellflow/cache/cell_buffer.hpp"
-#include "cellflow/cache/memory_cache.hpp"
 
 namespace cellflow {
 namespace {
@@ -16,7 +17,9 @@ CellBuffer bytes(int64_t n, uint8_t fill = 0) {
   return b;
 }
 
-bool present(MemoryCache& c, uint64_t owner, int64_t cell) { return c.find(owner, cell).has_value(); }
+bool present(MemoryCache& c, uint64_t owner, int64_t cell) {
+  return c.find(owner, cell).has_value();
+}
 
 TEST(MemoryCache, InsertFindAndStats) {
   MemoryCache cache(1000);

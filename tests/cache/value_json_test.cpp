@@ -52,7 +52,8 @@ TEST(Value, ObjectKeepsInsertionOrderAndSetReplacesInPlace) {
 }
 
 TEST(Json, ParsesAllKinds) {
-  const Value v = parse_json(R"( {"n": null, "t": true, "f": false, "i": -42, "big": 9007199254740993,
+  const Value v =
+      parse_json(R"( {"n": null, "t": true, "f": false, "i": -42, "big": 9007199254740993,
       "x": 1.5e3, "s": "a\"b\\c\n\u00e9\ud83d\ude00", "arr": [1, [2, {}], []], "o": {"k": "v"}} )");
   ASSERT_TRUE(v.is_object());
   EXPECT_TRUE(v.find("n")->is_null());
@@ -132,18 +133,23 @@ TEST(Json, FloatsStayFloats) {
 
 TEST(Json, CanonicalFormIgnoresKeyOrderAndWhitespace) {
   const Value a = parse_json(R"({"b": {"y": [1, 2.5], "x": "s"}, "a": 1, "c": null})");
-  const Value b = parse_json("{\n  \"a\":1,\n\t\"c\" : null ,\"b\":{\"x\":\"s\",\n \"y\":[ 1 ,2.5 ]}}");
-  EXPECT_FALSE(a == b);  // insertion order differs...
+  const Value b =
+      parse_json("{\n  \"a\":1,\n\t\"c\" : null ,\"b\":{\"x\":\"s\",\n \"y\":[ 1 ,2.5 ]}}");
+  EXPECT_FALSE(a == b);                                   // insertion order differs...
   EXPECT_EQ(to_canonical_json(a), to_canonical_json(b));  // ...the canonical form does not
   EXPECT_EQ(to_canonical_json(a), R"({"a":1,"b":{"x":"s","y":[1,2.5]},"c":null})");
   // Array order matters; values matter.
   EXPECT_NE(to_canonical_json(parse_json("[1,2]")), to_canonical_json(parse_json("[2,1]")));
-  EXPECT_NE(to_canonical_json(parse_json(R"({"a":1})")), to_canonical_json(parse_json(R"({"a":1.0})")));
-  EXPECT_NE(to_canonical_json(parse_json(R"({"a":"1"})")), to_canonical_json(parse_json(R"({"a":1})")));
+  EXPECT_NE(to_canonical_json(parse_json(R"({"a":1})")),
+            to_canonical_json(parse_json(R"({"a":1.0})")));
+  EXPECT_NE(to_canonical_json(parse_json(R"({"a":"1"})")),
+            to_canonical_json(parse_json(R"({"a":1})")));
 }
 
 TEST(Json, EscapesControlCharacters) {
-  const Value v(std::string("a\x01" "b\"\\\n"));
+  const Value v(
+      std::string("a\x01"
+                  "b\"\\\n"));
   const std::string s = to_json_compact(v);
   EXPECT_EQ(s.find('\x01'), std::string::npos) << s;
   EXPECT_EQ(parse_json(s), v);

@@ -1,5 +1,7 @@
 // ZarrArray: the on-disk Zarr v2 cell store. Round trips for several dtypes
 // and edge cells, .zarray content, atomic commits, corruption detection.
+#include "cellflow/cache/zarr_array.hpp"
+
 #include <blosc.h>
 #include <gtest/gtest.h>
 
@@ -10,7 +12,6 @@
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
-#include "cellflow/cache/zarr_array.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -109,7 +110,8 @@ TEST(ZarrArray, ZarrayMetadata) {
   // create() on an existing, matching array opens it; a mismatching one is refused.
   EXPECT_NO_THROW(ZarrArray::create(tmp / "arr", DType::kF32, grid));
   EXPECT_THROW(ZarrArray::create(tmp / "arr", DType::kU8, grid), Error);
-  EXPECT_THROW(ZarrArray::create(tmp / "arr", DType::kF32, CellGrid({10, 13, 7}, {4, 4, 4})), Error);
+  EXPECT_THROW(ZarrArray::create(tmp / "arr", DType::kF32, CellGrid({10, 13, 7}, {4, 4, 4})),
+               Error);
   EXPECT_THROW(ZarrArray::open(tmp / "nothing-here"), IoError);
 }
 
@@ -117,7 +119,8 @@ TEST(ZarrArray, CommitLeavesNoTemporaryFiles) {
   TempDir tmp;
   const CellGrid grid({8, 8}, {4, 4});
   auto arr = ZarrArray::create(tmp / "arr", DType::kU16, grid);
-  for (int64_t c = 0; c < grid.num_cells(); ++c) arr->write(grid.cell_at(c), make_cell(DType::kU16, grid, grid.cell_at(c)));
+  for (int64_t c = 0; c < grid.num_cells(); ++c)
+    arr->write(grid.cell_at(c), make_cell(DType::kU16, grid, grid.cell_at(c)));
   // Rewriting a committed cell replaces it atomically.
   arr->write({1, 1}, make_cell(DType::kU16, grid, {1, 1}));
   const std::vector<std::string> expected{".zarray", "0/", "0/0", "0/1", "1/", "1/0", "1/1"};
@@ -214,7 +217,8 @@ TEST(ZarrArray, EncodeDecodeChunk) {
   blosc_cbuffer_sizes(enc.data(), &nbytes, &cbytes, &blocksize);
   EXPECT_EQ(nbytes, v.size() * 8);
   EXPECT_EQ(cbytes + 16, enc.size());
-  EXPECT_THROW(ZarrArray::decode_chunk(enc, back.data(), back.size() * 8 - 8, "x"), CorruptionError);
+  EXPECT_THROW(ZarrArray::decode_chunk(enc, back.data(), back.size() * 8 - 8, "x"),
+               CorruptionError);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // materialize(): push evaluation with a cache directory. Reports, persistence
 // across graph objects, targets, param changes, failures, memory budget,
 // thread counts, damaged cells.
+#include "cellflow/graph/executor.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,7 +15,6 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/memory_cache.hpp"
 #include "cellflow/cache/zarr_array.hpp"
-#include "cellflow/graph/executor.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "test_ops.hpp"
@@ -33,7 +34,8 @@ GraphDef pipeline(double above = 0.5, int seed = 11) {
                               {"count", 25}}));
   def.add("smooth", "gaussian", {"raw"}, Value(Value::Object{{"sigma", 1.5}}));
   def.add("mask", "threshold", {"smooth"}, Value(Value::Object{{"above", above}}));
-  def.add("density", "region.density", {"mask"}, Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
+  def.add("density", "region.density", {"mask"},
+          Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
   def.outputs = {"density"};
   return def;
 }
@@ -46,7 +48,8 @@ Graph build(GraphDef def, const fs::path& cache) {
 
 std::map<std::string, CellBuffer> read_all_nodes(const Graph& g) {
   std::map<std::string, CellBuffer> out;
-  for (size_t i = 0; i < g.nodes().size(); ++i) out[g.nodes()[i].def.id] = g.image(i)->read(g.image(i)->grid().bounds());
+  for (size_t i = 0; i < g.nodes().size(); ++i)
+    out[g.nodes()[i].def.id] = g.image(i)->read(g.image(i)->grid().bounds());
   return out;
 }
 
@@ -125,7 +128,8 @@ TEST(Executor, ChangingOneParamRecomputesThatNodeAndDescendantsOnly) {
   EXPECT_EQ(r.nodes[g.index("smooth")].cells_computed, 0);
   EXPECT_EQ(r.nodes[g.index("mask")].cells_computed, 36);
   EXPECT_EQ(r.nodes[g.index("density")].cells_computed, g.image("density")->grid().num_cells());
-  EXPECT_EQ(r.nodes[g.index("raw")].cells_loaded, 0) << "raw is not needed: smooth is complete on disk";
+  EXPECT_EQ(r.nodes[g.index("raw")].cells_loaded, 0)
+      << "raw is not needed: smooth is complete on disk";
   // mask's cells read smooth back from disk in this run, and the report says so.
   EXPECT_EQ(g.image("smooth")->stats().loaded, 36);
   EXPECT_EQ(r.nodes[g.index("smooth")].cells_loaded, 36)
@@ -140,7 +144,9 @@ TEST(Executor, FailureNamesNodeAndCell) {
   test::TempDir tmp;
   const auto reg = test::make_test_registry();
   GraphDef def;
-  def.add("src", "test.const", {}, Value(Value::Object{{"shape", test::ints({8, 8, 8})}, {"cell_shape", test::ints({4, 4, 4})}}));
+  def.add("src", "test.const", {},
+          Value(Value::Object{{"shape", test::ints({8, 8, 8})},
+                              {"cell_shape", test::ints({4, 4, 4})}}));
   def.add("broken", "test.fail", {"src"}, Value(Value::Object{{"fail_at", test::ints({5, 1, 6})}}));
   GraphOptions o;
   o.cache_root = tmp / "cache";

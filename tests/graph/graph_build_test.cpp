@@ -14,7 +14,8 @@ namespace cellflow {
 namespace {
 
 Value blobs_params() {
-  return Value(Value::Object{{"shape", test::ints({16, 16, 16})}, {"cell_shape", test::ints({8, 8, 8})}, {"count", 3}});
+  return Value(Value::Object{
+      {"shape", test::ints({16, 16, 16})}, {"cell_shape", test::ints({8, 8, 8})}, {"count", 3}});
 }
 
 // Expects Graph::build(text) to fail with an Error whose message names all of `mentions`.
@@ -25,11 +26,13 @@ void expect_invalid(const std::string& text, const std::vector<std::string>& men
     Graph::build(std::move(def), *reg);
     ADD_FAILURE() << "accepted: " << text;
   } catch (const Error& e) {
-    EXPECT_TRUE(dynamic_cast<const GraphError*>(&e) != nullptr || dynamic_cast<const InvalidArgument*>(&e) != nullptr)
+    EXPECT_TRUE(dynamic_cast<const GraphError*>(&e) != nullptr ||
+                dynamic_cast<const InvalidArgument*>(&e) != nullptr)
         << "should be a GraphError or InvalidArgument: " << e.what();
     const std::string what = e.what();
     EXPECT_NE(what.find("g.json"), std::string::npos) << "should name the file: " << what;
-    for (const auto& m : mentions) EXPECT_NE(what.find(m), std::string::npos) << "missing '" << m << "' in: " << what;
+    for (const auto& m : mentions)
+      EXPECT_NE(what.find(m), std::string::npos) << "missing '" << m << "' in: " << what;
   }
 }
 
@@ -42,46 +45,83 @@ std::string graph_with(const std::string& nodes, const std::string& extra = "") 
 
 TEST(GraphBuild, RejectsInvalidGraphsNamingNodeAndField) {
   expect_invalid(graph_with(""), {});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "s", "op": "gausian", "inputs": ["raw"]})"), {"\"s\"", "gausian"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "s", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": 1, "sigmaa": 1}})"),
-                 {"\"s\"", "sigmaa"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "s", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": "big"}})"),
+  expect_invalid(graph_with(kRaw + R"(, {"id": "s", "op": "gausian", "inputs": ["raw"]})"),
+                 {"\"s\"", "gausian"});
+  expect_invalid(
+      graph_with(
+          kRaw +
+          R"(, {"id": "s", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": 1, "sigmaa": 1}})"),
+      {"\"s\"", "sigmaa"});
+  expect_invalid(
+      graph_with(
+          kRaw +
+          R"(, {"id": "s", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": "big"}})"),
+      {"\"s\"", "sigma"});
+  expect_invalid(
+      graph_with(kRaw +
+                 R"(, {"id": "s", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": -1}})"),
+      {"\"s\"", "sigma"});
+  expect_invalid(graph_with(kRaw + R"(, {"id": "s", "op": "gaussian", "inputs": ["raw"]})"),
                  {"\"s\"", "sigma"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "s", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": -1}})"),
-                 {"\"s\"", "sigma"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "s", "op": "gaussian", "inputs": ["raw"]})"), {"\"s\"", "sigma"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "s", "op": "gaussian", "inputs": ["nope"], "params": {"sigma": 1}})"),
-                 {"\"s\"", "nope", "inputs"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "raw", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": 1}})"),
-                 {"\"raw\"", "duplicate"});
-  expect_invalid(graph_with(R"({"id": "a", "op": "gaussian", "inputs": ["b"], "params": {"sigma": 1}},
+  expect_invalid(
+      graph_with(kRaw +
+                 R"(, {"id": "s", "op": "gaussian", "inputs": ["nope"], "params": {"sigma": 1}})"),
+      {"\"s\"", "nope", "inputs"});
+  expect_invalid(
+      graph_with(kRaw +
+                 R"(, {"id": "raw", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": 1}})"),
+      {"\"raw\"", "duplicate"});
+  expect_invalid(
+      graph_with(R"({"id": "a", "op": "gaussian", "inputs": ["b"], "params": {"sigma": 1}},
                                {"id": "b", "op": "gaussian", "inputs": ["a"], "params": {"sigma": 1}})"),
-                 {"cycle"});
-  expect_invalid(graph_with(R"({"id": "a", "op": "gaussian", "inputs": ["a"], "params": {"sigma": 1}})"), {"\"a\"", "cycle"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "t", "op": "threshold", "inputs": ["raw", "raw"], "params": {"above": 1}})"),
-                 {"\"t\"", "inputs"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "t", "op": "threshold", "inputs": ["raw"]})"), {"\"t\"", "above"});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "t", "op": "threshold", "inputs": ["raw"], "params": {"above": 2, "below": 1}})"),
+      {"cycle"});
+  expect_invalid(
+      graph_with(R"({"id": "a", "op": "gaussian", "inputs": ["a"], "params": {"sigma": 1}})"),
+      {"\"a\"", "cycle"});
+  expect_invalid(
+      graph_with(
+          kRaw +
+          R"(, {"id": "t", "op": "threshold", "inputs": ["raw", "raw"], "params": {"above": 1}})"),
+      {"\"t\"", "inputs"});
+  expect_invalid(graph_with(kRaw + R"(, {"id": "t", "op": "threshold", "inputs": ["raw"]})"),
                  {"\"t\"", "above"});
-  expect_invalid(graph_with(R"({"id": "src", "op": "synthetic.blobs", "params": {"shape": [16, 16], "cell_shape": [8, 8, 8]}})"),
-                 {"\"src\"", "cell_shape"});
-  expect_invalid(graph_with(R"({"id": "src", "op": "synthetic.blobs", "params": {"shape": [16, 0], "cell_shape": [8, 8]}})"),
-                 {"\"src\"", "shape"});
+  expect_invalid(
+      graph_with(
+          kRaw +
+          R"(, {"id": "t", "op": "threshold", "inputs": ["raw"], "params": {"above": 2, "below": 1}})"),
+      {"\"t\"", "above"});
+  expect_invalid(
+      graph_with(
+          R"({"id": "src", "op": "synthetic.blobs", "params": {"shape": [16, 16], "cell_shape": [8, 8, 8]}})"),
+      {"\"src\"", "cell_shape"});
+  expect_invalid(
+      graph_with(
+          R"({"id": "src", "op": "synthetic.blobs", "params": {"shape": [16, 0], "cell_shape": [8, 8]}})"),
+      {"\"src\"", "shape"});
   expect_invalid(graph_with(kRaw, R"(, "outputs": ["missing"])"), {"outputs", "missing"});
   // Shape mismatch: gaussian takes rank 1..3, and two inputs of different shapes.
-  expect_invalid(graph_with(R"({"id": "r4", "op": "synthetic.blobs", "params": {"shape": [4, 8, 8, 8], "cell_shape": [2, 8, 8, 8]}},
+  expect_invalid(
+      graph_with(
+          R"({"id": "r4", "op": "synthetic.blobs", "params": {"shape": [4, 8, 8, 8], "cell_shape": [2, 8, 8, 8]}},
                                {"id": "g", "op": "gaussian", "inputs": ["r4"], "params": {"sigma": 1}})"),
-                 {"\"g\""});
-  expect_invalid(graph_with(kRaw + R"(, {"id": "d", "op": "region.density", "inputs": ["raw"], "params": {"region": [2, 2]}})"),
-                 {"\"d\"", "region"});
-  expect_invalid(graph_with(R"({"id": "a", "op": "test.const", "params": {"shape": [8, 8], "cell_shape": [4, 4]}},
+      {"\"g\""});
+  expect_invalid(
+      graph_with(
+          kRaw +
+          R"(, {"id": "d", "op": "region.density", "inputs": ["raw"], "params": {"region": [2, 2]}})"),
+      {"\"d\"", "region"});
+  expect_invalid(
+      graph_with(
+          R"({"id": "a", "op": "test.const", "params": {"shape": [8, 8], "cell_shape": [4, 4]}},
                                {"id": "b", "op": "test.const", "params": {"shape": [8, 9], "cell_shape": [4, 4]}},
                                {"id": "sum", "op": "test.add", "inputs": ["a", "b"]})"),
-                 {"\"sum\"", "shape"});
-  expect_invalid(graph_with(R"({"id": "a", "op": "test.const", "params": {"shape": [8, 8], "cell_shape": [4, 4], "dtype": "u8"}},
+      {"\"sum\"", "shape"});
+  expect_invalid(
+      graph_with(
+          R"({"id": "a", "op": "test.const", "params": {"shape": [8, 8], "cell_shape": [4, 4], "dtype": "u8"}},
                                {"id": "b", "op": "test.const", "params": {"shape": [8, 8], "cell_shape": [4, 4]}},
                                {"id": "sum", "op": "test.add", "inputs": ["a", "b"]})"),
-                 {"\"sum\"", "dtype"});
+      {"\"sum\"", "dtype"});
 }
 
 TEST(GraphBuild, TopologyOutputsAncestorsAndDot) {
@@ -99,7 +139,9 @@ TEST(GraphBuild, TopologyOutputsAncestorsAndDot) {
   EXPECT_THROW(g.index("nope"), InvalidArgument);
   const auto& topo = g.topological_order();
   ASSERT_EQ(topo.size(), 4u);
-  const auto pos = [&](const std::string& id) { return std::find(topo.begin(), topo.end(), g.index(id)) - topo.begin(); };
+  const auto pos = [&](const std::string& id) {
+    return std::find(topo.begin(), topo.end(), g.index(id)) - topo.begin();
+  };
   EXPECT_LT(pos("raw"), pos("smooth"));
   EXPECT_LT(pos("smooth"), pos("mask"));
   EXPECT_LT(pos("raw"), pos("other"));
@@ -119,7 +161,8 @@ TEST(GraphBuild, TopologyOutputsAncestorsAndDot) {
   // GraphViz names every node and edge.
   const std::string dot = g.to_dot();
   EXPECT_NE(dot.find("digraph"), std::string::npos) << dot;
-  for (const char* id : {"raw", "smooth", "mask", "other"}) EXPECT_NE(dot.find(id), std::string::npos) << dot;
+  for (const char* id : {"raw", "smooth", "mask", "other"})
+    EXPECT_NE(dot.find(id), std::string::npos) << dot;
   size_t edges = 0;
   for (size_t p = dot.find("->"); p != std::string::npos; p = dot.find("->", p + 2)) ++edges;
   EXPECT_EQ(edges, 3u) << dot;
@@ -143,7 +186,8 @@ TEST(GraphBuild, DefinitionRecordsWhatIdentifiesTheNode) {
   const Value* inputs = d.find("inputs");
   ASSERT_NE(inputs, nullptr);
   ASSERT_EQ(inputs->as_array().size(), 1u);
-  EXPECT_NE(to_json_compact(*inputs).find(g.node("raw").hash), std::string::npos) << to_json_compact(*inputs);
+  EXPECT_NE(to_json_compact(*inputs).find(g.node("raw").hash), std::string::npos)
+      << to_json_compact(*inputs);
 }
 
 TEST(GraphBuild, BuildingWritesNothing) {

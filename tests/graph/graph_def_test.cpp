@@ -1,4 +1,6 @@
 // GraphDef: the JSON form of a pipeline (parse, save, round trips, errors).
+#include "cellflow/graph/graph_def.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -6,7 +8,6 @@
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/graph/graph.hpp"
-#include "cellflow/graph/graph_def.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "test_util.hpp"
 
@@ -31,7 +32,8 @@ TEST(GraphDef, ParsesTheExample) {
   EXPECT_EQ(def.nodes[1].params.find("sigma")->as_double(), 2.0);
   // The cell density heatmap is among the outputs.
   bool density = false;
-  for (const auto& n : def.nodes) density = density || (n.id == "density" && n.op == "region.density");
+  for (const auto& n : def.nodes)
+    density = density || (n.id == "density" && n.op == "region.density");
   EXPECT_TRUE(density);
   EXPECT_NE(std::find(def.outputs.begin(), def.outputs.end(), "density"), def.outputs.end());
 }
@@ -57,10 +59,14 @@ TEST(GraphDef, BuiltInCodeRoundTrips) {
   GraphDef def;
   def.name = "coded";
   def.add("a", "test.const", {},
-          Value(Value::Object{{"shape", test::ints({4, 5})}, {"cell_shape", test::ints({2, 2})},
-                              {"value", 0.1}, {"dtype", "f64"}}));
-  def.add("b", "test.const", {}, Value(Value::Object{{"shape", test::ints({4, 5})}, {"cell_shape", test::ints({2, 2})}}));
-  def.add("sum", "test.add", {"b", "a"}, Value(Value::Object{{"scale", -1.5e-7}, {"note", "é \"q\"\n"}}));
+          Value(Value::Object{{"shape", test::ints({4, 5})},
+                              {"cell_shape", test::ints({2, 2})},
+                              {"value", 0.1},
+                              {"dtype", "f64"}}));
+  def.add("b", "test.const", {},
+          Value(Value::Object{{"shape", test::ints({4, 5})}, {"cell_shape", test::ints({2, 2})}}));
+  def.add("sum", "test.add", {"b", "a"},
+          Value(Value::Object{{"scale", -1.5e-7}, {"note", "é \"q\"\n"}}));
   def.add("bare", "test.thing");
   def.outputs = {"sum", "bare"};
   const std::string saved = save_graph(def);
@@ -93,7 +99,8 @@ void expect_graph_error(const std::string& text, const std::vector<std::string>&
   } catch (const GraphError& e) {
     const std::string what = e.what();
     EXPECT_NE(what.find("bad.json"), std::string::npos) << what;
-    for (const auto& m : mentions) EXPECT_NE(what.find(m), std::string::npos) << "missing '" << m << "' in: " << what;
+    for (const auto& m : mentions)
+      EXPECT_NE(what.find(m), std::string::npos) << "missing '" << m << "' in: " << what;
   }
 }
 
@@ -107,10 +114,14 @@ TEST(GraphDef, StructuralErrorsNameFileAndField) {
   expect_graph_error(R"({"cellflow": 1, "nodes": [], "extra": 1})", {"extra"});
   expect_graph_error(R"({"cellflow": 1, "nodes": [{"op": "x"}]})", {"id"});
   expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a"}]})", {"\"a\"", "op"});
-  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "inputs": "b"}]})", {"\"a\"", "inputs"});
-  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "inputs": [1]}]})", {"\"a\"", "inputs"});
-  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "params": [1]}]})", {"\"a\"", "params"});
-  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "parms": {}}]})", {"\"a\"", "parms"});
+  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "inputs": "b"}]})",
+                     {"\"a\"", "inputs"});
+  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "inputs": [1]}]})",
+                     {"\"a\"", "inputs"});
+  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "params": [1]}]})",
+                     {"\"a\"", "params"});
+  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "parms": {}}]})",
+                     {"\"a\"", "parms"});
   expect_graph_error(R"({"cellflow": 1, "nodes": [], "outputs": "a"})", {"outputs"});
   expect_graph_error(R"({"cellflow": 1, "name": 3, "nodes": []})", {"name"});
 }

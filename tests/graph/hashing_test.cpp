@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <functional>
-#include <set>
 #include <map>
+#include <set>
 #include <string>
 
 #include "cellflow/graph/graph.hpp"
@@ -30,7 +30,8 @@ GraphDef base_def() {
                               {"count", 20}}));
   def.add("smooth", "gaussian", {"raw"}, Value(Value::Object{{"sigma", 1.5}}));
   def.add("mask", "threshold", {"smooth"}, Value(Value::Object{{"above", 0.4}}));
-  def.add("density", "region.density", {"mask"}, Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
+  def.add("density", "region.density", {"mask"},
+          Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
   def.outputs = {"density"};
   return def;
 }
@@ -85,9 +86,12 @@ TEST(Hashing, IndependentOfJsonKeyOrderWhitespaceAndNodeOrder) {
     {"id": "density", "op": "region.density", "inputs": ["mask"], "params": {"region": [8, 8, 8]}}
   ], "outputs": ["density"]})";
   const std::string b =
-      "{\"outputs\":[\"density\"],\"nodes\":[{\"params\":{\"region\":[8,8,8]},\"inputs\":[\"mask\"],"
-      "\"op\":\"region.density\",\"id\":\"density\"},\n\n\t{\"op\":\"threshold\",\"params\":{\"above\":0.4},"
-      "\"id\":\"mask\",\"inputs\":[\"smooth\"]},{\"id\":\"raw\",\"params\":{\"count\":20,\"seed\":3,"
+      "{\"outputs\":[\"density\"],\"nodes\":[{\"params\":{\"region\":[8,8,8]},\"inputs\":[\"mask\"]"
+      ","
+      "\"op\":\"region.density\",\"id\":\"density\"},\n\n\t{\"op\":\"threshold\",\"params\":{"
+      "\"above\":0.4},"
+      "\"id\":\"mask\",\"inputs\":[\"smooth\"]},{\"id\":\"raw\",\"params\":{\"count\":20,\"seed\":"
+      "3,"
       "\"cell_shape\":[16,16,16],\"shape\":[ 32 , 40 , 48 ]},\"op\":\"synthetic.blobs\"},"
       "{\"inputs\":[\"raw\"],\"id\":\"smooth\",\"params\":{\"sigma\":1.5},\"op\":\"gaussian\"}],"
       "\"cellflow\":1,\"name\":\"two\"}";
@@ -108,7 +112,8 @@ TEST(Hashing, NotSensitiveToNodeIds) {
   }
   def.outputs = {"heatmap"};
   const Hashes after = hashes_of(def);
-  for (const auto& [old_id, new_id] : rename) EXPECT_EQ(before.at(old_id), after.at(new_id)) << old_id;
+  for (const auto& [old_id, new_id] : rename)
+    EXPECT_EQ(before.at(old_id), after.at(new_id)) << old_id;
 }
 
 TEST(Hashing, EquivalentParamSpellingsHashTheSame) {
@@ -167,7 +172,8 @@ TEST(Hashing, SensitiveToEveryParamAndPropagatesDownstreamOnly) {
     const auto pos = std::find(kChain.begin(), kChain.end(), m.id) - kChain.begin();
     for (size_t k = 0; k < kChain.size(); ++k) {
       if (static_cast<ptrdiff_t>(k) < pos) {
-        EXPECT_EQ(h.at(kChain[k]), base.at(kChain[k])) << "upstream " << kChain[k] << " must not change";
+        EXPECT_EQ(h.at(kChain[k]), base.at(kChain[k]))
+            << "upstream " << kChain[k] << " must not change";
       } else {
         EXPECT_NE(h.at(kChain[k]), base.at(kChain[k])) << kChain[k] << " must change";
       }
@@ -179,7 +185,8 @@ TEST(Hashing, SensitiveToOpVersion) {
   const auto v1 = test::make_test_registry(1);
   const auto v2 = test::make_test_registry(2);
   GraphDef def;
-  def.add("c", "test.const", {}, Value(Value::Object{{"shape", test::ints({8, 8})}, {"cell_shape", test::ints({4, 4})}}));
+  def.add("c", "test.const", {},
+          Value(Value::Object{{"shape", test::ints({8, 8})}, {"cell_shape", test::ints({4, 4})}}));
   def.add("g", "gaussian", {"c"}, Value(Value::Object{{"sigma", 1.0}}));
   const Hashes a = hashes_of(def, *v1);
   const Hashes b = hashes_of(def, *v2);
@@ -191,8 +198,12 @@ TEST(Hashing, SensitiveToInputOrder) {
   const auto reg = test::make_test_registry();
   const auto def = [](std::vector<std::string> inputs) {
     GraphDef d;
-    d.add("a", "test.const", {}, Value(Value::Object{{"shape", test::ints({8, 8})}, {"cell_shape", test::ints({4, 4})}, {"value", 1.0}}));
-    d.add("b", "test.const", {}, Value(Value::Object{{"shape", test::ints({8, 8})}, {"cell_shape", test::ints({4, 4})}, {"value", 2.0}}));
+    d.add("a", "test.const", {},
+          Value(Value::Object{
+              {"shape", test::ints({8, 8})}, {"cell_shape", test::ints({4, 4})}, {"value", 1.0}}));
+    d.add("b", "test.const", {},
+          Value(Value::Object{
+              {"shape", test::ints({8, 8})}, {"cell_shape", test::ints({4, 4})}, {"value", 2.0}}));
     d.add("sum", "test.add", std::move(inputs));
     return d;
   };
@@ -208,7 +219,9 @@ TEST(Hashing, SensitiveToInputOrder) {
 TEST(Hashing, SameNodeInDifferentGraphsHasTheSameHash) {
   GraphDef other;
   other.add("source", "synthetic.blobs", {},
-            Value(Value::Object{{"count", 20}, {"seed", 3}, {"cell_shape", test::ints({16, 16, 16})},
+            Value(Value::Object{{"count", 20},
+                                {"seed", 3},
+                                {"cell_shape", test::ints({16, 16, 16})},
                                 {"shape", test::ints({32, 40, 48})}}));
   other.add("blurred", "gaussian", {"source"}, Value(Value::Object{{"sigma", 1.5}}));
   other.add("other_mask", "threshold", {"blurred"}, Value(Value::Object{{"below", 0.2}}));

@@ -21,7 +21,9 @@ class NamedOp final : public Op {
   std::string_view doc() const override { return ""; }
   std::vector<ParamSpec> params() const override { return {}; }
   int min_inputs() const override { return 0; }
-  std::unique_ptr<NodeKernel> bind(const Params&, std::span<const ImageInfo>) const override { return nullptr; }
+  std::unique_ptr<NodeKernel> bind(const Params&, std::span<const ImageInfo>) const override {
+    return nullptr;
+  }
 
  private:
   std::string name_;
@@ -54,7 +56,8 @@ TEST(Registry, BuiltinOps) {
   const auto list = nodes::builtin_registry().list();
   std::vector<std::string> names;
   for (const auto& op : list) names.emplace_back(op->name());
-  for (const char* expected : {"cast", "gaussian", "region.density", "rescale", "synthetic.blobs", "threshold"})
+  for (const char* expected :
+       {"cast", "gaussian", "region.density", "rescale", "synthetic.blobs", "threshold"})
     EXPECT_NE(std::find(names.begin(), names.end(), expected), names.end()) << expected;
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
   EXPECT_EQ(&nodes::builtin_registry(), &nodes::builtin_registry());
@@ -93,7 +96,8 @@ void expect_param_error(const Value& given, const std::string& param) {
 }
 
 TEST(ValidateParams, FillsDefaultsAndNormalizes) {
-  const Params p = validate_params(kSpecs, parse_json(R"({"sigma": 2, "dtype": "uint16", "region": 4.0})"));
+  const Params p =
+      validate_params(kSpecs, parse_json(R"({"sigma": 2, "dtype": "uint16", "region": 4.0})"));
   EXPECT_TRUE(p.get("sigma").is_float()) << "an int given for a float becomes a float";
   EXPECT_EQ(p.get_float("sigma"), 2.0);
   EXPECT_EQ(p.get_int("count"), 3);
@@ -109,13 +113,16 @@ TEST(ValidateParams, FillsDefaultsAndNormalizes) {
   EXPECT_THROW(p.get("name"), InvalidArgument);
   // The same params written differently validate to the same canonical value.
   const Params q = validate_params(
-      kSpecs, parse_json(R"({"region": 4, "dtype": "u16", "sigma": 2.0, "count": 3, "flag": false})"));
+      kSpecs,
+      parse_json(R"({"region": 4, "dtype": "u16", "sigma": 2.0, "count": 3, "flag": false})"));
   EXPECT_EQ(to_canonical_json(p.value()), to_canonical_json(q.value()));
 }
 
 TEST(ValidateParams, ListsAndPerAxisValues) {
   const Params p = validate_params(
-      kSpecs, parse_json(R"({"sigma": [1, 2.5, 3], "shape": [4, 5.0], "range": [0, 1], "region": [2, 3]})"));
+      kSpecs,
+      parse_json(
+          R"({"sigma": [1, 2.5, 3], "shape": [4, 5.0], "range": [0, 1], "region": [2, 3]})"));
   EXPECT_EQ(p.get_floats("sigma"), (std::vector<double>{1.0, 2.5, 3.0}));
   for (const auto& x : p.get("sigma").as_array()) EXPECT_TRUE(x.is_float());
   EXPECT_EQ(p.get_ints("shape"), (std::vector<int64_t>{4, 5}));
@@ -128,8 +135,8 @@ TEST(ValidateParams, ListsAndPerAxisValues) {
 
 TEST(ValidateParams, ErrorsNameTheParam) {
   expect_param_error(parse_json(R"({"sigma": 1, "sigmaa": 2})"), "sigmaa");  // unknown
-  expect_param_error(parse_json(R"({})"), "sigma");                        // missing required
-  expect_param_error(parse_json(R"({"sigma": "big"})"), "sigma");           // ill-typed
+  expect_param_error(parse_json(R"({})"), "sigma");                          // missing required
+  expect_param_error(parse_json(R"({"sigma": "big"})"), "sigma");            // ill-typed
   expect_param_error(parse_json(R"({"sigma": [1, "x"]})"), "sigma");
   expect_param_error(parse_json(R"({"sigma": true})"), "sigma");
   expect_param_error(parse_json(R"({"sigma": 1, "count": 2.5})"), "count");

@@ -73,7 +73,8 @@ GraphDef second(int seed) {
   def.add("blurred", "gaussian", {"source"}, Value(Value::Object{{"sigma", 2}}));
   def.add("source", "synthetic.blobs", {}, blobs(seed));
   def.add("dim", "threshold", {"blurred"}, Value(Value::Object{{"below", 0.3}}));
-  def.add("density", "region.density", {"dim"}, Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
+  def.add("density", "region.density", {"dim"},
+          Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
   def.outputs = {"density"};
   return def;
 }
@@ -148,19 +149,22 @@ TEST(Singleton, ConcurrentGraphsShareCellsWithACache) {
 // sharing their nodes: each cell computed once, same data for all, no hang.
 void concurrent_lazy_readers(int readers, int seed) {
   std::vector<Graph> graphs;
-  for (int i = 0; i < readers; ++i) graphs.push_back(Graph::build(first(seed), nodes::builtin_registry()));
+  for (int i = 0; i < readers; ++i)
+    graphs.push_back(Graph::build(first(seed), nodes::builtin_registry()));
   std::vector<std::thread> threads;
   std::vector<CellBuffer> results(static_cast<size_t>(readers));
   for (int i = 0; i < readers; ++i) {
     threads.emplace_back([&, i] {
-      results[static_cast<size_t>(i)] = graphs[static_cast<size_t>(i)].image("mask")->read(Box({0, 0, 0}, {48, 48, 64}));
+      results[static_cast<size_t>(i)] =
+          graphs[static_cast<size_t>(i)].image("mask")->read(Box({0, 0, 0}, {48, 48, 64}));
     });
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(graphs[0].image("raw")->stats().computed, 36);
   EXPECT_EQ(graphs[0].image("smooth")->stats().computed, 36);
   EXPECT_EQ(graphs[0].image("mask")->stats().computed, 36);
-  for (int i = 1; i < readers; ++i) EXPECT_TRUE(test::same_bytes(results[0], results[static_cast<size_t>(i)]));
+  for (int i = 1; i < readers; ++i)
+    EXPECT_TRUE(test::same_bytes(results[0], results[static_cast<size_t>(i)]));
 }
 
 TEST(Singleton, ConcurrentLazyReadersOfOneNode) {

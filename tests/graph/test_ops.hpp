@@ -8,8 +8,8 @@
 #include <fmt/format.h>
 
 #include <cstring>
-#include <stdexcept>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "cellflow/cache/cached_cell_image.hpp"
@@ -32,12 +32,23 @@ class ConstKernel final : public NodeKernel {
       for (int d = 0; d < g.rank(); ++d) lin = lin * shape[d] + g[d];
       const double v = value_ + ramp_ * static_cast<double>(lin);
       switch (out.dtype()) {
-        case DType::kF32: out.mutable_as<float>()[i] = static_cast<float>(v); break;
-        case DType::kF64: out.mutable_as<double>()[i] = v; break;
-        case DType::kU8: out.mutable_as<uint8_t>()[i] = static_cast<uint8_t>(v); break;
-        case DType::kU16: out.mutable_as<uint16_t>()[i] = static_cast<uint16_t>(v); break;
-        case DType::kI32: out.mutable_as<int32_t>()[i] = static_cast<int32_t>(v); break;
-        default: throw InvalidArgument("test.const: unsupported dtype");
+        case DType::kF32:
+          out.mutable_as<float>()[i] = static_cast<float>(v);
+          break;
+        case DType::kF64:
+          out.mutable_as<double>()[i] = v;
+          break;
+        case DType::kU8:
+          out.mutable_as<uint8_t>()[i] = static_cast<uint8_t>(v);
+          break;
+        case DType::kU16:
+          out.mutable_as<uint16_t>()[i] = static_cast<uint16_t>(v);
+          break;
+        case DType::kI32:
+          out.mutable_as<int32_t>()[i] = static_cast<int32_t>(v);
+          break;
+        default:
+          throw InvalidArgument("test.const: unsupported dtype");
       }
       ++i;
     });
@@ -83,7 +94,8 @@ class AddKernel final : public NodeKernel {
       return b.dtype() == DType::kF32 ? b.as<float>()[i] : b.as<double>()[i];
     };
     for (int64_t i = 0; i < out.num_elements(); ++i)
-      out.mutable_as<float>()[i] = static_cast<float>(get(in[0].data, i) + scale_ * get(in[1].data, i));
+      out.mutable_as<float>()[i] =
+          static_cast<float>(get(in[0].data, i) + scale_ * get(in[1].data, i));
   }
 
  private:
@@ -101,11 +113,12 @@ class AddOp final : public Op {
   int min_inputs() const override { return 2; }
   std::unique_ptr<NodeKernel> bind(const Params& p, std::span<const ImageInfo> in) const override {
     if (!(in[0].shape == in[1].shape))
-      throw InvalidArgument(fmt::format("field \"inputs\": shape mismatch: {} vs {}", in[0].shape.str(),
-                                        in[1].shape.str()));
+      throw InvalidArgument(fmt::format("field \"inputs\": shape mismatch: {} vs {}",
+                                        in[0].shape.str(), in[1].shape.str()));
     for (const auto& i : in)
       if (i.dtype != DType::kF32 && i.dtype != DType::kF64)
-        throw InvalidArgument(fmt::format("field \"inputs\": dtype {} is not f32 or f64", dtype_name(i.dtype)));
+        throw InvalidArgument(
+            fmt::format("field \"inputs\": dtype {} is not f32 or f64", dtype_name(i.dtype)));
     return std::make_unique<AddKernel>(ImageInfo{DType::kF32, in[0].shape, in[0].cell_shape},
                                        p.get_float("scale"));
   }
@@ -114,7 +127,8 @@ class AddOp final : public Op {
 class FailKernel final : public NodeKernel {
  public:
   FailKernel(ImageInfo info, Box fail_box) : NodeKernel(std::move(info)), fail_box_(fail_box) {}
-  void compute(const Box& out_box, std::span<const InputRegion> in, CellBuffer& out) const override {
+  void compute(const Box& out_box, std::span<const InputRegion> in,
+               CellBuffer& out) const override {
     if (!out_box.intersect(fail_box_).empty()) throw std::runtime_error("injected failure");
     std::memcpy(out.mutable_data(), in[0].data.data(), out.num_bytes());
   }

@@ -7,9 +7,9 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
-#include <limits>
 #include <string>
 
 #include "cellflow/cache/dtype_dispatch.hpp"
@@ -26,8 +26,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Value blobs_params(std::initializer_list<int64_t> shape, std::initializer_list<int64_t> cells, int seed,
-                   const std::string& dtype = "f32", double noise = 0.05, int count = 40) {
+Value blobs_params(std::initializer_list<int64_t> shape, std::initializer_list<int64_t> cells,
+                   int seed, const std::string& dtype = "f32", double noise = 0.05,
+                   int count = 40) {
   return Value(Value::Object{{"shape", test::ints(shape)},
                              {"cell_shape", test::ints(cells)},
                              {"dtype", dtype},
@@ -55,18 +56,19 @@ std::vector<double> as_doubles(const CellBuffer& b) {
 }
 
 std::vector<double> to_doubles(const CellBuffer& b) {
-  return dispatch_dtype(b.dtype(), [&](auto tag) { return as_doubles<typename decltype(tag)::type>(b); });
+  return dispatch_dtype(b.dtype(),
+                        [&](auto tag) { return as_doubles<typename decltype(tag)::type>(b); });
 }
 
 // ---- synthetic.blobs ---------------------------------------------------------
 
 TEST(SyntheticBlobs, SameImageWhateverTheCellShape) {
-  const std::vector<std::vector<int64_t>> cell_shapes = {{50, 70, 90}, {32, 32, 32}, {16, 40, 24}, {7, 13, 90}, {1, 70, 5}};
+  const std::vector<std::vector<int64_t>> cell_shapes = {
+      {50, 70, 90}, {32, 32, 32}, {16, 40, 24}, {7, 13, 90}, {1, 70, 5}};
   CellBuffer reference;
   for (const auto& cs : cell_shapes) {
     GraphDef def;
-    def.add("raw", "synthetic.blobs", {},
-            blobs_params({50, 70, 90}, {cs[0], cs[1], cs[2]}, 7));
+    def.add("raw", "synthetic.blobs", {}, blobs_params({50, 70, 90}, {cs[0], cs[1], cs[2]}, 7));
     const CellBuffer b = read_node(def, "raw");
     EXPECT_EQ(b.shape(), (Dims{50, 70, 90}));
     EXPECT_EQ(b.dtype(), DType::kF32);
@@ -91,25 +93,31 @@ TEST(SyntheticBlobs, SameImageWhateverTheThreadCount) {
     ro.threads = threads;
     materialize(g, {}, ro);
     std::map<std::string, std::string> files;  // the cell files (not .zarray, locks, ...)
-    for (const auto& [path, bytes] : test::snapshot(tmp / ("t" + std::to_string(threads)) / g.node("raw").hash / "0"))
+    for (const auto& [path, bytes] :
+         test::snapshot(tmp / ("t" + std::to_string(threads)) / g.node("raw").hash / "0"))
       if (fs::path(path).filename().string()[0] != '.') files[path] = bytes;
     EXPECT_EQ(files.size(), 3u * 4u * 4u);
-    if (first.empty()) first = files;
-    else EXPECT_TRUE(files == first) << threads << " threads gave other bytes";
+    if (first.empty())
+      first = files;
+    else
+      EXPECT_TRUE(files == first) << threads << " threads gave other bytes";
   }
 }
 
 TEST(SyntheticBlobs, LooksLikeFluorescenceMicroscopy) {
   GraphDef clean, noisy;
-  clean.add("raw", "synthetic.blobs", {}, blobs_params({40, 64, 64}, {16, 32, 32}, 9, "f32", 0.0, 30));
-  noisy.add("raw", "synthetic.blobs", {}, blobs_params({40, 64, 64}, {16, 32, 32}, 9, "f32", 0.05, 30));
+  clean.add("raw", "synthetic.blobs", {},
+            blobs_params({40, 64, 64}, {16, 32, 32}, 9, "f32", 0.0, 30));
+  noisy.add("raw", "synthetic.blobs", {},
+            blobs_params({40, 64, 64}, {16, 32, 32}, 9, "f32", 0.05, 30));
   const auto c = to_doubles(read_node(clean, "raw"));
   const auto n = to_doubles(read_node(noisy, "raw"));
   // Without noise: background exactly 0.1, blob centres about 1.0, nothing outside [0.1, 1].
   const auto [lo, hi] = std::minmax_element(c.begin(), c.end());
   EXPECT_NEAR(*lo, 0.1, 1e-6);
   EXPECT_NEAR(*hi, 1.0, 1e-3);
-  const auto background = std::count_if(c.begin(), c.end(), [](double v) { return std::abs(v - 0.1) < 1e-6; });
+  const auto background =
+      std::count_if(c.begin(), c.end(), [](double v) { return std::abs(v - 0.1) < 1e-6; });
   const auto bright = std::count_if(c.begin(), c.end(), [](double v) { return v > 0.9; });
   EXPECT_GT(background, static_cast<long>(c.size() / 4)) << "mostly background";
   EXPECT_GT(bright, 100) << "some bright blob interiors";
@@ -126,7 +134,8 @@ TEST(SyntheticBlobs, LooksLikeFluorescenceMicroscopy) {
   EXPECT_NEAR(sd, 0.05, 0.0025);
   // Another seed gives another image.
   GraphDef other;
-  other.add("raw", "synthetic.blobs", {}, blobs_params({40, 64, 64}, {16, 32, 32}, 10, "f32", 0.0, 30));
+  other.add("raw", "synthetic.blobs", {},
+            blobs_params({40, 64, 64}, {16, 32, 32}, 10, "f32", 0.0, 30));
   EXPECT_FALSE(read_node(other, "raw").equals(read_node(clean, "raw")));
 }
 
@@ -154,8 +163,10 @@ GraphDef gaussian_def(std::initializer_list<int64_t> cells, const Value& sigma, 
   return def;
 }
 
-::testing::AssertionResult close_relative(const CellBuffer& a, const CellBuffer& b, double rel, double floor) {
-  if (!(a.shape() == b.shape()) || a.dtype() != b.dtype()) return ::testing::AssertionFailure() << "shape/dtype differ";
+::testing::AssertionResult close_relative(const CellBuffer& a, const CellBuffer& b, double rel,
+                                          double floor) {
+  if (!(a.shape() == b.shape()) || a.dtype() != b.dtype())
+    return ::testing::AssertionFailure() << "shape/dtype differ";
   const auto x = to_doubles(a);
   const auto y = to_doubles(b);
   size_t bad = 0, first = 0;
@@ -168,9 +179,10 @@ GraphDef gaussian_def(std::initializer_list<int64_t> cells, const Value& sigma, 
     worst = std::max(worst, err);
   }
   if (bad > 0)
-    return ::testing::AssertionFailure() << bad << " of " << x.size() << " voxels differ by more than " << rel
-                                         << " relative (first at linear index " << first << ": " << x[first]
-                                         << " vs " << y[first] << "; worst " << worst << ")";
+    return ::testing::AssertionFailure()
+           << bad << " of " << x.size() << " voxels differ by more than " << rel
+           << " relative (first at linear index " << first << ": " << x[first] << " vs " << y[first]
+           << "; worst " << worst << ")";
   return ::testing::AssertionSuccess();
 }
 
@@ -179,9 +191,12 @@ TEST(Gaussian, CellWiseEqualsWholeImage) {
     SCOPED_TRACE(to_json_compact(sigma));
     const CellBuffer whole = read_node(gaussian_def({50, 70, 90}, sigma), "smooth");
     EXPECT_EQ(whole.dtype(), DType::kF32);
-    EXPECT_TRUE(close_relative(read_node(gaussian_def({32, 32, 32}, sigma), "smooth"), whole, 1e-5, 1e-2));
-    EXPECT_TRUE(close_relative(read_node(gaussian_def({16, 40, 24}, sigma), "smooth"), whole, 1e-5, 1e-2));
-    EXPECT_TRUE(close_relative(read_node(gaussian_def({9, 70, 11}, sigma), "smooth"), whole, 1e-5, 1e-2));
+    EXPECT_TRUE(
+        close_relative(read_node(gaussian_def({32, 32, 32}, sigma), "smooth"), whole, 1e-5, 1e-2));
+    EXPECT_TRUE(
+        close_relative(read_node(gaussian_def({16, 40, 24}, sigma), "smooth"), whole, 1e-5, 1e-2));
+    EXPECT_TRUE(
+        close_relative(read_node(gaussian_def({9, 70, 11}, sigma), "smooth"), whole, 1e-5, 1e-2));
   }
 }
 
@@ -190,7 +205,8 @@ TEST(Gaussian, WholeImageCellIsItkOnTheWholeImage) {
   const CellBuffer node = read_node(gaussian_def({50, 70, 90}, Value(2.0)), "smooth");
   std::vector<float> direct(static_cast<size_t>(raw.num_elements()));
   const Box all = Box::from_shape({50, 70, 90});
-  nodes::gaussian_filter_region(raw.as<float>(), all, direct.data(), all, {2.0, 2.0, 2.0}, 1e-4, 128);
+  nodes::gaussian_filter_region(raw.as<float>(), all, direct.data(), all, {2.0, 2.0, 2.0}, 1e-4,
+                                128);
   EXPECT_EQ(std::memcmp(direct.data(), node.data(), node.num_bytes()), 0);
   // And it really smooths: the variance drops.
   const auto var = [](const float* p, size_t n) {
@@ -199,14 +215,16 @@ TEST(Gaussian, WholeImageCellIsItkOnTheWholeImage) {
       s += p[i];
       s2 += static_cast<double>(p[i]) * p[i];
     }
-    return s2 / static_cast<double>(n) - (s / static_cast<double>(n)) * (s / static_cast<double>(n));
+    return s2 / static_cast<double>(n) -
+           (s / static_cast<double>(n)) * (s / static_cast<double>(n));
   };
   EXPECT_LT(var(direct.data(), direct.size()), 0.8 * var(raw.as<float>(), direct.size()));
 }
 
 TEST(Gaussian, ConstantImageStaysConstantIncludingBorders) {
   GraphDef def;
-  def.add("raw", "synthetic.blobs", {}, blobs_params({30, 40, 50}, {16, 16, 16}, 13, "f32", 0.0, 0));
+  def.add("raw", "synthetic.blobs", {},
+          blobs_params({30, 40, 50}, {16, 16, 16}, 13, "f32", 0.0, 0));
   def.add("smooth", "gaussian", {"raw"}, Value(Value::Object{{"sigma", 3.0}}));
   for (double v : to_doubles(read_node(def, "smooth"))) ASSERT_NEAR(v, 0.1, 1e-6);
 }
@@ -215,8 +233,10 @@ TEST(Gaussian, LinearRampIsPreservedInTheInterior) {
   // A symmetric normalized kernel maps a linear function to itself away from the borders.
   GraphDef def;
   def.add("ramp", "test.const", {},
-          Value(Value::Object{{"shape", test::ints({24, 30, 36})}, {"cell_shape", test::ints({8, 16, 16})},
-                              {"value", 1.0}, {"ramp", 1e-3}}));
+          Value(Value::Object{{"shape", test::ints({24, 30, 36})},
+                              {"cell_shape", test::ints({8, 16, 16})},
+                              {"value", 1.0},
+                              {"ramp", 1e-3}}));
   def.add("smooth", "gaussian", {"ramp"}, Value(Value::Object{{"sigma", 1.0}}));
   const CellBuffer in = read_node(def, "ramp");
   const CellBuffer out = read_node(def, "smooth");
@@ -253,7 +273,8 @@ TEST(Threshold, MatchesReference) {
   const std::vector<Case> cases = {
       {Value(Value::Object{{"above", 0.5}}), [](double v) { return v > 0.5; }},
       {Value(Value::Object{{"below", 0.12}}), [](double v) { return v < 0.12; }},
-      {Value(Value::Object{{"above", 0.3}, {"below", 0.7}}), [](double v) { return v > 0.3 && v < 0.7; }},
+      {Value(Value::Object{{"above", 0.3}, {"below", 0.7}}),
+       [](double v) { return v > 0.3 && v < 0.7; }},
       {Value(Value::Object{{"above", 0}}), [](double v) { return v > 0.0; }},
   };
   GraphDef base;
@@ -284,7 +305,8 @@ TEST(Threshold, IntegerInput) {
   def.add("mask", "threshold", {"raw"}, Value(Value::Object{{"above", 20000}}));
   const auto raw = to_doubles(read_node(def, "raw"));
   const CellBuffer m = read_node(def, "mask");
-  for (size_t i = 0; i < raw.size(); ++i) ASSERT_EQ(m.as<uint8_t>()[i], raw[i] > 20000 ? 1 : 0) << i;
+  for (size_t i = 0; i < raw.size(); ++i)
+    ASSERT_EQ(m.as<uint8_t>()[i], raw[i] > 20000 ? 1 : 0) << i;
 }
 
 // ---- region.density ------------------------------------------------------------
@@ -292,7 +314,8 @@ TEST(Threshold, IntegerInput) {
 template <class Get>
 std::vector<double> block_means(const Shape& shape, const std::vector<int64_t>& region, Get&& get) {
   Shape out(shape.rank());
-  for (int d = 0; d < shape.rank(); ++d) out[d] = (shape[d] + region[static_cast<size_t>(d)] - 1) / region[static_cast<size_t>(d)];
+  for (int d = 0; d < shape.rank(); ++d)
+    out[d] = (shape[d] + region[static_cast<size_t>(d)] - 1) / region[static_cast<size_t>(d)];
   std::vector<double> sums(static_cast<size_t>(out.product()), 0.0), counts(sums.size(), 0.0);
   for_each_index(Box::from_shape(shape), [&](const Dims& g) {
     int64_t o = 0, lin = 0;
@@ -311,7 +334,8 @@ TEST(RegionDensity, ForegroundFractionOfAMask) {
   GraphDef def;
   def.add("raw", "synthetic.blobs", {}, blobs_params({36, 44, 52}, {16, 16, 16}, 17));
   def.add("mask", "threshold", {"raw"}, Value(Value::Object{{"above", 0.5}}));
-  def.add("density", "region.density", {"mask"}, Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
+  def.add("density", "region.density", {"mask"},
+          Value(Value::Object{{"region", test::ints({8, 8, 8})}}));
   const CellBuffer mask = read_node(def, "mask");
   const auto reg = test::make_test_registry();
   const Graph g = Graph::build(def, *reg);
@@ -319,7 +343,8 @@ TEST(RegionDensity, ForegroundFractionOfAMask) {
   EXPECT_EQ(g.node("density").info.cell_shape, (Dims{2, 2, 2}));
   EXPECT_EQ(g.node("density").info.dtype, DType::kF32);
   const CellBuffer d = read_node(def, "density");
-  const auto ref = block_means({36, 44, 52}, {8, 8, 8}, [&](int64_t i) { return mask.as<uint8_t>()[i]; });
+  const auto ref =
+      block_means({36, 44, 52}, {8, 8, 8}, [&](int64_t i) { return mask.as<uint8_t>()[i]; });
   ASSERT_EQ(d.num_elements(), static_cast<int64_t>(ref.size()));
   double total = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
@@ -333,12 +358,15 @@ TEST(RegionDensity, MeanOfAFloatImagePerAxisRegion) {
   GraphDef def;
   def.add("raw", "synthetic.blobs", {}, blobs_params({36, 44, 52}, {16, 16, 16}, 18));
   def.add("density", "region.density", {"raw"},
-          Value(Value::Object{{"region", test::ints({4, 16, 7})}, {"cell_shape", test::ints({3, 2, 5})}}));
+          Value(Value::Object{{"region", test::ints({4, 16, 7})},
+                              {"cell_shape", test::ints({3, 2, 5})}}));
   const CellBuffer raw = read_node(def, "raw");
   const CellBuffer d = read_node(def, "density");
   EXPECT_EQ(d.shape(), (Dims{9, 3, 8}));
-  const auto ref = block_means({36, 44, 52}, {4, 16, 7}, [&](int64_t i) { return raw.as<float>()[i]; });
-  for (size_t i = 0; i < ref.size(); ++i) ASSERT_NEAR(d.as<float>()[i], ref[i], 1e-6 * std::abs(ref[i]) + 1e-7) << i;
+  const auto ref =
+      block_means({36, 44, 52}, {4, 16, 7}, [&](int64_t i) { return raw.as<float>()[i]; });
+  for (size_t i = 0; i < ref.size(); ++i)
+    ASSERT_NEAR(d.as<float>()[i], ref[i], 1e-6 * std::abs(ref[i]) + 1e-7) << i;
 }
 
 // ---- cast and rescale ------------------------------------------------------------
@@ -350,8 +378,10 @@ T reference_convert(double v) {
   } else {
     if (std::isnan(v)) return T{0};
     const double r = std::round(v);  // halves away from zero
-    if (r <= static_cast<double>(std::numeric_limits<T>::lowest())) return std::numeric_limits<T>::lowest();
-    if (r >= static_cast<double>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+    if (r <= static_cast<double>(std::numeric_limits<T>::lowest()))
+      return std::numeric_limits<T>::lowest();
+    if (r >= static_cast<double>(std::numeric_limits<T>::max()))
+      return std::numeric_limits<T>::max();
     return static_cast<T>(r);
   }
 }
@@ -361,7 +391,9 @@ GraphDef spread_def() {
   GraphDef def;
   def.add("raw", "synthetic.blobs", {}, blobs_params({24, 36, 40}, {16, 16, 16}, 19));
   def.add("spread", "rescale", {"raw"},
-          Value(Value::Object{{"dtype", "f32"}, {"in_range", test::floats({0.0, 1.0})}, {"out_range", test::floats({-300.0, 300.0})}}));
+          Value(Value::Object{{"dtype", "f32"},
+                              {"in_range", test::floats({0.0, 1.0})},
+                              {"out_range", test::floats({-300.0, 300.0})}}));
   return def;
 }
 
@@ -387,7 +419,8 @@ TEST(Cast, RoundsAndSaturatesLikeTheReference) {
           ++wrong;
         }
       }
-      EXPECT_EQ(wrong, 0) << "first at " << first << ": input " << (first >= 0 ? in[static_cast<size_t>(first)] : 0.0);
+      EXPECT_EQ(wrong, 0) << "first at " << first << ": input "
+                          << (first >= 0 ? in[static_cast<size_t>(first)] : 0.0);
     });
   }
   // Integer to integer keeps values exactly where they fit.
@@ -407,9 +440,12 @@ TEST(Cast, RoundsAndSaturatesLikeTheReference) {
 TEST(Rescale, GivenInputRangeToDefaultIntegerRange) {
   GraphDef def;
   def.add("raw", "synthetic.blobs", {}, blobs_params({24, 36, 40}, {16, 16, 16}, 20));
-  def.add("u8", "rescale", {"raw"}, Value(Value::Object{{"dtype", "u8"}, {"in_range", test::floats({0.1, 0.9})}}));
+  def.add("u8", "rescale", {"raw"},
+          Value(Value::Object{{"dtype", "u8"}, {"in_range", test::floats({0.1, 0.9})}}));
   def.add("i16", "rescale", {"raw"},
-          Value(Value::Object{{"dtype", "i16"}, {"in_range", test::floats({0.1, 0.9})}, {"out_range", test::floats({100, -100})}}));
+          Value(Value::Object{{"dtype", "i16"},
+                              {"in_range", test::floats({0.1, 0.9})},
+                              {"out_range", test::floats({100, -100})}}));
   const auto raw = to_doubles(read_node(def, "raw"));
   const CellBuffer u8 = read_node(def, "u8");
   const CellBuffer i16 = read_node(def, "i16");
@@ -420,7 +456,8 @@ TEST(Rescale, GivenInputRangeToDefaultIntegerRange) {
     // The op's formula: out_lo + (x - in_lo) * (out_hi - out_lo) / (in_hi - in_lo), clamped.
     const double y = std::clamp(0.0 + (raw[i] - 0.1) * ((255.0 - 0.0) / (0.9 - 0.1)), 0.0, 255.0);
     ASSERT_EQ(u8.as<uint8_t>()[i], reference_convert<uint8_t>(y)) << i << " input " << raw[i];
-    const double z = std::clamp(100.0 + (raw[i] - 0.1) * ((-100.0 - 100.0) / (0.9 - 0.1)), -100.0, 100.0);
+    const double z =
+        std::clamp(100.0 + (raw[i] - 0.1) * ((-100.0 - 100.0) / (0.9 - 0.1)), -100.0, 100.0);
     ASSERT_EQ(i16.as<int16_t>()[i], reference_convert<int16_t>(z)) << i << " input " << raw[i];
     saturated_low += u8.as<uint8_t>()[i] == 0;
     saturated_high += u8.as<uint8_t>()[i] == 255;
@@ -443,7 +480,9 @@ TEST(Rescale, ImageOwnRangeToUnitFloat) {
   for (size_t i = 0; i < raw.size(); ++i) {
     const double y = (raw[i] - lo) / (hi - lo);
     ASSERT_NEAR(unit.as<float>()[i], y, 1e-6) << i;
-    ASSERT_EQ(u16.as<uint16_t>()[i], reference_convert<uint16_t>(std::clamp((raw[i] - lo) * (65535.0 / (hi - lo)), 0.0, 65535.0))) << i;
+    ASSERT_EQ(u16.as<uint16_t>()[i], reference_convert<uint16_t>(std::clamp(
+                                         (raw[i] - lo) * (65535.0 / (hi - lo)), 0.0, 65535.0)))
+        << i;
     out_lo = std::min(out_lo, static_cast<double>(unit.as<float>()[i]));
     out_hi = std::max(out_hi, static_cast<double>(unit.as<float>()[i]));
   }
@@ -470,8 +509,10 @@ TEST(Ops, RejectOutOfRangeParams) {
   bad("threshold", Value::object(), "above");
   bad("region.density", Value(Value::Object{{"region", 0}}), "region");
   bad("cast", Value::object(), "dtype");
-  bad("rescale", Value(Value::Object{{"dtype", "u8"}, {"in_range", test::floats({1, 0})}}), "in_range");
-  bad("rescale", Value(Value::Object{{"dtype", "u8"}, {"in_range", test::floats({0, 1, 2})}}), "in_range");
+  bad("rescale", Value(Value::Object{{"dtype", "u8"}, {"in_range", test::floats({1, 0})}}),
+      "in_range");
+  bad("rescale", Value(Value::Object{{"dtype", "u8"}, {"in_range", test::floats({0, 1, 2})}}),
+      "in_range");
 }
 
 }  // namespace

@@ -17,7 +17,8 @@ namespace cellflow::test {
 
 /// blobs 40 x 48 x 56 (16^3 cells: a 3 x 3 x 4 grid with edge cells) ->
 /// gaussian -> threshold -> region.density, as a person writes it.
-inline std::string example_graph_json(double above = 0.5, int seed = 5, const std::string& extra_nodes = "") {
+inline std::string example_graph_json(double above = 0.5, int seed = 5,
+                                      const std::string& extra_nodes = "") {
   return R"({
   "cellflow": 1,
   "name": "cli_test",
@@ -85,7 +86,8 @@ inline CellBuffer read_whole(const Graph& g, const std::string& id) {
 }
 
 /// Path of a cell file of node `hash` under `cache`.
-inline fs::path cell_file(const fs::path& cache, const std::string& hash, std::initializer_list<int64_t> cell) {
+inline fs::path cell_file(const fs::path& cache, const std::string& hash,
+                          std::initializer_list<int64_t> cell) {
   fs::path p = cache / hash / "0";
   for (int64_t c : cell) p /= std::to_string(c);
   return p;

@@ -25,7 +25,9 @@ TEST(CliRun, SecondProcessComputesNothingAndReturnsBitIdenticalData) {
   TempDir tmp;
   const fs::path graph = write_graph(tmp, "graph.json", example_graph_json());
   const fs::path cache = tmp / "cache";
-  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json", (tmp / "s1.json").string(), "--quiet"}, tmp);
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json",
+          (tmp / "s1.json").string(), "--quiet"},
+         tmp);
   const Summary s1 = read_summary(tmp / "s1.json");
   const Graph memory = build_graph(example_graph_json(), std::nullopt);
 
@@ -54,7 +56,9 @@ TEST(CliRun, SecondProcessComputesNothingAndReturnsBitIdenticalData) {
   const auto files = snapshot(cache);
 
   // A second process on the same cache computes nothing and rewrites nothing.
-  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json", (tmp / "s2.json").string(), "--quiet"}, tmp);
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json",
+          (tmp / "s2.json").string(), "--quiet"},
+         tmp);
   const Summary s2 = read_summary(tmp / "s2.json");
   for (const auto& id : kIds) {
     EXPECT_EQ(s2.get(id, "cells_computed"), 0) << id;
@@ -79,8 +83,12 @@ TEST(CliRun, ChangingOneParamRecomputesThatNodeAndItsDescendantsOnly) {
   const fs::path cache = tmp / "cache";
   const fs::path g1 = write_graph(tmp, "g1.json", example_graph_json(0.5));
   const fs::path g2 = write_graph(tmp, "g2.json", example_graph_json(0.6));
-  run_ok({"run", g1.string(), "--cache", cache.string(), "--summary-json", (tmp / "s1.json").string(), "--quiet"}, tmp);
-  run_ok({"run", g2.string(), "--cache", cache.string(), "--summary-json", (tmp / "s2.json").string(), "--quiet"}, tmp);
+  run_ok({"run", g1.string(), "--cache", cache.string(), "--summary-json",
+          (tmp / "s1.json").string(), "--quiet"},
+         tmp);
+  run_ok({"run", g2.string(), "--cache", cache.string(), "--summary-json",
+          (tmp / "s2.json").string(), "--quiet"},
+         tmp);
   const Summary s1 = read_summary(tmp / "s1.json");
   const Summary s2 = read_summary(tmp / "s2.json");
   EXPECT_EQ(s2.get("raw", "cells_computed"), 0);
@@ -92,7 +100,9 @@ TEST(CliRun, ChangingOneParamRecomputesThatNodeAndItsDescendantsOnly) {
   EXPECT_NE(s2.str("mask", "hash"), s1.str("mask", "hash"));
   EXPECT_NE(s2.str("density", "hash"), s1.str("density", "hash"));
   // Going back to the first param computes nothing: both versions are cached.
-  run_ok({"run", g1.string(), "--cache", cache.string(), "--summary-json", (tmp / "s3.json").string(), "--quiet"}, tmp);
+  run_ok({"run", g1.string(), "--cache", cache.string(), "--summary-json",
+          (tmp / "s3.json").string(), "--quiet"},
+         tmp);
   const Summary s3 = read_summary(tmp / "s3.json");
   for (const auto& id : kIds) EXPECT_EQ(s3.get(id, "cells_computed"), 0) << id;
 }
@@ -105,7 +115,9 @@ TEST(CliRun, SummaryCountsCellsLoadedFromDisk) {
   const fs::path g1 = write_graph(tmp, "g1.json", example_graph_json(0.5));
   const fs::path g2 = write_graph(tmp, "g2.json", example_graph_json(0.6));
   run_ok({"run", g1.string(), "--cache", cache.string(), "--quiet"}, tmp);
-  run_ok({"run", g2.string(), "--cache", cache.string(), "--summary-json", (tmp / "s2.json").string(), "--quiet"}, tmp);
+  run_ok({"run", g2.string(), "--cache", cache.string(), "--summary-json",
+          (tmp / "s2.json").string(), "--quiet"},
+         tmp);
   const Summary s2 = read_summary(tmp / "s2.json");
   EXPECT_EQ(s2.get("smooth", "cells_loaded"), s2.get("smooth", "cells_total"));
   EXPECT_EQ(s2.get("raw", "cells_loaded"), 0);
@@ -114,7 +126,8 @@ TEST(CliRun, SummaryCountsCellsLoadedFromDisk) {
 TEST(CliRun, OneThreadAndAllThreadsWriteIdenticalBytes) {
   TempDir tmp;
   const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 6));
-  run_ok({"run", graph.string(), "--cache", (tmp / "c1").string(), "--threads", "1", "--quiet"}, tmp);
+  run_ok({"run", graph.string(), "--cache", (tmp / "c1").string(), "--threads", "1", "--quiet"},
+         tmp);
   run_ok({"run", graph.string(), "--cache", (tmp / "call").string(), "--quiet"}, tmp);
   const auto a = snapshot(tmp / "c1");
   const auto b = snapshot(tmp / "call");
@@ -129,8 +142,8 @@ TEST(CliRun, OneThreadAndAllThreadsWriteIdenticalBytes) {
 TEST(CliRun, OutputFlagSelectsWhatIsComputed) {
   TempDir tmp;
   const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 7));
-  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--output", "smooth", "--summary-json",
-          (tmp / "s.json").string(), "--quiet"},
+  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--output", "smooth",
+          "--summary-json", (tmp / "s.json").string(), "--quiet"},
          tmp);
   const Summary s = read_summary(tmp / "s.json");
   EXPECT_EQ(s.nodes.size(), 4u) << "every node of the graph is listed";
@@ -140,8 +153,8 @@ TEST(CliRun, OutputFlagSelectsWhatIsComputed) {
   EXPECT_EQ(s.get("density", "cells_computed"), 0);
   EXPECT_FALSE(fs::exists(tmp / "cache" / s.str("mask", "hash") / ".cellflow-complete"));
   // Two --output flags.
-  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--output", "mask", "--output", "density",
-          "--summary-json", (tmp / "s2.json").string(), "--quiet"},
+  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--output", "mask",
+          "--output", "density", "--summary-json", (tmp / "s2.json").string(), "--quiet"},
          tmp);
   const Summary s2 = read_summary(tmp / "s2.json");
   EXPECT_EQ(s2.get("smooth", "cells_computed"), 0);
@@ -152,21 +165,24 @@ TEST(CliRun, OutputFlagSelectsWhatIsComputed) {
 TEST(CliRun, SmallMemoryBudgetStillComputesEachCellOnce) {
   TempDir tmp;
   const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 8));
-  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--memory", "128K", "--threads", "2",
-          "--summary-json", (tmp / "s.json").string(), "--quiet"},
+  run_ok({"run", graph.string(), "--cache", (tmp / "cache").string(), "--memory", "128K",
+          "--threads", "2", "--summary-json", (tmp / "s.json").string(), "--quiet"},
          tmp);
   const Summary s = read_summary(tmp / "s.json");
-  for (const auto& id : kIds) EXPECT_EQ(s.get(id, "cells_computed"), s.get(id, "cells_total")) << id;
+  for (const auto& id : kIds)
+    EXPECT_EQ(s.get(id, "cells_computed"), s.get(id, "cells_total")) << id;
   const Graph memory = build_graph(example_graph_json(0.5, 8), std::nullopt);
   const Graph cached = build_graph(example_graph_json(0.5, 8), tmp / "cache");
-  for (const auto& id : kIds) EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id))) << id;
+  for (const auto& id : kIds)
+    EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id))) << id;
 }
 
 TEST(CliRun, CacheFromEnvironmentVariable) {
   TempDir tmp;
   const fs::path graph = write_graph(tmp, "graph.json", example_graph_json(0.5, 9));
-  const CommandResult r = run_command(
-      {"env", "CELLFLOW_CACHE=" + (tmp / "envcache").string(), CELLFLOW_CLI, "run", graph.string(), "--quiet"}, tmp.path());
+  const CommandResult r = run_command({"env", "CELLFLOW_CACHE=" + (tmp / "envcache").string(),
+                                       CELLFLOW_CLI, "run", graph.string(), "--quiet"},
+                                      tmp.path());
   EXPECT_EQ(r.exit_code, 0) << describe(r);
   EXPECT_TRUE(fs::exists(tmp / "envcache" / "cellflow-cache.json"));
 }
@@ -189,7 +205,9 @@ TEST(CliRun, ResumesAPartiallyComputedNode) {
   ASSERT_EQ(mask_done, 8);
   ASSERT_EQ(smooth_done, 8);
   ASSERT_EQ(raw_done, 27);
-  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json", (tmp / "s.json").string(), "--quiet"}, tmp);
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json",
+          (tmp / "s.json").string(), "--quiet"},
+         tmp);
   const Summary s = read_summary(tmp / "s.json");
   EXPECT_EQ(s.get("raw", "cells_computed"), 36 - raw_done);
   EXPECT_EQ(s.get("smooth", "cells_computed"), 36 - smooth_done);
@@ -197,7 +215,8 @@ TEST(CliRun, ResumesAPartiallyComputedNode) {
   EXPECT_EQ(s.get("density", "cells_computed"), s.get("density", "cells_total"));
   const Graph memory = build_graph(json, std::nullopt);
   const Graph cached = build_graph(json, cache);
-  for (const auto& id : kIds) EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id))) << id;
+  for (const auto& id : kIds)
+    EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id))) << id;
 }
 
 TEST(CliConcurrency, TwoProcessesOnOneCache) {
@@ -207,9 +226,10 @@ TEST(CliConcurrency, TwoProcessesOnOneCache) {
   const fs::path cache = tmp / "cache";
   std::string script;
   for (int i = 1; i <= 2; ++i) {
-    script += "( " + shell_quote(CELLFLOW_CLI) + " run " + shell_quote(graph.string()) + " --cache " +
-              shell_quote(cache.string()) + " --quiet --summary-json " + shell_quote((tmp / ("s" + std::to_string(i) + ".json")).string()) +
-              " 2>" + shell_quote((tmp / ("err" + std::to_string(i))).string()) + "; echo $? > " +
+    script += "( " + shell_quote(CELLFLOW_CLI) + " run " + shell_quote(graph.string()) +
+              " --cache " + shell_quote(cache.string()) + " --quiet --summary-json " +
+              shell_quote((tmp / ("s" + std::to_string(i) + ".json")).string()) + " 2>" +
+              shell_quote((tmp / ("err" + std::to_string(i))).string()) + "; echo $? > " +
               shell_quote((tmp / ("rc" + std::to_string(i))).string()) + " ) & ";
   }
   script += "wait";
@@ -217,10 +237,12 @@ TEST(CliConcurrency, TwoProcessesOnOneCache) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   for (int i = 1; i <= 2; ++i) {
     const std::string n = std::to_string(i);
-    EXPECT_EQ(read_all(tmp / ("rc" + n)), "0\n") << "process " << n << ": " << read_all(tmp / ("err" + n));
+    EXPECT_EQ(read_all(tmp / ("rc" + n)), "0\n")
+        << "process " << n << ": " << read_all(tmp / ("err" + n));
   }
   // No temporary file left behind, every node complete, every cell intact.
-  for (const auto& [path, bytes] : snapshot(cache)) EXPECT_EQ(path.find(".tmp"), std::string::npos) << path;
+  for (const auto& [path, bytes] : snapshot(cache))
+    EXPECT_EQ(path.find(".tmp"), std::string::npos) << path;
   const Summary s1 = read_summary(tmp / "s1.json");
   const Summary s2 = read_summary(tmp / "s2.json");
   const Graph memory = build_graph(json, std::nullopt);
@@ -228,7 +250,8 @@ TEST(CliConcurrency, TwoProcessesOnOneCache) {
   for (const auto& id : kIds) {
     SCOPED_TRACE(id);
     EXPECT_TRUE(fs::exists(cache / memory.node(id).hash / ".cellflow-complete"));
-    EXPECT_GE(s1.get(id, "cells_computed") + s2.get(id, "cells_computed"), s1.get(id, "cells_total"));
+    EXPECT_GE(s1.get(id, "cells_computed") + s2.get(id, "cells_computed"),
+              s1.get(id, "cells_total"));
     EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id)));
     EXPECT_EQ(cached.image(id)->stats().corrupt, 0);
     EXPECT_EQ(cached.image(id)->stats().computed, 0);
@@ -248,12 +271,14 @@ TEST(CliCorruption, TruncatedAndDeletedCellsAreRecomputedWhenRead) {
   fs::remove(deleted);
 
   // `export` reads the whole node: the damage is found, recomputed, never returned.
-  const CommandResult r = run_cli({"export", graph.string(), "smooth", "--to", (tmp / "smooth.mha").string(), "--cache",
-                                   cache.string()},
+  const CommandResult r = run_cli({"export", graph.string(), "smooth", "--to",
+                                   (tmp / "smooth.mha").string(), "--cache", cache.string()},
                                   tmp.path());
   EXPECT_EQ(r.exit_code, 0) << describe(r);
-  EXPECT_NE(r.err.find("1/1/2"), std::string::npos) << "the damaged cell is reported: " << describe(r);
-  EXPECT_NO_THROW(ZarrArray::open(truncated.parent_path().parent_path().parent_path())->read({1, 1, 2}));
+  EXPECT_NE(r.err.find("1/1/2"), std::string::npos)
+      << "the damaged cell is reported: " << describe(r);
+  EXPECT_NO_THROW(
+      ZarrArray::open(truncated.parent_path().parent_path().parent_path())->read({1, 1, 2}));
   // The exported data equal the original (MetaImage keeps f32 as it is, x fastest = C order).
   const std::string mha = read_all(tmp / "smooth.mha");
   const std::string marker = "ElementDataFile = LOCAL\n";
@@ -284,8 +309,11 @@ TEST(CliCorruption, NextRunRestoresADeletedCell) {
   const fs::path deleted = cell_file(cache, memory.node("density").hash, {1, 1, 1});
   ASSERT_TRUE(fs::exists(deleted));
   fs::remove(deleted);
-  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json", (tmp / "s.json").string(), "--quiet"}, tmp);
-  EXPECT_TRUE(fs::exists(deleted)) << "the run claimed success but left a cell of its output missing";
+  run_ok({"run", graph.string(), "--cache", cache.string(), "--summary-json",
+          (tmp / "s.json").string(), "--quiet"},
+         tmp);
+  EXPECT_TRUE(fs::exists(deleted))
+      << "the run claimed success but left a cell of its output missing";
   EXPECT_EQ(read_summary(tmp / "s.json").get("density", "cells_computed"), 1);
 }
 
@@ -314,7 +342,8 @@ TEST(CliOps, ListsEveryOpWithParams) {
   ASSERT_NE(ops, nullptr) << j.out;
   std::map<std::string, Value> by_name;
   for (const auto& op : ops->as_array()) by_name[op.find("name")->as_string()] = op;
-  for (const char* name : {"synthetic.blobs", "gaussian", "threshold", "region.density", "cast", "rescale"}) {
+  for (const char* name :
+       {"synthetic.blobs", "gaussian", "threshold", "region.density", "cast", "rescale"}) {
     ASSERT_TRUE(by_name.count(name)) << name;
     EXPECT_GE(by_name[name].find("version")->as_int(), 1);
     EXPECT_FALSE(by_name[name].find("doc")->as_string().empty());
@@ -329,14 +358,19 @@ TEST(CliOps, ListsEveryOpWithParams) {
   }
   EXPECT_TRUE(has_sigma);
   const CommandResult t = run_ok({"ops"}, tmp);
-  for (const char* name : {"synthetic.blobs", "gaussian", "threshold", "region.density", "cast", "rescale"})
+  for (const char* name :
+       {"synthetic.blobs", "gaussian", "threshold", "region.density", "cast", "rescale"})
     EXPECT_NE(t.out.find(name), std::string::npos) << name;
 }
 
 TEST(CliHelp, HelpEverywhereAndUsageErrors) {
   TempDir tmp;
-  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"--help"}, {"run", "--help"}, {"ops", "--help"}, {"graph", "--help"}, {"export", "--help"}}) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"--help"},
+                                             {"run", "--help"},
+                                             {"ops", "--help"},
+                                             {"graph", "--help"},
+                                             {"export", "--help"}}) {
     const CommandResult r = run_cli(args, tmp.path());
     EXPECT_EQ(r.exit_code, 0) << args[0] << describe(r);
     EXPECT_FALSE(r.out.empty());
@@ -354,19 +388,22 @@ TEST(CliExport, WritesEveryFormat) {
   const fs::path cache = tmp / "cache";
   for (const char* file : {"d.png", "d.tif", "d.nrrd", "d.mha", "m.png"}) {
     const std::string node = file[0] == 'd' ? "density" : "mask";
-    const CommandResult r = run_cli({"export", graph.string(), node, "--to", (tmp / file).string(), "--cache", cache.string()},
-                                    tmp.path());
+    const CommandResult r = run_cli(
+        {"export", graph.string(), node, "--to", (tmp / file).string(), "--cache", cache.string()},
+        tmp.path());
     EXPECT_EQ(r.exit_code, 0) << file << describe(r);
     ASSERT_TRUE(fs::exists(tmp / file)) << file;
     EXPECT_GT(fs::file_size(tmp / file), 20u) << file;
   }
   const std::string png = read_all(tmp / "d.png");
   EXPECT_EQ(png.substr(1, 3), "PNG");
-  EXPECT_EQ(run_cli({"export", graph.string(), "density", "--to", (tmp / "d.xyz").string(), "--cache", cache.string()},
+  EXPECT_EQ(run_cli({"export", graph.string(), "density", "--to", (tmp / "d.xyz").string(),
+                     "--cache", cache.string()},
                     tmp.path())
                 .exit_code,
             2);
-  EXPECT_EQ(run_cli({"export", graph.string(), "nope", "--to", (tmp / "n.png").string(), "--cache", cache.string()},
+  EXPECT_EQ(run_cli({"export", graph.string(), "nope", "--to", (tmp / "n.png").string(), "--cache",
+                     cache.string()},
                     tmp.path())
                 .exit_code,
             2);

@@ -22,24 +22,25 @@ TEST(ZarrPython, EveryNodeReadsBackIdentically) {
   TempDir tmp;
   ASSERT_TRUE(python_has_zarr(tmp)) << CELLFLOW_PYTHON << " cannot import zarr and numpy";
   // The example pipeline plus the conversion ops, so that several dtypes appear.
-  const std::string json = example_graph_json(
-      0.5, 30,
-      R"(,
+  const std::string json = example_graph_json(0.5, 30,
+                                              R"(,
     {"id": "scaled", "op": "rescale", "inputs": ["smooth"], "params": {"dtype": "u16"}},
     {"id": "signed", "op": "cast", "inputs": ["scaled"], "params": {"dtype": "i32"}},
     {"id": "wide", "op": "cast", "inputs": ["mask"], "params": {"dtype": "f64"}})");
   const fs::path graph = write_graph(tmp, "graph.json", json);
   const fs::path cache = tmp / "cache";
-  const CommandResult run = run_cli({"run", graph.string(), "--cache", cache.string(), "--quiet", "--output", "density",
-                                     "--output", "signed", "--output", "wide"},
-                                    tmp.path());
+  const CommandResult run =
+      run_cli({"run", graph.string(), "--cache", cache.string(), "--quiet", "--output", "density",
+               "--output", "signed", "--output", "wide"},
+              tmp.path());
   ASSERT_EQ(run.exit_code, 0) << describe(run);
 
   const Graph g = build_graph(json, cache);
   Value::Array nodes;
   for (const GraphNode& n : g.nodes()) {
     const CellBuffer data = read_whole(g, n.def.id);
-    EXPECT_EQ(g.image(n.def.id)->stats().computed, 0) << n.def.id << ": the CLI computed everything";
+    EXPECT_EQ(g.image(n.def.id)->stats().computed, 0)
+        << n.def.id << ": the CLI computed everything";
     const fs::path raw = tmp / (n.def.id + ".raw");
     write_all(raw, std::string(reinterpret_cast<const char*>(data.data()), data.num_bytes()));
     nodes.push_back(Value(Value::Object{
@@ -54,8 +55,11 @@ TEST(ZarrPython, EveryNodeReadsBackIdentically) {
   }
   ASSERT_EQ(nodes.size(), 7u);
   const fs::path manifest = tmp / "manifest.json";
-  write_all(manifest, to_json(Value(Value::Object{{"cache", cache.string()}, {"nodes", Value(std::move(nodes))}})));
-  const CommandResult check = run_command({CELLFLOW_PYTHON, kScript, manifest.string()}, tmp.path());
+  write_all(
+      manifest,
+      to_json(Value(Value::Object{{"cache", cache.string()}, {"nodes", Value(std::move(nodes))}})));
+  const CommandResult check =
+      run_command({CELLFLOW_PYTHON, kScript, manifest.string()}, tmp.path());
   EXPECT_EQ(check.exit_code, 0) << describe(check);
   EXPECT_NE(check.out.find("OK 7 nodes"), std::string::npos) << describe(check);
 }
@@ -68,12 +72,16 @@ TEST(ZarrPython, ChunkWrittenByZarrPythonIsRejectedNotMisread) {
   const std::string json = example_graph_json(0.5, 31);
   const fs::path graph = write_graph(tmp, "graph.json", json);
   const fs::path cache = tmp / "cache";
-  ASSERT_EQ(run_cli({"run", graph.string(), "--cache", cache.string(), "--quiet"}, tmp.path()).exit_code, 0);
+  ASSERT_EQ(
+      run_cli({"run", graph.string(), "--cache", cache.string(), "--quiet"}, tmp.path()).exit_code,
+      0);
   const Graph memory = build_graph(json, std::nullopt);
   const std::string hash = memory.node("smooth").hash;
   const std::string script =
       "import zarr, numpy as np\n"
-      "a = zarr.open('" + (cache / hash / "0").string() + "', mode='r+')\n"
+      "a = zarr.open('" +
+      (cache / hash / "0").string() +
+      "', mode='r+')\n"
       "a[0:16, 0:16, 0:16] = np.full((16, 16, 16), 7.0, dtype='<f4')\n";
   const CommandResult w = run_command({CELLFLOW_PYTHON, "-c", script}, tmp.path());
   ASSERT_EQ(w.exit_code, 0) << describe(w);

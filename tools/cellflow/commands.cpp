@@ -314,7 +314,8 @@ int graph_command(const GraphArgs& args) {
     return graph_from_cache_command(*args.from_cache, p);
   }
   if (args.out) throw UsageError("graph: --out goes with --from-cache");
-  if (args.graph_path.empty()) throw UsageError("graph: give the GRAPH file (or --from-cache DIR HASH)");
+  if (args.graph_path.empty())
+    throw UsageError("graph: give the GRAPH file (or --from-cache DIR HASH)");
   if (args.dot == args.hashes) throw UsageError("graph: give exactly one of --dot or --hashes");
   if (args.cache && !args.dot) throw UsageError("graph: --cache goes with --dot");
   // Hashes do not depend on where the cache lives: build memory-only.
@@ -340,13 +341,16 @@ int export_command(const ExportArgs& args) {
   const bool table = graph.nodes()[node].info.kind == OutputKind::kTable;
   const bool csv = fs::path(args.to).extension() == ".csv";
   if (table && !csv)
-    throw UsageError(fmt::format("export: node \"{}\" is a table: export it to a .csv file (got \"{}\")",
-                                 args.node_id, args.to));
+    throw UsageError(
+        fmt::format("export: node \"{}\" is a table: export it to a .csv file (got \"{}\")",
+                    args.node_id, args.to));
   if (!table && csv)
-    throw UsageError(fmt::format("export: node \"{}\" is an image: .csv is for table nodes (got \"{}\")",
-                                 args.node_id, args.to));
+    throw UsageError(
+        fmt::format("export: node \"{}\" is an image: .csv is for table nodes (got \"{}\")",
+                    args.node_id, args.to));
   if (args.levels != 1 && !nodes::is_ome_zarr_path(args.to))
-    throw UsageError(fmt::format("export: --levels needs an .ome.zarr output (got \"{}\")", args.to));
+    throw UsageError(
+        fmt::format("export: --levels needs an .ome.zarr output (got \"{}\")", args.to));
 
   compute(graph, {node}, c, /*quiet=*/false);
   const fs::path to(args.to);

@@ -55,7 +55,7 @@ struct ExportArgs {
   std::string node_id;
   std::string to;
   int upscale = 1;
-  int levels = 1;                  // .ome.zarr pyramid levels
+  int levels = 1;                   // .ome.zarr pyramid levels
   std::string downsample = "auto";  // .ome.zarr: auto, mean, mode or max
 };
 

@@ -80,8 +80,9 @@ int cli_main(int argc, char** argv) {
                    "--isolate the worker is killed")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  run_cmd->add_flag("--mpi", run.policy.mpi,
-                    "Run collectively over MPI ranks sharing the cache (automatic under mpirun/srun)");
+  run_cmd->add_flag(
+      "--mpi", run.policy.mpi,
+      "Run collectively over MPI ranks sharing the cache (automatic under mpirun/srun)");
   run_cmd->add_flag("--isolate", run.policy.isolate,
                     "Compute each cell in a worker process: a crashing or hung op costs only its "
                     "worker, and the cell is retried or reported");
@@ -169,13 +170,16 @@ int cli_main(int argc, char** argv) {
   export_cmd->add_option("--upscale", exp.upscale, "Repeat each pixel NxN times (PNG)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  export_cmd->add_option("--levels", exp.levels, "Pyramid levels of an .ome.zarr export (2x downsampling)")
+  export_cmd
+      ->add_option("--levels", exp.levels,
+                   "Pyramid levels of an .ome.zarr export (2x downsampling)")
       ->check(CLI::Range(1, 32))
       ->capture_default_str();
   export_cmd
-      ->add_option("--downsample", exp.downsample,
-                   "How .ome.zarr levels are made: auto (mean for floats and 8/16-bit integers, mode "
-                   "for 32/64-bit integer labels), mean, mode or max")
+      ->add_option(
+          "--downsample", exp.downsample,
+          "How .ome.zarr levels are made: auto (mean for floats and 8/16-bit integers, mode "
+          "for 32/64-bit integer labels), mean, mode or max")
       ->check(CLI::IsMember({"auto", "mean", "mode", "max"}))
       ->capture_default_str();
 
@@ -187,7 +191,8 @@ int cli_main(int argc, char** argv) {
   cache_show->add_option("HASH", prov.hash, "The node's hash (or a memo entry's key)")->required();
   cache_show->add_flag("--tree", prov.tree, "Show the inputs' inputs, up to the sources");
   CLI::App* replay_cmd = app.add_subcommand(
-      "replay", "Complete a cached node (only its missing cells) from the cache's stored definitions");
+      "replay",
+      "Complete a cached node (only its missing cells) from the cache's stored definitions");
   replay_cmd->add_option("HASH", prov.hash, "The node's hash")->required();
   replay_cmd->add_option("--cache", prov.cache,
                          "Cache directory (default: $CELLFLOW_CACHE, else ./cellflow-cache)");
