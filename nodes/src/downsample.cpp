@@ -59,14 +59,7 @@ class DownsampleKernel final : public NodeKernel {
 
   Box input_region(size_t /*input*/, const Box& out_box,
                    const ImageInfo& /*input_info*/) const override {
-    const int r = out_box.rank();
-    Dims begin(r);
-    Dims end(r);
-    for (int d = 0; d < r; ++d) {
-      begin[d] = out_box.begin()[d] * factors_[d];
-      end[d] = std::min(out_box.end()[d] * factors_[d], input_shape_[d]);
-    }
-    return Box(begin, end);
+    return detail::block_input_region(out_box, factors_, input_shape_);
   }
 
   void compute(const Box& out_box, std::span<const InputRegion> inputs,

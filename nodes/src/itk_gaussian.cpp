@@ -21,6 +21,7 @@
 #include "itkImage.h"
 #include "itkMultiThreaderBase.h"
 #include "itkThreadPool.h"
+#include "itk_wrap.hpp"
 #pragma GCC diagnostic pop
 
 namespace cellflow::nodes {
@@ -40,32 +41,12 @@ constexpr unsigned kUnlimitedWidth = 1u << 16;
 std::mutex g_threads_mu;  // serializes callers that change the global thread count
 
 template <unsigned D>
-itk::ImageRegion<D> to_itk_region(const Box& box) {
-  // ITK's axis 0 is the fastest-varying one, cellflow's last: reverse.
-  itk::ImageRegion<D> region;
-  for (unsigned i = 0; i < D; ++i) {
-    const int a = static_cast<int>(D - 1 - i);
-    region.SetIndex(i, box.begin()[a]);
-    region.SetSize(i, static_cast<itk::SizeValueType>(box.end()[a] - box.begin()[a]));
-  }
-  return region;
-}
-
-template <unsigned D>
 void run_filter(const float* in, const Box& in_box, float* out, const Box& out_box,
                 const std::vector<double>& sigma, double max_error, int max_width, int work_units) {
   using Image = itk::Image<float, D>;
   using Filter = itk::DiscreteGaussianImageFilter<Image, Image>;
 
-  auto image = Image::New();
-  image->SetRegions(to_itk_region<D>(in_box));
-  auto container = Image::PixelContainer::New();
-  // ITK never writes to a filter's input; the buffer stays ours (no copy, no free).
-  container->SetImportPointer(
-      const_cast<float*>(in),
-      static_cast<typename Image::PixelContainer::ElementIdentifier>(in_box.volume()),
-      /*LetContainerManageMemory=*/false);
-  image->SetPixelContainer(container);
+  auto image = detail::wrap_buffer<float, D>(in, in_box);
 
   auto filter = Filter::New();
   filter->SetInput(image);
@@ -83,7 +64,7 @@ void run_filter(const float* in, const Box& in_box, float* out, const Box& out_b
   filter->SetNumberOfWorkUnits(static_cast<itk::ThreadIdType>(work_units));
   // Only out_box is requested, so each separable pass computes only what the
   // next pass needs.
-  filter->GetOutput()->SetRequestedRegion(to_itk_region<D>(out_box));
+  filter->GetOutput()->SetRequestedRegion(detail::to_itk_region<D>(out_box));
   filter->Update();
 
   const Image* result = filter->GetOutput();

@@ -12,23 +12,12 @@
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "itkImage.h"
 #include "itkMedianImageFilter.h"
+#include "itk_wrap.hpp"
 #include "neighborhood.hpp"
 #include "ops.hpp"
 
 namespace cellflow::nodes {
 namespace {
-
-template <unsigned D>
-itk::ImageRegion<D> to_itk_region(const Box& box) {
-  // ITK's axis 0 is the fastest-varying one, cellflow's last: reverse.
-  itk::ImageRegion<D> region;
-  for (unsigned i = 0; i < D; ++i) {
-    const int a = static_cast<int>(D - 1 - i);
-    region.SetIndex(i, box.begin()[a]);
-    region.SetSize(i, static_cast<itk::SizeValueType>(box.end()[a] - box.begin()[a]));
-  }
-  return region;
-}
 
 template <class T, unsigned D>
 void itk_median(const T* in, const Box& in_box, T* out, const Box& out_box,
@@ -36,15 +25,7 @@ void itk_median(const T* in, const Box& in_box, T* out, const Box& out_box,
   using Image = itk::Image<T, D>;
   using Filter = itk::MedianImageFilter<Image, Image>;
 
-  auto image = Image::New();
-  image->SetRegions(to_itk_region<D>(in_box));
-  auto container = Image::PixelContainer::New();
-  // ITK never writes to a filter's input; the buffer stays ours (no copy, no free).
-  container->SetImportPointer(
-      const_cast<T*>(in),
-      static_cast<typename Image::PixelContainer::ElementIdentifier>(in_box.volume()),
-      /*LetContainerManageMemory=*/false);
-  image->SetPixelContainer(container);
+  auto image = detail::wrap_buffer<T, D>(in, in_box);
 
   auto filter = Filter::New();
   filter->SetInput(image);
@@ -53,7 +34,7 @@ void itk_median(const T* in, const Box& in_box, T* out, const Box& out_box,
   filter->SetRadius(r);
   // cellflow parallelizes across cells: one work unit runs in the calling thread.
   filter->SetNumberOfWorkUnits(1);
-  filter->GetOutput()->SetRequestedRegion(to_itk_region<D>(out_box));
+  filter->GetOutput()->SetRequestedRegion(detail::to_itk_region<D>(out_box));
   filter->Update();
 
   const Image* result = filter->GetOutput();

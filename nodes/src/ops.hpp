@@ -2,10 +2,12 @@
 // each) and small helpers their kernels share.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "cellflow/cache/box.hpp"
 #include "cellflow/cache/error.hpp"
@@ -65,6 +67,34 @@ void for_each_row(const Shape& shape, Fn&& fn) {
     fn(row, offset);
     offset += row_len;
   });
+}
+
+/// The input voxels behind `out_box` of an op whose output voxel i covers
+/// input block [i*block, (i+1)*block) per axis (region.density, region.count,
+/// downsample), clipped to the input's shape.
+inline Box block_input_region(const Box& out_box, const Dims& block, const Shape& input_shape) {
+  const int r = out_box.rank();
+  Dims begin(r);
+  Dims end(r);
+  for (int d = 0; d < r; ++d) {
+    begin[d] = out_box.begin()[d] * block[d];
+    end[d] = std::min(out_box.end()[d] * block[d], input_shape[d]);
+  }
+  return Box(begin, end);
+}
+
+/// Per axis, for each input position of `in_box`: the output position (relative
+/// to `out_box`) of the block it falls in.
+inline std::vector<std::vector<int64_t>> block_positions(const Box& in_box, const Box& out_box,
+                                                         const Dims& block) {
+  std::vector<std::vector<int64_t>> to_out(static_cast<size_t>(in_box.rank()));
+  for (int d = 0; d < in_box.rank(); ++d) {
+    auto& m = to_out[static_cast<size_t>(d)];
+    m.resize(static_cast<size_t>(in_box.end()[d] - in_box.begin()[d]));
+    for (size_t i = 0; i < m.size(); ++i)
+      m[i] = (in_box.begin()[d] + static_cast<int64_t>(i)) / block[d] - out_box.begin()[d];
+  }
+  return to_out;
 }
 
 /// Linear position of `index` (relative to the box) in a C-contiguous box of `shape`.

@@ -27,14 +27,7 @@ class RegionCountKernel final : public NodeKernel {
 
   Box input_region(size_t /*input*/, const Box& out_box,
                    const ImageInfo& /*input_info*/) const override {
-    const int r = out_box.rank();
-    Dims begin(r);
-    Dims end(r);
-    for (int d = 0; d < r; ++d) {
-      begin[d] = out_box.begin()[d] * region_[d];
-      end[d] = std::min(out_box.end()[d] * region_[d], input_shape_[d]);
-    }
-    return Box(begin, end);
+    return detail::block_input_region(out_box, region_, input_shape_);
   }
 
   void compute(const Box& out_box, std::span<const InputRegion> inputs,
@@ -45,14 +38,7 @@ class RegionCountKernel final : public NodeKernel {
     const Shape in_shape = in.box.shape();
 
     // Per axis: input position -> output position within this cell.
-    std::vector<std::vector<int64_t>> to_out(static_cast<size_t>(r));
-    for (int d = 0; d < r; ++d) {
-      auto& m = to_out[static_cast<size_t>(d)];
-      m.resize(static_cast<size_t>(in_shape[d]));
-      for (int64_t i = 0; i < in_shape[d]; ++i) {
-        m[static_cast<size_t>(i)] = (in.box.begin()[d] + i) / region_[d] - out_box.begin()[d];
-      }
-    }
+    const auto to_out = detail::block_positions(in.box, out_box, region_);
 
     uint32_t* dst = out.mutable_as<uint32_t>();
     const auto& last_map = to_out[static_cast<size_t>(r - 1)];

@@ -19,14 +19,7 @@ class RegionDensityKernel final : public NodeKernel {
 
   Box input_region(size_t /*input*/, const Box& out_box,
                    const ImageInfo& /*input_info*/) const override {
-    const int r = out_box.rank();
-    Dims begin(r);
-    Dims end(r);
-    for (int d = 0; d < r; ++d) {
-      begin[d] = out_box.begin()[d] * region_[d];
-      end[d] = std::min(out_box.end()[d] * region_[d], input_shape_[d]);
-    }
-    return Box(begin, end);
+    return detail::block_input_region(out_box, region_, input_shape_);
   }
 
   void compute(const Box& out_box, std::span<const InputRegion> inputs,
@@ -38,14 +31,9 @@ class RegionDensityKernel final : public NodeKernel {
 
     // Per axis: input position -> output position within this cell, and the
     // number of input voxels each output position covers.
-    std::vector<std::vector<int64_t>> to_out(static_cast<size_t>(r));
+    const auto to_out = detail::block_positions(in.box, out_box, region_);
     std::vector<std::vector<int64_t>> count(static_cast<size_t>(r));
     for (int d = 0; d < r; ++d) {
-      auto& m = to_out[static_cast<size_t>(d)];
-      m.resize(static_cast<size_t>(in_shape[d]));
-      for (int64_t i = 0; i < in_shape[d]; ++i) {
-        m[static_cast<size_t>(i)] = (in.box.begin()[d] + i) / region_[d] - out_box.begin()[d];
-      }
       auto& c = count[static_cast<size_t>(d)];
       c.resize(static_cast<size_t>(out_shape[d]));
       for (int64_t o = 0; o < out_shape[d]; ++o) {
