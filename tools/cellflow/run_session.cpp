@@ -44,10 +44,15 @@ class EventLog {
   EventLog(const EventLog&) = delete;
   EventLog& operator=(const EventLog&) = delete;
 
-  void write(const Value& event) {
-    const std::string line = to_json_compact(event) + "\n";
+  // Stamps the event's time under the lock, so the file is in time order even
+  // when threads race to log.
+  void write(Value event) {
     std::lock_guard lock(mu_);
     if (failed_) return;
+    event.set(
+        "time",
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+    const std::string line = to_json_compact(event) + "\n";
     const char* p = line.data();
     size_t left = line.size();
     while (left > 0) {
