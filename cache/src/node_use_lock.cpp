@@ -47,15 +47,18 @@ NodeUseLock NodeUseLock::acquire(const fs::path& root, const std::string& hash) 
   const fs::path file = dir / kNodeUseFile;
   // A maintenance process may rename the folder away between our open and our
   // lock; then we start over on a fresh folder. Bounded, in case of a pathological peer.
-  for (int attempt = 0; attempt < 1000; ++attempt) {
+  for (int attempt = 0; attempt < 100000; ++attempt) {
     int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0 && errno == ENOENT) {
+      // No folder (never created, or just renamed away): create it and start over.
       std::error_code ec;
       fs::create_directories(dir, ec);
       fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0 && errno == ENOENT) continue;
     }
     // A read-only cache: a read lock needs only read access.
     if (fd < 0) fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) continue;
     if (fd < 0) return {};
     if (set_lock(fd, F_RDLCK, /*wait=*/true) != 0) {
       ::close(fd);

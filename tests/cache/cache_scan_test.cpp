@@ -406,6 +406,15 @@ TEST(NodeUseLock, AUserWaitingOnARemovalStartsOverOnAFreshFolder) {
   std::thread remover([&] {
     while (!stop) remove_node_folder(f.root, kImage);
   });
+  // A failed ASSERT returns early: stop and join the remover on every path.
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::thread& thread;
+    ~Joiner() {
+      stop = true;
+      thread.join();
+    }
+  } joiner{stop, remover};
   for (int i = 0; i < 300; ++i) {
     NodeUseLock use = NodeUseLock::acquire(f.root, kImage);
     ASSERT_TRUE(use.held());
@@ -413,8 +422,6 @@ TEST(NodeUseLock, AUserWaitingOnARemovalStartsOverOnAFreshFolder) {
     ASSERT_TRUE(fs::exists(f.root / kImage / kNodeUseFile)) << "iteration " << i;
     ASSERT_FALSE(remove_node_folder(f.root, kImage));
   }
-  stop = true;
-  remover.join();
 }
 
 }  // namespace
