@@ -145,6 +145,10 @@ class Parser {
     return false;
   }
 
+  static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+  bool at(char c) const { return pos_ < s_.size() && s_[pos_] == c; }
+
   Value parse_value(int depth) {
     if (depth > 200) fail("nesting too deep");
     if (pos_ >= s_.size()) fail("unexpected end of input");
@@ -152,7 +156,8 @@ class Parser {
     if (c == '{') return parse_object(depth);
     if (c == '[') return parse_array(depth);
     if (c == '"') return Value(parse_string());
-    if (c == '-' || (c >= '0' && c <= '9')) return parse_number();
+    if (c == '-' || is_digit(c)) return parse_number();
+    if (c == '+' || c == '.') bad_number(pos_, "a number starts with '-' or a digit");
     if (consume("true")) return Value(true);
     if (consume("false")) return Value(false);
     if (consume("null")) return Value(nullptr);
@@ -163,13 +168,14 @@ class Parser {
     ++pos_;  // {
     Value::Object obj;
     skip_ws();
-    if (pos_ < s_.size() && s_[pos_] == '}') {
+    if (at('}')) {
       ++pos_;
       return Value(std::move(obj));
     }
     while (true) {
       skip_ws();
-      if (pos_ >= s_.size() || s_[pos_] != '"') fail("expected a quoted key");
+      if (at('}')) fail("expected a quoted key after ',' (no trailing commas in JSON)");
+      if (!at('"')) fail("expected a quoted key");
       const size_t key_pos = pos_;
       std::string key = parse_string();
       for (const auto& kv : obj) {
@@ -179,17 +185,17 @@ class Parser {
         }
       }
       skip_ws();
-      if (pos_ >= s_.size() || s_[pos_] != ':') fail("expected ':' after a key");
+      if (!at(':')) fail("expected ':' after a key");
       ++pos_;
       skip_ws();
       Value v = parse_value(depth + 1);
       obj.emplace_back(std::move(key), std::move(v));
       skip_ws();
-      if (pos_ < s_.size() && s_[pos_] == ',') {
+      if (at(',')) {
         ++pos_;
         continue;
       }
-      if (pos_ < s_.size() && s_[pos_] == '}') {
+      if (at('}')) {
         ++pos_;
         return Value(std::move(obj));
       }
@@ -201,19 +207,20 @@ class Parser {
     ++pos_;  // [
     Value::Array arr;
     skip_ws();
-    if (pos_ < s_.size() && s_[pos_] == ']') {
+    if (at(']')) {
       ++pos_;
       return Value(std::move(arr));
     }
     while (true) {
       skip_ws();
+      if (at(']')) fail("expected a value after ',' (no trailing commas in JSON)");
       arr.push_back(parse_value(depth + 1));
       skip_ws();
-      if (pos_ < s_.size() && s_[pos_] == ',') {
+      if (at(',')) {
         ++pos_;
         continue;
       }
-      if (pos_ < s_.size() && s_[pos_] == ']') {
+      if (at(']')) {
         ++pos_;
         return Value(std::move(arr));
       }
@@ -245,7 +252,7 @@ class Parser {
     for (int i = 0; i < 4; ++i) {
       const char h = s_[pos_++];
       v <<= 4;
-      if (h >= '0' && h <= '9')
+      if (is_digit(h))
         v |= static_cast<uint32_t>(h - '0');
       else if (h >= 'a' && h <= 'f')
         v |= static_cast<uint32_t>(h - 'a' + 10);
@@ -257,14 +264,77 @@ class Parser {
     return v;
   }
 
+  // After the 'u' of a \u escape: one code point, a UTF-16 surrogate pair taken
+  // together. A lone surrogate has no UTF-8 form, so it is an error, not garbage.
+  uint32_t parse_unicode_escape() {
+    const size_t escape_pos = pos_ - 2;
+    const uint32_t cp = parse_hex4();
+    if (cp >= 0xDC00 && cp < 0xE000) {
+      pos_ = escape_pos;
+      fail(
+          fmt::format("lone low surrogate \\u{:04X} (expected a high surrogate \\uD800-\\uDBFF "
+                      "before it)",
+                      cp));
+    }
+    if (cp < 0xD800 || cp >= 0xDC00) return cp;
+    const size_t low_pos = pos_;
+    if (!consume("\\u")) {
+      fail(
+          fmt::format("lone high surrogate \\u{:04X} (expected a low surrogate \\uDC00-\\uDFFF "
+                      "after it)",
+                      cp));
+    }
+    const uint32_t lo = parse_hex4();
+    if (lo < 0xDC00 || lo >= 0xE000) {
+      pos_ = low_pos;
+      fail(fmt::format("expected a low surrogate \\uDC00-\\uDFFF after \\u{:04X} (got \\u{:04X})",
+                       cp, lo));
+    }
+    return 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+  }
+
+  // Length of the well-formed UTF-8 sequence at pos_ (RFC 3629: no overlong forms,
+  // no surrogates, nothing above U+10FFFF), or 0.
+  size_t utf8_sequence_length() const {
+    const auto byte = [&](size_t i) {
+      return pos_ + i < s_.size() ? static_cast<unsigned char>(s_[pos_ + i]) : 0u;
+    };
+    const auto cont = [&](size_t i, unsigned lo = 0x80, unsigned hi = 0xBF) {
+      const unsigned b = byte(i);
+      return b >= lo && b <= hi;
+    };
+    const unsigned b0 = byte(0);
+    if (b0 >= 0xC2 && b0 <= 0xDF) return cont(1) ? 2 : 0;
+    if (b0 == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
+    if (b0 == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;
+    if (b0 >= 0xE1 && b0 <= 0xEF) return cont(1) && cont(2) ? 3 : 0;
+    if (b0 == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
+    if (b0 >= 0xF1 && b0 <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
+    if (b0 == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
+    return 0;
+  }
+
   std::string parse_string() {
     ++pos_;  // "
     std::string out;
     while (true) {
       if (pos_ >= s_.size()) fail("unterminated string");
-      const char c = s_[pos_++];
+      const char c = s_[pos_];
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        const size_t n = utf8_sequence_length();
+        if (n == 0) fail("invalid UTF-8 in a string (JSON text must be UTF-8)");
+        out.append(s_.substr(pos_, n));
+        pos_ += n;
+        continue;
+      }
+      if (static_cast<unsigned char>(c) < 0x20) {
+        fail(
+            fmt::format("control character 0x{:02X} in a string (write it as an escape, "
+                        "e.g. \\n or \\u{:04X})",
+                        static_cast<unsigned>(c), static_cast<unsigned>(c)));
+      }
+      ++pos_;
       if (c == '"') return out;
-      if (static_cast<unsigned char>(c) < 0x20) fail("control character in a string");
       if (c != '\\') {
         out += c;
         continue;
@@ -296,36 +366,60 @@ class Parser {
         case 't':
           out += '\t';
           break;
-        case 'u': {
-          uint32_t cp = parse_hex4();
-          if (cp >= 0xD800 && cp < 0xDC00 && consume("\\u")) {
-            const uint32_t lo = parse_hex4();
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          }
-          append_utf8(out, cp);
+        case 'u':
+          append_utf8(out, parse_unicode_escape());
           break;
-        }
         default:
-          --pos_;
-          fail(fmt::format("bad escape '\\{}'", e));
+          pos_ -= 2;
+          fail(
+              fmt::format("bad escape '\\{}' (expected one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t "
+                          "\\uXXXX)",
+                          e));
       }
     }
   }
 
+  // Reports the number that starts at `start` (as far as it looks like one) there.
+  [[noreturn]] void bad_number(size_t start, std::string_view why) {
+    size_t end = start;
+    while (end < s_.size() &&
+           (is_digit(s_[end]) || std::string_view(".eE+-").find(s_[end]) != std::string_view::npos))
+      ++end;
+    pos_ = start;
+    fail(fmt::format("bad number \"{}\": {}", s_.substr(start, end - start), why));
+  }
+
+  // RFC 8259: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
   Value parse_number() {
     const size_t start = pos_;
+    const auto digits = [&] {
+      while (pos_ < s_.size() && is_digit(s_[pos_])) ++pos_;
+    };
+    if (at('-')) ++pos_;
+    if (pos_ >= s_.size() || !is_digit(s_[pos_])) {
+      bad_number(start, at('.') ? "expected a digit before '.'" : "expected a digit after '-'");
+    }
+    if (at('0')) {
+      ++pos_;
+      if (pos_ < s_.size() && is_digit(s_[pos_]))
+        bad_number(start, "leading zeros are not allowed");
+    } else {
+      digits();
+    }
     bool is_float = false;
-    if (s_[pos_] == '-') ++pos_;
-    while (pos_ < s_.size()) {
-      const char c = s_[pos_];
-      if (c >= '0' && c <= '9') {
-        ++pos_;
-      } else if (c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-') {
-        is_float = true;
-        ++pos_;
-      } else {
-        break;
-      }
+    if (at('.')) {
+      is_float = true;
+      ++pos_;
+      if (pos_ >= s_.size() || !is_digit(s_[pos_])) bad_number(start, "expected a digit after '.'");
+      digits();
+    }
+    if (at('e') || at('E')) {
+      is_float = true;
+      ++pos_;
+      if (at('+') || at('-')) ++pos_;
+      if (pos_ >= s_.size() || !is_digit(s_[pos_]))
+        bad_number(start, "expected a digit in the exponent");
+      digits();
     }
     const char* b = s_.data() + start;
     const char* e = s_.data() + pos_;
@@ -333,13 +427,11 @@ class Parser {
       int64_t i = 0;
       auto [p, ec] = std::from_chars(b, e, i);
       if (ec == std::errc() && p == e) return Value(i);
+      // Beyond int64: taken as a double below.
     }
     double d = 0;
     auto [p, ec] = std::from_chars(b, e, d);
-    if (ec != std::errc() || p != e) {
-      pos_ = start;
-      fail(fmt::format("bad number \"{}\"", std::string_view(b, static_cast<size_t>(e - b))));
-    }
+    if (ec != std::errc() || p != e) bad_number(start, "out of range for a double");
     return Value(d);
   }
 
@@ -417,29 +509,38 @@ void write_scalar(std::string& out, const Value& v) {
   }
 }
 
-void write_compact(std::string& out, const Value& v, bool sort_keys) {
+// The one-line forms: compact (to_json_compact, and sorted for to_canonical_json) or
+// with a space after ',' and ':' (what a person writes; to_json's short lines).
+struct OneLine {
+  bool spaced = false;
+  bool sort_keys = false;
+};
+
+void write_one_line(std::string& out, const Value& v, OneLine style) {
+  const std::string_view comma = style.spaced ? ", " : ",";
+  const std::string_view colon = style.spaced ? ": " : ":";
   if (v.is_array()) {
     out += '[';
     bool first = true;
     for (const auto& x : v.as_array()) {
-      if (!first) out += ',';
+      if (!first) out += comma;
       first = false;
-      write_compact(out, x, sort_keys);
+      write_one_line(out, x, style);
     }
     out += ']';
   } else if (v.is_object()) {
     std::vector<const std::pair<std::string, Value>*> items;
     for (const auto& kv : v.as_object()) items.push_back(&kv);
-    if (sort_keys)
+    if (style.sort_keys)
       std::sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
     out += '{';
     bool first = true;
     for (const auto* kv : items) {
-      if (!first) out += ',';
+      if (!first) out += comma;
       first = false;
       write_string(out, kv->first);
-      out += ':';
-      write_compact(out, kv->second, sort_keys);
+      out += colon;
+      write_one_line(out, kv->second, style);
     }
     out += '}';
   } else {
@@ -447,6 +548,7 @@ void write_compact(std::string& out, const Value& v, bool sort_keys) {
   }
 }
 
+// Scalars, empty containers and arrays whose items are scalars or empty objects.
 bool is_flat(const Value& v) {
   if (v.is_object()) return v.as_object().empty();
   if (!v.is_array()) return true;
@@ -455,59 +557,19 @@ bool is_flat(const Value& v) {
   return true;
 }
 
-// One-line form with a space after ',' and ':' (what a person writes).
-void write_inline(std::string& out, const Value& v) {
-  if (v.is_array()) {
-    out += '[';
-    bool first = true;
-    for (const auto& x : v.as_array()) {
-      if (!first) out += ", ";
-      first = false;
-      write_inline(out, x);
-    }
-    out += ']';
-  } else if (v.is_object()) {
-    out += '{';
-    bool first = true;
-    for (const auto& [k, x] : v.as_object()) {
-      if (!first) out += ", ";
-      first = false;
-      write_string(out, k);
-      out += ": ";
-      write_inline(out, x);
-    }
-    out += '}';
-  } else {
-    write_scalar(out, v);
-  }
-}
-
 constexpr size_t kLineWidth = 100;
 
 void write_pretty(std::string& out, const Value& v, int indent) {
   const std::string pad(static_cast<size_t>(indent + 2), ' ');
-  if (indent > 0) {
+  // A flat value stays on one line even when it is longer than kLineWidth.
+  const bool flat = is_flat(v);
+  if (flat || indent > 0) {
     std::string one_line;
-    write_inline(one_line, v);
-    if (one_line.size() + static_cast<size_t>(indent) <= kLineWidth) {
+    write_one_line(one_line, v, {.spaced = true});
+    if (flat || one_line.size() + static_cast<size_t>(indent) <= kLineWidth) {
       out += one_line;
       return;
     }
-  }
-  if (is_flat(v)) {
-    if (v.is_array()) {
-      out += '[';
-      bool first = true;
-      for (const auto& x : v.as_array()) {
-        if (!first) out += ", ";
-        first = false;
-        write_compact(out, x, false);
-      }
-      out += ']';
-    } else {
-      write_compact(out, v, false);
-    }
-    return;
   }
   if (v.is_array()) {
     out += "[\n";
@@ -549,13 +611,13 @@ std::string to_json(const Value& v) {
 
 std::string to_json_compact(const Value& v) {
   std::string out;
-  write_compact(out, v, false);
+  write_one_line(out, v, {});
   return out;
 }
 
 std::string to_canonical_json(const Value& v) {
   std::string out;
-  write_compact(out, v, true);
+  write_one_line(out, v, {.sort_keys = true});
   return out;
 }
 

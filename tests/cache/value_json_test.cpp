@@ -93,6 +93,148 @@ TEST(Json, ErrorsNameLineAndColumn) {
   expect_parse_error("{\"a\": NaN}", "1:7");
 }
 
+// The message of the GraphError parse_json throws on `text`, or "" if it parsed.
+std::string parse_error(const std::string& text) {
+  try {
+    parse_json(text, "graph.json");
+  } catch (const GraphError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Json, NumbersFollowRfc8259) {
+  EXPECT_EQ(parse_json("0"), Value(0));
+  EXPECT_EQ(parse_json("-0"), Value(0));
+  EXPECT_EQ(parse_json("0.5"), Value(0.5));
+  EXPECT_EQ(parse_json("-0.5"), Value(-0.5));
+  EXPECT_EQ(parse_json("1e5"), Value(1e5));
+  EXPECT_EQ(parse_json("1E-5"), Value(1e-5));
+  EXPECT_EQ(parse_json("-1.5e+3"), Value(-1500.0));
+  EXPECT_EQ(parse_json("0e0"), Value(0.0));
+  EXPECT_EQ(parse_json("10"), Value(10));
+  EXPECT_EQ(parse_json("[0,-0.0,10.25]"), parse_json("[0, -0.0, 10.25]"));
+  // Beyond int64 it is still a number, read as a double.
+  EXPECT_TRUE(parse_json("18446744073709551616").is_float());
+
+  for (const char* bad : {"01", "-01", "00", "1.", "-1.", "1.e5", ".5", "-.5", "+1", "1e", "1e+",
+                          "1E-", "-", "--1", "1e400"}) {
+    SCOPED_TRACE(bad);
+    const std::string what = parse_error(bad);
+    EXPECT_NE(what.find("graph.json:1:1: invalid JSON: bad number"), std::string::npos) << what;
+  }
+  // Inside a document the error points at the number and says what was expected.
+  EXPECT_EQ(parse_error("{\"sigma\": 01}"),
+            "graph.json:1:11: invalid JSON: bad number \"01\": leading zeros are not allowed");
+  EXPECT_EQ(parse_error("[1.]"),
+            "graph.json:1:2: invalid JSON: bad number \"1.\": expected a digit after '.'");
+  EXPECT_EQ(parse_error("[1e+]"),
+            "graph.json:1:2: invalid JSON: bad number \"1e+\": expected a digit in the exponent");
+  EXPECT_EQ(parse_error("[-]"),
+            "graph.json:1:2: invalid JSON: bad number \"-\": expected a digit after '-'");
+  EXPECT_EQ(parse_error("[.5]"),
+            "graph.json:1:2: invalid JSON: bad number \".5\": a number "
+            "starts with '-' or a digit");
+  EXPECT_EQ(parse_error("[+1]"),
+            "graph.json:1:2: invalid JSON: bad number \"+1\": a number "
+            "starts with '-' or a digit");
+  // What follows a complete number is the container's business.
+  EXPECT_EQ(parse_error("[0x10]"), "graph.json:1:3: invalid JSON: expected ',' or ']' in an array");
+  EXPECT_EQ(parse_error("1e5.0"),
+            "graph.json:1:4: invalid JSON: unexpected text after the JSON value");
+}
+
+TEST(Json, StringsFollowRfc8259) {
+  // Raw control characters must be escaped; DEL and UTF-8 need not be.
+  EXPECT_EQ(parse_error("[\"a\tb\"]"),
+            "graph.json:1:4: invalid JSON: control character 0x09 in a string (write it as an "
+            "escape, e.g. \\n or \\u0009)");
+  EXPECT_EQ(parse_error(std::string("\"a\0b\"", 5)).find("graph.json:1:3: invalid JSON: control"),
+            0u);
+  EXPECT_EQ(parse_json("\"\x7f\xc3\xa9\""), Value("\x7f\xc3\xa9"));
+
+  EXPECT_EQ(
+      parse_error(R"(["\x41"])"),
+      R"(graph.json:1:3: invalid JSON: bad escape '\x' (expected one of \" \\ \/ \b \f \n \r \t \uXXXX))");
+  EXPECT_NE(parse_error(R"(["\u12G4"])").find("bad hex digit in \\u escape"), std::string::npos);
+  EXPECT_NE(parse_error(R"(["\u12"])").find("invalid JSON:"), std::string::npos);
+  EXPECT_EQ(parse_json(R"("\/\b\f\r\u0041\u00e9\u20AC")"), Value("/\b\f\rA\xc3\xa9\xe2\x82\xac"));
+
+  // Surrogates come in pairs; a lone one has no UTF-8 form.
+  EXPECT_EQ(parse_json(R"("\uD83D\uDE00")"), Value("\xf0\x9f\x98\x80"));
+  EXPECT_EQ(
+      parse_error(R"(["\uD83D"])"),
+      R"(graph.json:1:9: invalid JSON: lone high surrogate \uD83D (expected a low surrogate \uDC00-\uDFFF after it))");
+  EXPECT_EQ(parse_error(R"(["\uD83Dx"])").find("graph.json:1:9: invalid JSON: lone high surrogate"),
+            0u);
+  EXPECT_EQ(
+      parse_error(R"(["\uD83D\u0041"])"),
+      R"(graph.json:1:9: invalid JSON: expected a low surrogate \uDC00-\uDFFF after \uD83D (got \u0041))");
+  EXPECT_EQ(parse_error(R"(["\uD83D\uD83D"])").find("graph.json:1:9: invalid JSON: expected a low"),
+            0u);
+  EXPECT_EQ(
+      parse_error(R"(["\uDE00"])"),
+      R"(graph.json:1:3: invalid JSON: lone low surrogate \uDE00 (expected a high surrogate \uD800-\uDBFF before it))");
+
+  // JSON text is UTF-8: stray continuation bytes, overlong forms, encoded surrogates
+  // and truncated sequences are errors.
+  for (const char* bad : {"\"\x80\"", "\"\xc0\xaf\"", "\"\xe0\x80\xaf\"", "\"\xed\xa0\x80\"",
+                          "\"\xf4\x90\x80\x80\"", "\"\xc3\"", "\"\xe2\x82\"", "\"\xff\""}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(parse_error(bad).find("graph.json:1:2: invalid JSON: invalid UTF-8 in a string"), 0u)
+        << parse_error(bad);
+  }
+  EXPECT_EQ(parse_json("\"\xf4\x8f\xbf\xbf\""), Value("\xf4\x8f\xbf\xbf"));  // U+10FFFF
+}
+
+TEST(Json, RejectsTrailingCommasAndTrailingText) {
+  EXPECT_EQ(
+      parse_error("[1, 2,]"),
+      "graph.json:1:7: invalid JSON: expected a value after ',' (no trailing commas in JSON)");
+  EXPECT_EQ(parse_error("{\"a\": 1,\n}"),
+            "graph.json:2:1: invalid JSON: expected a quoted key after ',' (no trailing commas in "
+            "JSON)");
+  EXPECT_NE(parse_error("[,]").find("graph.json:1:2:"), std::string::npos);
+  EXPECT_NE(parse_error("{,}").find("graph.json:1:2:"), std::string::npos);
+  EXPECT_EQ(parse_error("{} {}"),
+            "graph.json:1:4: invalid JSON: unexpected text after the JSON value");
+  EXPECT_EQ(parse_error("1 2"),
+            "graph.json:1:3: invalid JSON: unexpected text after the JSON value");
+  EXPECT_EQ(parse_error("truex"),
+            "graph.json:1:5: invalid JSON: unexpected text after the JSON value");
+  EXPECT_EQ(parse_json(" \t\r\n[] \n"), Value::array());  // whitespace around the value is fine
+}
+
+// to_json's layout, spelled out: short values on one line with ", " and ": ", longer
+// ones broken per item, flat arrays on one line whatever their length.
+TEST(Json, PrettyLayout) {
+  Value::Array long_flat;
+  for (int i = 0; i < 40; ++i) long_flat.emplace_back(1000 + i);
+  Value v(Value::Object{
+      {"short", parse_json(R"({"a": [1, 2], "b": {"c": null}})")},
+      {"long", Value(Value::Object{{"k", Value(std::string(90, 'x'))}, {"e", Value::object()}})},
+      {"flat", Value(long_flat)}});
+  std::string flat_line = "[";
+  for (int i = 0; i < 40; ++i) flat_line += (i ? ", " : "") + std::to_string(1000 + i);
+  flat_line += "]";
+  EXPECT_EQ(to_json(v),
+            "{\n"
+            "  \"short\": {\"a\": [1, 2], \"b\": {\"c\": null}},\n"
+            "  \"long\": {\n"
+            "    \"k\": \"" +
+                std::string(90, 'x') +
+                "\",\n"
+                "    \"e\": {}\n"
+                "  },\n"
+                "  \"flat\": " +
+                flat_line +
+                "\n"
+                "}\n");
+  EXPECT_EQ(to_json_compact(v.as_object()[0].second), R"({"a":[1,2],"b":{"c":null}})");
+  EXPECT_EQ(to_json(Value(1)), "1\n");
+  EXPECT_EQ(to_json(Value::array()), "[]\n");
+}
+
 TEST(Json, PrettyRoundTripIsByteIdentical) {
   const std::string text = R"({
   "cellflow": 1,
