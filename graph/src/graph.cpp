@@ -260,7 +260,7 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
   for (size_t i : m.topo) {
     GraphNode& n = m.nodes[i];
     try {
-      const Params params = validate_params(n.op->params(), n.def.params);
+      const Params params = validate_params(n.op->params(), n.def.params, def.base_dir);
       std::vector<ImageInfo> infos;
       std::vector<std::string> input_hashes;
       for (size_t k = 0; k < n.inputs.size(); ++k) {

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/files.hpp"
 
@@ -115,7 +117,9 @@ GraphDef load_graph_file(const std::string& path) {
     throw IoError(fmt::format("{}: cannot read the graph: {}", path, e.message()));
   }
   if (!text) throw IoError(fmt::format("{}: no such file", path));
-  return parse_graph(*text, path);
+  GraphDef def = parse_graph(*text, path);
+  def.base_dir = std::filesystem::absolute(path).lexically_normal().parent_path().string();
+  return def;
 }
 
 std::string save_graph(const GraphDef& def) {

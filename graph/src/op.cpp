@@ -109,7 +109,8 @@ std::string_view param_type_name(ParamType t) {
   return "?";
 }
 
-Params validate_params(const std::vector<ParamSpec>& specs, const Value& given) {
+Params validate_params(const std::vector<ParamSpec>& specs, const Value& given,
+                       std::filesystem::path base_dir) {
   if (!given.is_object())
     throw InvalidArgument(fmt::format("\"params\" must be an object (got {})", given.kind_name()));
   for (const auto& [name, v] : given.as_object()) {
@@ -134,7 +135,7 @@ Params validate_params(const std::vector<ParamSpec>& specs, const Value& given) 
       throw param_error(spec.name, fmt::format("is required ({})", spec.doc));
     }
   }
-  return Params(std::move(out));
+  return Params(std::move(out), std::move(base_dir));
 }
 
 bool Params::has(std::string_view name) const { return v_.find(name) != nullptr; }
@@ -186,6 +187,24 @@ std::vector<int64_t> Params::get_ints_per_axis(std::string_view name, int rank) 
     throw param_error(name,
                       fmt::format("has {} values but the image has {} axes", out.size(), rank));
   return out;
+}
+
+std::filesystem::path Params::get_path(std::string_view name) const {
+  namespace fs = std::filesystem;
+  const std::string& text = get_string(name);
+  if (text.empty()) throw param_error(name, "must not be empty");
+  const fs::path given(text);
+  const fs::path from_cwd = fs::absolute(given).lexically_normal();
+  if (given.is_absolute() || base_dir_.empty()) return from_cwd;
+  const fs::path from_base = (fs::absolute(base_dir_) / given).lexically_normal();
+  if (from_base == from_cwd) return from_cwd;
+  std::error_code ec;
+  if (fs::exists(from_base, ec)) return from_base;
+  if (fs::exists(from_cwd, ec)) return from_cwd;
+  throw InvalidArgument(fmt::format(
+      "param \"{}\": no file or folder \"{}\": neither {} (from the graph file's folder) nor {} "
+      "(from the current directory) exists",
+      name, text, from_base.string(), from_cwd.string()));
 }
 
 void NodeKernel::compute(const Box& /*out_box*/, std::span<const InputRegion> /*inputs*/,

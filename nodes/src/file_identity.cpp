@@ -29,11 +29,6 @@ HashMode parse_hash_mode(const Params& params) {
       fmt::format("param \"hash\" must be \"stat\" or \"content\" (got \"{}\")", mode));
 }
 
-fs::path absolute_path(const std::string& path) {
-  if (path.empty()) throw InvalidArgument("param \"path\" must not be empty");
-  return fs::absolute(fs::path(path)).lexically_normal();
-}
-
 std::string stat_identity(const fs::path& file) {
   std::error_code ec;
   const fs::file_status st = fs::status(file, ec);

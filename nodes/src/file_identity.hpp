@@ -21,10 +21,6 @@ ParamSpec hash_mode_param();
 /// Parses the `hash` param; throws InvalidArgument naming it.
 HashMode parse_hash_mode(const Params& params);
 
-/// The absolute, lexically normal form of `path` (relative paths are taken
-/// from the current directory).
-std::filesystem::path absolute_path(const std::string& path);
-
 /// "<absolute path> size <bytes> mtime <ns>" of a regular file. Throws
 /// InvalidArgument (param "path") if it does not exist or is not a file.
 std::string stat_identity(const std::filesystem::path& file);

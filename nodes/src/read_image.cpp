@@ -458,7 +458,9 @@ class ReadImageOp final : public Op {
   std::vector<ParamSpec> params() const override {
     return {
         {"path", ParamType::kString, Value(),
-         "the image file (relative paths are taken from the current directory)", true},
+         "the image file (a relative path is taken from the graph file's folder, else from the "
+         "current directory)",
+         true},
         {"cell_shape", ParamType::kIntList, Value(),
          "cell shape, one entry per axis (default: 64 per axis for 3-D and above, 1024 for 2-D, "
          "clipped to the image)"},
@@ -470,7 +472,7 @@ class ReadImageOp final : public Op {
   std::unique_ptr<NodeKernel> bind(const Params& params,
                                    std::span<const ImageInfo> inputs) const override {
     detail::require_inputs(name(), inputs, 0);
-    const fs::path file = detail::absolute_path(params.get_string("path"));
+    const fs::path file = params.get_path("path");
     const detail::HashMode mode = detail::parse_hash_mode(params);
     std::string identity = "image " + detail::stat_identity(file);  // checks that it exists
     {

@@ -410,7 +410,9 @@ class ReadZarrOp final : public Op {
   std::vector<ParamSpec> params() const override {
     return {
         {"path", ParamType::kString, Value(),
-         "the array's folder (relative paths are taken from the current directory)", true},
+         "the array's folder (a relative path is taken from the graph file's folder, else from "
+         "the current directory)",
+         true},
         {"cell_shape", ParamType::kIntList, Value(),
          "cell shape of the node (default: the array's chunks)"},
         detail::hash_mode_param(),
@@ -421,7 +423,7 @@ class ReadZarrOp final : public Op {
   std::unique_ptr<NodeKernel> bind(const Params& params,
                                    std::span<const ImageInfo> inputs) const override {
     detail::require_inputs(name(), inputs, 0);
-    const fs::path dir = detail::absolute_path(params.get_string("path"));
+    const fs::path dir = params.get_path("path");
     const detail::HashMode mode = detail::parse_hash_mode(params);
     std::string zarray;
     ZarrMeta meta = read_meta(dir, zarray);

@@ -20,6 +20,10 @@ TEST(GraphDef, ParsesTheExample) {
   const GraphDef def = load_graph_file(kExample);
   EXPECT_EQ(def.name, "cell_density");
   EXPECT_EQ(def.source, kExample);
+  // Relative file paths in params are taken from the file's folder; not saved.
+  EXPECT_EQ(def.base_dir, std::string(CELLFLOW_SOURCE_DIR) + "/examples");
+  EXPECT_EQ(parse_graph(save_graph(def)).base_dir, "");
+  EXPECT_EQ(save_graph(def).find("/examples"), std::string::npos);
   ASSERT_GE(def.nodes.size(), 3u);
   EXPECT_EQ(def.nodes[0].id, "raw");
   EXPECT_EQ(def.nodes[0].op, "synthetic.blobs");

@@ -13,6 +13,8 @@
 namespace cellflow {
 namespace {
 
+namespace fs = std::filesystem;
+
 class NamedOp final : public Op {
  public:
   explicit NamedOp(std::string name) : name_(std::move(name)) {}
@@ -116,6 +118,41 @@ TEST(ValidateParams, FillsDefaultsAndNormalizes) {
       kSpecs,
       parse_json(R"({"region": 4, "dtype": "u16", "sigma": 2.0, "count": 3, "flag": false})"));
   EXPECT_EQ(to_canonical_json(p.value()), to_canonical_json(q.value()));
+}
+
+TEST(ValidateParams, PathsAreTakenFromTheBaseDirThenTheCurrentDirectory) {
+  const std::vector<ParamSpec> specs = {{"path", ParamType::kString, Value(), "a file", true}};
+  test::TempDir tmp;
+  test::write_all(tmp / "base" / "here.txt", "x");
+  test::write_all(tmp / "elsewhere" / "there.txt", "x");
+  const auto path = [&](const std::string& text, const fs::path& base) {
+    return validate_params(specs, Value(Value::Object{{"path", text}}), base).get_path("path");
+  };
+  const fs::path base = tmp / "base";
+  EXPECT_EQ(path("here.txt", base), base / "here.txt");
+  EXPECT_EQ(path("./sub/../here.txt", base), base / "here.txt") << "lexically normal";
+  // Absolute paths are taken as they are.
+  EXPECT_EQ(path((tmp / "elsewhere" / "there.txt").string(), base),
+            tmp / "elsewhere" / "there.txt");
+  // Without a base dir: from the current directory, existing or not (the op says
+  // what is wrong with the file).
+  EXPECT_EQ(path("nothing.txt", {}), fs::current_path() / "nothing.txt");
+  // Neither in the base dir nor from the current directory: the error names both
+  // (tests/tools/cli_reader_paths_test.cpp runs the fallback to the current directory).
+  try {
+    path("nothing.txt", base);
+    ADD_FAILURE() << "no error";
+  } catch (const InvalidArgument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("param \"path\": no file or folder \"nothing.txt\""), std::string::npos)
+        << what;
+    EXPECT_NE(what.find((base / "nothing.txt").string()), std::string::npos) << what;
+    EXPECT_NE(what.find((fs::current_path() / "nothing.txt").string()), std::string::npos) << what;
+  }
+  EXPECT_THROW(path("", base), InvalidArgument);
+  // The base dir is not part of the params (nor of the hash).
+  EXPECT_EQ(validate_params(specs, Value(Value::Object{{"path", "a"}}), base).value(),
+            validate_params(specs, Value(Value::Object{{"path", "a"}})).value());
 }
 
 TEST(ValidateParams, ListsAndPerAxisValues) {

@@ -26,6 +26,11 @@ struct GraphDef {
   std::vector<std::string> outputs;
   /// Where it was read from, for error messages ("" if built in code).
   std::string source;
+  /// The folder that relative file paths in params (read.image, read.zarr) are
+  /// taken from first (Params::get_path): load_graph_file sets the graph file's
+  /// folder, absolute; "" (graphs built in code or parsed from text): the current
+  /// directory. Not part of the JSON form, nor of any hash.
+  std::string base_dir;
 
   /// Appends a node; returns its id for chaining.
   const std::string& add(std::string id, std::string op, std::vector<std::string> inputs = {},

@@ -4,6 +4,7 @@
 // called concurrently on different cells and must be thread-safe.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <span>
@@ -49,9 +50,14 @@ struct ParamSpec {
 class Params {
  public:
   Params() = default;
-  explicit Params(Value object) : v_(std::move(object)) {}
+  explicit Params(Value object, std::filesystem::path base_dir = {})
+      : v_(std::move(object)), base_dir_(std::move(base_dir)) {}
 
+  /// The params themselves: what the node hash covers (base_dir() is not in it).
   const Value& value() const { return v_; }
+  /// The folder relative paths in params are taken from (GraphDef::base_dir: the
+  /// graph file's folder); empty: the current directory.
+  const std::filesystem::path& base_dir() const { return base_dir_; }
   bool has(std::string_view name) const;
   /// Accessors throw InvalidArgument naming the param.
   const Value& get(std::string_view name) const;
@@ -65,9 +71,17 @@ class Params {
   /// A number or a list expanded to `rank` entries (a list must have `rank`).
   std::vector<double> get_floats_per_axis(std::string_view name, int rank) const;
   std::vector<int64_t> get_ints_per_axis(std::string_view name, int rank) const;
+  /// String param `name` as an absolute, lexically normal path to read from. A
+  /// relative path is taken from base_dir() if something exists there, else from
+  /// the current directory if something exists there (graph files written before
+  /// paths followed them), else it is an InvalidArgument naming both paths. With
+  /// no base_dir() it is taken from the current directory, unchecked.
+  /// Throws InvalidArgument if the param is empty.
+  std::filesystem::path get_path(std::string_view name) const;
 
  private:
   Value v_ = Value::object();
+  std::filesystem::path base_dir_;
 };
 
 /// What a node produces: an image, or a table whose rows are produced cell
@@ -158,7 +172,9 @@ class Op {
 };
 
 /// Checks `given` (an object) against `specs`: unknown names, types, required
-/// params; fills defaults. Throws InvalidArgument naming the param.
-Params validate_params(const std::vector<ParamSpec>& specs, const Value& given);
+/// params; fills defaults. Throws InvalidArgument naming the param. `base_dir`
+/// becomes Params::base_dir().
+Params validate_params(const std::vector<ParamSpec>& specs, const Value& given,
+                       std::filesystem::path base_dir = {});
 
 }  // namespace cellflow
