@@ -1,18 +1,140 @@
 #include "cellflow/cache/cell_buffer.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <list>
+#include <mutex>
 #include <new>
+#include <unordered_map>
+#include <vector>
 
 namespace cellflow {
+namespace {
+
+// Buffers of at least this many bytes come from the pool below; smaller ones
+// from malloc, whose arenas serve them without page faults.
+constexpr size_t kPooledMin = size_t{64} << 10;
+constexpr size_t kPage = 4096;
+
+// Freed cell buffers, kept mapped for the next buffer of the same size.
+//
+// Why: glibc serves large blocks with mmap and unmaps them on free, so every
+// new cell buffer would be faulted in page by page (≈ 0.25 µs per 4 KiB page:
+// a few ms per 64³ f32 cell with its halo), and when its dynamic threshold
+// moves them onto the heap instead, freed cells stay resident out of our
+// sight. Here blocks are mapped by us, reused while warm (most recently freed
+// first), and unmapped — returned to the system at once — when the pool
+// exceeds its limit (oldest first). What the process holds is then the memory
+// cache's budget plus at most this limit.
+class BufferPool {
+ public:
+  static BufferPool& global() {
+    static auto* pool = new BufferPool();  // outlives every static CellBuffer
+    return *pool;
+  }
+
+  void* take(size_t bytes) {
+    {
+      std::lock_guard lock(mu_);
+      auto it = by_size_.find(bytes);
+      if (it != by_size_.end() && !it->second.empty()) {
+        const auto block = it->second.back();
+        it->second.pop_back();
+        void* p = block->data;
+        order_.erase(block);
+        held_ -= bytes;
+        return p;
+      }
+    }
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    return p;
+  }
+
+  void give(void* p, size_t bytes) {
+    std::vector<Block> drop;
+    {
+      std::lock_guard lock(mu_);
+      if (bytes > limit_) {
+        drop.push_back(Block{p, bytes});
+      } else {
+        order_.push_back(Block{p, bytes});
+        by_size_[bytes].push_back(std::prev(order_.end()));
+        held_ += bytes;
+        trim_locked(limit_, drop);
+      }
+    }
+    for (const Block& b : drop) ::munmap(b.data, b.bytes);
+  }
+
+  void set_limit(size_t bytes) {
+    std::vector<Block> drop;
+    {
+      std::lock_guard lock(mu_);
+      limit_ = bytes;
+      trim_locked(limit_, drop);
+    }
+    for (const Block& b : drop) ::munmap(b.data, b.bytes);
+  }
+
+  size_t limit() const {
+    std::lock_guard lock(mu_);
+    return limit_;
+  }
+
+  size_t held() const {
+    std::lock_guard lock(mu_);
+    return held_;
+  }
+
+ private:
+  struct Block {
+    void* data;
+    size_t bytes;
+  };
+  using Order = std::list<Block>;
+
+  // Moves the oldest blocks into `drop` until at most `limit` bytes are held.
+  void trim_locked(size_t limit, std::vector<Block>& drop) {
+    while (held_ > limit && !order_.empty()) {
+      const Block oldest = order_.front();
+      // The oldest block of its size is the first of that size's stack.
+      auto& stack = by_size_[oldest.bytes];
+      stack.erase(stack.begin());
+      if (stack.empty()) by_size_.erase(oldest.bytes);
+      order_.pop_front();
+      held_ -= oldest.bytes;
+      drop.push_back(oldest);
+    }
+  }
+
+  mutable std::mutex mu_;
+  Order order_;  // every pooled block, least recently freed first
+  std::unordered_map<size_t, std::vector<Order::iterator>> by_size_;
+  size_t held_ = 0;
+  size_t limit_ = size_t{64} << 20;
+};
+
+}  // namespace
 
 CellBuffer CellBuffer::allocate(DType dtype, const Shape& shape) {
   CellBuffer b;
   b.dtype_ = dtype;
   b.shape_ = shape;
+  const size_t wanted = b.num_bytes();
+  if (wanted >= kPooledMin) {
+    const size_t bytes = (wanted + kPage - 1) / kPage * kPage;
+    void* p = BufferPool::global().take(bytes);
+    b.data_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [bytes](std::byte* q) {
+      BufferPool::global().give(q, bytes);
+    });
+    return b;
+  }
   // Round up so that aligned_alloc's size requirement holds; never allocate 0.
-  const size_t bytes = std::max<size_t>(64, (b.num_bytes() + 63) / 64 * 64);
+  const size_t bytes = std::max<size_t>(64, (wanted + 63) / 64 * 64);
   void* p = std::aligned_alloc(64, bytes);
   if (p == nullptr) throw std::bad_alloc();
   b.data_ =
@@ -25,6 +147,12 @@ CellBuffer CellBuffer::zeros(DType dtype, const Shape& shape) {
   std::memset(b.mutable_data(), 0, b.num_bytes());
   return b;
 }
+
+void CellBuffer::set_pool_limit(size_t bytes) { BufferPool::global().set_limit(bytes); }
+
+size_t CellBuffer::pool_limit() { return BufferPool::global().limit(); }
+
+size_t CellBuffer::pool_bytes() { return BufferPool::global().held(); }
 
 bool CellBuffer::equals(const CellBuffer& o) const {
   if (dtype_ != o.dtype_ || !(shape_ == o.shape_)) return false;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cmath>
@@ -66,11 +67,21 @@ struct MemoryCache::Impl {
   }
 };
 
+namespace {
+// Freed cell buffers kept for reuse (CellBuffer::set_pool_limit): an eighth of
+// the process's budget, between 16 and 256 MiB.
+size_t pool_limit_for(size_t budget) {
+  return std::clamp(budget / 8, size_t{16} << 20, size_t{256} << 20);
+}
+}  // namespace
+
 MemoryCache& MemoryCache::global() {
-  static MemoryCache cache([] {
+  static MemoryCache& cache = []() -> MemoryCache& {
     const char* env = std::getenv("CELLFLOW_MEMORY");
-    return env != nullptr ? parse_size(env, "CELLFLOW_MEMORY") : size_t{2} << 30;
-  }());
+    static MemoryCache c(env != nullptr ? parse_size(env, "CELLFLOW_MEMORY") : size_t{2} << 30);
+    CellBuffer::set_pool_limit(pool_limit_for(c.budget()));
+    return c;
+  }();
   return cache;
 }
 
@@ -81,9 +92,12 @@ MemoryCache::MemoryCache(size_t budget_bytes) : impl_(std::make_unique<Impl>()) 
 MemoryCache::~MemoryCache() = default;
 
 void MemoryCache::set_budget(size_t bytes) {
-  std::lock_guard lock(impl_->mu);
-  impl_->budget = bytes;
-  impl_->evict();
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->budget = bytes;
+    impl_->evict();
+  }
+  if (this == &global()) CellBuffer::set_pool_limit(pool_limit_for(bytes));
 }
 
 size_t MemoryCache::budget() const {

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -165,6 +166,86 @@ TEST(MemoryCache, ConcurrentUseStaysWithinBudget) {
 TEST(MemoryCache, GlobalIsOneInstance) {
   EXPECT_EQ(&MemoryCache::global(), &MemoryCache::global());
   EXPECT_GT(MemoryCache::global().budget(), 0u);
+}
+
+// Restores the buffer pool's limit when a test ends.
+struct PoolLimitGuard {
+  size_t saved = CellBuffer::pool_limit();
+  ~PoolLimitGuard() { CellBuffer::set_pool_limit(saved); }
+};
+
+TEST(CellBufferPool, AFreedLargeBufferIsReusedForTheSameSize) {
+  const PoolLimitGuard guard;
+  CellBuffer::set_pool_limit(size_t{8} << 20);
+  const std::byte* first = nullptr;
+  {
+    CellBuffer a = CellBuffer::allocate(DType::kF32, Shape{64, 64, 16});  // 256 KiB
+    first = a.data();
+    a.mutable_as<float>()[0] = 3.5F;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % 64, 0u);
+  }
+  EXPECT_GE(CellBuffer::pool_bytes(), size_t{256} << 10);
+  CellBuffer b = CellBuffer::allocate(DType::kF32, Shape{64, 64, 16});
+  EXPECT_EQ(b.data(), first);  // warm memory, no new mapping
+  // A different size is not served from that block.
+  CellBuffer c = CellBuffer::allocate(DType::kF32, Shape{64, 64, 32});
+  EXPECT_NE(c.data(), first);
+  // zeros() really zeroes a reused block.
+  b = CellBuffer();
+  CellBuffer z = CellBuffer::zeros(DType::kF32, Shape{64, 64, 16});
+  EXPECT_EQ(z.data(), first);
+  for (int64_t i = 0; i < z.num_elements(); ++i) ASSERT_EQ(z.as<float>()[i], 0.0F) << i;
+}
+
+TEST(CellBufferPool, KeepsAtMostItsLimitDroppingTheOldestFirst) {
+  const PoolLimitGuard guard;
+  CellBuffer::set_pool_limit(0);
+  EXPECT_EQ(CellBuffer::pool_bytes(), 0u);
+  constexpr size_t kBlock = size_t{128} << 10;
+  CellBuffer::set_pool_limit(3 * kBlock);
+  std::vector<CellBuffer> bufs;
+  std::vector<const std::byte*> addresses;
+  for (int i = 0; i < 5; ++i) {
+    bufs.push_back(CellBuffer::allocate(DType::kU8, Shape{static_cast<int64_t>(kBlock)}));
+    addresses.push_back(bufs.back().data());
+  }
+  bufs.clear();  // frees 0..4 in order: 0 and 1 are dropped, 2..4 kept
+  EXPECT_EQ(CellBuffer::pool_bytes(), 3 * kBlock);
+  // Most recently freed first.
+  CellBuffer again = CellBuffer::allocate(DType::kU8, Shape{static_cast<int64_t>(kBlock)});
+  EXPECT_EQ(again.data(), addresses[4]);
+  EXPECT_EQ(CellBuffer::pool_bytes(), 2 * kBlock);
+  CellBuffer::set_pool_limit(0);
+  EXPECT_EQ(CellBuffer::pool_bytes(), 0u);
+}
+
+TEST(CellBufferPool, ManyThreadsAllocatingAndFreeingStayWithinTheLimit) {
+  const PoolLimitGuard guard;
+  constexpr size_t kLimit = size_t{1} << 20;
+  CellBuffer::set_pool_limit(kLimit);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t] {
+      for (int i = 0; i < 200; ++i) {
+        const int64_t n = (int64_t{64} << 10) * (1 + (i + t) % 3);
+        CellBuffer b = CellBuffer::allocate(DType::kU8, Shape{n});
+        std::memset(b.mutable_data(), t, static_cast<size_t>(n));
+        ASSERT_EQ(b.as<uint8_t>()[n - 1], t);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_LE(CellBuffer::pool_bytes(), kLimit);
+}
+
+TEST(CellBufferPool, TheGlobalBudgetSetsThePoolLimit) {
+  const PoolLimitGuard guard;
+  const size_t budget = MemoryCache::global().budget();
+  MemoryCache::global().set_budget(size_t{256} << 20);
+  EXPECT_EQ(CellBuffer::pool_limit(), size_t{32} << 20);
+  MemoryCache::global().set_budget(size_t{64} << 20);
+  EXPECT_EQ(CellBuffer::pool_limit(), size_t{16} << 20);
+  MemoryCache::global().set_budget(budget);
 }
 
 }  // namespace

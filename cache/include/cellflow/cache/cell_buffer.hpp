@@ -19,6 +19,15 @@ class CellBuffer {
   /// Zero-filled storage.
   static CellBuffer zeros(DType dtype, const Shape& shape);
 
+  /// Large buffers (64 KiB and up) are mapped by cellflow and, once freed,
+  /// kept for reuse by the next buffer of the same size, up to this many bytes
+  /// in all (least recently freed unmapped first). Default 64 MiB; the memory
+  /// cache sets it from its budget (MemoryCache::set_budget).
+  static void set_pool_limit(size_t bytes);
+  static size_t pool_limit();
+  /// Bytes held by freed buffers awaiting reuse.
+  static size_t pool_bytes();
+
   explicit operator bool() const { return data_ != nullptr; }
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
