@@ -148,6 +148,7 @@ class Parser {
   static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
   bool at(char c) const { return pos_ < s_.size() && s_[pos_] == c; }
+  bool at_digit() const { return pos_ < s_.size() && is_digit(s_[pos_]); }
 
   Value parse_value(int depth) {
     if (depth > 200) fail("nesting too deep");
@@ -393,16 +394,14 @@ class Parser {
   Value parse_number() {
     const size_t start = pos_;
     const auto digits = [&] {
-      while (pos_ < s_.size() && is_digit(s_[pos_])) ++pos_;
+      while (at_digit()) ++pos_;
     };
     if (at('-')) ++pos_;
-    if (pos_ >= s_.size() || !is_digit(s_[pos_])) {
+    if (!at_digit())
       bad_number(start, at('.') ? "expected a digit before '.'" : "expected a digit after '-'");
-    }
     if (at('0')) {
       ++pos_;
-      if (pos_ < s_.size() && is_digit(s_[pos_]))
-        bad_number(start, "leading zeros are not allowed");
+      if (at_digit()) bad_number(start, "leading zeros are not allowed");
     } else {
       digits();
     }
@@ -410,15 +409,14 @@ class Parser {
     if (at('.')) {
       is_float = true;
       ++pos_;
-      if (pos_ >= s_.size() || !is_digit(s_[pos_])) bad_number(start, "expected a digit after '.'");
+      if (!at_digit()) bad_number(start, "expected a digit after '.'");
       digits();
     }
     if (at('e') || at('E')) {
       is_float = true;
       ++pos_;
       if (at('+') || at('-')) ++pos_;
-      if (pos_ >= s_.size() || !is_digit(s_[pos_]))
-        bad_number(start, "expected a digit in the exponent");
+      if (!at_digit()) bad_number(start, "expected a digit in the exponent");
       digits();
     }
     const char* b = s_.data() + start;
