@@ -51,7 +51,7 @@ bool is_hex32(const std::string& h) {
 }
 
 TEST(Hashing, HashBytesIsXxh3_128) {
-  for (const std::string s : {std::string(), std::string("cellflow"), std::string(1000, 'x')}) {
+  for (const std::string& s : {std::string(), std::string("cellflow"), std::string(1000, 'x')}) {
     const XXH128_hash_t h = XXH3_128bits(s.data(), s.size());
     char buf[33];
     std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(h.high64),

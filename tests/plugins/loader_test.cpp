@@ -181,7 +181,7 @@ TEST(PluginCli, PluginFlagAndEnvironmentVariable) {
   EXPECT_TRUE(fs::exists(tmp / "inv.nrrd"));
 
   // A bad plugin is exit code 2 with the reason, on every command.
-  for (const std::string& cmd : {"run", "graph", "ops"}) {
+  for (const std::string cmd : {"run", "graph", "ops"}) {
     std::vector<std::string> args{cmd};
     if (cmd != "ops") args.push_back(graph.string());
     if (cmd == "graph") args.push_back("--hashes");

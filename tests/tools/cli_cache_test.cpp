@@ -275,8 +275,9 @@ TEST(CliCacheGc, GcAndVerifyWhileARunComputesNeverBreakIt) {
   // complete and sound.
   EXPECT_FALSE(
       fs::exists(cache / build_graph(example_graph_json(), std::nullopt).node("raw").hash));
-  if (fs::exists(cache / boom_hash))
+  if (fs::exists(cache / boom_hash)) {
     EXPECT_TRUE(fs::exists(cache / boom_hash / ".cellflow-complete"));
+  }
   if (fs::exists(cache / boom_hash) && fs::exists(cache / raw_hash)) {
     EXPECT_EQ(node_files(cache / boom_hash / "0"), node_files(cache / raw_hash / "0"));
   }

@@ -109,7 +109,9 @@ TEST(CrashLoop, KilledRunsResumeToTheBytesOfAnUninterruptedRun) {
           delays.push_back(d);
         }
       }
-      if (finished) ASSERT_EQ(run.code(), 0) << read_all(tmp / "run.err");
+      if (finished) {
+        ASSERT_EQ(run.code(), 0) << read_all(tmp / "run.err");
+      }
       // Whatever the run logged before it died: whole lines, one per event.
       if (!fs::exists(events)) continue;  // killed before it logged anything
       for (const Value& e : read_events(events)) {

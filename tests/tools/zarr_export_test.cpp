@@ -161,7 +161,7 @@ TEST(ZarrExport, ImageFilesWrittenByExportReadBackWithReadImage) {
   const fs::path graph = write_graph(tmp, "g.json", export_graph_json());
   const fs::path cache = tmp / "cache";
   const Graph g = build_graph(export_graph_json(), std::nullopt);
-  for (const std::string& file : {"raw.tif", "raw.nrrd", "raw.mha", "smooth.tif", "smooth.nrrd"}) {
+  for (const std::string file : {"raw.tif", "raw.nrrd", "raw.mha", "smooth.tif", "smooth.nrrd"}) {
     const std::string node = file.substr(0, file.find('.'));
     const fs::path out = tmp / file;
     const CommandResult r =
