@@ -7,12 +7,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # libgdcm-tools: ITK's CMake package references GDCM's programs; without them
 # every configure prints warnings about missing /usr/bin/gdcm* files.
+# python3-dask, -scipy, -joblib: the peers bench/compare_peers.py runs against.
 packages=(
   build-essential cmake ninja-build pkg-config ccache
   libgtest-dev libbenchmark-dev libtbb-dev libinsighttoolkit5-dev libfftw3-dev libgdcm-tools
   libboost-graph-dev libcereal-dev libfmt-dev libcli11-dev
   libblosc-dev libzstd-dev libxxhash-dev
   python3-zarr python3-numcodecs
+  python3-dask python3-scipy python3-joblib
   clang-format clang-tidy
   libopenmpi-dev openmpi-bin
 )
