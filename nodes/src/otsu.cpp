@@ -18,6 +18,7 @@
 
 #include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
+#include "global_range.hpp"
 #include "ops.hpp"
 
 namespace cellflow::nodes {
@@ -104,34 +105,6 @@ double otsu_threshold(std::span<const int64_t> counts, std::span<const double> c
 
 namespace {
 
-struct Range {
-  double lo = std::numeric_limits<double>::infinity();
-  double hi = -std::numeric_limits<double>::infinity();
-  bool empty() const { return !(lo <= hi); }
-};
-
-/// Min and max of a buffer, NaN ignored.
-Range buffer_range(const CellBuffer& b) {
-  return dispatch_dtype(b.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* p = b.as<T>();
-    const int64_t n = b.num_elements();
-    T lo = std::numeric_limits<T>::max();
-    T hi = std::numeric_limits<T>::lowest();
-    bool any = false;
-    for (int64_t i = 0; i < n; ++i) {
-      const T v = p[i];
-      if constexpr (std::is_floating_point_v<T>) {
-        if (std::isnan(v)) continue;
-      }
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
-      any = true;
-    }
-    return any ? Range{static_cast<double>(lo), static_cast<double>(hi)} : Range{};
-  });
-}
-
 /// Adds the voxels of `b` to `counts` (NaN ignored).
 void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
                       std::vector<int64_t>& counts) {
@@ -162,16 +135,8 @@ class OtsuKernel final : public NodeKernel {
     const CellGrid& grid = image.grid();
     const int64_t cells = grid.num_cells();
 
-    // Pass 1: min and max, exact (per cell, then combined in cell order).
-    std::vector<Range> ranges(static_cast<size_t>(cells));
-    tbb::parallel_for(int64_t{0}, cells, [&](int64_t c) {
-      ranges[static_cast<size_t>(c)] = buffer_range(image.get(grid.cell_at(c)));
-    });
-    Range all;
-    for (const Range& r : ranges) {
-      all.lo = std::min(all.lo, r.lo);
-      all.hi = std::max(all.hi, r.hi);
-    }
+    // Pass 1: min and max, exact.
+    const detail::ValueRange all = detail::image_value_range(image);
     if (all.empty()) {
       threshold_ = 0.0;  // no voxels (or only NaN): nothing is above anything
     } else if (all.lo == all.hi) {

@@ -2,53 +2,23 @@
 // converted to `dtype`. Without `in_range` it is a global op: prepare() scans
 // every cell of the input for its min and max.
 #include <fmt/format.h>
-#include <tbb/blocked_range.h>
-#include <tbb/parallel_reduce.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <limits>
 #include <mutex>
 #include <optional>
 #include <utility>
 
 #include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
+#include "global_range.hpp"
 #include "ops.hpp"
 
 namespace cellflow::nodes {
 namespace {
 
-using Range = std::pair<double, double>;  // [lo, hi]; lo > hi when empty
-
-Range empty_range() {
-  return {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()};
-}
-
-Range merge(Range a, Range b) { return {std::min(a.first, b.first), std::max(a.second, b.second)}; }
-
-/// Min and max of a buffer, NaN ignored.
-Range buffer_range(const CellBuffer& b) {
-  return dispatch_dtype(b.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* p = b.as<T>();
-    const int64_t n = b.num_elements();
-    T lo = std::numeric_limits<T>::max();
-    T hi = std::numeric_limits<T>::lowest();
-    bool any = false;
-    for (int64_t i = 0; i < n; ++i) {
-      const T v = p[i];
-      if constexpr (std::is_floating_point_v<T>) {
-        if (std::isnan(v)) continue;
-      }
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
-      any = true;
-    }
-    return any ? Range{static_cast<double>(lo), static_cast<double>(hi)} : empty_range();
-  });
-}
+using Range = std::pair<double, double>;  // [lo, hi]
 
 class RescaleKernel final : public NodeKernel {
  public:
@@ -63,19 +33,9 @@ class RescaleKernel final : public NodeKernel {
     if (!global_) return;
     std::lock_guard lock(prepare_mu_);
     if (prepared_.load(std::memory_order_acquire)) return;
-    CachedCellImage& image = *inputs[0];
-    const CellGrid& grid = image.grid();
-    const Range r = tbb::parallel_reduce(
-        tbb::blocked_range<int64_t>(0, grid.num_cells()), empty_range(),
-        [&](const tbb::blocked_range<int64_t>& cells, Range acc) {
-          for (int64_t c = cells.begin(); c != cells.end(); ++c) {
-            acc = merge(acc, buffer_range(image.get(grid.cell_at(c))));
-          }
-          return acc;
-        },
-        merge);
+    const detail::ValueRange r = detail::image_value_range(*inputs[0]);
     // An image with no (non-NaN) voxels maps everything to out_range's low end.
-    in_range_ = r.first <= r.second ? r : Range{0.0, 0.0};
+    in_range_ = r.empty() ? Range{0.0, 0.0} : Range{r.lo, r.hi};
     prepared_.store(true, std::memory_order_release);
   }
 

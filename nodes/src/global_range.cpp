@@ -1,0 +1,58 @@
+// The whole-image min and max of global_range.hpp.
+#include "global_range.hpp"
+
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "cellflow/cache/cached_cell_image.hpp"
+#include "cellflow/cache/dtype_dispatch.hpp"
+
+namespace cellflow::nodes::detail {
+namespace {
+
+/// Min and max of a buffer, NaN ignored.
+ValueRange buffer_range(const CellBuffer& b) {
+  return dispatch_dtype(b.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* p = b.as<T>();
+    const int64_t n = b.num_elements();
+    T lo = std::numeric_limits<T>::max();
+    T hi = std::numeric_limits<T>::lowest();
+    bool any = false;
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = p[i];
+      if constexpr (std::is_floating_point_v<T>) {
+        if (std::isnan(v)) continue;
+      }
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      any = true;
+    }
+    return any ? ValueRange{static_cast<double>(lo), static_cast<double>(hi)} : ValueRange{};
+  });
+}
+
+}  // namespace
+
+ValueRange image_value_range(CachedCellImage& image) {
+  const CellGrid& grid = image.grid();
+  const int64_t cells = grid.num_cells();
+  std::vector<ValueRange> ranges(static_cast<size_t>(cells));
+  tbb::parallel_for(int64_t{0}, cells, [&](int64_t c) {
+    ranges[static_cast<size_t>(c)] = buffer_range(image.get(grid.cell_at(c)));
+  });
+  // In cell order, so that which of -0.0 and 0.0 wins a tie is fixed.
+  ValueRange all;
+  for (const ValueRange& r : ranges) {
+    all.lo = std::min(all.lo, r.lo);
+    all.hi = std::max(all.hi, r.hi);
+  }
+  return all;
+}
+
+}  // namespace cellflow::nodes::detail
