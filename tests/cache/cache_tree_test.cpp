@@ -4,10 +4,8 @@
 // nested tree. Process tests re-execute this binary in helper mode.
 #include "cellflow/cache/cache_tree.hpp"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -20,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/helper_process.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/graph/value.hpp"
 #include "test_util.hpp"
@@ -41,22 +40,13 @@ std::string leaf_content(const std::string& rel, int i) {
   return s;
 }
 
-void append_line(const fs::path& file, const std::string& line) {
-  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (fd < 0) throw IoError("cannot open " + file.string());
-  const std::string l = line + "\n";
-  const bool ok = ::write(fd, l.data(), l.size()) == static_cast<ssize_t>(l.size());
-  ::close(fd);
-  if (!ok) throw IoError("cannot append to " + file.string());
-}
-
 /// The cvpl_tools protocol on <dir>/tree: open, fill what is not committed,
 /// commit. Every commit this caller makes is logged as "<rel> <who>" to
 /// `log`. With `stall_at`, stops forever before committing that leaf.
 void fill_tree(const fs::path& dir, const fs::path& log, const std::string& who,
                const std::string& stall_at = "") {
   const auto committed = [&](CacheTree& t, const std::string& rel) {
-    if (t.commit()) append_line(log, rel + " " + who);
+    if (t.commit()) test::append_line(log, rel + " " + who);
   };
   CacheTree root(dir / "tree");
   if (root.is_committed()) return;
@@ -104,28 +94,7 @@ int run_helper(const std::string& spec) {
   return 0;
 }();
 
-pid_t spawn_helper(const std::string& spec) {
-  std::vector<std::string> envs{std::string(kHelperEnv) + "=" + spec};
-  for (char** e = environ; *e != nullptr; ++e)
-    if (!std::string(*e).starts_with(std::string(kHelperEnv) + "=")) envs.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& s : envs) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  char exe[] = "/proc/self/exe";
-  char* argv[] = {exe, nullptr};
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execve(exe, argv, envp.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int wait_exit_code(pid_t pid) {
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+pid_t spawn_helper(const std::string& spec) { return test::spawn_self(kHelperEnv, spec); }
 
 /// Checks the finished tree against the commit log: every directory committed
 /// exactly once, by the one who filled it, with every file whole.
@@ -254,8 +223,8 @@ TEST(CacheTreeTest, ProcessesRacingOnOneTreeCommitEachDirectoryOnce) {
     racers.push_back(spawn_helper(tmp.path().string() + " p" + std::to_string(i)));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   ::kill(stalled, SIGKILL);
-  EXPECT_EQ(wait_exit_code(stalled), 128 + SIGKILL);
-  for (pid_t pid : racers) EXPECT_EQ(wait_exit_code(pid), 0);
+  EXPECT_EQ(test::wait_exit_code(stalled), 128 + SIGKILL);
+  for (pid_t pid : racers) EXPECT_EQ(test::wait_exit_code(pid), 0);
   EXPECT_TRUE(fs::exists(tmp / "stalled_commits.log"))
       << "the killed process had committed part of the tree";
   expect_complete_tree(tmp.path());

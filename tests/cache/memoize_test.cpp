@@ -7,10 +7,8 @@
 // initializer below), so each helper is a fresh process.
 #include "cellflow/cache/memoize.hpp"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -22,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/helper_process.hpp"
 #include "cellflow/cache/artifacts.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
@@ -65,17 +64,6 @@ struct Stalling {
   }
 };
 
-/// Appends one line to `file` (O_APPEND: processes never interleave lines).
-/// (No gtest assertions: helpers run outside any test.)
-void append_line(const fs::path& file, const std::string& line) {
-  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (fd < 0) throw IoError("cannot open " + file.string());
-  const std::string l = line + "\n";
-  const bool ok = ::write(fd, l.data(), l.size()) == static_cast<ssize_t>(l.size());
-  ::close(fd);
-  if (!ok) throw IoError("cannot append to " + file.string());
-}
-
 int count_lines(const fs::path& file) {
   if (!fs::exists(file)) return 0;
   const std::string text = test::read_all(file);
@@ -84,7 +72,7 @@ int count_lines(const fs::path& file) {
 
 // The slow, logged function the process tests share.
 std::vector<int64_t> squares_logged(int64_t n, const std::string& log) {
-  append_line(log, std::to_string(::getpid()));
+  test::append_line(log, std::to_string(::getpid()));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::vector<int64_t> out;
   for (int64_t i = 0; i < n; ++i) out.push_back(i * i);
@@ -102,7 +90,7 @@ int run_helper(const std::string& spec) {
       const auto r = memo.call_with_outcome("squares", 1, squares_logged, int64_t{1000},
                                             Memo::ignore((dir / "computed.log").string()));
       if (r.value.size() != 1000 || r.value[999] != 999 * 999) return 3;
-      append_line(dir / "outcomes.log", r.outcome.cached ? "cached" : "computed");
+      test::append_line(dir / "outcomes.log", r.outcome.cached ? "cached" : "computed");
       return 0;
     }
     if (mode == "stall") {
@@ -126,27 +114,7 @@ int run_helper(const std::string& spec) {
 
 /// Starts this test binary again in helper mode; returns its pid.
 pid_t spawn_helper(const std::string& mode, const fs::path& dir) {
-  const std::string env = std::string(kHelperEnv) + "=" + mode + " " + dir.string();
-  std::vector<std::string> envs{env};
-  for (char** e = environ; *e != nullptr; ++e)
-    if (!std::string(*e).starts_with(std::string(kHelperEnv) + "=")) envs.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& s : envs) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  char exe[] = "/proc/self/exe";
-  char* argv[] = {exe, nullptr};
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execve(exe, argv, envp.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int wait_exit_code(pid_t pid) {
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return test::spawn_self(kHelperEnv, mode + " " + dir.string());
 }
 
 TEST(MemoTest, HitMissAndVersion) {
@@ -464,7 +432,7 @@ TEST(MemoTest, ConcurrentProcessesComputeOnce) {
   constexpr int kProcesses = 5;
   std::vector<pid_t> pids;
   for (int i = 0; i < kProcesses; ++i) pids.push_back(spawn_helper("race", tmp.path()));
-  for (pid_t pid : pids) EXPECT_EQ(wait_exit_code(pid), 0);
+  for (pid_t pid : pids) EXPECT_EQ(test::wait_exit_code(pid), 0);
   EXPECT_EQ(count_lines(tmp / "computed.log"), 1) << test::read_all(tmp / "computed.log");
   const std::string outcomes = test::read_all(tmp / "outcomes.log");
   int computed = 0;
@@ -488,7 +456,7 @@ TEST(MemoTest, ProcessKilledWhileWritingLeavesNoEntry) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_TRUE(fs::exists(tmp / "stalled")) << "the helper never started writing";
   ::kill(pid, SIGKILL);
-  EXPECT_EQ(wait_exit_code(pid), 128 + SIGKILL);
+  EXPECT_EQ(test::wait_exit_code(pid), 128 + SIGKILL);
 
   Memo memo(tmp / "cache");
   const auto make = [](int v) { return Stalling{v}; };
