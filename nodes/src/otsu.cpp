@@ -167,7 +167,7 @@ class OtsuKernel final : public NodeKernel {
     const double t = threshold_;
     const CellBuffer& in = inputs[0].data;
     const int64_t n = in.num_elements();
-    uint8_t* dst = out.mutable_as<uint8_t>();
+    auto* dst = out.mutable_as<uint8_t>();
     dispatch_dtype(in.dtype(), [&](auto tag) {
       using T = typename decltype(tag)::type;
       const T* src = in.as<T>();

@@ -44,8 +44,12 @@ class RescaleKernel final : public NodeKernel {
     if (global_ && !prepared_.load(std::memory_order_acquire)) {
       throw NodeError("rescale: the input's range is unknown: prepare() did not run");
     }
-    const auto [in_lo, in_hi] = in_range_;
-    const auto [out_lo, out_hi] = out_range_;
+    // Plain variables, not structured bindings: the lambdas below capture them
+    // (clang before 16 rejects capturing a binding).
+    const double in_lo = in_range_.first;
+    const double in_hi = in_range_.second;
+    const double out_lo = out_range_.first;
+    const double out_hi = out_range_.second;
     const double scale = in_hi > in_lo ? (out_hi - out_lo) / (in_hi - in_lo) : 0.0;
     const double clamp_lo = std::min(out_lo, out_hi);
     const double clamp_hi = std::max(out_lo, out_hi);

@@ -39,6 +39,7 @@ inline pid_t spawn_self(const std::string& env_var, const std::string& value) {
   }
   // Built before fork(): the child only calls async-signal-safe functions.
   std::vector<char*> envp;
+  envp.reserve(envs.size() + 1);
   for (auto& s : envs) envp.push_back(s.data());
   envp.push_back(nullptr);
   char exe[] = "/proc/self/exe";
