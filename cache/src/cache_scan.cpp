@@ -1,6 +1,8 @@
 #include "cellflow/cache/cache_scan.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
@@ -11,12 +13,14 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <random>
 
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/dtype.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/files.hpp"
+#include "cellflow/cache/memoize.hpp"
 #include "cellflow/cache/node_use_lock.hpp"
 #include "cellflow/cache/table.hpp"
 #include "cellflow/cache/value.hpp"
@@ -317,6 +321,311 @@ void remove_file(const fs::path& p, CacheProblem& problem, const std::string& do
   }
 }
 
+// ---- Memo entries: <root>/memo/<key>/, locks <root>/memo/<key>.lock (flock,
+// as cellflow::Memo takes them: exclusive while computing, shared while
+// loading), writers' temporary folders and trash in <root>/memo/.tmp/.
+
+constexpr const char* kMemoDir = "memo";
+constexpr const char* kMemoTempDir = ".tmp";
+constexpr const char* kMemoEntryFile = "entry.json";
+// Trash of removed entries (ours) and of damaged ones (Memo's discard_entry).
+constexpr const char* kMemoRemovedTag = ".removed.";
+constexpr const char* kMemoDamagedTag = ".damaged.";
+
+bool is_memo_trash_name(const std::string& name) {
+  return name.find(kMemoRemovedTag) != std::string::npos ||
+         name.find(kMemoDamagedTag) != std::string::npos;
+}
+
+std::vector<std::string> list_memo_keys(const fs::path& memo_root) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(memo_root, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (is_hash_name(name) && folder_exists(it->path())) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The key's lock taken exclusively without waiting, held until destroyed.
+// Without `create`, a missing lock file is left missing (kUnavailable, no
+// error): Memo creates it before it locks, so nobody holds it.
+class MemoKeyLock {
+ public:
+  enum class State { kHeld, kBusy, kUnavailable };
+  MemoKeyLock(const fs::path& memo_root, const std::string& key, bool create) {
+    const fs::path file = memo_root / (key + ".lock");
+    if (create) fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) fd_ = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);  // flock needs no write access
+    if (fd_ < 0 && errno == ENOENT && !create) return;
+    if (fd_ < 0) {
+      error_ = fmt::format("file {}: cannot open it to lock the entry: {}", file.string(),
+                           std::strerror(errno));
+      return;
+    }
+    int rc;
+    do {
+      rc = ::flock(fd_, LOCK_EX | LOCK_NB);
+    } while (rc != 0 && errno == EINTR);
+    if (rc == 0) {
+      state_ = State::kHeld;
+      return;
+    }
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK) {
+      state_ = State::kBusy;
+    } else {
+      error_ = fmt::format("file {}: cannot lock the entry: {}", file.string(), std::strerror(err));
+    }
+  }
+  ~MemoKeyLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  MemoKeyLock(const MemoKeyLock&) = delete;
+  MemoKeyLock& operator=(const MemoKeyLock&) = delete;
+  State state() const { return state_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  int fd_ = -1;
+  State state_ = State::kUnavailable;
+  std::string error_;
+};
+
+enum class MemoRemoval { kRemoved, kInUse, kAbsent };
+
+// Removes entry `key` unless a Memo call holds its lock: under the lock,
+// renames the folder into memo/.tmp (atomic: a reader sees the whole entry or
+// none), then deletes it there. Throws IoError if it cannot be locked or moved.
+MemoRemoval remove_memo_entry(const fs::path& memo_root, const std::string& key) {
+  const fs::path dir = memo_root / key;
+  const MemoKeyLock lock(memo_root, key, /*create=*/true);
+  if (lock.state() == MemoKeyLock::State::kBusy) return MemoRemoval::kInUse;
+  if (!folder_exists(dir)) return MemoRemoval::kAbsent;
+  if (lock.state() != MemoKeyLock::State::kHeld) throw IoError(lock.error());
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const fs::path trash =
+      memo_root / kMemoTempDir /
+      fmt::format("{}{}{}.{:x}", key, kMemoRemovedTag, ::getpid(), rng() & 0xffffffu);
+  std::error_code ec;
+  fs::create_directories(trash.parent_path(), ec);
+  if (::rename(dir.c_str(), trash.c_str()) != 0) {
+    if (errno == ENOENT) return MemoRemoval::kAbsent;
+    throw IoError(fmt::format("folder {}: cannot move it away for removal: {}", dir.string(),
+                              std::strerror(errno)));
+  }
+  fs::remove_all(trash, ec);  // a leftover is removed by the next gc / verify --repair
+  return MemoRemoval::kRemoved;
+}
+
+bool memo_entry_in_use(const fs::path& memo_root, const std::string& key) {
+  return MemoKeyLock(memo_root, key, /*create=*/false).state() == MemoKeyLock::State::kBusy;
+}
+
+// What a memo entry holds, read without verifying its result.
+struct MemoScan {
+  CachedMemoEntry entry;
+  std::optional<Value> record;  // entry.json, when it parsed
+  std::string record_problem;   // else why not
+};
+
+MemoScan scan_memo_entry(const fs::path& memo_root, const std::string& key) {
+  MemoScan s;
+  CachedMemoEntry& e = s.entry;
+  e.key = key;
+  e.path = memo_root / key;
+  try {
+    const auto text = read_file(e.path / kMemoEntryFile);
+    if (!text) throw CorruptionError("missing (the entry was not committed whole)");
+    Value v = parse_json(*text, kMemoEntryFile);
+    if (!v.is_object()) throw CorruptionError("not a JSON object");
+    e.function = string_field(v, "function");
+    if (const Value* ver = v.find("version"); ver != nullptr && ver->is_int())
+      e.version = ver->as_int();
+    e.result_type = string_field(v, "result_type");
+    e.created = string_field(v, "created");
+    const std::string stored_key = string_field(v, "key");
+    if (stored_key != key)
+      throw CorruptionError(
+          fmt::format("records key \"{}\", not this folder's {}", stored_key, key));
+    const Value* result = v.find("result");
+    if (result == nullptr || !result->is_object()) throw CorruptionError("no \"result\" object");
+    e.result_format = string_field(*result, "format");
+    s.record = std::move(v);
+  } catch (const Error& err) {
+    s.record_problem = err.message();
+    e.problem = fmt::format("{}: {}", kMemoEntryFile, s.record_problem);
+  }
+  e.last_used = fs::file_time_type::min();
+  struct stat st {};
+  if (::stat(e.path.c_str(), &st) == 0) {
+    e.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
+    e.last_used = mtime_of(st);
+  }
+  for (const Entry& f : walk(e.path)) {
+    e.bytes += static_cast<uint64_t>(f.st.st_blocks) * 512;
+    e.last_used = std::max(e.last_used, mtime_of(f.st));
+  }
+  return s;
+}
+
+// The message of `e` without a leading "file <path>: " naming `file`.
+std::string reason_for(const Error& e, const fs::path& file) {
+  std::string why = e.message();
+  const std::string prefix = file.string() + ": ";
+  if (why.starts_with("file " + prefix)) why.erase(0, prefix.size() + 5);
+  if (why.starts_with(prefix)) why.erase(0, prefix.size());
+  return why;
+}
+
+}  // namespace
+
+std::vector<CachedMemoEntry> scan_memo_entries(const fs::path& root) {
+  check_root(root);
+  const fs::path memo_root = root / kMemoDir;
+  std::vector<CachedMemoEntry> out;
+  for (const std::string& key : list_memo_keys(memo_root)) {
+    MemoScan s = scan_memo_entry(memo_root, key);
+    if (!folder_exists(s.entry.path)) continue;  // removed while we looked
+    out.push_back(std::move(s.entry));
+  }
+  return out;
+}
+
+namespace {
+
+// verify_cache's part for memo entries and memo/.tmp.
+void verify_memo_entries(const fs::path& memo_root, const VerifyOptions& options,
+                         tbb::task_arena& arena, VerifyReport& report) {
+  const auto now = fs::file_time_type::clock::now();
+  // Writers' temporary folders: stale once older than temp_age and no Memo
+  // call holds the key's lock (a writer holds it until its folder is renamed
+  // into place or removed). Trash is always stale.
+  {
+    std::error_code ec;
+    for (fs::directory_iterator it(memo_root / kMemoTempDir, ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      const fs::path p = it->path();
+      const std::string name = p.filename().string();
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) != 0) continue;
+      const bool trash = is_memo_trash_name(name);
+      if (!trash && now - mtime_of(st) <= options.temp_age) continue;
+      std::optional<MemoKeyLock> lock;
+      if (!trash && name.size() > 32 && name[32] == '.' && is_hash_name(name.substr(0, 32))) {
+        lock.emplace(memo_root, name.substr(0, 32), /*create=*/false);
+        if (lock->state() == MemoKeyLock::State::kBusy) continue;  // a writer is at work
+      }
+      report.stale_temps.push_back(p);
+      if (!options.repair) continue;
+      std::error_code rec;
+      fs::remove_all(p, rec);
+      if (!rec) ++report.stale_removed;
+    }
+  }
+
+  struct ChunkTask {
+    size_t entry;
+    fs::path file;
+    size_t chunk_bytes;
+  };
+  std::vector<std::vector<CacheProblem>> found;
+  std::vector<ChunkTask> tasks;
+  std::vector<std::string> keys;
+  for (const std::string& key : list_memo_keys(memo_root)) {
+    MemoScan s = scan_memo_entry(memo_root, key);
+    if (!folder_exists(s.entry.path)) continue;
+    ++report.memo_entries;
+    const size_t index = keys.size();
+    keys.push_back(key);
+    found.emplace_back();
+    const fs::path& dir = s.entry.path;
+    if (!s.record) {
+      found.back().push_back(CacheProblem{dir / kMemoEntryFile, s.record_problem});
+      continue;
+    }
+    if (s.entry.result_format == "cereal-portable-binary") {
+      const fs::path file = dir / "result.bin";
+      try {
+        const auto mapped = detail::read_blob_result(dir);
+        report.bytes_checked += static_cast<int64_t>(mapped->bytes().size());
+      } catch (const Error& e) {
+        if (folder_exists(dir)) found.back().push_back(CacheProblem{file, reason_for(e, file)});
+      }
+    } else if (s.entry.result_format == "zarr") {
+      const fs::path array_dir = dir / "result";
+      try {
+        const auto array = ZarrArray::open(array_dir);
+        const CellGrid& grid = array->grid();
+        const auto chunk =
+            static_cast<size_t>(grid.cell_shape().product()) * dtype_size(array->dtype());
+        for (int64_t c = 0; c < grid.num_cells(); ++c)
+          tasks.push_back(ChunkTask{index, array->cell_path(grid.cell_at(c)), chunk});
+      } catch (const Error& e) {
+        const std::string why = e.message();
+        found.back().push_back(
+            CacheProblem{array_dir / ".zarray", why.empty() ? std::string(e.what()) : why});
+      }
+    } else {
+      found.back().push_back(
+          CacheProblem{dir / kMemoEntryFile,
+                       fmt::format("unknown result format \"{}\"", s.entry.result_format)});
+    }
+  }
+
+  std::mutex mu;
+  std::atomic<int64_t> bytes{0};
+  arena.execute([&] {
+    tbb::parallel_for(size_t{0}, tasks.size(), [&](size_t t) {
+      const ChunkTask& task = tasks[t];
+      std::string why;
+      try {
+        const auto stored = read_file(task.file);
+        if (!stored) {
+          // Missing, or the whole entry was removed meanwhile (not damage).
+          if (!folder_exists(memo_root / keys[task.entry])) return;
+          why = "missing (a memo result is stored whole)";
+        } else {
+          bytes.fetch_add(static_cast<int64_t>(stored->size()), std::memory_order_relaxed);
+          std::string out(task.chunk_bytes, '\0');
+          ZarrArray::decode_chunk(*stored, out.data(), out.size(), task.file.string());
+          return;
+        }
+      } catch (const Error& e) {
+        why = reason_for(e, task.file);
+      }
+      std::lock_guard lock(mu);
+      found[task.entry].push_back(CacheProblem{task.file, why});
+    });
+  });
+  report.cells_checked += static_cast<int64_t>(tasks.size());
+  report.bytes_checked += bytes.load();
+
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (found[i].empty()) continue;
+    if (options.repair) {
+      std::string repair = "removed the whole memo entry (the next call computes it again)";
+      bool removed = false;
+      try {
+        const MemoRemoval r = remove_memo_entry(memo_root, keys[i]);
+        removed = r != MemoRemoval::kInUse;
+        if (!removed) repair = "the entry is in use by a running process; repair again later";
+      } catch (const Error& e) {
+        repair = e.what();
+      }
+      for (CacheProblem& p : found[i]) {
+        p.repaired = removed;
+        p.repair = repair;
+      }
+    }
+    for (CacheProblem& p : found[i]) report.damaged.push_back(std::move(p));
+  }
+}
+
 }  // namespace
 
 bool VerifyReport::clean() const {
@@ -459,10 +768,7 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
         }
         return;
       } catch (const Error& e) {
-        why = e.message();
-        const std::string prefix = task.file.string() + ": ";
-        if (why.starts_with("file " + prefix)) why.erase(0, prefix.size() + 5);
-        if (why.starts_with(prefix)) why.erase(0, prefix.size());
+        why = reason_for(e, task.file);
       }
       CacheProblem p{task.file, why};
       if (options.repair) remove_file(task.file, p, "deleted (the next run recomputes the cell)");
@@ -547,6 +853,8 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
     }
     for (CacheProblem& p : found) report.damaged.push_back(std::move(p));
   }
+
+  verify_memo_entries(root / kMemoDir, options, arena, report);
   std::sort(report.damaged.begin(), report.damaged.end(),
             [](const CacheProblem& a, const CacheProblem& b) { return a.file < b.file; });
   std::sort(report.stale_temps.begin(), report.stale_temps.end());
@@ -560,6 +868,7 @@ GcReport gc_cache(const fs::path& root, const GcOptions& options) {
   if (criteria != 1)
     throw InvalidArgument("gc: give exactly one of: an age, a size budget, or the nodes to keep");
   check_root(root);
+  const fs::path memo_root = root / kMemoDir;
   GcReport report;
   if (!options.dry_run) {
     std::error_code ec;
@@ -570,22 +879,60 @@ GcReport gc_cache(const fs::path& root, const GcOptions& options) {
       fs::remove_all(it->path(), rec);
       if (!rec) ++report.trash_removed;
     }
+    for (fs::directory_iterator it(memo_root / kMemoTempDir, ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      if (!is_memo_trash_name(it->path().filename().string())) continue;
+      std::error_code rec;
+      fs::remove_all(it->path(), rec);
+      if (!rec) ++report.trash_removed;
+    }
   }
 
   std::vector<CachedNode> nodes = scan_cache(root);
+  // --keep-graph names nodes only: memo entries are neither kept nor removed by it.
+  std::vector<CachedMemoEntry> memos;
+  if (!options.keep) memos = scan_memo_entries(root);
   for (const CachedNode& n : nodes) report.bytes_before += n.bytes;
-  // Least recently used first (also the order of the age criterion's report).
-  std::stable_sort(nodes.begin(), nodes.end(), [](const CachedNode& a, const CachedNode& b) {
+  for (const CachedMemoEntry& m : memos) report.bytes_before += m.bytes;
+  // Nodes and memo entries in one order, least recently used first (also the
+  // order of the age criterion's report).
+  struct Candidate {
+    fs::file_time_type last_used;
+    bool memo;
+    size_t index;
+  };
+  std::vector<Candidate> order;
+  for (size_t i = 0; i < nodes.size(); ++i) order.push_back({nodes[i].last_used, false, i});
+  for (size_t i = 0; i < memos.size(); ++i) order.push_back({memos[i].last_used, true, i});
+  std::stable_sort(order.begin(), order.end(), [](const Candidate& a, const Candidate& b) {
     return a.last_used < b.last_used;
   });
   const auto now = options.now.value_or(fs::file_time_type::clock::now());
   uint64_t total = report.bytes_before;
-  for (CachedNode& n : nodes) {
+  for (const Candidate& c : order) {
     bool chosen = false;
-    if (options.older_than) chosen = now - n.last_used > *options.older_than;
-    if (options.keep) chosen = options.keep->count(n.hash) == 0;
+    if (options.older_than) chosen = now - c.last_used > *options.older_than;
+    if (options.keep) chosen = !c.memo && options.keep->count(nodes[c.index].hash) == 0;
     if (options.max_bytes) chosen = total > *options.max_bytes;
     if (!chosen) continue;
+    if (c.memo) {
+      CachedMemoEntry& m = memos[c.index];
+      MemoRemoval r = MemoRemoval::kRemoved;
+      if (options.dry_run) {
+        if (memo_entry_in_use(memo_root, m.key)) r = MemoRemoval::kInUse;
+      } else {
+        r = remove_memo_entry(memo_root, m.key);
+      }
+      if (r == MemoRemoval::kAbsent) continue;  // someone else removed it
+      if (r == MemoRemoval::kRemoved) {
+        total -= std::min(total, m.bytes);
+        report.memo_removed.push_back(std::move(m));
+      } else {
+        report.memo_in_use.push_back(std::move(m));
+      }
+      continue;
+    }
+    CachedNode& n = nodes[c.index];
     bool removed = false;
     if (options.dry_run) {
       removed = !node_in_use(root, n.hash);

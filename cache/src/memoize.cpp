@@ -104,11 +104,11 @@ class Flights {
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
 };
 
-// An exclusive flock of one file, held until destroyed; unlocked (and a no-op)
-// where the file cannot be opened (read-only cache).
+// A flock of one file (LOCK_EX or LOCK_SH), held until destroyed; unlocked (and
+// a no-op) where the file cannot be opened (read-only cache).
 class FileLock {
  public:
-  explicit FileLock(const fs::path& path) {
+  explicit FileLock(const fs::path& path, int operation = LOCK_EX) {
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd_ < 0 && errno == ENOENT) {
       std::error_code ec;
@@ -118,7 +118,7 @@ class FileLock {
     if (fd_ < 0) return;
     int rc;
     do {
-      rc = ::flock(fd_, LOCK_EX);
+      rc = ::flock(fd_, operation);
     } while (rc != 0 && errno == EINTR);
     if (rc != 0) {
       ::close(fd_);
@@ -136,6 +136,24 @@ class FileLock {
 };
 
 bool committed(const fs::path& entry) { return ::access((entry / kEntryFile).c_str(), F_OK) == 0; }
+
+// An entry's last use, for `cellflow cache gc`: the newest mtime in its folder.
+// Fails harmlessly on a read-only cache; readers never look at the time.
+void touch_last_use(const fs::path& entry) {
+  ::utimensat(AT_FDCWD, (entry / kEntryFile).c_str(), nullptr, 0);
+}
+
+// Memo(path) is pointed at a cache directory: the first store makes it one
+// that `cellflow cache` recognizes, as CacheDirectory would.
+void mark_cache_directory(const fs::path& memo_root) {
+  const fs::path format_file = memo_root.parent_path() / "cellflow-cache.json";
+  if (::access(format_file.c_str(), F_OK) == 0) return;
+  try {
+    write_file_atomic(format_file, fmt::format("{{\"format\": {}}}\n", kCacheFormat));
+  } catch (const Error&) {
+    // Only maintenance needs it; the entry itself is fine without.
+  }
+}
 
 void remove_quietly(const fs::path& p) {
   std::error_code ec;
@@ -476,7 +494,15 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
   };
 
   while (true) {
-    if (committed(out.entry) && try_load()) return hit();
+    if (committed(out.entry)) {
+      // Maintenance (cache gc, verify --repair) removes an entry only under
+      // the key's lock taken exclusively: a shared hold keeps it while we load.
+      const FileLock reading(root / (out.key + ".lock"), LOCK_SH);
+      if (committed(out.entry) && try_load()) {
+        touch_last_use(out.entry);
+        return hit();
+      }
+    }
     auto [flight, leader] = Flights::global().join(out.entry.string());
     if (!leader) {
       // Another thread computes this key: wait, then load what it stored (or
@@ -496,6 +522,7 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
       discard_entry(root, out.entry);
     }
     remove_stale_temps(root, out.key);
+    mark_cache_directory(root);
     const fs::path tmp = root / kTempDir / (out.key + "." + unique_suffix());
     std::error_code ec;
     fs::create_directories(tmp, ec);

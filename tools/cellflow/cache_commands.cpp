@@ -72,13 +72,43 @@ const char* kind_name(CachedNodeKind k) {
   return "unknown";
 }
 
+// "cereal 1.2 KiB" / "zarr": how a memo entry stores its result.
+std::string memo_result_text(const CachedMemoEntry& m) {
+  if (m.result_format == "cereal-portable-binary") return "cereal";
+  return or_dash(m.result_format);
+}
+
+std::string plural(size_t n, const char* one, const char* many) {
+  return fmt::format("{} {}", n, n == 1 ? one : many);
+}
+
+Value memo_json(const CachedMemoEntry& m) {
+  Value v(Value::Object{
+      {"key", m.key},
+      {"function", m.function},
+      {"version", m.version},
+      {"result_type", m.result_type},
+      {"result_format", m.result_format},
+      {"created", m.created},
+      {"bytes", static_cast<int64_t>(m.bytes)},
+      {"last_used", format_time(m.last_used, true)},
+      {"last_used_unix",
+       std::chrono::duration<double>(to_system(m.last_used).time_since_epoch()).count()},
+      {"path", m.path.string()},
+  });
+  if (!m.problem.empty()) v.set("problem", m.problem);
+  return v;
+}
+
 }  // namespace
 
 int cache_ls_command(const CacheArgs& args) {
   const fs::path root = cache_root_of(args.cache);
   const std::vector<CachedNode> nodes = scan_cache(root);
+  const std::vector<CachedMemoEntry> memos = scan_memo_entries(root);
   uint64_t total = 0;
   for (const CachedNode& n : nodes) total += n.bytes;
+  for (const CachedMemoEntry& m : memos) total += m.bytes;
   if (args.json) {
     Value list = Value::array();
     for (const CachedNode& n : nodes) {
@@ -103,9 +133,12 @@ int cache_ls_command(const CacheArgs& args) {
       if (!n.metadata_problem.empty()) v.set("problem", n.metadata_problem);
       list.as_array().push_back(std::move(v));
     }
+    Value memo_list = Value::array();
+    for (const CachedMemoEntry& m : memos) memo_list.as_array().push_back(memo_json(m));
     fmt::print("{}", to_json(Value(Value::Object{{"cache", root.string()},
                                                  {"total_bytes", static_cast<int64_t>(total)},
-                                                 {"nodes", std::move(list)}})));
+                                                 {"nodes", std::move(list)},
+                                                 {"memo", std::move(memo_list)}})));
     return kExitOk;
   }
   size_t op_w = 2;
@@ -127,8 +160,26 @@ int cache_ls_command(const CacheArgs& args) {
                format_time(n.last_used, false),
                n.metadata_problem.empty() ? "" : "  (" + n.metadata_problem + ")");
   }
-  fmt::print("{} node{}, {} in {}\n", nodes.size(), nodes.size() == 1 ? "" : "s", human_size(total),
-             root.string());
+  if (!memos.empty()) {
+    // Memo entries (cellflow::Memo), one line each, marked "memo".
+    size_t fn_w = 8;
+    size_t result_w = 6;
+    for (const CachedMemoEntry& m : memos) {
+      fn_w = std::max(fn_w, or_dash(m.function).size());
+      result_w = std::max(result_w, memo_result_text(m).size());
+    }
+    fmt::print("{:<37}  {:<{}}  {:>7}  {:<{}}  {:>10}  {}\n", "memo entry", "function", fn_w,
+               "version", "result", result_w, "size", "last used");
+    for (const CachedMemoEntry& m : memos) {
+      fmt::print("memo {:<32}  {:<{}}  {:>7}  {:<{}}  {:>10}  {}{}\n", m.key, or_dash(m.function),
+                 fn_w, m.problem.empty() ? std::to_string(m.version) : "-", memo_result_text(m),
+                 result_w, human_size(m.bytes), format_time(m.last_used, false),
+                 m.problem.empty() ? "" : "  (" + m.problem + ")");
+    }
+  }
+  fmt::print("{} node{}{}, {} in {}\n", nodes.size(), nodes.size() == 1 ? "" : "s",
+             memos.empty() ? "" : ", " + plural(memos.size(), "memo entry", "memo entries"),
+             human_size(total), root.string());
   return kExitOk;
 }
 
@@ -164,7 +215,10 @@ int cache_verify_command(const CacheArgs& args) {
                                       : " (cellflow cache verify --repair deletes them; runs "
                                         "recompute what is missing)");
   }
-  fmt::print("checked {} node{}, {} cell{} ({}) in {}: {}\n", r.nodes, r.nodes == 1 ? "" : "s",
+  fmt::print("checked {} node{}{}, {} cell{} ({}) in {}: {}\n", r.nodes, r.nodes == 1 ? "" : "s",
+             r.memo_entries == 0
+                 ? ""
+                 : ", " + plural(static_cast<size_t>(r.memo_entries), "memo entry", "memo entries"),
              r.cells_checked, r.cells_checked == 1 ? "" : "s",
              human_size(static_cast<uint64_t>(r.bytes_checked)), root.string(), verdict);
   return r.clean() ? kExitOk : kExitFailed;
@@ -204,11 +258,23 @@ int cache_gc_command(const CacheArgs& args) {
     fmt::print("kept {}  {}  {}  (in use by a running process)\n", n.hash, or_dash(n.op),
                or_dash(n.id));
   }
+  for (const CachedMemoEntry& m : r.memo_removed) {
+    fmt::print("{} memo {}  {}  {}  last used {}\n", verb, m.key, or_dash(m.function),
+               human_size(m.bytes), format_time(m.last_used, false));
+  }
+  for (const CachedMemoEntry& m : r.memo_in_use) {
+    fmt::print("kept memo {}  {}  (in use by a running process)\n", m.key, or_dash(m.function));
+  }
   uint64_t freed = 0;
   for (const CachedNode& n : r.removed) freed += n.bytes;
-  fmt::print("{} {} node{} ({}); {} in use kept; cache {} -> {}\n", verb, r.removed.size(),
-             r.removed.size() == 1 ? "" : "s", human_size(freed), r.in_use.size(),
-             human_size(r.bytes_before), human_size(r.bytes_after));
+  for (const CachedMemoEntry& m : r.memo_removed) freed += m.bytes;
+  const size_t memo_seen = r.memo_removed.size() + r.memo_in_use.size();
+  fmt::print(
+      "{} {} node{}{} ({}); {} in use kept; cache {} -> {}\n", verb, r.removed.size(),
+      r.removed.size() == 1 ? "" : "s",
+      memo_seen == 0 ? "" : " and " + plural(r.memo_removed.size(), "memo entry", "memo entries"),
+      human_size(freed), r.in_use.size() + r.memo_in_use.size(), human_size(r.bytes_before),
+      human_size(r.bytes_after));
   return kExitOk;
 }
 

@@ -113,27 +113,33 @@ int cli_main(int argc, char** argv) {
                     "Cache directory (default: $CELLFLOW_CACHE, else ./cellflow-cache)");
   };
   CLI::App* cache_ls = cache_cmd->add_subcommand(
-      "ls", "One line per node: hash, op, id, dtype, shape, size, complete|partial, last used");
+      "ls",
+      "One line per node: hash, op, id, dtype, shape, size, complete|partial, last used; then "
+      "one per memo entry (cellflow::Memo): key, function, version, result, size, last used");
   add_cache_option(cache_ls);
   cache_ls->add_flag("--json", cache_args.json, "As JSON");
   CLI::App* cache_verify = cache_cmd->add_subcommand(
       "verify", "Read and check every file; exit 0 only when the cache is clean");
   add_cache_option(cache_verify);
   cache_verify->add_flag("--repair", cache_args.repair,
-                         "Delete damaged cells and stale temporary files, clear completion "
-                         "markers of nodes that lost cells, rewrite damaged metadata (exit 0 "
-                         "when everything was repaired)");
+                         "Delete damaged cells, damaged memo entries and stale temporary "
+                         "files, clear completion markers of nodes that lost cells, rewrite "
+                         "damaged metadata (exit 0 when everything was repaired)");
   CLI::App* cache_gc = cache_cmd->add_subcommand(
-      "gc", "Remove whole nodes by age, size budget or a graph to keep (never one in use)");
+      "gc",
+      "Remove whole nodes and memo entries by age or size budget, or nodes by a graph to keep "
+      "(never one in use)");
   add_cache_option(cache_gc);
   add_plugin_option(cache_gc);
   cache_gc->add_option("--older-than", cache_args.older_than_days,
-                       "Remove nodes not used for more than DAYS (fractions allowed)");
+                       "Remove nodes and memo entries not used for more than DAYS (fractions "
+                       "allowed)");
   cache_gc->add_option("--max-size", cache_args.max_size,
-                       "Remove least recently used nodes until the cache takes at most SIZE "
-                       "(e.g. 500M, 20G)");
+                       "Remove least recently used nodes and memo entries until the cache "
+                       "takes at most SIZE (e.g. 500M, 20G)");
   cache_gc->add_option("--keep-graph", cache_args.keep_graph,
-                       "Remove every node that GRAPH.json does not use");
+                       "Remove every node that GRAPH.json does not use (memo entries are "
+                       "left alone)");
   cache_gc->add_flag("--dry-run", cache_args.dry_run, "Only print what would be removed");
 
   bool ops_json = false;

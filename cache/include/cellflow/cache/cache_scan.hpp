@@ -1,10 +1,12 @@
-// Maintenance of a cache directory from outside a run: list its nodes
-// (scan_cache), check every stored file (verify_cache) and remove nodes by
-// age, size budget or a set to keep (gc_cache). All are safe while other
-// processes compute on the same cache: scanning and verifying only read
-// (verify's repair removes damaged cells, stale temporary files and stale
-// completion markers, which runs recompute or ignore), and nodes are removed
-// whole, by atomic rename, never while a process holds their NodeUseLock.
+// Maintenance of a cache directory from outside a run: list its nodes and
+// memo entries (scan_cache, scan_memo_entries), check every stored file
+// (verify_cache) and remove nodes and memo entries by age or size budget, or
+// nodes by a set to keep (gc_cache). All are safe while other processes
+// compute on the same cache: scanning and verifying only read (verify's repair
+// removes damaged cells and memo entries, stale temporary files and stale
+// completion markers, which runs recompute or ignore), and nodes and memo
+// entries are removed whole, by atomic rename, never while a process holds
+// their NodeUseLock (nodes) or the flock of <cache>/memo/<key>.lock (Memo).
 // Thread-compatible: each call is independent.
 #pragma once
 
@@ -52,6 +54,27 @@ std::vector<CachedNode> scan_cache(const std::filesystem::path& root);
 /// The node folders `root` holds, by hash (cheap: one directory listing).
 std::vector<std::string> list_node_hashes(const std::filesystem::path& root);
 
+/// One entry of cellflow::Memo, <cache>/memo/<key>/, as found on disk.
+struct CachedMemoEntry {
+  std::string key;  // the folder's name (32 hex chars)
+  std::filesystem::path path;
+  // From entry.json (empty when it is missing or unreadable).
+  std::string function;
+  int64_t version = 0;
+  std::string result_type;    // demangled C++ type
+  std::string result_format;  // "cereal-portable-binary" (result.bin) or "zarr" (result/)
+  std::string created;        // ISO 8601 UTC
+  /// Empty when entry.json was read; else why not.
+  std::string problem;
+  uint64_t bytes = 0;  // space allocated on disk for everything in the folder
+  /// Newest mtime in the folder (every call served from the entry touches entry.json).
+  std::filesystem::file_time_type last_used{};
+};
+
+/// Every memo entry of the cache at `root`, sorted by key. Only reads. Throws
+/// InvalidArgument if `root` is not a cellflow cache.
+std::vector<CachedMemoEntry> scan_memo_entries(const std::filesystem::path& root);
+
 /// A file (or folder) that is damaged, and why.
 struct CacheProblem {
   std::filesystem::path file;
@@ -75,6 +98,7 @@ struct VerifyOptions {
 
 struct VerifyReport {
   int64_t nodes = 0;
+  int64_t memo_entries = 0;
   int64_t cells_checked = 0;
   int64_t bytes_checked = 0;
   std::vector<CacheProblem> damaged;  // in path order
@@ -93,17 +117,22 @@ struct VerifyReport {
 /// .zgroup, .zattrs (and that it names the folder's hash), .zarray (and that
 /// it matches the definition), every cell (checksum trailer, blosc frame sizes,
 /// decompression; table cells also parse as rows), and completion markers
-/// (every cell present). Only reads unless `options.repair`. Throws
-/// InvalidArgument if `root` is not a cellflow cache.
+/// (every cell present); each memo entry's entry.json (parses, names the
+/// folder's key) and result (result.bin against entry.json's checksum, or every
+/// chunk of result/ as node cells are checked). Repair removes a damaged memo
+/// entry whole (the next call computes it again) unless a process holds its
+/// lock, and folders in memo/.tmp left by killed writers. Only reads unless
+/// `options.repair`. Throws InvalidArgument if `root` is not a cellflow cache.
 VerifyReport verify_cache(const std::filesystem::path& root, const VerifyOptions& options = {});
 
-/// Which nodes gc removes; give exactly one criterion.
+/// Which nodes and memo entries gc removes; give exactly one criterion.
 struct GcOptions {
-  /// Nodes not used for longer than this.
+  /// Nodes and memo entries not used for longer than this.
   std::optional<std::chrono::seconds> older_than;
-  /// Least recently used nodes first, until the cache takes at most this many bytes.
+  /// Least recently used nodes and memo entries first (one order for both),
+  /// until the cache takes at most this many bytes.
   std::optional<uint64_t> max_bytes;
-  /// Every node whose hash is not in this set.
+  /// Every node whose hash is not in this set. Memo entries are not touched.
   std::optional<std::set<std::string>> keep;
   /// Report what would be removed, remove nothing.
   bool dry_run = false;
@@ -112,15 +141,18 @@ struct GcOptions {
 };
 
 struct GcReport {
-  std::vector<CachedNode> removed;  // in removal order
-  std::vector<CachedNode> in_use;   // chosen for removal but in use by a process: kept
-  uint64_t bytes_before = 0;
+  std::vector<CachedNode> removed;            // in removal order
+  std::vector<CachedNode> in_use;             // chosen for removal but in use by a process: kept
+  std::vector<CachedMemoEntry> memo_removed;  // in removal order
+  std::vector<CachedMemoEntry> memo_in_use;   // chosen, but being loaded or computed: kept
+  uint64_t bytes_before = 0;                  // nodes and memo entries
   uint64_t bytes_after = 0;
   int64_t trash_removed = 0;  // trash folders of interrupted removals deleted
 };
 
-/// Removes whole node folders of the cache at `root` (see GcOptions), never a
-/// node a process holds a NodeUseLock on. Throws InvalidArgument if `root` is
+/// Removes whole node folders and memo entries of the cache at `root` (see
+/// GcOptions), never a node a process holds a NodeUseLock on nor a memo entry
+/// whose lock a Memo call holds. Throws InvalidArgument if `root` is
 /// not a cellflow cache or the options do not hold exactly one criterion.
 GcReport gc_cache(const std::filesystem::path& root, const GcOptions& options);
 

@@ -15,7 +15,10 @@
 // leaves no entry. Thread-safe and process-safe: concurrent calls with one key
 // compute once (threads of a process wait for one leader; processes serialize
 // on an flock of <cache>/memo/<key>.lock, and the loser loads the winner's
-// entry). Waiting blocks the calling thread.
+// entry). Loading an entry holds that flock shared, and `cellflow cache gc` /
+// `verify --repair` remove an entry only under it exclusively; a call served
+// from an entry touches its entry.json (the entry's last use, for gc).
+// Waiting blocks the calling thread.
 #pragma once
 
 #include <algorithm>
@@ -222,7 +225,8 @@ MemoArgument describe_argument(const T& value) {
 
 class Memo {
  public:
-  /// Entries live under `cache_root`/memo (created on the first store).
+  /// Entries live under `cache_root`/memo (created on the first store, which
+  /// also writes `cache_root`/cellflow-cache.json if absent).
   explicit Memo(std::filesystem::path cache_root);
   explicit Memo(const CacheDirectory& cache);
 
