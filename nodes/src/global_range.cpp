@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -15,24 +16,29 @@
 namespace cellflow::nodes::detail {
 namespace {
 
-/// Min and max of a buffer, NaN ignored.
+/// Min and max of a buffer, NaN ignored. Written without branches so that the
+/// loop vectorizes: a comparison with NaN is false, so NaN never replaces lo
+/// or hi, and a buffer without values leaves lo > hi.
 ValueRange buffer_range(const CellBuffer& b) {
   return dispatch_dtype(b.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* p = b.as<T>();
     const int64_t n = b.num_elements();
-    T lo = std::numeric_limits<T>::max();
-    T hi = std::numeric_limits<T>::lowest();
-    bool any = false;
+    T lo, hi;
+    if constexpr (std::is_floating_point_v<T>) {
+      lo = std::numeric_limits<T>::infinity();
+      hi = -std::numeric_limits<T>::infinity();
+    } else {
+      lo = std::numeric_limits<T>::max();
+      hi = std::numeric_limits<T>::lowest();
+    }
     for (int64_t i = 0; i < n; ++i) {
       const T v = p[i];
-      if constexpr (std::is_floating_point_v<T>) {
-        if (std::isnan(v)) continue;
-      }
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
-      any = true;
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
     }
+    bool any = n > 0;
+    if constexpr (std::is_floating_point_v<T>) any = lo <= hi;
     return any ? ValueRange{static_cast<double>(lo), static_cast<double>(hi)} : ValueRange{};
   });
 }

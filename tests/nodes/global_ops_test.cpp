@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -183,6 +184,32 @@ TEST(Otsu, HelpersAgreeWithTheReference) {
   for (const double x : v) ++counts[static_cast<size_t>(nodes::histogram_bin(edges, x))];
   const double t = nodes::otsu_threshold(counts, nodes::histogram_centers(edges, false));
   EXPECT_EQ(t, reference_otsu(v, 64, false));
+}
+
+// The image's own range skips NaN, also when whole cells hold nothing else,
+// and keeps infinities out of nothing: here the range is [-3, 5].
+TEST(Rescale, OwnRangeIgnoresNaNEvenInAllNaNCells) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> v(42);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i % 7) - 1.0;  // -1..5
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 4; ++c) v[static_cast<size_t>(r * 7 + c)] = nan;  // the first 4x4 cell
+  }
+  v[40] = -3.0;
+  v[20] = nan;
+  const std::string key = test::Volumes::global().add("nan", make_buffer<float>(Shape{6, 7}, v));
+  GraphDef def;
+  def.add("raw", "test.volume", {}, test::volume_params(key, Shape{4, 4}));
+  def.add("unit", "rescale", {"raw"}, Value(Value::Object{{"dtype", "f32"}}));
+  const CellBuffer unit = read_node(def, "unit");
+  int64_t checked = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (std::isnan(v[i])) continue;
+    EXPECT_NEAR(unit.as<float>()[i], (v[i] + 3.0) / 8.0, 1e-6) << i;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 42 - 17);
+  EXPECT_EQ(unit.as<float>()[40], 0.0F);
 }
 
 TEST(Otsu, ConstantImageGivesAnEmptyMaskAndBinsAreValidated) {
