@@ -1,5 +1,6 @@
 #include "cellflow/cache/cell_buffer.hpp"
 
+#include <sanitizer/asan_interface.h>  // no-op macros unless built with ASan
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -29,6 +30,10 @@ constexpr size_t kPage = 4096;
 // first), and unmapped — returned to the system at once — when the pool
 // exceeds its limit (oldest first). What the process holds is then the memory
 // cache's budget plus at most this limit.
+//
+// Under AddressSanitizer a pooled block is poisoned while it waits and so is
+// the page-rounding slack after a live buffer: a use after free or a read
+// past the end of a cell is still reported, as it is for malloc'd memory.
 class BufferPool {
  public:
   static BufferPool& global() {
@@ -36,25 +41,32 @@ class BufferPool {
     return *pool;
   }
 
-  void* take(size_t bytes) {
+  /// A block of `bytes` (a multiple of the page size) of which the first
+  /// `used` are the buffer's.
+  void* take(size_t bytes, size_t used) {
+    void* p = nullptr;
     {
       std::lock_guard lock(mu_);
       auto it = by_size_.find(bytes);
       if (it != by_size_.end() && !it->second.empty()) {
         const auto block = it->second.back();
         it->second.pop_back();
-        void* p = block->data;
+        p = block->data;
         order_.erase(block);
         held_ -= bytes;
-        return p;
       }
     }
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
+    if (p == nullptr) {
+      p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+    }
+    ASAN_UNPOISON_MEMORY_REGION(p, used);
+    ASAN_POISON_MEMORY_REGION(static_cast<std::byte*>(p) + used, bytes - used);
     return p;
   }
 
   void give(void* p, size_t bytes) {
+    ASAN_POISON_MEMORY_REGION(p, bytes);
     std::vector<Block> drop;
     {
       std::lock_guard lock(mu_);
@@ -67,7 +79,7 @@ class BufferPool {
         trim_locked(limit_, drop);
       }
     }
-    for (const Block& b : drop) ::munmap(b.data, b.bytes);
+    for (const Block& b : drop) unmap(b);
   }
 
   void set_limit(size_t bytes) {
@@ -77,7 +89,7 @@ class BufferPool {
       limit_ = bytes;
       trim_locked(limit_, drop);
     }
-    for (const Block& b : drop) ::munmap(b.data, b.bytes);
+    for (const Block& b : drop) unmap(b);
   }
 
   size_t limit() const {
@@ -96,6 +108,11 @@ class BufferPool {
     size_t bytes;
   };
   using Order = std::list<Block>;
+
+  static void unmap(const Block& b) {
+    ASAN_UNPOISON_MEMORY_REGION(b.data, b.bytes);  // the range may be mapped again later
+    ::munmap(b.data, b.bytes);
+  }
 
   // Moves the oldest blocks into `drop` until at most `limit` bytes are held.
   void trim_locked(size_t limit, std::vector<Block>& drop) {
@@ -127,7 +144,7 @@ CellBuffer CellBuffer::allocate(DType dtype, const Shape& shape) {
   const size_t wanted = b.num_bytes();
   if (wanted >= kPooledMin) {
     const size_t bytes = (wanted + kPage - 1) / kPage * kPage;
-    void* p = BufferPool::global().take(bytes);
+    void* p = BufferPool::global().take(bytes, wanted);
     b.data_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [bytes](std::byte* q) {
       BufferPool::global().give(q, bytes);
     });

@@ -238,6 +238,33 @@ TEST(CellBufferPool, ManyThreadsAllocatingAndFreeingStayWithinTheLimit) {
   EXPECT_LE(CellBuffer::pool_bytes(), kLimit);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+// Pooled blocks stay mapped, so without poisoning ASan could not see a read of
+// a freed cell buffer (or past the end of a live one).
+TEST(CellBufferPoolDeathTest, ASanReportsUseAfterFreeAndOverflow) {
+  const PoolLimitGuard guard;
+  CellBuffer::set_pool_limit(size_t{8} << 20);
+  EXPECT_DEATH(
+      {
+        const std::byte* p = nullptr;
+        {
+          const CellBuffer b = CellBuffer::allocate(DType::kU8, Shape{(int64_t{64} << 10) + 100});
+          p = b.data();
+        }
+        const volatile std::byte x = p[10];
+        (void)x;
+      },
+      "use-after-poison");
+  EXPECT_DEATH(
+      {
+        const CellBuffer b = CellBuffer::allocate(DType::kU8, Shape{(int64_t{64} << 10) + 100});
+        const volatile std::byte x = b.data()[(int64_t{64} << 10) + 100];
+        (void)x;
+      },
+      "use-after-poison");
+}
+#endif
+
 TEST(CellBufferPool, TheGlobalBudgetSetsThePoolLimit) {
   const PoolLimitGuard guard;
   const size_t budget = MemoryCache::global().budget();
