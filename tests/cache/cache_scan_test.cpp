@@ -293,7 +293,8 @@ TEST(CacheVerify, AFolderWithoutMetadataIsUnfinishedNotDamaged) {
   EXPECT_TRUE(r.clean());
   ASSERT_EQ(r.unfinished.size(), 1u);
   EXPECT_EQ(r.unfinished[0], f.root / kOther);
-  const CachedNode& n = find(scan_cache(f.root), kOther);
+  const std::vector<CachedNode> scanned = scan_cache(f.root);
+  const CachedNode& n = find(scanned, kOther);
   EXPECT_EQ(n.kind, CachedNodeKind::kUnknown);
   EXPECT_FALSE(n.metadata_problem.empty());
 }
