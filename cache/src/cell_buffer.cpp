@@ -145,9 +145,8 @@ CellBuffer CellBuffer::allocate(DType dtype, const Shape& shape) {
   if (wanted >= kPooledMin) {
     const size_t bytes = (wanted + kPage - 1) / kPage * kPage;
     void* p = BufferPool::global().take(bytes, wanted);
-    b.data_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [bytes](std::byte* q) {
-      BufferPool::global().give(q, bytes);
-    });
+    b.data_ = std::shared_ptr<std::byte>(
+        static_cast<std::byte*>(p), [bytes](std::byte* q) { BufferPool::global().give(q, bytes); });
     return b;
   }
   // Round up so that aligned_alloc's size requirement holds; never allocate 0.

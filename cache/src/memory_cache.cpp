@@ -77,7 +77,8 @@ size_t pool_limit_for(size_t budget) {
 
 MemoryCache& MemoryCache::global() {
   static MemoryCache& cache = []() -> MemoryCache& {
-    const char* env = std::getenv("CELLFLOW_MEMORY");
+    // Read once, at first use; cellflow itself never calls setenv.
+    const char* env = std::getenv("CELLFLOW_MEMORY");  // NOLINT(concurrency-mt-unsafe)
     static MemoryCache c(env != nullptr ? parse_size(env, "CELLFLOW_MEMORY") : size_t{2} << 30);
     CellBuffer::set_pool_limit(pool_limit_for(c.budget()));
     return c;

@@ -192,9 +192,14 @@ TEST(CliRun, OutOfCoreRunStaysWithinItsMemoryBudget) {
      "params": {"region": [64, 64, 64]}}], "outputs": ["density"]})";
   const fs::path graph = write_graph(tmp, "ooc.json", json);
   const auto peak_rss = [&](const std::string& name, const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {"run",           graph.string(), "--cache",
-                                     (tmp / name).string(), "--threads", "2",
-                                     "--summary-json", (tmp / (name + ".json")).string(),
+    std::vector<std::string> args = {"run",
+                                     graph.string(),
+                                     "--cache",
+                                     (tmp / name).string(),
+                                     "--threads",
+                                     "2",
+                                     "--summary-json",
+                                     (tmp / (name + ".json")).string(),
                                      "--quiet"};
     args.insert(args.end(), extra.begin(), extra.end());
     run_ok(args, tmp);
@@ -208,9 +213,8 @@ TEST(CliRun, OutOfCoreRunStaysWithinItsMemoryBudget) {
   EXPECT_LT(tight, (32 + 16 + 64) * kMiB) << "budget 32 MiB + pool 16 MiB + 64 MiB overhead";
   const int64_t roomy = peak_rss("roomy", {});
   EXPECT_GT(roomy, 256 * kMiB) << "the default budget keeps most of the 512 MiB of cells";
-  EXPECT_TRUE(
-      same_bytes(read_whole(build_graph(json, tmp / "tight"), "density"),
-                 read_whole(build_graph(json, tmp / "roomy"), "density")));
+  EXPECT_TRUE(same_bytes(read_whole(build_graph(json, tmp / "tight"), "density"),
+                         read_whole(build_graph(json, tmp / "roomy"), "density")));
 }
 
 TEST(CliRun, CacheFromEnvironmentVariable) {
