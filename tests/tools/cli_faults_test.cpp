@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 
 #include "cli_common.hpp"
@@ -109,7 +110,16 @@ TEST(CliRetries, ExhaustedRetriesFailTheRunNamingNodeCellAndCause) {
   EXPECT_FALSE(fs::exists(f.cache / f.boom_hash / "0" / "1" / "0" / "0"));
 }
 
+// Under ASan the injected segfault must kill the worker by its signal, as in a
+// normal build, not be caught by ASan's handler and turned into exit code 1.
+void let_segfaults_kill_workers() {
+#if defined(__SANITIZE_ADDRESS__)
+  ::setenv("ASAN_OPTIONS", "handle_segv=0:detect_leaks=0", 1);
+#endif
+}
+
 TEST(CliIsolate, ACrashingOpCostsOnlyItsWorkerAndTheCellIsRetried) {
+  let_segfaults_kill_workers();
   FaultRun f(R"({"mode": "segfault", "times": 1, "cell": [0, 1, 1], "state_dir": "STATE"})");
   const CommandResult r = f.run({"--isolate", "--max-retries", "1"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
@@ -130,6 +140,7 @@ TEST(CliIsolate, ACrashingOpCostsOnlyItsWorkerAndTheCellIsRetried) {
 }
 
 TEST(CliIsolate, APersistentCrashIsReportedWithNodeCellAndSignal) {
+  let_segfaults_kill_workers();
   FaultRun f(R"({"mode": "segfault", "times": 100, "cell": [0, 1, 1], "state_dir": "STATE"})");
   const CommandResult r = f.run({"--isolate", "--max-retries", "2"});
   EXPECT_EQ(r.exit_code, 1) << describe(r);
