@@ -18,17 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string human_size(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", v, units[u]);
-}
-
 std::chrono::system_clock::time_point to_system(fs::file_time_type t) {
   return std::chrono::time_point_cast<std::chrono::system_clock::duration>(
       fs::file_time_type::clock::to_sys(t));

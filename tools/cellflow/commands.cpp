@@ -221,6 +221,17 @@ void load_plugins(const std::vector<std::string>& paths) {
   for (const std::string& path : paths) plugins::load_plugin(path, nodes::builtin_registry());
 }
 
+std::string human_size(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
 fs::path cache_root_of(const std::optional<std::string>& cache) {
   return resolve_cache_root(cache);
 }

@@ -69,6 +69,9 @@ LogSink stderr_log_sink(TerminalProgress* progress = nullptr);
 /// nodes::builtin_registry(). Throws PluginError.
 void load_plugins(const std::vector<std::string>& paths);
 
+/// `bytes` for people: "512 B", "1.5 KiB", "2.0 GiB".
+std::string human_size(uint64_t bytes);
+
 /// The cache root of --cache (else $CELLFLOW_CACHE, else ./cellflow-cache),
 /// absolute so that reported paths work from any directory.
 std::filesystem::path cache_root_of(const std::optional<std::string>& cache);

@@ -21,17 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string human_size(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", v, units[u]);
-}
-
 std::string str_field(const Value& v, const char* field) {
   const Value* f = v.find(field);
   if (f == nullptr) return "?";
