@@ -20,11 +20,22 @@
 #include <vector>
 
 #include "cellflow/cache/cell_buffer.hpp"
+#include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/graph/value.hpp"
 
 namespace cellflow::test {
 
 namespace fs = std::filesystem;
+
+/// Every element of `b` as a double, in order.
+inline std::vector<double> to_doubles(const CellBuffer& b) {
+  return dispatch_dtype(b.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    std::vector<double> out(static_cast<size_t>(b.num_elements()));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(b.as<T>()[i]);
+    return out;
+  });
+}
 
 /// A fresh, empty directory named after the running test and this process,
 /// removed (with its content) when the object dies.

@@ -36,14 +36,7 @@ CellBuffer read_node(const GraphDef& def, const std::string& id) {
   return img->read(img->grid().bounds());
 }
 
-std::vector<double> to_doubles(const CellBuffer& b) {
-  return dispatch_dtype(b.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    std::vector<double> out(static_cast<size_t>(b.num_elements()));
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(b.as<T>()[i]);
-    return out;
-  });
-}
+using test::to_doubles;
 
 template <class T>
 CellBuffer make_buffer(const Shape& shape, const std::vector<double>& values) {

@@ -48,17 +48,7 @@ CellBuffer read_node(const GraphDef& def, const std::string& id,
   return img->read(img->grid().bounds());
 }
 
-template <class T>
-std::vector<double> as_doubles(const CellBuffer& b) {
-  std::vector<double> out(static_cast<size_t>(b.num_elements()));
-  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(b.as<T>()[i]);
-  return out;
-}
-
-std::vector<double> to_doubles(const CellBuffer& b) {
-  return dispatch_dtype(b.dtype(),
-                        [&](auto tag) { return as_doubles<typename decltype(tag)::type>(b); });
-}
+using test::to_doubles;
 
 // ---- synthetic.blobs ---------------------------------------------------------
 
