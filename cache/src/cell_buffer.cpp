@@ -23,8 +23,8 @@ constexpr size_t kPage = 4096;
 // Freed cell buffers, kept mapped for the next buffer of the same size.
 //
 // Why: glibc serves large blocks with mmap and unmaps them on free, so every
-// new cell buffer would be faulted in page by page (≈ 0.25 µs per 4 KiB page:
-// a few ms per 64³ f32 cell with its halo), and when its dynamic threshold
+// new cell buffer would be faulted in page by page (cellflow-bench measured
+// the ITK path 10-15 % slower than the bare loop because of it), and when its dynamic threshold
 // moves them onto the heap instead, freed cells stay resident out of our
 // sight. Here blocks are mapped by us, reused while warm (most recently freed
 // first), and unmapped — returned to the system at once — when the pool
@@ -51,6 +51,7 @@ class BufferPool {
       if (it != by_size_.end() && !it->second.empty()) {
         const auto block = it->second.back();
         it->second.pop_back();
+        if (it->second.empty()) by_size_.erase(it);
         p = block->data;
         order_.erase(block);
         held_ -= bytes;
@@ -76,7 +77,7 @@ class BufferPool {
         order_.push_back(Block{p, bytes});
         by_size_[bytes].push_back(std::prev(order_.end()));
         held_ += bytes;
-        trim_locked(limit_, drop);
+        trim_locked(drop);
       }
     }
     for (const Block& b : drop) unmap(b);
@@ -87,7 +88,7 @@ class BufferPool {
     {
       std::lock_guard lock(mu_);
       limit_ = bytes;
-      trim_locked(limit_, drop);
+      trim_locked(drop);
     }
     for (const Block& b : drop) unmap(b);
   }
@@ -114,9 +115,9 @@ class BufferPool {
     ::munmap(b.data, b.bytes);
   }
 
-  // Moves the oldest blocks into `drop` until at most `limit` bytes are held.
-  void trim_locked(size_t limit, std::vector<Block>& drop) {
-    while (held_ > limit && !order_.empty()) {
+  // Moves the oldest blocks into `drop` until at most limit_ bytes are held.
+  void trim_locked(std::vector<Block>& drop) {
+    while (held_ > limit_ && !order_.empty()) {
       const Block oldest = order_.front();
       // The oldest block of its size is the first of that size's stack.
       auto& stack = by_size_[oldest.bytes];
