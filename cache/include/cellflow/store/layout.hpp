@@ -1,0 +1,69 @@
+// The cache directory's layout: every name the store gives to a file or
+// folder, in one place. Paths are relative to the cache root (Env paths).
+//
+//   cellflow-cache.json                  {"format": N}
+//   <hash>/.zgroup .zattrs               one OME-Zarr (NGFF 0.4) group per node
+//   <hash>/0/.zarray  <hash>/0/i/j/k     the Zarr v2 array of an image node
+//   <hash>/table/i/j/k                   the row cells of a table node
+//   <hash>/.cellflow-complete            every cell committed
+//   <hash>/.cellflow-use                 the in-use lease (a lock file)
+//   <hash>/.cellflow-meta-lock           the metadata lock of .zattrs
+//   <hash>/0/.cellflow-lock, <hash>/table/.cellflow-lock   per-cell locks
+//   <hash>/artifacts/                    logs, plots, tables of the node
+//   memo/<key>/  memo/<key>.lock  memo/.tmp/   Memo entries
+//   trees/                               cache trees (CacheTree)
+// Pure functions; thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "cellflow/cache/dims.hpp"
+
+namespace cellflow::layout {
+
+/// The cache format this build writes. 1: cells carried an XXH3 of their
+/// bytes only; 2: the checksum also binds the cell to its node and position.
+inline constexpr int kFormat = 2;
+
+inline constexpr std::string_view kFormatFile = "cellflow-cache.json";
+inline constexpr std::string_view kZgroup = ".zgroup";
+inline constexpr std::string_view kZattrs = ".zattrs";
+inline constexpr std::string_view kZarray = ".zarray";
+inline constexpr std::string_view kArray = "0";
+inline constexpr std::string_view kTable = "table";
+inline constexpr std::string_view kCompleteMarker = ".cellflow-complete";
+inline constexpr std::string_view kUseFile = ".cellflow-use";
+inline constexpr std::string_view kMetaLock = ".cellflow-meta-lock";
+inline constexpr std::string_view kCellLock = ".cellflow-lock";
+inline constexpr std::string_view kArtifacts = "artifacts";
+inline constexpr std::string_view kMemo = "memo";
+inline constexpr std::string_view kMemoTemp = ".tmp";
+inline constexpr std::string_view kMemoEntryFile = "entry.json";
+inline constexpr std::string_view kTrees = "trees";
+inline constexpr std::string_view kTrashTag = ".trash.";
+/// The text of every node's .zgroup.
+inline constexpr std::string_view kZgroupText = "{\n  \"zarr_format\": 2\n}\n";
+
+/// True for a node folder's name: 32 lowercase hex characters.
+bool is_node_name(std::string_view name);
+/// True for a temporary file of an atomic write: "." name ".tmp." ...
+bool is_temp_name(std::string_view name);
+
+inline std::string node(std::string_view hash) { return std::string(hash); }
+std::string in_node(std::string_view hash, std::string_view name);
+inline std::string zattrs(std::string_view hash) { return in_node(hash, kZattrs); }
+inline std::string zgroup(std::string_view hash) { return in_node(hash, kZgroup); }
+inline std::string array(std::string_view hash) { return in_node(hash, kArray); }
+inline std::string table(std::string_view hash) { return in_node(hash, kTable); }
+std::string zarray(std::string_view hash);
+inline std::string complete_marker(std::string_view hash) { return in_node(hash, kCompleteMarker); }
+inline std::string use_file(std::string_view hash) { return in_node(hash, kUseFile); }
+inline std::string artifacts(std::string_view hash) { return in_node(hash, kArtifacts); }
+/// "<folder>/i/j/k": a cell's file under an array or table folder.
+std::string cell(std::string_view folder, const CellIndex& index);
+/// The key of a cell's identity: "<hash>/<folder name>/i/j/k" as written by
+/// cell(); what a cell's checksum binds it to.
+std::string cell_identity(std::string_view owner, const CellIndex& index);
+
+}  // namespace cellflow::layout

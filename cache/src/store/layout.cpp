@@ -1,0 +1,49 @@
+#include "cellflow/store/layout.hpp"
+
+namespace cellflow::layout {
+
+bool is_node_name(std::string_view name) {
+  if (name.size() != 32) return false;
+  for (const char c : name)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+bool is_temp_name(std::string_view name) {
+  return name.size() > 1 && name[0] == '.' && name.find(".tmp.") != std::string_view::npos;
+}
+
+std::string in_node(std::string_view hash, std::string_view name) {
+  std::string out(hash);
+  out += '/';
+  out += name;
+  return out;
+}
+
+std::string zarray(std::string_view hash) {
+  std::string out = array(hash);
+  out += '/';
+  out += kZarray;
+  return out;
+}
+
+std::string cell(std::string_view folder, const CellIndex& index) {
+  std::string out(folder);
+  for (const int64_t i : index) {
+    out += '/';
+    out += std::to_string(i);
+  }
+  return out;
+}
+
+std::string cell_identity(std::string_view owner, const CellIndex& index) {
+  std::string out(owner);
+  out += ':';
+  for (int d = 0; d < index.rank(); ++d) {
+    if (d > 0) out += ',';
+    out += std::to_string(index[d]);
+  }
+  return out;
+}
+
+}  // namespace cellflow::layout
