@@ -1,21 +1,16 @@
 #include "cellflow/cache/cache_directory.hpp"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <cstdlib>
 
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/files.hpp"
-#include "cellflow/cache/metadata_lock.hpp"
 #include "cellflow/cache/value.hpp"
+#include "cellflow/store/layout.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
 namespace {
-
-constexpr const char* kCompleteMarker = ".cellflow-complete";
-constexpr const char* kFormatFile = "cellflow-cache.json";
 
 // NGFF axis names for ranks 2..5 (time, channel, then space).
 Value axes_for_rank(int rank) {
@@ -29,14 +24,6 @@ Value axes_for_rank(int rank) {
     axes.push_back(std::move(a));
   }
   return Value(std::move(axes));
-}
-
-// Writes .zattrs unless another writer created it meanwhile, under the
-// folder's metadata lock: keys that others added to it (update_json_atomic)
-// are never overwritten by a fresh copy.
-void create_zattrs_once(const fs::path& dir, const std::string& text) {
-  const MetadataLock lock(dir, MetadataLock::Mode::kExclusive);
-  if (::access((dir / ".zattrs").c_str(), F_OK) != 0) write_file_atomic(dir / ".zattrs", text);
 }
 
 }  // namespace
@@ -64,28 +51,40 @@ std::string node_zattrs_json(const std::string& name, int rank,
   return to_json(attrs);
 }
 
-CacheDirectory::CacheDirectory(fs::path root) : root_(std::move(root)) {
-  std::error_code ec;
-  fs::create_directories(root_, ec);
-  if (ec)
-    throw IoError(fmt::format("cache {}: cannot create it: {}", root_.string(), ec.message()));
-  const fs::path format_file = root_ / kFormatFile;
-  if (auto text = read_file(format_file)) {
-    int format = -1;
-    try {
-      const Value v = parse_json(*text, format_file.string());
-      if (const Value* f = v.find("format")) format = static_cast<int>(f->as_int());
-    } catch (const Error&) {
-    }
-    if (format != kCacheFormat)
-      throw InvalidArgument(fmt::format(
-          "file {}: not a cellflow cache of format {} (delete it or use another --cache)",
-          format_file.string(), kCacheFormat));
-  } else {
-    Value v = Value::object();
-    v.set("format", kCacheFormat);
-    write_file_atomic(format_file, to_json(v));
+std::optional<int> cache_format(Env& env) {
+  const auto text = env.read(layout::kFormatFile);
+  if (!text) return std::nullopt;
+  try {
+    const Value v = parse_json(*text, env.describe(layout::kFormatFile));
+    if (const Value* f = v.find("format"); f != nullptr && f->is_int())
+      return static_cast<int>(f->as_int());
+  } catch (const Error&) {
   }
+  return -1;
+}
+
+CacheDirectory::CacheDirectory(fs::path root, Durability durability)
+    : CacheDirectory(posix_env(root), durability) {}
+
+CacheDirectory::CacheDirectory(std::shared_ptr<Env> env, Durability durability)
+    : env_(std::move(env)), durability_(durability) {
+  const std::string where = env_->describe(layout::kFormatFile);
+  std::optional<int> format = cache_format(*env_);
+  if (!format) {
+    env_->write_new(layout::kFormatFile, fmt::format("{{\"format\": {}}}\n", layout::kFormat),
+                    Durability::kPowerCut);
+    format = cache_format(*env_);
+  }
+  if (format == 1)
+    throw InvalidArgument(fmt::format(
+        "file {}: this cache was written in cache format 1 by an older cellflow; run "
+        "`cellflow cache migrate {}` once to bring it to format {} (every cell is checked and "
+        "kept, nothing is recomputed), or use another --cache",
+        where, root().string(), layout::kFormat));
+  if (format != layout::kFormat)
+    throw InvalidArgument(
+        fmt::format("file {}: not a cellflow cache of format {} (delete it or use another --cache)",
+                    where, layout::kFormat));
 }
 
 fs::path CacheDirectory::default_root() {
@@ -96,37 +95,36 @@ fs::path CacheDirectory::default_root() {
 std::shared_ptr<ZarrArray> CacheDirectory::open_node(const std::string& hash, DType dtype,
                                                      const CellGrid& grid,
                                                      const std::string& definition_json) {
-  const fs::path dir = node_path(hash);
-  if (::access((dir / ".zattrs").c_str(), F_OK) != 0) {
-    // Every file is committed by rename: racing creators write identical content.
-    auto array = ZarrArray::create(dir / "0", dtype, grid);
-    write_file_atomic(dir / ".zgroup", "{\n  \"zarr_format\": 2\n}\n");
-    create_zattrs_once(dir, node_zattrs_json(hash, grid.rank(), definition_json));
-    return array;
+  auto array = ZarrArray::create(env_, layout::array(hash), hash, dtype, grid, durability_);
+  if (env_->stat(layout::zattrs(hash)).kind == EntryKind::kMissing) {
+    // Racing creators write identical content; .zattrs is written only where
+    // absent, so keys another writer added to it are never overwritten.
+    env_->write_atomic(layout::zgroup(hash), layout::kZgroupText, durability_);
+    env_->write_new(layout::zattrs(hash), node_zattrs_json(hash, grid.rank(), definition_json),
+                    durability_);
   }
-  return ZarrArray::create(dir / "0", dtype, grid);
+  return array;
 }
 
 std::shared_ptr<TableStore> CacheDirectory::open_table_node(const std::string& hash,
                                                             const std::string& definition_json) {
-  const fs::path dir = node_path(hash);
-  if (::access((dir / ".zattrs").c_str(), F_OK) != 0) {
-    write_file_atomic(dir / ".zgroup", "{\n  \"zarr_format\": 2\n}\n");
-    create_zattrs_once(dir, node_zattrs_json(hash, 0, definition_json));
+  if (env_->stat(layout::zattrs(hash)).kind == EntryKind::kMissing) {
+    env_->write_atomic(layout::zgroup(hash), layout::kZgroupText, durability_);
+    env_->write_new(layout::zattrs(hash), node_zattrs_json(hash, 0, definition_json), durability_);
   }
-  return std::make_shared<TableStore>(dir / "table");
+  return std::make_shared<TableStore>(env_, layout::table(hash), hash, durability_);
 }
 
 bool CacheDirectory::node_exists(const std::string& hash) const {
-  return ::access((node_path(hash) / ".zattrs").c_str(), F_OK) == 0;
+  return env_->stat(layout::zattrs(hash)).kind == EntryKind::kFile;
 }
 
 bool CacheDirectory::is_complete(const std::string& hash) const {
-  return ::access((node_path(hash) / kCompleteMarker).c_str(), F_OK) == 0;
+  return env_->stat(layout::complete_marker(hash)).kind == EntryKind::kFile;
 }
 
 void CacheDirectory::mark_complete(const std::string& hash) {
-  write_file_atomic(node_path(hash) / kCompleteMarker, "{\"complete\": true}\n");
+  env_->write_atomic(layout::complete_marker(hash), "{\"complete\": true}\n", durability_);
 }
 
 }  // namespace cellflow

@@ -25,6 +25,7 @@
 #include "cellflow/cache/table.hpp"
 #include "cellflow/cache/value.hpp"
 #include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/store/layout.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -532,6 +533,7 @@ void verify_memo_entries(const fs::path& memo_root, const VerifyOptions& options
     size_t entry;
     fs::path file;
     size_t chunk_bytes;
+    std::string identity;
   };
   std::vector<std::vector<CacheProblem>> found;
   std::vector<ChunkTask> tasks;
@@ -559,12 +561,14 @@ void verify_memo_entries(const fs::path& memo_root, const VerifyOptions& options
     } else if (s.entry.result_format == "zarr") {
       const fs::path array_dir = dir / "result";
       try {
-        const auto array = ZarrArray::open(array_dir);
+        const auto array =
+            ZarrArray::open(posix_env(dir), "result", std::string(layout::kMemoResultOwner));
         const CellGrid& grid = array->grid();
         const auto chunk =
             static_cast<size_t>(grid.cell_shape().product()) * dtype_size(array->dtype());
         for (int64_t c = 0; c < grid.num_cells(); ++c)
-          tasks.push_back(ChunkTask{index, array->cell_path(grid.cell_at(c)), chunk});
+          tasks.push_back(ChunkTask{index, array->cell_path(grid.cell_at(c)), chunk,
+                                    layout::cell_identity(array->owner(), grid.cell_at(c))});
       } catch (const Error& e) {
         const std::string why = e.message();
         found.back().push_back(
@@ -592,7 +596,8 @@ void verify_memo_entries(const fs::path& memo_root, const VerifyOptions& options
         } else {
           bytes.fetch_add(static_cast<int64_t>(stored->size()), std::memory_order_relaxed);
           std::string out(task.chunk_bytes, '\0');
-          ZarrArray::decode_chunk(*stored, out.data(), out.size(), task.file.string());
+          ZarrArray::decode_chunk(*stored, out.data(), out.size(), task.file.string(),
+                                  task.identity);
           return;
         }
       } catch (const Error& e) {
@@ -684,9 +689,9 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
       const Value v = parse_json(text.value_or(""), kFormatFile);
       const Value* f = v.find("format");
       if (f == nullptr || !f->is_int()) throw CorruptionError("no \"format\" number");
-      if (f->as_int() != kCacheFormat) {
+      if (f->as_int() != layout::kFormat) {
         throw InvalidArgument(fmt::format("cache {}: format {}, this cellflow reads format {}",
-                                          root.string(), f->as_int(), kCacheFormat));
+                                          root.string(), f->as_int(), layout::kFormat));
       }
     } catch (const InvalidArgument&) {
       throw;
@@ -694,7 +699,7 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
       p.reason = e.message();
       if (options.repair) {
         Value v = Value::object();
-        v.set("format", kCacheFormat);
+        v.set("format", layout::kFormat);
         try {
           write_file_atomic(format_file, to_json(v));
           p.repaired = true;
@@ -726,6 +731,7 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
     fs::path file;
     bool table;
     size_t chunk_bytes;
+    std::string identity;
   };
   std::vector<NodeScan> scans;
   std::vector<CellTask> tasks;
@@ -740,7 +746,9 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
       const bool table = s.node.kind == CachedNodeKind::kTable;
       const size_t chunk =
           static_cast<size_t>(s.grid->cell_shape().product()) * dtype_size(*s.dtype);
-      for (const auto& [file, cell] : s.cells) tasks.push_back(CellTask{index, file, table, chunk});
+      for (const auto& [file, cell] : s.cells)
+        tasks.push_back(
+            CellTask{index, file, table, chunk, layout::cell_identity(s.node.hash, cell)});
     }
     scans.push_back(std::move(s));
   }
@@ -760,11 +768,11 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
         bytes.fetch_add(static_cast<int64_t>(stored->size()), std::memory_order_relaxed);
         const std::string what = task.file.string();
         if (task.table) {
-          const std::string rows = ZarrArray::decode_chunk_any(*stored, what);
+          const std::string rows = ZarrArray::decode_chunk_any(*stored, what, task.identity);
           (void)Table::deserialize(rows, what);
         } else {
           std::string out(task.chunk_bytes, '\0');
-          ZarrArray::decode_chunk(*stored, out.data(), out.size(), what);
+          ZarrArray::decode_chunk(*stored, out.data(), out.size(), what, task.identity);
         }
         return;
       } catch (const Error& e) {

@@ -30,6 +30,7 @@
 #include "cellflow/cache/files.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/store/layout.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -149,7 +150,7 @@ void mark_cache_directory(const fs::path& memo_root) {
   const fs::path format_file = memo_root.parent_path() / "cellflow-cache.json";
   if (::access(format_file.c_str(), F_OK) == 0) return;
   try {
-    write_file_atomic(format_file, fmt::format("{{\"format\": {}}}\n", kCacheFormat));
+    write_file_atomic(format_file, fmt::format("{{\"format\": {}}}\n", layout::kFormat));
   } catch (const Error&) {
     // Only maintenance needs it; the entry itself is fine without.
   }
@@ -363,7 +364,10 @@ bool has_image_result(const fs::path& entry) {
 Value save_image_result(const fs::path& dir, const CellBuffer& image) {
   const size_t esize = dtype_size(image.dtype());
   const CellGrid grid(image.shape(), chunk_shape(image.shape(), esize));
-  auto array = ZarrArray::create(dir, image.dtype(), grid);
+  // The entry is written under a temporary name and renamed into place, so
+  // its chunks are bound to what they are (a memo result), not to a folder name.
+  auto array = ZarrArray::create(posix_env(dir.parent_path()), dir.filename().string(),
+                                 std::string(layout::kMemoResultOwner), image.dtype(), grid);
   const Box whole = Box::from_shape(image.shape());
   tbb::parallel_for(int64_t{0}, grid.num_cells(), [&](int64_t c) {
     const CellIndex cell = grid.cell_at(c);
@@ -382,7 +386,8 @@ Value save_image_result(const fs::path& dir, const CellBuffer& image) {
 }
 
 CellBuffer load_image_result(const fs::path& dir) {
-  auto array = ZarrArray::open(dir);
+  auto array = ZarrArray::open(posix_env(dir.parent_path()), dir.filename().string(),
+                               std::string(layout::kMemoResultOwner));
   const CellGrid& grid = array->grid();
   const size_t esize = dtype_size(array->dtype());
   CellBuffer image = CellBuffer::allocate(array->dtype(), grid.shape());
@@ -405,10 +410,12 @@ CellBuffer load_image_result(const fs::path& dir) {
           esize;
       const size_t bytes = std::min(chunk_bytes, image.num_bytes() - offset);
       if (bytes == chunk_bytes) {
-        ZarrArray::decode_chunk(*stored, image.mutable_data() + offset, bytes, file.string());
+        ZarrArray::decode_chunk(*stored, image.mutable_data() + offset, bytes, file.string(),
+                                layout::cell_identity(array->owner(), cell));
       } else {
         std::string padded(chunk_bytes, '\0');
-        ZarrArray::decode_chunk(*stored, padded.data(), chunk_bytes, file.string());
+        ZarrArray::decode_chunk(*stored, padded.data(), chunk_bytes, file.string(),
+                                layout::cell_identity(array->owner(), cell));
         std::memcpy(image.mutable_data() + offset, padded.data(), bytes);
       }
       return;

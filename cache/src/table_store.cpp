@@ -1,43 +1,54 @@
 #include "cellflow/cache/table_store.hpp"
 
-#include <unistd.h>
-
 #include <cstring>
 
-#include "cellflow/cache/files.hpp"
 #include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/store/layout.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
 
+TableStore::TableStore(std::shared_ptr<Env> env, std::string folder, std::string owner,
+                       Durability durability)
+    : env_(std::move(env)),
+      folder_(std::move(folder)),
+      owner_(std::move(owner)),
+      lock_file_(join_path(folder_, layout::kCellLock)),
+      durability_(durability) {}
+
+TableStore::TableStore(const fs::path& path)
+    : TableStore(posix_env(path.parent_path()), path.filename().string(),
+                 path.parent_path().filename().string()) {}
+
+fs::path TableStore::path() const { return env_->root() / folder_; }
+
 fs::path TableStore::cell_path(const CellIndex& cell) const {
-  fs::path p = path_;
-  for (int64_t i : cell) p /= std::to_string(i);
-  return p;
+  return env_->root() / layout::cell(folder_, cell);
 }
 
 std::optional<CellBuffer> TableStore::read(const CellIndex& cell) {
-  const fs::path file = cell_path(cell);
-  auto stored = read_file(file);
+  const std::string file = layout::cell(folder_, cell);
+  auto stored = env_->read(file);
   if (!stored) return std::nullopt;
-  const std::string bytes = ZarrArray::decode_chunk_any(*stored, "file " + file.string());
+  const std::string bytes = ZarrArray::decode_chunk_any(*stored, "file " + env_->describe(file),
+                                                        layout::cell_identity(owner_, cell));
   CellBuffer out = CellBuffer::allocate(DType::kU8, Shape{static_cast<int64_t>(bytes.size())});
   if (!bytes.empty()) std::memcpy(out.mutable_data(), bytes.data(), bytes.size());
   return out;
 }
 
 void TableStore::write(const CellIndex& cell, const CellBuffer& buffer) {
-  write_file_atomic(cell_path(cell), ZarrArray::encode_chunk(buffer.data(), buffer.num_bytes(), 1));
+  env_->write_atomic(layout::cell(folder_, cell),
+                     ZarrArray::encode_chunk(buffer.data(), buffer.num_bytes(), 1,
+                                             layout::cell_identity(owner_, cell)),
+                     durability_);
 }
 
 bool TableStore::contains(const CellIndex& cell) {
-  return ::access(cell_path(cell).c_str(), F_OK) == 0;
+  return env_->stat(layout::cell(folder_, cell)).kind == EntryKind::kFile;
 }
 
-void TableStore::remove(const CellIndex& cell) {
-  std::error_code ec;
-  fs::remove(cell_path(cell), ec);
-}
+void TableStore::remove(const CellIndex& cell) { env_->remove(layout::cell(folder_, cell)); }
 
 namespace {
 // A table's cells are linearized by their index in a notional grid; the lock
@@ -50,11 +61,11 @@ int64_t lock_byte(const CellIndex& cell) {
 }  // namespace
 
 std::shared_ptr<void> TableStore::lock(const CellIndex& cell) {
-  return locks_.lock(lock_byte(cell));
+  return env_->lock(lock_file_, lock_byte(cell), LockMode::kExclusive, std::nullopt);
 }
 
 bool TableStore::locked_elsewhere(const CellIndex& cell) {
-  return locks_.held_elsewhere(lock_byte(cell));
+  return env_->locked_elsewhere(lock_file_, lock_byte(cell), LockMode::kExclusive);
 }
 
 }  // namespace cellflow

@@ -110,7 +110,8 @@ void write_array(CachedCellImage& image, const fs::path& dir, int threads) {
     }
     fs::path file = dir;
     for (int64_t i : cell) file /= std::to_string(i);
-    write_file_atomic(file, ZarrArray::encode_chunk(padded.data(), padded.num_bytes(), size));
+    // An export leaves the cache: its chunks are bound to no cell identity.
+    write_file_atomic(file, ZarrArray::encode_chunk(padded.data(), padded.num_bytes(), size, {}));
   });
 }
 

@@ -23,7 +23,7 @@ TEST(CacheDirectory, LayoutOfANode) {
   CacheDirectory cache(root);
   EXPECT_EQ(cache.root(), root);
   const Value format = parse_json(test::read_all(root / "cellflow-cache.json"));
-  EXPECT_EQ(format.find("format")->as_int(), 1);
+  EXPECT_EQ(format.find("format")->as_int(), 2);
 
   EXPECT_FALSE(cache.node_exists(kHash));
   const CellGrid grid({20, 30, 40}, {8, 16, 16});

@@ -12,6 +12,7 @@
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
+#include "cellflow/store/layout.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -74,7 +75,8 @@ TEST_P(ZarrRoundTrip, EveryCellIncludingEdgeCells) {
   const std::string stored = test::read_all(arr->cell_path(edge));
   const size_t full = static_cast<size_t>(grid.cell_shape().product()) * dtype_size(t);
   CellBuffer decoded = CellBuffer::allocate(t, grid.cell_shape());
-  ZarrArray::decode_chunk(stored, decoded.mutable_data(), full, "edge");
+  ZarrArray::decode_chunk(stored, decoded.mutable_data(), full, "edge",
+                          layout::cell_identity(arr->owner(), edge));
   const CellBuffer expected = make_cell(t, grid, edge);
   const Box ebox = grid.cell_box(edge);  // [8:10, 10:13, 6:7]
   const Box chunk_box({8, 10, 6}, {12, 15, 9});
@@ -195,7 +197,8 @@ TEST_F(ZarrCorruption, Foreign) {
   expect_corrupt(plain);
   // A valid cellflow chunk of another size (another array's cell).
   std::vector<float> other(4 * 4 * 4, 1.5f);
-  expect_corrupt(ZarrArray::encode_chunk(other.data(), other.size() * 4, 4));
+  expect_corrupt(ZarrArray::encode_chunk(other.data(), other.size() * 4, 4,
+                                         layout::cell_identity(arr_->owner(), cell_)));
   // Text.
   expect_corrupt(std::string(200, 'a'));
   // The intact file still reads after all that.
@@ -208,16 +211,24 @@ TEST_F(ZarrCorruption, Foreign) {
 TEST(ZarrArray, EncodeDecodeChunk) {
   std::vector<double> v(1000);
   for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(static_cast<double>(i));
-  const std::string enc = ZarrArray::encode_chunk(v.data(), v.size() * 8, 8);
+  const std::string enc = ZarrArray::encode_chunk(v.data(), v.size() * 8, 8, "n:1,2");
   std::vector<double> back(v.size());
-  ZarrArray::decode_chunk(enc, back.data(), back.size() * 8, "x");
+  ZarrArray::decode_chunk(enc, back.data(), back.size() * 8, "x", "n:1,2");
   EXPECT_EQ(back, v);
+  // The checksum binds the chunk to its identity: another cell, another node,
+  // or no identity at all does not accept it.
+  EXPECT_THROW(ZarrArray::decode_chunk(enc, back.data(), back.size() * 8, "x", "n:1,3"),
+               CorruptionError);
+  EXPECT_THROW(ZarrArray::decode_chunk(enc, back.data(), back.size() * 8, "x", "m:1,2"),
+               CorruptionError);
+  EXPECT_THROW(ZarrArray::decode_chunk(enc, back.data(), back.size() * 8, "x", ""),
+               CorruptionError);
   // Trailer: 16 bytes after the blosc frame, whose header gives its size.
   size_t nbytes = 0, cbytes = 0, blocksize = 0;
   blosc_cbuffer_sizes(enc.data(), &nbytes, &cbytes, &blocksize);
   EXPECT_EQ(nbytes, v.size() * 8);
   EXPECT_EQ(cbytes + 16, enc.size());
-  EXPECT_THROW(ZarrArray::decode_chunk(enc, back.data(), back.size() * 8 - 8, "x"),
+  EXPECT_THROW(ZarrArray::decode_chunk(enc, back.data(), back.size() * 8 - 8, "x", "n:1,2"),
                CorruptionError);
 }
 

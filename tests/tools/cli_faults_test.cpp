@@ -63,10 +63,8 @@ struct FaultRun {
 
   /// boom holds exactly raw's cells (it copies them), all 8 of them.
   void expect_boom_is_raw() const {
-    auto raw = node_files(cache / raw_hash / "0");
-    auto boom = node_files(cache / boom_hash / "0");
-    EXPECT_EQ(boom.size(), 9u) << "8 cells and .zarray";
-    EXPECT_EQ(boom, raw);
+    EXPECT_EQ(node_files(cache / boom_hash / "0").size(), 9u) << "8 cells and .zarray";
+    EXPECT_TRUE(same_cells(cache / boom_hash / "0", cache / raw_hash / "0"));
   }
 };
 

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "cellflow/cache/zarr_array.hpp"
 #include "cellflow/graph/value.hpp"
 #include "test_util.hpp"
 
@@ -70,6 +71,26 @@ inline std::vector<Value> cell_events(const std::vector<Value>& events, const st
       out.push_back(e);
   }
   return out;
+}
+
+/// Two arrays hold the same cells: every cell of `a` reads back (checksum and
+/// identity checked) with the bytes of the same cell of `b`. Cell files of two
+/// nodes never have the same bytes: each is bound to its node.
+inline ::testing::AssertionResult same_cells(const fs::path& a_dir, const fs::path& b_dir) {
+  const auto a = ZarrArray::open(a_dir);
+  const auto b = ZarrArray::open(b_dir);
+  if (!(a->grid() == b->grid()) || a->dtype() != b->dtype())
+    return ::testing::AssertionFailure() << "different grids or dtypes";
+  for (int64_t c = 0; c < a->grid().num_cells(); ++c) {
+    const CellIndex cell = a->grid().cell_at(c);
+    const auto x = a->read(cell);
+    const auto y = b->read(cell);
+    if (x.has_value() != y.has_value())
+      return ::testing::AssertionFailure() << "cell " << cell.str() << " is in only one";
+    if (x && !test::same_bytes(*x, *y))
+      return ::testing::AssertionFailure() << "cell " << cell.str() << " differs";
+  }
+  return ::testing::AssertionSuccess();
 }
 
 /// The node folder's committed files that carry data or metadata, by path

@@ -145,10 +145,12 @@ class PosixEnv final : public Env {
   explicit PosixEnv(fs::path root) : root_(std::move(root)) {
     std::error_code ec;
     fs::create_directories(root_, ec);
+    if (ec)
+      throw IoError(fmt::format("cache {}: cannot create it: {}", root_.string(), ec.message()));
     root_fd_ = Fd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root_fd_.ok())
-      throw IoError(fmt::format("cache {}: cannot open it: {}", root_.string(),
-                                ec ? ec.message() : std::strerror(errno)));
+      throw IoError(
+          fmt::format("cache {}: cannot open it: {}", root_.string(), std::strerror(errno)));
   }
 
   const fs::path& root() const override { return root_; }

@@ -1,12 +1,8 @@
-// CacheDirectory: the on-disk cache, one OME-Zarr (NGFF 0.4) group per node,
-// named by the node's 32-hex hash:
-//   <root>/cellflow-cache.json           {"format": 1}
-//   <root>/<hash>/.zgroup, .zattrs        multiscales + "cellflow" definition
-//   <root>/<hash>/0/                      the Zarr v2 array of cells
-//   <root>/<hash>/table/                  (table nodes) one file of rows per cell
-//   <root>/<hash>/.cellflow-complete      present once every cell is committed
-//   <root>/<hash>/artifacts/              logs, plots, tables of the node
-// Thread-safe and process-safe: every file is committed by atomic rename.
+// CacheDirectory: the store — the one owner of a cache directory's layout
+// (cellflow/store/layout.hpp), on top of a storage environment (Env). One
+// OME-Zarr (NGFF 0.4) group per node, named by the node's 32-hex hash; every
+// file is committed by atomic rename, nothing is followed through a link.
+// Thread-safe and process-safe.
 #pragma once
 
 #include <filesystem>
@@ -17,22 +13,26 @@
 #include "cellflow/cache/dtype.hpp"
 #include "cellflow/cache/table_store.hpp"
 #include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/store/env.hpp"
 
 namespace cellflow {
 
-inline constexpr int kCacheFormat = 1;
-
 class CacheDirectory {
  public:
-  /// Opens (creating if needed) the cache at `root`. Throws IoError if the folder
-  /// cannot be created, or InvalidArgument if it holds an unknown format.
-  explicit CacheDirectory(std::filesystem::path root);
+  /// Opens (creating if needed) the cache at `root` on the POSIX Env.
+  explicit CacheDirectory(std::filesystem::path root, Durability durability = Durability::kProcess);
+  /// Opens (creating if needed) the cache held by `env`. Throws IoError if it
+  /// cannot be created, InvalidArgument if it holds another format (the
+  /// message says what to do: `cellflow cache migrate` for format 1).
+  explicit CacheDirectory(std::shared_ptr<Env> env, Durability durability = Durability::kProcess);
 
   /// The default root: $CELLFLOW_CACHE, else ./cellflow-cache.
   static std::filesystem::path default_root();
 
-  const std::filesystem::path& root() const { return root_; }
-  std::filesystem::path node_path(const std::string& hash) const { return root_ / hash; }
+  const std::filesystem::path& root() const { return env_->root(); }
+  const std::shared_ptr<Env>& env() const { return env_; }
+  Durability durability() const { return durability_; }
+  std::filesystem::path node_path(const std::string& hash) const { return root() / hash; }
 
   /// Creates the node's group if absent: .zgroup, .zattrs (NGFF multiscales plus
   /// `definition_json` under "cellflow"), and the array "0". Returns the array.
@@ -44,14 +44,21 @@ class CacheDirectory {
                                               const std::string& definition_json);
   bool node_exists(const std::string& hash) const;
   bool is_complete(const std::string& hash) const;
+  /// Writes the completion marker. Under Durability::kPowerCut the node's
+  /// cell folders are synced first, so the marker never outlives its cells.
   void mark_complete(const std::string& hash);
 
  private:
-  std::filesystem::path root_;
+  std::shared_ptr<Env> env_;
+  Durability durability_;
 };
 
 /// The NGFF 0.4 .zattrs text for a node (multiscales for rank 2..5, plus the
 /// cellflow definition object, which must be a JSON object).
 std::string node_zattrs_json(const std::string& name, int rank, const std::string& definition_json);
+
+/// Checks the format file of the cache in `env`: nullopt when there is none,
+/// else the format it names (-1 when unreadable).
+std::optional<int> cache_format(Env& env);
 
 }  // namespace cellflow

@@ -40,6 +40,9 @@ inline constexpr std::string_view kArtifacts = "artifacts";
 inline constexpr std::string_view kMemo = "memo";
 inline constexpr std::string_view kMemoTemp = ".tmp";
 inline constexpr std::string_view kMemoEntryFile = "entry.json";
+/// The owner memo result chunks are bound to (an entry is written under a
+/// temporary name, then renamed: its chunks cannot be bound to its key).
+inline constexpr std::string_view kMemoResultOwner = "memo-result";
 inline constexpr std::string_view kTrees = "trees";
 inline constexpr std::string_view kTrashTag = ".trash.";
 /// The text of every node's .zgroup.
