@@ -129,8 +129,7 @@ bool CacheDirectory::is_complete(const std::string& hash) const {
 }
 
 void CacheDirectory::mark_complete(const std::string& hash) {
-  env_->write_atomic(layout::complete_marker(hash), "{\"complete\": true}\n",
-                     kMetadataDurability);
+  env_->write_atomic(layout::complete_marker(hash), "{\"complete\": true}\n", kMetadataDurability);
 }
 
 }  // namespace cellflow

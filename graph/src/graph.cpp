@@ -323,8 +323,8 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
     }
   }
   m.def = std::move(def);
-  m.cache_root = options.cache_env ? std::optional<fs::path>(options.cache_env->root())
-                                   : options.cache_root;
+  m.cache_root =
+      options.cache_env ? std::optional<fs::path>(options.cache_env->root()) : options.cache_root;
   m.cache_env = options.cache_env;
   m.durability = options.durability;
   m.images.resize(m.nodes.size());

@@ -135,8 +135,7 @@ TEST(StoreFaultMatrix, EveryWriteStepFailedOrCrashedEndsBitIdenticalAfterARerun)
       const Graph again = build(env, c.durability);
       ASSERT_NO_THROW(materialize(again));
       ASSERT_NO_THROW(data = read_all(again));
-      for (const auto& [id, buf] : reference)
-        ASSERT_TRUE(test::same_bytes(buf, data.at(id))) << id;
+      for (const auto& [id, buf] : reference) ASSERT_TRUE(test::same_bytes(buf, data.at(id))) << id;
       ASSERT_TRUE(stored_cells_sound(env, again));
       for (const GraphNode& n : again.nodes())
         EXPECT_TRUE(again.cache()->is_complete(n.hash)) << n.def.id;

@@ -125,6 +125,12 @@ int cli_main(int argc, char** argv) {
                          "Delete damaged cells, damaged memo entries and stale temporary "
                          "files, clear completion markers of nodes that lost cells, rewrite "
                          "damaged metadata (exit 0 when everything was repaired)");
+  CLI::App* cache_migrate = cache_cmd->add_subcommand(
+      "migrate",
+      "Bring a cache written by an older cellflow to this one's format (checks every cell, "
+      "keeps the sound ones, nothing is recomputed); run it while nothing else uses the cache");
+  cache_migrate->add_option("CACHE", cache_args.cache, "Cache directory (or --cache)");
+  add_cache_option(cache_migrate);
   CLI::App* cache_gc = cache_cmd->add_subcommand(
       "gc",
       "Remove whole nodes and memo entries by age or size budget, or nodes by a graph to keep "
@@ -244,6 +250,7 @@ int cli_main(int argc, char** argv) {
     if (cache_ls->parsed()) return cellflow::cli::cache_ls_command(cache_args);
     if (cache_verify->parsed()) return cellflow::cli::cache_verify_command(cache_args);
     if (cache_gc->parsed()) return cellflow::cli::cache_gc_command(cache_args);
+    if (cache_migrate->parsed()) return cellflow::cli::cache_migrate_command(cache_args);
     if (cache_show->parsed()) return cellflow::cli::cache_show_command(cache_args.cache, prov);
     if (replay_cmd->parsed()) return cellflow::cli::replay_command(prov);
     return fail(kExitUsage, "no command given (see 'cellflow --help')");

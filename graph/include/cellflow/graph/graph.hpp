@@ -13,9 +13,9 @@
 
 #include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/graph/graph_def.hpp"
-#include "cellflow/store/env.hpp"
 #include "cellflow/graph/op.hpp"
 #include "cellflow/graph/registry.hpp"
+#include "cellflow/store/env.hpp"
 
 namespace cellflow {
 
