@@ -214,6 +214,15 @@ int cli_main(int argc, char** argv) {
   add_plugin_option(replay_cmd);
   // --strict-code: an op's hash includes its library's build-id (README); set
   // through the environment so that worker processes inherit it.
+  // --durability: what a committed cell survives (README "Durability"); also
+  // through the environment, for worker processes.
+  std::string durability;
+  for (CLI::App* cmd : {run_cmd, export_cmd, replay_cmd}) {
+    cmd->add_option("--durability", durability,
+                    "What a committed cell survives: process (a killed process; default) or "
+                    "power-cut (every cell and folder entry synced before it counts)")
+        ->check(CLI::IsMember({"process", "power-cut"}));
+  }
   bool strict_code = false;
   for (CLI::App* cmd : {run_cmd, graph_cmd, export_cmd}) {
     cmd->add_flag("--strict-code", strict_code,
@@ -240,6 +249,7 @@ int cli_main(int argc, char** argv) {
 
   try {
     if (strict_code) ::setenv(cellflow::cli::kStrictCodeEnv, "1", 1);
+    if (!durability.empty()) ::setenv(cellflow::cli::kDurabilityEnv, durability.c_str(), 1);
     cellflow::cli::load_plugins(plugin_paths);
     run.policy.plugins = plugin_paths;  // worker processes load them too
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
