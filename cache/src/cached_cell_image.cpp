@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
 #include <tbb/task_arena.h>
+#include <tbb/task_group.h>
 
 #include <atomic>
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/cache/memory_cache.hpp"
@@ -86,6 +88,11 @@ struct CachedCellImage::Impl {
 
   std::mutex mu;
   std::unordered_map<int64_t, std::shared_ptr<Slot>> inflight;
+
+  // read_available(): cells fetched in the background, with who to tell.
+  std::mutex background_mu;
+  std::unordered_map<int64_t, std::vector<CellReadyFn>> background_waiters;
+  tbb::task_group background;
 
   std::atomic<int64_t> computed{0}, loaded{0}, memory_hits{0}, corrupt{0};
 
@@ -227,7 +234,10 @@ CachedCellImage::CachedCellImage(std::string name, CellGrid grid, DType dtype, C
   impl_->owner = impl_->cache->new_owner();
 }
 
-CachedCellImage::~CachedCellImage() { impl_->cache->erase_owner(impl_->owner); }
+CachedCellImage::~CachedCellImage() {
+  impl_->background.wait();
+  impl_->cache->erase_owner(impl_->owner);
+}
 
 const std::string& CachedCellImage::name() const { return impl_->name; }
 const CellGrid& CachedCellImage::grid() const { return impl_->grid; }
@@ -295,6 +305,61 @@ void CachedCellImage::read_into(const Box& region, void* out) {
     }
     copy_cell(c);
   });
+}
+
+CachedCellImage::PartialRead CachedCellImage::read_available(const Box& region, double fill,
+                                                             CellReadyFn on_ready) {
+  if (impl_->variable_payload)
+    throw InvalidArgument(fmt::format("{}: is a table; read its cells with get()", impl_->name));
+  if (region.rank() != impl_->grid.rank() || !impl_->grid.bounds().contains(region))
+    throw InvalidArgument(fmt::format("{}: region {} is outside the image {}", impl_->name,
+                                      region.str(), impl_->grid.bounds().str()));
+  PartialRead result;
+  result.data = CellBuffer::allocate(impl_->dtype, region.shape());
+  const size_t esize = dtype_size(impl_->dtype);
+  dispatch_dtype(impl_->dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* p = result.data.template mutable_as<T>();
+    std::fill(p, p + region.volume(), static_cast<T>(fill));
+  });
+  for_each_index(impl_->grid.cells_touching(region), [&](const CellIndex& cell) {
+    const int64_t linear = impl_->grid.linear(cell);
+    if (auto hit = impl_->cache->find(impl_->owner, linear)) {
+      impl_->memory_hits.fetch_add(1, std::memory_order_relaxed);
+      const Box cell_box = impl_->grid.cell_box(cell);
+      copy_region(hit->data(), cell_box, result.data.mutable_data(), region,
+                  cell_box.intersect(region), esize);
+      return;
+    }
+    result.missing.push_back(cell);
+  });
+  if (!on_ready) return result;
+  for (const CellIndex& cell : result.missing) {
+    const int64_t linear = impl_->grid.linear(cell);
+    {
+      std::lock_guard lock(impl_->background_mu);
+      auto& waiters = impl_->background_waiters[linear];
+      waiters.push_back(on_ready);
+      if (waiters.size() > 1) continue;  // already being fetched: told with the others
+    }
+    Impl* impl = impl_.get();
+    impl_->background.run([this, impl, cell, linear] {
+      std::exception_ptr error;
+      try {
+        (void)get(cell);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::vector<CellReadyFn> waiters;
+      {
+        std::lock_guard lock(impl->background_mu);
+        waiters = std::move(impl->background_waiters[linear]);
+        impl->background_waiters.erase(linear);
+      }
+      for (const CellReadyFn& fn : waiters) fn(cell, error);
+    });
+  }
+  return result;
 }
 
 CellImageStats CachedCellImage::stats() const {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -300,6 +301,68 @@ TEST(CachedCellImage, WrongShapeFromComputeIsAnError) {
       [](const CellIndex&, const Box& box) { return CellBuffer::zeros(DType::kF32, box.shape()); },
       nullptr, &mem);
   EXPECT_THROW(img2.get({0, 0, 0}), NodeError);
+}
+
+// A viewer's read: returns at once with what is in memory, the rest filled
+// and listed; the missing cells arrive in the background and are announced.
+TEST(CachedCellImage, ReadAvailableNeverWaitsAndFillsInLater) {
+  Counter counter;
+  MemoryCache mem(1 << 26);
+  std::atomic<bool> release{false};
+  // Cells block until released: a read that waited for them would hang.
+  CachedCellImage img(
+      "viewer", kGrid, DType::kI32,
+      [&](const CellIndex& cell, const Box& box) {
+        while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return counting(counter, kGrid)(cell, box);
+      },
+      nullptr, &mem);
+  release = true;
+  (void)img.get({0, 0, 0});  // one cell in memory
+  release = false;
+  const Box region({4, 4, 4}, {12, 12, 12});  // touches 8 cells, (0,0,0) among them
+  std::mutex mu;
+  std::vector<CellIndex> arrived;
+  std::condition_variable cv;
+  const auto partial =
+      img.read_available(region, -7.0, [&](const CellIndex& c, std::exception_ptr e) {
+        EXPECT_FALSE(e);
+        std::lock_guard lock(mu);
+        arrived.push_back(c);
+        cv.notify_all();
+      });
+  ASSERT_EQ(partial.missing.size(), 7u);
+  EXPECT_FALSE(partial.complete());
+  const CellBuffer truth = fill(region);
+  const int32_t* got = partial.data.as<int32_t>();
+  const int32_t* want = truth.as<int32_t>();
+  int64_t from_memory = 0, filled = 0;
+  int64_t i = 0;
+  for_each_index(region, [&](const Dims& g) {
+    const bool in_first = g[0] < 8 && g[1] < 8 && g[2] < 8;
+    if (in_first) {
+      EXPECT_EQ(got[i], want[i]);
+      ++from_memory;
+    } else {
+      EXPECT_EQ(got[i], -7);
+      ++filled;
+    }
+    ++i;
+  });
+  EXPECT_EQ(from_memory, 4 * 4 * 4);
+  EXPECT_EQ(filled, region.volume() - 4 * 4 * 4);
+  // A second call while they are fetched asks for nothing twice.
+  const auto again = img.read_available(region, 0.0, [&](const CellIndex&, std::exception_ptr) {});
+  EXPECT_EQ(again.missing.size(), 7u);
+  release = true;
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return arrived.size() == 7; }));
+  }
+  const auto done = img.read_available(region, -7.0);
+  EXPECT_TRUE(done.complete());
+  EXPECT_TRUE(test::same_bytes(done.data, truth));
+  EXPECT_EQ(counter.total.load(), 8) << "each cell computed once";
 }
 
 }  // namespace

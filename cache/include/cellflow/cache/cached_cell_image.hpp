@@ -6,9 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cellflow/cache/box.hpp"
 #include "cellflow/cache/cell_buffer.hpp"
@@ -67,6 +69,25 @@ class CachedCellImage {
   CellBuffer read(const Box& region);
   /// Same, into a caller-provided C-contiguous buffer of region.volume() elements.
   void read_into(const Box& region, void* out);
+
+  /// What read_available() returns: the region, with the cells that were not
+  /// ready filled with the fill value and listed in `missing`.
+  struct PartialRead {
+    CellBuffer data;
+    std::vector<CellIndex> missing;
+    bool complete() const { return missing.empty(); }
+  };
+  /// Called once per missing cell when it has arrived (or failed: then
+  /// `error` is set), from a TBB worker thread.
+  using CellReadyFn = std::function<void(const CellIndex& cell, std::exception_ptr error)>;
+
+  /// A read that never waits (what a viewer needs): returns at once with the
+  /// cells that are in memory; every other cell of `region` reads as `fill`
+  /// (converted to the dtype) and is listed in `missing`. Unless `on_ready` is
+  /// empty, the missing cells are then loaded or computed in the background
+  /// and `on_ready` is told as each arrives; read again to get them. The image
+  /// waits for its background work before it is destroyed.
+  PartialRead read_available(const Box& region, double fill, CellReadyFn on_ready = {});
 
   CellImageStats stats() const;
 
