@@ -30,13 +30,14 @@ class Graph:
     """
 
     def __init__(self, name="", cache=_DEFAULT, strict_code=False):
-        self.name = name
+        self._version = 0  # bumped by every change: the built graph's key
+        self._name = name
         self._nodes = []
         self._outputs = []
         self._cache = _cache_root(cache)
-        self.strict_code = strict_code
-        self.source = ""
-        self.base_dir = ""
+        self._strict_code = strict_code
+        self._source = ""
+        self._base_dir = ""
         self._built = None
         self._built_key = None
 
@@ -50,8 +51,9 @@ class Graph:
             for n in d["nodes"]
         ]
         g._outputs = list(d.get("outputs", []))
-        g.source = d.get("source", "")
-        g.base_dir = d.get("base_dir", "")
+        g._source = d.get("source", "")
+        g._base_dir = d.get("base_dir", "")
+        g._version += 1
         if validate:
             g.validate()
         return g
@@ -66,6 +68,38 @@ class Graph:
         """Reads a graph file (relative paths in params follow the file, as in
         ``cellflow run``)."""
         return cls.from_dict(_cellflow.load_graph_file(os.fspath(path)), cache, validate)
+
+    def _changed(self):
+        self._version += 1
+
+    @property
+    def name(self):
+        return self._name
+
+    @name.setter
+    def name(self, value):
+        self._name = value
+        self._changed()
+
+    @property
+    def source(self):
+        """Where the graph was read from ("" when built in Python): error messages name it."""
+        return self._source
+
+    @property
+    def base_dir(self):
+        """The folder relative paths in params are taken from first (a loaded
+        file's folder); "" means the current directory."""
+        return self._base_dir
+
+    @property
+    def strict_code(self):
+        return self._strict_code
+
+    @strict_code.setter
+    def strict_code(self, value):
+        self._strict_code = bool(value)
+        self._changed()
 
     def to_dict(self):
         return {"name": self.name, "nodes": [dict(n) for n in self._nodes],
@@ -94,11 +128,12 @@ class Graph:
             "params": params,
         }
         self._nodes.append(node)
+        self._changed()
         try:
             self.validate()
         except BaseException:
             self._nodes.pop()
-            self._built = None
+            self._changed()
             raise
         return Node(self, id)
 
@@ -111,10 +146,12 @@ class Graph:
     def outputs(self, ids):
         old = self._outputs
         self._outputs = [i.id if isinstance(i, Node) else i for i in ids]
+        self._changed()
         try:
             self.validate()
         except BaseException:
             self._outputs = old
+            self._changed()
             raise
 
     @property
@@ -125,6 +162,7 @@ class Graph:
     @cache.setter
     def cache(self, value):
         self._cache = _cache_root(value)
+        self._changed()
 
     @property
     def node_ids(self):
@@ -150,11 +188,10 @@ class Graph:
     def _build(self):
         """The built C++ graph, rebuilt when the definition, the cache or a
         Python op changed."""
-        d = self.to_dict()
-        key = (repr(d), self._cache, _generation(), self.strict_code)
+        key = (self._version, _generation())
         if self._built is None or self._built_key != key:
             ops = [o._handle for o in python_ops().values()]
-            self._built = _cellflow.BuiltGraph(d, self._cache, ops, self.strict_code)
+            self._built = _cellflow.BuiltGraph(self.to_dict(), self._cache, ops, self.strict_code)
             self._built_key = key
         return self._built
 
@@ -309,9 +346,13 @@ class Node:
     def __init__(self, graph, id):
         self.graph = graph
         self.id = id
+        self._cached = (None, None)
 
     def _info(self):
-        return self.graph._build().info(self.id)
+        built = self.graph._build()
+        if self._cached[0] is not built:
+            self._cached = (built, built.info(self.id))
+        return self._cached[1]
 
     @property
     def hash(self):
@@ -378,9 +419,9 @@ class Node:
         return self.shape[0]
 
     def __getitem__(self, key):
-        shape = self.shape
-        begin, end, local = _normalize_key(key, shape)
-        a = self.graph._build().read(self.id, begin, end)
+        info = self._info()
+        begin, end, local = _normalize_key(key, info["shape"])
+        a = self._cached[0].read(self.id, begin, end)
         if all(isinstance(k, slice) and k == slice(None) for k in local):
             return a
         return a[local]

@@ -191,6 +191,14 @@ py::array view_of(const CellBuffer& buffer) {
   return a;
 }
 
+py::array owning_array(CellBuffer buffer) {
+  auto* keep = new CellBuffer(std::move(buffer));
+  py::capsule owner(keep, [](void* p) { delete static_cast<CellBuffer*>(p); });
+  return py::array(numpy_dtype(keep->dtype()), shape_vector(keep->shape()),
+                   c_strides(keep->shape(), dtype_size(keep->dtype())), keep->mutable_data(),
+                   owner);
+}
+
 py::array writable_view_of(CellBuffer& buffer) {
   // A no-op base: the array does not own the memory, and numpy does not copy.
   py::capsule none(buffer.mutable_data(), [](void*) {});

@@ -37,6 +37,10 @@ py::tuple dims_tuple(const Dims& d);
 
 /// A read-only numpy view of `buffer` that keeps it alive (no copy).
 py::array view_of(const CellBuffer& buffer);
+/// A writable numpy array owning `buffer` (which nobody else may hold): the
+/// memory goes back to cellflow's buffer pool when the array is freed, so
+/// repeated reads reuse warm pages instead of faulting in fresh ones.
+py::array owning_array(CellBuffer buffer);
 /// A writable numpy view of `buffer`; the caller keeps `buffer` alive while
 /// the view is used (compute() writes the output cell through it).
 py::array writable_view_of(CellBuffer& buffer);

@@ -189,9 +189,10 @@ class BuiltGraph {
                                         box.str(), id, n.info.shape.str()));
     const auto image = graph_->image(id);
     const Shape shape = box.shape();
-    py::array out(numpy_dtype(n.info.dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
-    void* ptr = out.mutable_data();
-    if (box.empty()) return out;
+    // A pooled buffer (see owning_array), handed to numpy without a copy.
+    CellBuffer buffer = CellBuffer::allocate(n.info.dtype, shape);
+    if (box.empty()) return owning_array(std::move(buffer));
+    void* ptr = buffer.mutable_data();
     // Cells already at hand: read on this thread (cheap). Else compute on a
     // helper thread, so that Ctrl-C is seen while cells compute.
     const CellGrid& grid = image->grid();
@@ -205,7 +206,7 @@ class BuiltGraph {
     } else {
       run_released([&] { image->read_into(box, ptr); }, {});
     }
-    return out;
+    return owning_array(std::move(buffer));
   }
 
   /// One cell as a read-only array sharing the cached buffer (no copy).
