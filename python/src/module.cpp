@@ -546,6 +546,13 @@ PYBIND11_MODULE(_cellflow, m) {
       .def_property_readonly("name", [](const PyOpHandle& h) { return std::string(h.op->name()); })
       .def("describe", [](const PyOpHandle& h) { return op_dict(*h.op); });
   m.def("make_py_op", &make_py_op);
+  // For the plugin that registers Python ops in the `cellflow` program
+  // (cli_plugin.cpp): the op as a capsule holding a shared_ptr<const Op>.
+  m.def("_op_capsule", [](const PyOpHandle& h) {
+    return py::capsule(new std::shared_ptr<const Op>(h.op), "cellflow.Op", [](PyObject* c) {
+      delete static_cast<std::shared_ptr<const Op>*>(PyCapsule_GetPointer(c, "cellflow.Op"));
+    });
+  });
 
   py::class_<BuiltGraph>(m, "BuiltGraph")
       .def(py::init<const py::dict&, std::optional<std::string>, const std::vector<PyOpHandle>&,

@@ -24,3 +24,23 @@ a = s[2:10, 3]
 assert a.shape == (8,) and np.isfinite(a).all()
 print("ok", cellflow.__file__)
 PY
+
+# The installed program runs a graph with a Python op through the installed plugin.
+mkdir -p "$prefix/mods"
+cat > "$prefix/mods/installed_ops.py" <<'PY'
+import cellflow
+
+@cellflow.op(name="installed.double")
+def double(x):
+    return 2 * x
+PY
+cat > "$prefix/g.json" <<'JSON'
+{"cellflow": 1, "name": "installed", "nodes": [
+  {"id": "raw", "op": "synthetic.blobs",
+   "params": {"shape": [16, 16], "cell_shape": [8, 8], "dtype": "f32"}},
+  {"id": "d", "op": "installed.double", "inputs": ["raw"]}]}
+JSON
+plugin=$(ls "$prefix/$site"/cellflow/libcellflow_python_ops.so)
+PYTHONPATH="$prefix/$site:$prefix/mods" CELLFLOW_PYTHON_MODULES=installed_ops \
+  "$prefix/bin/cellflow" run "$prefix/g.json" --cache "$prefix/cache" --plugin "$plugin" -q
+echo "ok: cellflow run with a Python op"
