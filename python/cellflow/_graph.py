@@ -191,7 +191,8 @@ class Graph:
         key = (self._version, _generation())
         if self._built is None or self._built_key != key:
             ops = [o._handle for o in python_ops().values()]
-            self._built = _cellflow.BuiltGraph(self.to_dict(), self._cache, ops, self.strict_code)
+            self._built = _cellflow.BuiltGraph(self.to_dict(), self._cache, ops, self.strict_code,
+                                               self._built)
             self._built_key = key
         return self._built
 

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/cell_grid.hpp"
@@ -140,8 +141,11 @@ thread_local bool t_last_computed = false;
 
 class BuiltGraph {
  public:
+  /// `previous`: the graph this one replaces (after an edit in Python); the
+  /// node images it used that this graph shares are taken over, so that their
+  /// cells in memory survive the edit.
   BuiltGraph(const py::dict& def, std::optional<std::string> cache_root,
-             const std::vector<PyOpHandle>& py_ops, bool strict_code) {
+             const std::vector<PyOpHandle>& py_ops, bool strict_code, const BuiltGraph* previous) {
     GraphDef gd = def_from_dict(def);
     Registry registry;
     for (const auto& op : nodes::builtin_registry().list()) registry.add(op);
@@ -150,6 +154,22 @@ class BuiltGraph {
     if (cache_root) options.cache_root = fs::absolute(*cache_root).lexically_normal();
     options.strict_code = strict_code;
     graph_ = std::make_unique<Graph>(Graph::build(std::move(gd), registry, std::move(options)));
+    if (previous != nullptr && previous->graph_->cache_root() == graph_->cache_root()) {
+      for (size_t i = 0; i < graph_->nodes().size(); ++i) {
+        if (previous->used_.count(graph_->nodes()[i].hash) != 0) image(i);
+      }
+    }
+  }
+
+  /// The node's image; remembers that this graph used it.
+  std::shared_ptr<CachedCellImage> image(size_t i) const {
+    auto img = graph_->image(i);
+    std::lock_guard lock(used_mu_);
+    used_.insert(graph_->nodes()[i].hash);
+    return img;
+  }
+  std::shared_ptr<CachedCellImage> image(const std::string& id) const {
+    return image(graph_->index(id));
   }
 
   const Graph& graph() const { return *graph_; }
@@ -187,7 +207,7 @@ class BuiltGraph {
     if (!Box::from_shape(n.info.shape).contains(box) || box.rank() != n.info.shape.rank())
       throw py::index_error(fmt::format("region {} is not inside node \"{}\" of shape {}",
                                         box.str(), id, n.info.shape.str()));
-    const auto image = graph_->image(id);
+    const auto image = this->image(id);
     const Shape shape = box.shape();
     // A pooled buffer (see owning_array), handed to numpy without a copy.
     CellBuffer buffer = CellBuffer::allocate(n.info.dtype, shape);
@@ -211,7 +231,7 @@ class BuiltGraph {
 
   /// One cell as a read-only array sharing the cached buffer (no copy).
   py::array cell(const std::string& id, const py::handle& index) const {
-    const auto image = graph_->image(id);
+    const auto image = this->image(id);
     const CellIndex c = dims_from(index, "cell");
     CellBuffer b;
     {
@@ -223,6 +243,7 @@ class BuiltGraph {
 
   py::tuple table(const std::string& id) const {
     Table t;
+    image(id);
     run_released([&] { t = graph_->table(id); }, {});
     py::array_t<double> values(
         {static_cast<py::ssize_t>(t.num_rows()), static_cast<py::ssize_t>(t.num_columns())});
@@ -235,7 +256,7 @@ class BuiltGraph {
   }
 
   py::dict stats(const std::string& id) const {
-    const CellImageStats s = graph_->image(id)->stats();
+    const CellImageStats s = image(id)->stats();
     py::dict d;
     d["computed"] = s.computed;
     d["loaded"] = s.loaded;
@@ -261,7 +282,7 @@ class BuiltGraph {
     for (size_t i : graph_->ancestors(targets)) {
       if (graph_->cache_root())
         uses.push_back(NodeUseLock::acquire(*graph_->cache_root(), nodes[i].hash));
-      images[i] = graph_->image(i);
+      images[i] = image(i);
     }
 
     // Stopping: Ctrl-C, a failing progress callback, or a failed cell (as the
@@ -368,7 +389,7 @@ class BuiltGraph {
   double time_cpp_read(const std::string& id, const py::handle& begin, const py::handle& end,
                        int repeats) const {
     const Box box(dims_from(begin, "begin"), dims_from(end, "end"));
-    const auto image = graph_->image(id);
+    const auto image = this->image(id);
     CellBuffer out = CellBuffer::allocate(image->dtype(), box.shape());
     py::gil_scoped_release release;
     const auto t0 = Clock::now();
@@ -378,6 +399,8 @@ class BuiltGraph {
 
  private:
   std::unique_ptr<Graph> graph_;
+  mutable std::mutex used_mu_;
+  mutable std::set<std::string> used_;  // hashes of the nodes whose images this graph used
 };
 
 // ---- blockwise -------------------------------------------------------------
@@ -556,9 +579,9 @@ PYBIND11_MODULE(_cellflow, m) {
 
   py::class_<BuiltGraph>(m, "BuiltGraph")
       .def(py::init<const py::dict&, std::optional<std::string>, const std::vector<PyOpHandle>&,
-                    bool>(),
+                    bool, const BuiltGraph*>(),
            py::arg("definition"), py::arg("cache_root"), py::arg("py_ops"),
-           py::arg("strict_code") = false)
+           py::arg("strict_code") = false, py::arg("previous") = nullptr)
       .def("hashes", &BuiltGraph::hashes)
       .def("info", &BuiltGraph::info)
       .def("read", &BuiltGraph::read)

@@ -158,3 +158,13 @@ def test_tables_as_structured_arrays(tmp_path):
     else:
         df = g["objects"].to_pandas()
         assert list(df.columns) == header and len(df) == len(body)
+
+
+def test_cells_in_memory_survive_edits_of_the_graph():
+    g = blobs_graph(None, shape=(32, 32), cell=(16, 16), seed=21)
+    g["raw"][0:4, 0:4]
+    assert g["raw"].stats()["computed"] == 1
+    g.add("s", "gaussian", ["raw"], sigma=1.0)  # rebuilds the C++ graph
+    g["raw"][0:4, 0:4]
+    s = g["raw"].stats()
+    assert s["computed"] == 1 and s["memory_hits"] == 1
