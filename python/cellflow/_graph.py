@@ -280,8 +280,17 @@ class RunReport(dict):
 
 def _normalize_key(key, shape):
     """numpy basic indexing -> (begin, end) of the region to read and the index
-    to apply to it."""
+    to apply to it (None: the region as it is)."""
     ndim = len(shape)
+    if type(key) is tuple and len(key) == ndim and all(
+            type(k) is slice and k.step is None for k in key):
+        # The common case, kept cheap: a box.
+        begin, end = [], []
+        for k, n in zip(key, shape):
+            b, e, _ = k.indices(n)
+            begin.append(b)
+            end.append(max(b, e))
+        return begin, end, None
     if not isinstance(key, tuple):
         key = (key,)
     if sum(k is Ellipsis for k in key) > 1:
@@ -423,7 +432,7 @@ class Node:
         info = self._info()
         begin, end, local = _normalize_key(key, info["shape"])
         a = self._cached[0].read(self.id, begin, end)
-        if all(isinstance(k, slice) and k == slice(None) for k in local):
+        if local is None or all(isinstance(k, slice) and k == slice(None) for k in local):
             return a
         return a[local]
 
