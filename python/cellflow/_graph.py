@@ -232,7 +232,8 @@ class Graph:
         ids = [o.id if isinstance(o, Node) else o for o in outputs]
         for i in ids:
             if i not in self:
-                raise InvalidArgumentError(i, self)
+                raise _cellflow.InvalidArgument(
+                    f"output \"{i}\" is not a node of the graph (nodes: {', '.join(self.node_ids)})")
         built = self._build()
         display = None
         callback = progress
@@ -249,11 +250,6 @@ class Graph:
             if display is not None:
                 display.close()
         return RunReport(report)
-
-
-def InvalidArgumentError(id, graph):
-    return _cellflow.InvalidArgument(
-        f"output \"{id}\" is not a node of the graph (nodes: {', '.join(graph.node_ids)})")
 
 
 def load(path, cache=_DEFAULT):

@@ -291,6 +291,7 @@ class BuiltGraph {
     std::mutex mu;
     std::vector<NodeProgress> latest;
     bool fresh = false;
+    std::vector<int64_t> done(nodes.size(), 0);
     std::vector<int64_t> computed(nodes.size(), 0);
     std::vector<int64_t> retries(nodes.size(), 0);
     std::vector<int64_t> failed(nodes.size(), 0);
@@ -314,6 +315,7 @@ class BuiltGraph {
       std::lock_guard lock(mu);
       switch (ev.kind) {
         case CellEvent::Kind::kDone:
+          ++done[ev.node];
           if (t_last_computed) ++computed[ev.node];
           break;
         case CellEvent::Kind::kRetry:
@@ -334,6 +336,7 @@ class BuiltGraph {
     const auto tick = [&] {
       if (progress.is_none()) return;
       std::vector<NodeProgress> snap;
+      std::vector<int64_t> fin;
       std::vector<int64_t> comp;
       std::vector<int64_t> ret;
       std::vector<int64_t> fail;
@@ -342,6 +345,7 @@ class BuiltGraph {
         if (!fresh) return;
         fresh = false;
         snap = latest;
+        fin = done;
         comp = computed;
         ret = retries;
         fail = failed;
@@ -352,7 +356,8 @@ class BuiltGraph {
         d["id"] = nodes[p.node].def.id;
         d["total"] = p.cells_total;
         d["scheduled"] = p.cells_scheduled;
-        d["done"] = p.cells_done;
+        // Counted from the same events as "computed", so that the two agree.
+        d["done"] = fin[p.node];
         d["computed"] = comp[p.node];
         d["retries"] = ret[p.node];
         d["failed"] = fail[p.node];
