@@ -25,17 +25,22 @@ class Graph:
 
     ``cache`` is the cache folder nodes persist to (default: the ``cellflow``
     program's: $CELLFLOW_CACHE, else ./cellflow-cache); ``None`` keeps cells in
-    memory only. Every change is validated at once, with the same errors as
+    memory only. ``strict_code`` (default: $CELLFLOW_STRICT_CODE, as set by
+    ``cellflow --strict-code``) adds each op library's build-id to the hashes.
+    Every change is validated at once, with the same errors as
     the C++ library (cellflow.GraphError, cellflow.InvalidArgument...).
     """
 
-    def __init__(self, name="", cache=_DEFAULT, strict_code=False):
+    def __init__(self, name="", cache=_DEFAULT, strict_code=None):
         self._version = 0  # bumped by every change: the built graph's key
         self._name = name
         self._nodes = []
         self._outputs = []
         self._cache = _cache_root(cache)
-        self._strict_code = strict_code
+        if strict_code is None:  # as the cellflow program: --strict-code sets this variable
+            v = os.environ.get("CELLFLOW_STRICT_CODE", "")
+            strict_code = v not in ("", "0")
+        self._strict_code = bool(strict_code)
         self._source = ""
         self._base_dir = ""
         self._built = None

@@ -67,6 +67,17 @@ def _source_identity(fn):
     return f"python {kind} sha256:{hashlib.sha256(src).hexdigest()[:32]}"
 
 
+def _call_with(fn, params, *args):
+    """fn(*args, **the params it names) (all of them if it takes **kwargs)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return fn(*args, **params)
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        return fn(*args, **params)
+    return fn(*args, **{k: v for k, v in params.items() if k in sig.parameters})
+
+
 def _per_axis(value, rank, what):
     if isinstance(value, (int, np.integer)):
         return [int(value)] * rank
@@ -139,9 +150,10 @@ class PythonOp:
         else:
             out = {}
         if self.dtype is not None:
-            out["dtype"] = self.dtype if isinstance(self.dtype, str) else np.dtype(self.dtype).str
+            out["dtype"] = self.dtype if isinstance(self.dtype, str) else np.dtype(self.dtype).name
         if self.output is not None:
-            out.update(self.output(infos, **params) if infos else self.output(**params))
+            out.update(_call_with(self.output, params, infos) if infos
+                       else _call_with(self.output, params))
         for key in ("dtype", "shape", "cell_shape"):
             if key not in out:
                 raise ValueError(f"Python op {name!r} has no inputs: its output rule must give "
@@ -153,7 +165,7 @@ class PythonOp:
                              f"from its input's {tuple(infos[0]['shape'])}; Python ops keep "
                              "their input's grid")
         rank = len(out["shape"])
-        halo = self.halo(**params) if callable(self.halo) else self.halo
+        halo = _call_with(self.halo, params) if callable(self.halo) else self.halo
         h = _per_axis(halo, rank, f"Python op {name!r}: halo")
         if any(x < 0 for x in h):
             raise ValueError(f"Python op {name!r}: halo must be >= 0 (got {h})")
@@ -206,9 +218,10 @@ def op(name=None, *, version=1, params=None, dtype=None, output=None, halo=0, in
     params: {name: default} (type inferred) or {name: cellflow.Param(...)}.
     dtype: the output element type (default: the first input's).
     output: for ops without inputs (sources), or to change the dtype from
-        params: ``output(infos, **params) -> dict(dtype=, shape=, cell_shape=)``.
+        params: ``output(infos, **params) -> dict(dtype=, shape=, cell_shape=)``
+        (``output(**params)`` for sources; it gets the params it names).
     halo: context per side in voxels (an int, one per axis, or a function of
-        the params): each call gets the cell grown by it (clipped at the image
+        the params it names): each call gets the cell grown by it (clipped at the image
         border) and returns either that region's result or the cell's.
     inputs: the number of inputs, or (min, max).
     max_retries / timeout: the op's own failure policy (-1: the run's).

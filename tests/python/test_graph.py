@@ -157,3 +157,17 @@ def test_plugins_load_and_hash_like_the_cli(tmp_path):
     assert np.allclose(np.asarray(inv), 2.0 - np.asarray(g["raw"]))
     with pytest.raises(cellflow.PluginError):
         cellflow.load_plugin(tmp_path / "missing.so")
+
+
+def test_strict_code_hashes_match_the_cli(tmp_path, monkeypatch):
+    g = build_density()
+    path = tmp_path / "g.json"
+    g.save(path)
+    strict = cellflow.Graph.from_json(g.to_json(), cache=None)
+    strict.strict_code = True
+    hashes = strict.hashes()
+    assert hashes != g.hashes()
+    out = run_cli("graph", path, "--hashes", "--strict-code").stdout
+    assert dict(line.split() for line in out.splitlines()) == hashes
+    monkeypatch.setenv("CELLFLOW_STRICT_CODE", "1")  # what --strict-code sets for workers
+    assert cellflow.Graph.from_json(g.to_json(), cache=None).hashes() == hashes
