@@ -164,3 +164,47 @@ def test_upstream_blocks_finish_before_their_readers():
             ra, wb = blk.read_roi, ablk.write_roi
             if max(ra.begin[0], wb.begin[0]) < min(ra.end[0], wb.end[0]):
                 assert finished[("a", ablk.block_id)] <= finished[("b", blk.block_id)]
+
+
+CTRL_C_CHILD = """
+import time
+import cellflow
+from cellflow import Roi, Task
+
+done = []
+
+def process(b):
+    if not done:
+        print("started", flush=True)
+    time.sleep(0.02)
+    done.append(b.block_id)
+
+t = Task("slow", Roi([0], [4000]), Roi([0], [10]), Roi([0], [10]), process,
+         read_write_conflict=False, num_workers=2)
+t0 = time.monotonic()
+try:
+    cellflow.run_blockwise(t)
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", len(done), flush=True)
+"""
+
+
+def test_ctrl_c_stops_blockwise_tasks(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(CTRL_C_CHILD)
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "interrupted" in out and "finished" not in out, out + err
+    assert time.monotonic() - t0 < 3.0  # 400 blocks of 20 ms on 2 threads would take 4 s
+    assert 0 < int(out.split()[-1]) < 400
