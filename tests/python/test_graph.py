@@ -7,7 +7,7 @@ import os
 import pytest
 
 import cellflow
-from conftest import CLI, blobs_graph, cli_hashes, run_cli
+from conftest import blobs_graph, cli_hashes, run_cli
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "cell_density.json")
 

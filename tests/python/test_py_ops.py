@@ -4,8 +4,6 @@ tracebacks in errors, sources, dtype rules and validation."""
 
 import subprocess
 import sys
-import textwrap
-import time
 
 import numpy as np
 import pytest
