@@ -167,15 +167,20 @@ def test_upstream_blocks_finish_before_their_readers():
 
 
 CTRL_C_CHILD = """
+import threading
 import time
 import cellflow
 from cellflow import Roi, Task
 
 done = []
+started = threading.Event()
+lock = threading.Lock()
 
 def process(b):
-    if not done:
-        print("started", flush=True)
+    with lock:
+        if not started.is_set():
+            started.set()
+            print("started", flush=True)
     time.sleep(0.02)
     done.append(b.block_id)
 
