@@ -200,17 +200,44 @@ class BuiltGraph {
   }
 
   py::array read(const std::string& id, const py::handle& begin, const py::handle& end) const {
-    const GraphNode& n = graph_->node(id);
+    const size_t i = graph_->index(id);
+    return read_box(i, Box(dims_from(begin, "begin"), dims_from(end, "end")));
+  }
+
+  /// node[key] when key is a box (a tuple of one step-1 slice per axis), the
+  /// common case, without a round trip through Python; None otherwise (the
+  /// package handles every other key).
+  py::object getitem(const std::string& id, const py::handle& key) const {
+    const size_t i = graph_->index(id);
+    const Shape& shape = graph_->nodes()[i].info.shape;
+    if (!PyTuple_Check(key.ptr()) || PyTuple_GET_SIZE(key.ptr()) != shape.rank()) return py::none();
+    Dims begin(shape.rank());
+    Dims end(shape.rank());
+    for (int a = 0; a < shape.rank(); ++a) {
+      PyObject* k = PyTuple_GET_ITEM(key.ptr(), a);
+      if (!PySlice_Check(k) || reinterpret_cast<PySliceObject*>(k)->step != Py_None)
+        return py::none();
+      Py_ssize_t start = 0;
+      Py_ssize_t stop = 0;
+      Py_ssize_t step = 0;
+      if (PySlice_Unpack(k, &start, &stop, &step) < 0) throw py::error_already_set();
+      PySlice_AdjustIndices(shape[a], &start, &stop, step);
+      begin[a] = start;
+      end[a] = std::max(start, stop);
+    }
+    return read_box(i, Box(begin, end));
+  }
+
+  py::array read_box(size_t i, const Box& box) const {
+    const GraphNode& n = graph_->nodes()[i];
     if (n.info.kind == OutputKind::kTable)
-      throw InvalidArgument(fmt::format("node \"{}\" is a table: use .table()", id));
-    const Box box(dims_from(begin, "begin"), dims_from(end, "end"));
-    if (!Box::from_shape(n.info.shape).contains(box) || box.rank() != n.info.shape.rank())
+      throw InvalidArgument(fmt::format("node \"{}\" is a table: use .table()", n.def.id));
+    if (box.rank() != n.info.shape.rank() || !Box::from_shape(n.info.shape).contains(box))
       throw py::index_error(fmt::format("region {} is not inside node \"{}\" of shape {}",
-                                        box.str(), id, n.info.shape.str()));
-    const auto image = this->image(id);
-    const Shape shape = box.shape();
+                                        box.str(), n.def.id, n.info.shape.str()));
+    const auto image = this->image(i);
     // A pooled buffer (see owning_array), handed to numpy without a copy.
-    CellBuffer buffer = CellBuffer::allocate(n.info.dtype, shape);
+    CellBuffer buffer = CellBuffer::allocate(n.info.dtype, box.shape());
     if (box.empty()) return owning_array(std::move(buffer));
     void* ptr = buffer.mutable_data();
     // Cells already at hand: read on this thread (cheap). Else compute on a
@@ -590,6 +617,7 @@ PYBIND11_MODULE(_cellflow, m) {
       .def("hashes", &BuiltGraph::hashes)
       .def("info", &BuiltGraph::info)
       .def("read", &BuiltGraph::read)
+      .def("getitem", &BuiltGraph::getitem)
       .def("cell", &BuiltGraph::cell)
       .def("table", &BuiltGraph::table)
       .def("stats", &BuiltGraph::stats)
