@@ -74,6 +74,16 @@ def test_progress_callback_sees_every_cell(cache):
     assert r.nodes["smooth"]["cells_computed"] == 64
 
 
+def test_progress_true_draws_a_terminal_line(cache, capsys):
+    g = blobs_graph(cache, cell=(16, 16, 16))
+    g.add("smooth", "gaussian", ["raw"], sigma=1.0)
+    g.run(progress=True, progress_interval=0.01)
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").split("\r")[-1]
+    assert last.startswith("cellflow: 128/128 cells (100%), 128 computed"), err
+    assert err.endswith("\n")
+
+
 def test_a_raising_progress_callback_stops_the_run(cache):
     g = blobs_graph(cache, cell=(8, 8, 8))
     g.add("smooth", "gaussian", ["raw"], sigma=1.0)
