@@ -92,11 +92,14 @@ class PythonOp:
     calls the function itself."""
 
     def __init__(self, fn, name, version, params, dtype, output, halo, inputs, doc,
-                 max_retries, timeout):
+                 max_retries, timeout, region=None):
         self.fn = fn
         self.name = name
         self.version = int(version)
         self.halo = halo
+        self.region = region
+        if region is not None and halo != 0:
+            raise ValueError(f"Python op {name!r}: give either halo or region, not both")
         self.dtype = dtype
         self.output = output
         self.identity = _source_identity(fn)
@@ -140,7 +143,7 @@ class PythonOp:
                 raise ValueError(f"Python op {name!r}: input {i} is a table; Python ops take images")
         if infos:
             first = infos[0]
-            for i, info in enumerate(infos[1:], 1):
+            for i, info in enumerate(infos[1:] if self.region is None else [], 1):
                 if tuple(info["shape"]) != tuple(first["shape"]):
                     raise ValueError(
                         f"Python op {name!r}: input {i} has shape {tuple(info['shape'])}, "
@@ -160,24 +163,42 @@ class PythonOp:
                                  f"dtype, shape and cell_shape (missing {key})")
         if not isinstance(out["dtype"], str):
             out["dtype"] = np.dtype(out["dtype"]).name
-        if infos and tuple(out["shape"]) != tuple(infos[0]["shape"]):
+        if (self.region is None and infos
+                and tuple(out["shape"]) != tuple(infos[0]["shape"])):
             raise ValueError(f"Python op {name!r}: output shape {tuple(out['shape'])} differs "
-                             f"from its input's {tuple(infos[0]['shape'])}; Python ops keep "
-                             "their input's grid")
+                             f"from its input's {tuple(infos[0]['shape'])}: an op that changes "
+                             "the grid needs a region rule (region=)")
         rank = len(out["shape"])
-        halo = _call_with(self.halo, params) if callable(self.halo) else self.halo
-        h = _per_axis(halo, rank, f"Python op {name!r}: halo")
-        if any(x < 0 for x in h):
-            raise ValueError(f"Python op {name!r}: halo must be >= 0 (got {h})")
-        out["halo"] = [(h, h) for _ in infos]
+        if self.region is None:
+            halo = _call_with(self.halo, params) if callable(self.halo) else self.halo
+            h = _per_axis(halo, rank, f"Python op {name!r}: halo")
+            if any(x < 0 for x in h):
+                raise ValueError(f"Python op {name!r}: halo must be >= 0 (got {h})")
+            out["halo"] = [(h, h) for _ in infos]
+        else:
+            out["halo"] = [([0] * len(i["shape"]), [0] * len(i["shape"])) for i in infos]
+            out["region"] = self._make_region(dict(params))
         out["identity"] = self.identity
         out["compute"] = self._make_compute(dict(params), np.dtype(_np_name(out["dtype"])))
         return out
+
+    def _make_region(self, params):
+        rule = self.region
+        wants_input = "input" in inspect.signature(rule).parameters
+
+        def region(input, out_box):
+            box = tuple(slice(b, e) for b, e in zip(*out_box))
+            kwargs = dict(params, input=input) if wants_input else params
+            r = _call_with(rule, kwargs, box)
+            return ([s.start for s in r], [s.stop for s in r])
+
+        return region
 
     def _make_compute(self, params, out_dtype):
         fn = self.fn
         name = self.name
         wants_box = self._wants_box
+        may_crop = self.region is None
 
         def compute(arrays, in_boxes, out_box, out):
             kwargs = params
@@ -186,13 +207,13 @@ class PythonOp:
                 kwargs["box"] = tuple(slice(b, e) for b, e in zip(*out_box))
             r = np.asarray(fn(*arrays, **kwargs))
             if r.shape != out.shape:
-                if arrays and r.shape == arrays[0].shape:
+                if may_crop and arrays and r.shape == arrays[0].shape:
                     origin = in_boxes[0][0]
                     r = r[tuple(slice(b - o, e - o)
                                 for b, e, o in zip(out_box[0], out_box[1], origin))]
                 else:
                     want = f"{out.shape} (the cell)"
-                    if arrays:
+                    if arrays and may_crop:
                         want += f" or {arrays[0].shape} (the cell with its halo)"
                     raise ValueError(
                         f"Python op {name!r} returned an array of shape {r.shape}; expected {want}")
@@ -210,7 +231,7 @@ def _np_name(d):
 
 
 def op(name=None, *, version=1, params=None, dtype=None, output=None, halo=0, inputs=1,
-       doc=None, max_retries=-1, timeout=-1.0):
+       doc=None, max_retries=-1, timeout=-1.0, region=None):
     """Turns ``fn(*input_arrays, **params) -> array`` into a cellflow op.
 
     name: the op's name in graphs (default: the function's name).
@@ -223,6 +244,12 @@ def op(name=None, *, version=1, params=None, dtype=None, output=None, halo=0, in
     halo: context per side in voxels (an int, one per axis, or a function of
         the params it names): each call gets the cell grown by it (clipped at the image
         border) and returns either that region's result or the cell's.
+    region: for ops whose output grid differs from their input's (set its
+        shape and cells with ``output``): ``region(box, **params)`` returns the
+        input region (a tuple of slices) an output box (a tuple of slices)
+        needs, clipped to the input afterwards; with a parameter named
+        ``input`` it also gets the input's index. It replaces ``halo``; the
+        function must then return exactly the cell.
     inputs: the number of inputs, or (min, max).
     max_retries / timeout: the op's own failure policy (-1: the run's).
 
@@ -235,7 +262,7 @@ def op(name=None, *, version=1, params=None, dtype=None, output=None, halo=0, in
 
     def wrap(fn):
         o = PythonOp(fn, name or fn.__name__, version, params, dtype, output, halo, inputs,
-                     doc, max_retries, timeout)
+                     doc, max_retries, timeout, region)
         for builtin in _cellflow.builtin_ops():
             if builtin["name"] == o.name:
                 raise _cellflow.InvalidArgument(

@@ -48,16 +48,33 @@ namespace {
 class PyKernel : public NodeKernel {
  public:
   PyKernel(ImageInfo out, std::string op, std::vector<Dims> before, std::vector<Dims> after,
-           std::string identity, py::object compute)
+           std::string identity, py::object compute, py::object region)
       : NodeKernel(std::move(out)),
         op_(std::move(op)),
         before_(std::move(before)),
         after_(std::move(after)),
         identity_(std::move(identity)),
-        compute_(std::make_shared<PyRef>(std::move(compute))) {}
+        compute_(std::make_shared<PyRef>(std::move(compute))),
+        region_(region.is_none() ? nullptr : std::make_shared<PyRef>(std::move(region))) {}
 
   Box input_region(size_t input, const Box& out_box, const ImageInfo& info) const override {
-    return out_box.grow(before_[input], after_[input]).intersect(Box::from_shape(info.shape));
+    const Box extent = Box::from_shape(info.shape);
+    if (!region_) return out_box.grow(before_[input], after_[input]).intersect(extent);
+    // A region rule (ops that change the grid): region(input, (begin, end)) -> (begin, end).
+    py::gil_scoped_acquire gil;
+    try {
+      py::tuple r = region_->get()(
+          input, py::make_tuple(dims_tuple(out_box.begin()), dims_tuple(out_box.end())));
+      const Box box(dims_from(r[0], "region"), dims_from(r[1], "region"));
+      if (box.rank() != extent.rank())
+        throw NodeError(
+            fmt::format("Python op \"{}\": region rule returned rank {} for a rank-{} input", op_,
+                        box.rank(), extent.rank()));
+      return box.intersect(extent);
+    } catch (py::error_already_set& e) {
+      throw NodeError(
+          fmt::format("Python op \"{}\": region rule raised:\n{}", op_, format_python_error(e)));
+    }
   }
 
   std::string identity() const override { return identity_; }
@@ -89,6 +106,7 @@ class PyKernel : public NodeKernel {
   std::vector<Dims> after_;
   std::string identity_;
   std::shared_ptr<PyRef> compute_;
+  std::shared_ptr<PyRef> region_;  // null: the halo rule
 };
 
 }  // namespace
@@ -132,9 +150,11 @@ std::unique_ptr<NodeKernel> PyOp::bind(const Params& params,
     if (before.size() != inputs.size())
       throw InvalidArgument(fmt::format("Python op \"{}\": bind returned {} halos for {} inputs",
                                         name_, before.size(), inputs.size()));
-    return std::make_unique<PyKernel>(std::move(out), name_, std::move(before), std::move(after),
-                                      r["identity"].cast<std::string>(),
-                                      py::reinterpret_borrow<py::object>(r["compute"]));
+    return std::make_unique<PyKernel>(
+        std::move(out), name_, std::move(before), std::move(after),
+        r["identity"].cast<std::string>(), py::reinterpret_borrow<py::object>(r["compute"]),
+        r.contains("region") ? py::reinterpret_borrow<py::object>(r["region"])
+                             : py::object(py::none()));
   } catch (py::error_already_set& e) {
     // Validation errors raised by the Python side keep their message.
     if (e.matches(PyExc_ValueError) || e.matches(PyExc_TypeError))

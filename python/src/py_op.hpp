@@ -46,7 +46,10 @@ struct PyOpSpec {
   double timeout_seconds = -1;
   /// bind(params: dict, inputs: list[dict(dtype, shape, cell_shape)]) ->
   /// dict(dtype, shape, cell_shape, halo: list per input of (before, after)
-  /// per axis, identity: str, compute: callable(arrays, in_boxes, out_box, out)).
+  /// per axis, identity: str, compute: callable(arrays, in_boxes, out_box, out),
+  /// and optionally region: callable(input, (begin, end)) -> (begin, end), the
+  /// input region of an output box for ops that change the grid; it replaces
+  /// the halo and is called with the GIL taken, from any thread).
   py::object bind;
 };
 

@@ -236,3 +236,42 @@ def test_halo_and_output_rules_get_the_params_they_name(modules):
     raw = np.asarray(g["raw"])
     np.testing.assert_allclose(np.asarray(a), ndimage.uniform_filter(raw, 5, mode="nearest") * 3,
                                rtol=1e-6)
+
+
+def test_region_rule_for_ops_that_change_the_grid(modules):
+    m = modules.write("""
+        import cellflow
+
+        @cellflow.op(name="t.down2", params={"factor": 2},
+                     output=lambda infos, factor: {
+                         "shape": [n // factor for n in infos[0]["shape"]],
+                         "cell_shape": [5, 5]},
+                     region=lambda box, factor: tuple(
+                         slice(s.start * factor, s.stop * factor) for s in box))
+        def down(x, factor):
+            h, w = x.shape[0] // factor, x.shape[1] // factor
+            return x.reshape(h, factor, w, factor).mean(axis=(1, 3))
+
+        @cellflow.op(name="t.badregion", output=lambda infos: {"shape": [4, 4],
+                                                               "cell_shape": [2, 2]},
+                     region=lambda box: 1 / 0)
+        def bad(x):
+            return x[:2, :2]
+    """)
+    g = blobs_graph(None, shape=(30, 40), cell=(8, 8), seed=13)
+    d = g.add("d", m.down, ["raw"], factor=2)
+    assert d.shape == (15, 20) and d.cell_shape == (5, 5)
+    raw = np.asarray(g["raw"])
+    want = raw.reshape(15, 2, 20, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(np.asarray(d), want, rtol=1e-6)
+    np.testing.assert_allclose(d[3:9, 11:17], want[3:9, 11:17], rtol=1e-6)
+    # Only the input cells under the output cell were computed for one cell.
+    g2 = blobs_graph(None, shape=(32, 32), cell=(8, 8), seed=14)
+    d2 = g2.add("d", "t.down2", ["raw"])
+    d2[0:5, 0:5]
+    assert g2["raw"].stats()["computed"] == 4  # input [0,10) x [0,10): 2 x 2 cells
+    with pytest.raises(ValueError, match="halo or region"):
+        cellflow.op(name="t.both", halo=1, region=lambda box: box)(lambda x: x)
+    b = g.add("b", m.bad, ["raw"])
+    with pytest.raises(cellflow.NodeError, match="ZeroDivisionError"):
+        np.asarray(b)
