@@ -238,8 +238,9 @@ def op(name=None, *, version=1, params=None, dtype=None, output=None, halo=0, in
     version: bump it when the output changes for the same source code.
     params: {name: default} (type inferred) or {name: cellflow.Param(...)}.
     dtype: the output element type (default: the first input's).
-    output: for ops without inputs (sources), or to change the dtype from
-        params: ``output(infos, **params) -> dict(dtype=, shape=, cell_shape=)``
+    output: overrides the output's dtype, shape or cells (sources must give
+        all three; a new shape needs ``region``):
+        ``output(infos, **params) -> dict(dtype=, shape=, cell_shape=)``
         (``output(**params)`` for sources; it gets the params it names).
     halo: context per side in voxels (an int, one per axis, or a function of
         the params it names): each call gets the cell grown by it (clipped at the image
