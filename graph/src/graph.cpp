@@ -9,6 +9,7 @@
 #include <boost/graph/graphviz.hpp>
 #include <boost/graph/topological_sort.hpp>
 #include <cstring>
+#include <list>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -77,21 +78,30 @@ struct NodeImage {
 };
 
 // The per-process registry of node images, keyed by cache root + hash.
+// The process-wide node images, by cache root and hash. Images in use are
+// shared (weakly held here); the most recently used kKept memory-only images
+// are also held strongly, so a memory-only pipeline rebuilt in the same
+// process finds its cells still in memory (as far as the memory budget kept
+// them) instead of recomputing them. drop_node_images() releases those holds.
 class NodeImages {
  public:
   static NodeImages& global() {
-    static NodeImages instance;
-    return instance;
+    // Never destroyed: the images it keeps must not be torn down during static
+    // destruction, after the memory cache and TBB they use are gone.
+    static NodeImages* instance = new NodeImages;
+    return *instance;
   }
 
   template <class Make>
-  std::shared_ptr<NodeImage> get_or_create(const std::string& key, Make&& make) {
+  std::shared_ptr<NodeImage> get_or_create(const std::string& key, bool keep, Make&& make) {
     std::lock_guard lock(mu_);
-    if (auto it = images_.find(key); it != images_.end()) {
-      if (auto sp = it->second.lock()) return sp;
+    std::shared_ptr<NodeImage> sp;
+    if (auto it = images_.find(key); it != images_.end()) sp = it->second.lock();
+    if (!sp) {
+      sp = make();
+      images_[key] = sp;
     }
-    auto sp = make();
-    images_[key] = sp;
+    if (keep) keep_locked(key, sp);
     // Forget expired entries now and then so the map does not grow forever.
     if (images_.size() > 2 * live_hint_ + 64) {
       for (auto it = images_.begin(); it != images_.end();)
@@ -101,13 +111,41 @@ class NodeImages {
     return sp;
   }
 
+  size_t drop() {
+    std::list<std::pair<std::string, std::shared_ptr<NodeImage>>> released;
+    {
+      std::lock_guard lock(mu_);
+      released.swap(kept_);
+      kept_index_.clear();
+    }
+    return released.size();  // destroyed here, outside the lock
+  }
+
  private:
+  static constexpr size_t kKept = 256;
+
+  void keep_locked(const std::string& key, const std::shared_ptr<NodeImage>& sp) {
+    if (auto it = kept_index_.find(key); it != kept_index_.end()) kept_.erase(it->second);
+    kept_.emplace_front(key, sp);
+    kept_index_[key] = kept_.begin();
+    while (kept_.size() > kKept) {
+      kept_index_.erase(kept_.back().first);
+      kept_.pop_back();
+    }
+  }
+
   std::mutex mu_;
   std::unordered_map<std::string, std::weak_ptr<NodeImage>> images_;
   size_t live_hint_ = 0;
+  std::list<std::pair<std::string, std::shared_ptr<NodeImage>>> kept_;  // most recent first
+  std::unordered_map<std::string,
+                     std::list<std::pair<std::string, std::shared_ptr<NodeImage>>>::iterator>
+      kept_index_;
 };
 
 }  // namespace
+
+size_t drop_node_images() { return NodeImages::global().drop(); }
 
 std::string hash_bytes(std::string_view bytes) {
   const XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
@@ -156,7 +194,9 @@ struct Graph::Impl {
     std::vector<std::shared_ptr<NodeImage>> inputs;
     for (size_t in : n.inputs) inputs.push_back(node_image_locked(in));
     const std::string key = (cache_root ? cache_root->string() : std::string()) + "|" + n.hash;
-    images[i] = NodeImages::global().get_or_create(key, [&] {
+    // Memory-only images are kept past their graphs (their cells exist nowhere
+    // else); persisted ones reload from the cache and release their lease.
+    images[i] = NodeImages::global().get_or_create(key, !cache, [&] {
       auto ni = std::make_shared<NodeImage>();
       ni->kernel = n.kernel;
       ni->inputs = inputs;

@@ -182,5 +182,36 @@ TEST(Singleton, ConcurrentLazyReadersStress) {
   }
 }
 
+// The lifetime policy: a memory-only pipeline rebuilt after its graph is gone
+// reuses the cells still in memory; drop_node_images() lets them go.
+TEST(Singleton, AMemoryOnlyPipelineRebuiltLaterReusesItsCellsUntilDropped) {
+  const int seed = 4242;
+  const auto computed = [](const Graph& g) {
+    int64_t n = 0;
+    for (size_t i = 0; i < g.nodes().size(); ++i) n += g.image(i)->stats().computed;
+    return n;
+  };
+  int64_t first_run = 0;
+  {
+    const Graph g = Graph::build(first(seed), nodes::builtin_registry());
+    materialize(g);
+    first_run = computed(g);
+  }
+  ASSERT_GT(first_run, 0);
+  {
+    const Graph g = Graph::build(first(seed), nodes::builtin_registry());
+    const int64_t before = computed(g);  // the same images: their counters carry on
+    EXPECT_EQ(before, first_run);
+    materialize(g);
+    EXPECT_EQ(computed(g) - before, 0) << "the images outlived their first graph, cells and all";
+  }
+  EXPECT_GE(drop_node_images(), 3u);
+  {
+    const Graph g = Graph::build(first(seed), nodes::builtin_registry());
+    materialize(g);
+    EXPECT_EQ(computed(g), first_run) << "dropped: computed again";
+  }
+}
+
 }  // namespace
 }  // namespace cellflow

@@ -100,4 +100,13 @@ std::string node_hash(const std::string& op, int version, const Value& params,
 /// 32 lowercase hex chars of XXH3-128 over `bytes`.
 std::string hash_bytes(std::string_view bytes);
 
+/// Node images are shared process-wide by cache root and hash: every graph
+/// (and thread) holding the same node shares one image and its cells. The 256
+/// most recently used images also stay alive after the last graph using them
+/// is gone, so a pipeline rebuilt in the same process (a memory-only one
+/// especially) reuses the cells the memory budget kept instead of recomputing
+/// them. This releases those extra holds (images still used by a live Graph
+/// stay); returns how many were released.
+size_t drop_node_images();
+
 }  // namespace cellflow
