@@ -15,6 +15,8 @@
 // Pure functions; thread-safe.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -40,6 +42,15 @@ inline constexpr std::string_view kArtifacts = "artifacts";
 inline constexpr std::string_view kMemo = "memo";
 inline constexpr std::string_view kMemoTemp = ".tmp";
 inline constexpr std::string_view kMemoEntryFile = "entry.json";
+/// A memo entry's result: one cereal file, or a Zarr array folder.
+inline constexpr std::string_view kMemoBlobFile = "result.bin";
+inline constexpr std::string_view kMemoImageResult = "result";
+/// "memo/<key>.lock": the file whose lock a Memo call holds on entry <key>.
+inline constexpr std::string_view kMemoLockSuffix = ".lock";
+/// Tags of trash folders in memo/.tmp: entries removed by maintenance, and
+/// damaged entries moved away by Memo.
+inline constexpr std::string_view kMemoRemovedTag = ".removed.";
+inline constexpr std::string_view kMemoDamagedTag = ".damaged.";
 /// The owner memo result chunks are bound to (an entry is written under a
 /// temporary name, then renamed: its chunks cannot be bound to its key).
 inline constexpr std::string_view kMemoResultOwner = "memo-result";
@@ -52,6 +63,12 @@ inline constexpr std::string_view kZgroupText = "{\n  \"zarr_format\": 2\n}\n";
 bool is_node_name(std::string_view name);
 /// True for a temporary file of an atomic write: "." name ".tmp." ...
 bool is_temp_name(std::string_view name);
+/// True for a node folder being removed: "." hash ".trash." ... in the root.
+bool is_trash_name(std::string_view name);
+/// True for a trash folder in memo/.tmp (kMemoRemovedTag or kMemoDamagedTag).
+bool is_memo_trash_name(std::string_view name);
+/// Parses a cell position component ("0", "17"); nullopt if it is not one.
+std::optional<int64_t> parse_cell_index(std::string_view name);
 
 inline std::string node(std::string_view hash) { return std::string(hash); }
 std::string in_node(std::string_view hash, std::string_view name);
@@ -68,5 +85,11 @@ std::string cell(std::string_view folder, const CellIndex& index);
 /// The key of a cell's identity: "<hash>/<folder name>/i/j/k" as written by
 /// cell(); what a cell's checksum binds it to.
 std::string cell_identity(std::string_view owner, const CellIndex& index);
+
+/// "memo/<key>", "memo/<key>/entry.json", "memo/<key>.lock", "memo/.tmp".
+std::string memo_entry(std::string_view key);
+std::string memo_entry_file(std::string_view key);
+std::string memo_lock(std::string_view key);
+std::string memo_temp();
 
 }  // namespace cellflow::layout
