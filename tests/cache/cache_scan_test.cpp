@@ -208,7 +208,7 @@ TEST(CacheVerify, NamesEveryDamagedFileAndRepairLeavesACleanCache) {
       kImage + "/0/0/0",
       kImage + "/0/1/1",
       kImage + "/0/2/0",
-      kImage + "/0/9/9",
+      kImage + "/0/9",  // a folder outside the grid: reported (and removed) whole
       kTable + "/.zgroup",
       kTable + "/table/0/1",
   };
