@@ -7,9 +7,10 @@
 // limit. Nothing outside the cache may change (a watched folder, holding the
 // links' targets, is hashed after every command), no command may hang or die
 // of a signal, the repair must leave a cache that verifies clean, and the last
-// run must give the bit-identical cells of a clean run. Also: a cell swapped
-// with another cell of its node, or copied from another node, is reported by
-// `verify` and recomputed with a warning by `run`.
+// run must give the bit-identical cells of a clean run. The read-only
+// commands (ls, show, graph --dot / --from-cache) run on the damaged cache too. Also: a cell
+// swapped with another cell of its node, or copied from another node, is reported by `verify` and
+// recomputed with a warning by `run`.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -216,6 +217,13 @@ int run_limited(const std::vector<std::string>& args, const fs::path& scratch, s
   return child.code();
 }
 
+// A copy of the clean cache at tmp/cache.
+fs::path copy_of(const CleanCache& clean, const TempDir& tmp) {
+  const fs::path cache = tmp / "cache";
+  fs::copy(clean.root, cache, fs::copy_options::recursive);
+  return cache;
+}
+
 // Every node of the graph holds the cells of the clean cache, bit for bit.
 void expect_same_as_clean(const CleanCache& clean, const fs::path& cache) {
   for (const char* id : kIds) {
@@ -293,6 +301,13 @@ TEST_P(CliCacheDamage, EveryKindOfEntryIsReportedRepairedAndNothingOutsideChange
     EXPECT_NE(report.find("damaged: " + (cache / rel).string()), std::string::npos)
         << "verify does not name what was planted:\n"
         << report;
+    // The read-only commands, on the damaged cache.
+    step({"cache", "ls", "--cache", c});
+    step({"cache", "ls", "--json", "--cache", c});
+    step({"cache", "show", clean.hash.at("smooth"), "--tree", "--cache", c});
+    step({"cache", "show", clean.memo_key, "--cache", c});
+    step({"graph", clean.graph.string(), "--dot", "--cache", c});
+    step({"graph", "--from-cache", clean.hash.at("mask"), "--cache", c});
     step({"run", clean.graph.string(), "--cache", c, "--quiet"});
     step({"export", clean.graph.string(), "mask", "--cache", c, "--to",
           (dir / "mask.tif").string()});
@@ -327,10 +342,9 @@ INSTANTIATE_TEST_SUITE_P(AtEveryPosition, CliCacheDamage, ::testing::ValuesIn(kP
 TEST(CliCacheDamageGc, ANodeLinkedOutsideIsUnlinkedNeverEmptied) {
   TempDir tmp;
   const CleanCache clean(tmp);
-  const fs::path cache = tmp / "cache";
+  const fs::path cache = copy_of(clean, tmp);
   const fs::path outside = tmp / "outside";
   fs::create_directories(outside);
-  fs::copy(clean.root, cache, fs::copy_options::recursive);
   const std::string rel = clean.hash.at("smooth");
   plant(cache / rel, Plant::kLinkToFolder, outside);
   const std::string before = fingerprint(outside);
@@ -382,8 +396,7 @@ void expect_misplaced_cells_found(const CleanCache& clean, const TempDir& tmp,
 TEST(CliCacheIdentity, ACellSwappedWithAnotherOfItsNodeIsFoundAndRecomputed) {
   TempDir tmp;
   const CleanCache clean(tmp);
-  const fs::path cache = tmp / "cache";
-  fs::copy(clean.root, cache, fs::copy_options::recursive);
+  const fs::path cache = copy_of(clean, tmp);
   const std::string a = clean.hash.at("smooth") + "/0/0/0/0";
   const std::string b = clean.hash.at("smooth") + "/0/1/1/2";
   fs::rename(cache / a, tmp / "swap");
@@ -395,8 +408,7 @@ TEST(CliCacheIdentity, ACellSwappedWithAnotherOfItsNodeIsFoundAndRecomputed) {
 TEST(CliCacheIdentity, ACellCopiedFromAnotherNodeIsFoundAndRecomputed) {
   TempDir tmp;
   const CleanCache clean(tmp);
-  const fs::path cache = tmp / "cache";
-  fs::copy(clean.root, cache, fs::copy_options::recursive);
+  const fs::path cache = copy_of(clean, tmp);
   const std::string cell = "/0/1/0/1";
   fs::copy_file(cache / (clean.hash.at("raw") + cell), cache / (clean.hash.at("smooth") + cell),
                 fs::copy_options::overwrite_existing);
@@ -408,8 +420,7 @@ TEST(CliCacheIdentity, ACellCopiedFromAnotherNodeIsFoundAndRecomputed) {
 TEST(CliCacheDamageMetadata, ADeletedZarrayIsReportedAndRewrittenFromTheDefinition) {
   TempDir tmp;
   const CleanCache clean(tmp);
-  const fs::path cache = tmp / "cache";
-  fs::copy(clean.root, cache, fs::copy_options::recursive);
+  const fs::path cache = copy_of(clean, tmp);
   const std::string zarray = clean.hash.at("smooth") + "/0/.zarray";
   fs::remove(cache / zarray);
   const std::string c = cache.string();
@@ -433,8 +444,7 @@ TEST(CliCacheDamageMetadata, ADeletedZarrayIsReportedAndRewrittenFromTheDefiniti
 TEST(CliCacheDamageMetadata, ADefinitionThatDoesNotHashToItsFolderIsReported) {
   TempDir tmp;
   const CleanCache clean(tmp);
-  const fs::path cache = tmp / "cache";
-  fs::copy(clean.root, cache, fs::copy_options::recursive);
+  const fs::path cache = copy_of(clean, tmp);
   const std::string zattrs = clean.hash.at("smooth") + "/.zattrs";
   std::string text = read_all(cache / zattrs);
   const size_t at = text.find("\"sigma\": 1");
