@@ -740,8 +740,8 @@ void verify_memo(const std::shared_ptr<Env>& env_ptr, const VerifyOptions& optio
       problems.push_back(CacheProblem{env.describe(path), std::move(why)});
     };
     if (!s.record) add(layout::memo_entry_file(key), s.record_problem);
-    const std::string blob = join_path(dir, layout::kMemoBlobFile);
-    const std::string image = join_path(dir, layout::kMemoImageResult);
+    const std::string blob = join_path(dir, layout::kMemoBlob);
+    const std::string image = join_path(dir, layout::kMemoImage);
     const bool want_blob = s.record && s.entry.result_format == "cereal-portable-binary";
     const bool want_image = s.record && s.entry.result_format == "zarr";
     if (s.record && !want_blob && !want_image)
@@ -757,11 +757,11 @@ void verify_memo(const std::shared_ptr<Env>& env_ptr, const VerifyOptions& optio
         for (const Finding& f : odd) add(f.path, f.reason);
         continue;
       }
-      if (e.name == layout::kMemoBlobFile && want_blob) {
+      if (e.name == layout::kMemoBlob && want_blob) {
         if (e.kind != EntryKind::kFile) add(p, wrong_kind(e.kind, "the result file"));
         continue;
       }
-      if (e.name == layout::kMemoImageResult && want_image) {
+      if (e.name == layout::kMemoImage && want_image) {
         if (e.kind != EntryKind::kFolder) add(p, wrong_kind(e.kind, "the result's folder"));
         continue;
       }

@@ -66,30 +66,10 @@ std::string cell_identity(std::string_view owner, const CellIndex& index) {
   return out;
 }
 
-std::string memo_entry(std::string_view key) {
-  std::string out(kMemo);
-  out += '/';
-  out += key;
-  return out;
-}
-
 std::string memo_entry_file(std::string_view key) {
   std::string out = memo_entry(key);
   out += '/';
   out += kMemoEntryFile;
-  return out;
-}
-
-std::string memo_lock(std::string_view key) {
-  std::string out = memo_entry(key);
-  out += kMemoLockSuffix;
-  return out;
-}
-
-std::string memo_temp() {
-  std::string out(kMemo);
-  out += '/';
-  out += kMemoTemp;
   return out;
 }
 

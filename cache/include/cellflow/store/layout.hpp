@@ -11,6 +11,7 @@
 //   <hash>/0/.cellflow-lock, <hash>/table/.cellflow-lock   per-cell locks
 //   <hash>/artifacts/                    logs, plots, tables of the node
 //   memo/<key>/  memo/<key>.lock  memo/.tmp/   Memo entries
+//   memo/<key>/entry.json result.bin result/ artifacts/   what an entry holds
 //   trees/                               cache trees (CacheTree)
 // Pure functions; thread-safe.
 #pragma once
@@ -42,13 +43,11 @@ inline constexpr std::string_view kArtifacts = "artifacts";
 inline constexpr std::string_view kMemo = "memo";
 inline constexpr std::string_view kMemoTemp = ".tmp";
 inline constexpr std::string_view kMemoEntryFile = "entry.json";
-/// A memo entry's result: one cereal file, or a Zarr array folder.
-inline constexpr std::string_view kMemoBlobFile = "result.bin";
-inline constexpr std::string_view kMemoImageResult = "result";
-/// "memo/<key>.lock": the file whose lock a Memo call holds on entry <key>.
+inline constexpr std::string_view kMemoBlob = "result.bin";
+inline constexpr std::string_view kMemoImage = "result";
 inline constexpr std::string_view kMemoLockSuffix = ".lock";
-/// Tags of trash folders in memo/.tmp: entries removed by maintenance, and
-/// damaged entries moved away by Memo.
+/// Tags in the names of memo/.tmp/ folders: an entry removed by maintenance,
+/// or one Memo found damaged and moved out of the way.
 inline constexpr std::string_view kMemoRemovedTag = ".removed.";
 inline constexpr std::string_view kMemoDamagedTag = ".damaged.";
 /// The owner memo result chunks are bound to (an entry is written under a
@@ -80,16 +79,21 @@ std::string zarray(std::string_view hash);
 inline std::string complete_marker(std::string_view hash) { return in_node(hash, kCompleteMarker); }
 inline std::string use_file(std::string_view hash) { return in_node(hash, kUseFile); }
 inline std::string artifacts(std::string_view hash) { return in_node(hash, kArtifacts); }
+/// "memo/<key>", "memo/<key>.lock", "memo/.tmp".
+inline std::string memo_entry(std::string_view key) {
+  return std::string(kMemo) + '/' + std::string(key);
+}
+inline std::string memo_lock(std::string_view key) {
+  return memo_entry(key) + std::string(kMemoLockSuffix);
+}
+inline std::string memo_temp() { return std::string(kMemo) + '/' + std::string(kMemoTemp); }
 /// "<folder>/i/j/k": a cell's file under an array or table folder.
 std::string cell(std::string_view folder, const CellIndex& index);
 /// The key of a cell's identity: "<hash>/<folder name>/i/j/k" as written by
 /// cell(); what a cell's checksum binds it to.
 std::string cell_identity(std::string_view owner, const CellIndex& index);
 
-/// "memo/<key>", "memo/<key>/entry.json", "memo/<key>.lock", "memo/.tmp".
-std::string memo_entry(std::string_view key);
+/// "memo/<key>/entry.json".
 std::string memo_entry_file(std::string_view key);
-std::string memo_lock(std::string_view key);
-std::string memo_temp();
 
 }  // namespace cellflow::layout
