@@ -12,6 +12,10 @@ namespace cellflow {
 namespace fs = std::filesystem;
 namespace {
 
+// Metadata is written once per node: it is always made durable, so that a
+// power cut never loses what a node is (cells follow the cache's policy).
+constexpr Durability kMetadataDurability = Durability::kPowerCut;
+
 // NGFF axis names for ranks 2..5 (time, channel, then space).
 Value axes_for_rank(int rank) {
   static const char* const kNames[] = {"t", "c", "z", "y", "x"};
@@ -99,9 +103,9 @@ std::shared_ptr<ZarrArray> CacheDirectory::open_node(const std::string& hash, DT
   if (env_->stat(layout::zattrs(hash)).kind == EntryKind::kMissing) {
     // Racing creators write identical content; .zattrs is written only where
     // absent, so keys another writer added to it are never overwritten.
-    env_->write_atomic(layout::zgroup(hash), layout::kZgroupText, durability_);
+    env_->write_atomic(layout::zgroup(hash), layout::kZgroupText, kMetadataDurability);
     env_->write_new(layout::zattrs(hash), node_zattrs_json(hash, grid.rank(), definition_json),
-                    durability_);
+                    kMetadataDurability);
   }
   return array;
 }
@@ -109,8 +113,9 @@ std::shared_ptr<ZarrArray> CacheDirectory::open_node(const std::string& hash, DT
 std::shared_ptr<TableStore> CacheDirectory::open_table_node(const std::string& hash,
                                                             const std::string& definition_json) {
   if (env_->stat(layout::zattrs(hash)).kind == EntryKind::kMissing) {
-    env_->write_atomic(layout::zgroup(hash), layout::kZgroupText, durability_);
-    env_->write_new(layout::zattrs(hash), node_zattrs_json(hash, 0, definition_json), durability_);
+    env_->write_atomic(layout::zgroup(hash), layout::kZgroupText, kMetadataDurability);
+    env_->write_new(layout::zattrs(hash), node_zattrs_json(hash, 0, definition_json),
+                    kMetadataDurability);
   }
   return std::make_shared<TableStore>(env_, layout::table(hash), hash, durability_);
 }
@@ -124,7 +129,7 @@ bool CacheDirectory::is_complete(const std::string& hash) const {
 }
 
 void CacheDirectory::mark_complete(const std::string& hash) {
-  env_->write_atomic(layout::complete_marker(hash), "{\"complete\": true}\n", durability_);
+  env_->write_atomic(layout::complete_marker(hash), "{\"complete\": true}\n", kMetadataDurability);
 }
 
 }  // namespace cellflow

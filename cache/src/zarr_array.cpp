@@ -114,7 +114,7 @@ std::shared_ptr<ZarrArray> ZarrArray::create(std::shared_ptr<Env> env, std::stri
     opened->impl_->durability = durability;
     return opened;
   }
-  env->write_atomic(meta, zarray_json(dtype, grid), durability);
+  env->write_atomic(meta, zarray_json(dtype, grid), Durability::kPowerCut);  // metadata: always
   return std::shared_ptr<ZarrArray>(
       new ZarrArray(std::move(env), std::move(folder), std::move(owner), dtype, grid, durability));
 }

@@ -139,6 +139,8 @@ struct Graph::Impl {
   std::vector<size_t> topo;
   BoostGraph bg;
   std::optional<fs::path> cache_root;
+  std::shared_ptr<Env> cache_env;
+  Durability durability = Durability::kProcess;
   std::unique_ptr<CacheDirectory> cache;
   mutable std::mutex mu;
   mutable std::vector<std::shared_ptr<NodeImage>> images;
@@ -321,7 +323,10 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
     }
   }
   m.def = std::move(def);
-  m.cache_root = options.cache_root;
+  m.cache_root =
+      options.cache_env ? std::optional<fs::path>(options.cache_env->root()) : options.cache_root;
+  m.cache_env = options.cache_env;
+  m.durability = options.durability;
   m.images.resize(m.nodes.size());
   return g;
 }
@@ -368,8 +373,10 @@ const std::optional<fs::path>& Graph::cache_root() const { return impl_->cache_r
 
 CacheDirectory* Graph::cache() const {
   std::lock_guard lock(impl_->mu);
-  if (!impl_->cache && impl_->cache_root)
-    impl_->cache = std::make_unique<CacheDirectory>(*impl_->cache_root);
+  if (!impl_->cache && impl_->cache_env)
+    impl_->cache = std::make_unique<CacheDirectory>(impl_->cache_env, impl_->durability);
+  else if (!impl_->cache && impl_->cache_root)
+    impl_->cache = std::make_unique<CacheDirectory>(*impl_->cache_root, impl_->durability);
   return impl_->cache.get();
 }
 

@@ -12,6 +12,7 @@
 #include "cellflow/cache/memory_cache.hpp"
 #include "cellflow/graph/provenance.hpp"
 #include "cellflow/graph/value.hpp"
+#include "cellflow/store/migrate.hpp"
 #include "commands.hpp"
 
 namespace cellflow::cli {
@@ -171,6 +172,25 @@ int cache_ls_command(const CacheArgs& args) {
              memos.empty() ? "" : ", " + plural(memos.size(), "memo entry", "memo entries"),
              human_size(total), root.string());
   return kExitOk;
+}
+
+int cache_migrate_command(const CacheArgs& args) {
+  const fs::path root = cache_root_of(args.cache);
+  if (!fs::is_directory(root))
+    throw UsageError(fmt::format("cache {}: no such folder", root.string()));
+  const MigrationReport r = migrate_cache(*posix_env(root));
+  if (r.from_format == r.to_format) {
+    fmt::print("cache {}: already format {}, nothing to do\n", root.string(), r.to_format);
+    return 0;
+  }
+  for (const std::string& why : r.cells_removed)
+    fmt::print("damaged cell removed (a run recomputes it): {}\n", why);
+  fmt::print(
+      "cache {}: format {} -> {}: {} nodes, {} memo entries, {} cells rewritten, {} already "
+      "current, {} damaged cells removed\n",
+      root.string(), r.from_format, r.to_format, r.nodes, r.memo_entries, r.cells_rewritten,
+      r.cells_already_current, r.cells_removed.size());
+  return 0;
 }
 
 int cache_verify_command(const CacheArgs& args) {

@@ -25,6 +25,8 @@ int cache_ls_command(const CacheArgs& args);
 /// Reads every file; names every damaged one. Exit 0 only when the cache is
 /// clean (or, with --repair, was repaired), else 1.
 int cache_verify_command(const CacheArgs& args);
+/// Migrates a cache of an older format to the current one (store/migrate.hpp).
+int cache_migrate_command(const CacheArgs& args);
 /// Removes whole nodes by age, size budget or a graph to keep; never a node
 /// a running process uses.
 int cache_gc_command(const CacheArgs& args);

@@ -56,6 +56,7 @@ Graph load_graph(const std::string& path, std::optional<fs::path> cache_root) {
   GraphOptions options;
   options.cache_root = std::move(cache_root);
   options.strict_code = strict_code_requested();  // --strict-code
+  options.durability = durability_requested();    // --durability
   return Graph::build(std::move(def), nodes::builtin_registry(), std::move(options));
 }
 

@@ -125,6 +125,12 @@ int cli_main(int argc, char** argv) {
                          "Delete damaged cells, damaged memo entries and stale temporary "
                          "files, clear completion markers of nodes that lost cells, rewrite "
                          "damaged metadata (exit 0 when everything was repaired)");
+  CLI::App* cache_migrate = cache_cmd->add_subcommand(
+      "migrate",
+      "Bring a cache written by an older cellflow to this one's format (checks every cell, "
+      "keeps the sound ones, nothing is recomputed); run it while nothing else uses the cache");
+  cache_migrate->add_option("CACHE", cache_args.cache, "Cache directory (or --cache)");
+  add_cache_option(cache_migrate);
   CLI::App* cache_gc = cache_cmd->add_subcommand(
       "gc",
       "Remove whole nodes and memo entries by age or size budget, or nodes by a graph to keep "
@@ -208,6 +214,15 @@ int cli_main(int argc, char** argv) {
   add_plugin_option(replay_cmd);
   // --strict-code: an op's hash includes its library's build-id (README); set
   // through the environment so that worker processes inherit it.
+  // --durability: what a committed cell survives (README "Durability"); also
+  // through the environment, for worker processes.
+  std::string durability;
+  for (CLI::App* cmd : {run_cmd, export_cmd, replay_cmd}) {
+    cmd->add_option("--durability", durability,
+                    "What a committed cell survives: process (a killed process; default) or "
+                    "power-cut (every cell and folder entry synced before it counts)")
+        ->check(CLI::IsMember({"process", "power-cut"}));
+  }
   bool strict_code = false;
   for (CLI::App* cmd : {run_cmd, graph_cmd, export_cmd}) {
     cmd->add_flag("--strict-code", strict_code,
@@ -234,6 +249,7 @@ int cli_main(int argc, char** argv) {
 
   try {
     if (strict_code) ::setenv(cellflow::cli::kStrictCodeEnv, "1", 1);
+    if (!durability.empty()) ::setenv(cellflow::cli::kDurabilityEnv, durability.c_str(), 1);
     cellflow::cli::load_plugins(plugin_paths);
     run.policy.plugins = plugin_paths;  // worker processes load them too
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
@@ -244,6 +260,7 @@ int cli_main(int argc, char** argv) {
     if (cache_ls->parsed()) return cellflow::cli::cache_ls_command(cache_args);
     if (cache_verify->parsed()) return cellflow::cli::cache_verify_command(cache_args);
     if (cache_gc->parsed()) return cellflow::cli::cache_gc_command(cache_args);
+    if (cache_migrate->parsed()) return cellflow::cli::cache_migrate_command(cache_args);
     if (cache_show->parsed()) return cellflow::cli::cache_show_command(cache_args.cache, prov);
     if (replay_cmd->parsed()) return cellflow::cli::replay_command(prov);
     return fail(kExitUsage, "no command given (see 'cellflow --help')");

@@ -118,6 +118,12 @@ bool strict_code_requested() {
   return v != nullptr && *v != '\0' && std::string_view(v) != "0";
 }
 
+Durability durability_requested() {
+  const char* v = std::getenv(kDurabilityEnv);
+  return v != nullptr && std::string_view(v) == "power-cut" ? Durability::kPowerCut
+                                                            : Durability::kProcess;
+}
+
 int cache_show_command(const std::optional<std::string>& cache, const ProvenanceArgs& args) {
   const fs::path root = cache_root_of(cache);
   if (!is_node_hash(args.hash))

@@ -10,6 +10,8 @@
 // once from main().
 #pragma once
 
+#include "cellflow/store/env.hpp"
+
 #include <optional>
 #include <string>
 
@@ -28,6 +30,10 @@ struct ProvenanceArgs {
 inline constexpr const char* kStrictCodeEnv = "CELLFLOW_STRICT_CODE";
 /// True when $CELLFLOW_STRICT_CODE is set to a non-empty value other than "0".
 bool strict_code_requested();
+/// Environment variable that --durability sets ("process" or "power-cut").
+inline constexpr const char* kDurabilityEnv = "CELLFLOW_DURABILITY";
+/// Durability::kPowerCut when $CELLFLOW_DURABILITY is "power-cut", else kProcess.
+Durability durability_requested();
 
 int cache_show_command(const std::optional<std::string>& cache, const ProvenanceArgs& args);
 int graph_from_cache_command(const std::string& cache, const ProvenanceArgs& args);

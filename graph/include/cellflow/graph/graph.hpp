@@ -15,6 +15,7 @@
 #include "cellflow/graph/graph_def.hpp"
 #include "cellflow/graph/op.hpp"
 #include "cellflow/graph/registry.hpp"
+#include "cellflow/store/env.hpp"
 
 namespace cellflow {
 
@@ -23,6 +24,12 @@ class CacheDirectory;
 struct GraphOptions {
   /// Persist to this cache directory; nullopt keeps everything in memory.
   std::optional<std::filesystem::path> cache_root;
+  /// Persist through this storage environment instead (e.g. a MemoryEnv in
+  /// tests); its root names the cache. Overrides cache_root.
+  std::shared_ptr<Env> cache_env;
+  /// What a committed cell survives: a process kill (default) or a power cut
+  /// (every cell, folder entry and marker fsync'ed; see the README's cost).
+  Durability durability = Durability::kProcess;
   /// Adds the ELF build-id of the library implementing each op to its node's
   /// hash (and definition, as "code"), so that any rebuilt library
   /// invalidates its nodes. Default: an op is identified by name + version.
