@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
-#include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
 #include <atomic>
@@ -15,6 +14,7 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/cache/memory_cache.hpp"
+#include "cellflow/cache/parallel.hpp"
 #include "cellflow/cache/trace.hpp"
 
 namespace cellflow {
@@ -286,16 +286,14 @@ void CachedCellImage::read_into(const Box& region, void* out) {
     return;
   }
   const Shape cells_shape = cells.shape();
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, n), [&](const tbb::blocked_range<int64_t>& r) {
-    for (int64_t i = r.begin(); i < r.end(); ++i) {
-      CellIndex c(cells.rank());
-      int64_t rest = i;
-      for (int d = cells.rank() - 1; d >= 0; --d) {
-        c[d] = cells.begin()[d] + rest % cells_shape[d];
-        rest /= cells_shape[d];
-      }
-      copy_cell(c);
+  parallel_for_all(n, [&](int64_t i) {
+    CellIndex c(cells.rank());
+    int64_t rest = i;
+    for (int d = cells.rank() - 1; d >= 0; --d) {
+      c[d] = cells.begin()[d] + rest % cells_shape[d];
+      rest /= cells_shape[d];
     }
+    copy_cell(c);
   });
 }
 

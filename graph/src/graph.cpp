@@ -1,7 +1,6 @@
 #include "cellflow/graph/graph.hpp"
 
 #include <fmt/format.h>
-#include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 #include <xxhash.h>
 
@@ -17,6 +16,7 @@
 #include "cellflow/cache/artifacts.hpp"
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/parallel.hpp"
 #include "cellflow/graph/code_identity.hpp"
 
 namespace cellflow {
@@ -408,7 +408,7 @@ Table Graph::table(size_t node) const {
   auto img = image(node);
   const CellGrid& grid = img->grid();
   std::vector<Table> parts(static_cast<size_t>(grid.num_cells()));
-  tbb::parallel_for(int64_t{0}, grid.num_cells(), [&](int64_t c) {
+  parallel_for_all(grid.num_cells(), [&](int64_t c) {
     const CellIndex cell = grid.cell_at(c);
     const CellBuffer b = img->get(cell);
     parts[static_cast<size_t>(c)] =

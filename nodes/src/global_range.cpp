@@ -1,8 +1,6 @@
 // The whole-image min and max of global_range.hpp.
 #include "global_range.hpp"
 
-#include <tbb/parallel_for.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +10,7 @@
 
 #include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
+#include "cellflow/cache/parallel.hpp"
 
 namespace cellflow::nodes::detail {
 namespace {
@@ -49,7 +48,7 @@ ValueRange image_value_range(CachedCellImage& image) {
   const CellGrid& grid = image.grid();
   const int64_t cells = grid.num_cells();
   std::vector<ValueRange> ranges(static_cast<size_t>(cells));
-  tbb::parallel_for(int64_t{0}, cells, [&](int64_t c) {
+  parallel_for_all(cells, [&](int64_t c) {
     ranges[static_cast<size_t>(c)] = buffer_range(image.get(grid.cell_at(c)));
   });
   // In cell order, so that which of -0.0 and 0.0 wins a tie is fixed.

@@ -12,7 +12,6 @@
 //              and maps local components to final labels.
 // The labels therefore depend on neither the cell shape nor the thread count.
 #include <fmt/format.h>
-#include <tbb/parallel_for.h>
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +24,7 @@
 #include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
+#include "cellflow/cache/parallel.hpp"
 #include "ops.hpp"
 
 namespace cellflow::nodes {
@@ -199,7 +199,7 @@ class LabelKernel final : public NodeKernel {
 
     // 1. Each cell on its own.
     std::vector<CellSummary> summary(static_cast<size_t>(cells));
-    tbb::parallel_for(int64_t{0}, cells, [&](int64_t c) {
+    parallel_for_all(cells, [&](int64_t c) {
       const Box box = grid_.cell_box(grid_.cell_at(c));
       const Shape s = box.shape();
       std::vector<uint32_t> labels;
@@ -241,7 +241,7 @@ class LabelKernel final : public NodeKernel {
     const uint64_t total = base.back();
     const std::vector<Dims> neighbours = neighbour_offsets(r, full_, /*backward=*/false);
     std::vector<std::vector<std::pair<uint64_t, uint64_t>>> pairs(static_cast<size_t>(cells));
-    tbb::parallel_for(int64_t{0}, cells, [&](int64_t c) {
+    parallel_for_all(cells, [&](int64_t c) {
       const Box box = grid_.cell_box(grid_.cell_at(c));
       const Shape s = box.shape();
       const CellSummary& sum = summary[static_cast<size_t>(c)];

@@ -7,7 +7,6 @@
 
 #include <fmt/format.h>
 #include <tbb/enumerable_thread_specific.h>
-#include <tbb/parallel_for.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +17,7 @@
 
 #include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
+#include "cellflow/cache/parallel.hpp"
 #include "global_range.hpp"
 #include "ops.hpp"
 
@@ -147,7 +147,7 @@ class OtsuKernel final : public NodeKernel {
       const std::vector<double> edges = histogram_edges(all.lo, all.hi, bins_, single);
       tbb::enumerable_thread_specific<std::vector<int64_t>> local(
           [&] { return std::vector<int64_t>(static_cast<size_t>(bins_), 0); });
-      tbb::parallel_for(int64_t{0}, cells, [&](int64_t c) {
+      parallel_for_all(cells, [&](int64_t c) {
         add_to_histogram(image.get(grid.cell_at(c)), edges, local.local());
       });
       std::vector<int64_t> counts(static_cast<size_t>(bins_), 0);
