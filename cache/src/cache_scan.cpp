@@ -1,114 +1,122 @@
+// Cache maintenance on the store's Env: every path below is an Env path
+// (relative to the cache root, names from cellflow/store/layout.hpp), so
+// nothing is followed through a link and nothing but a regular file or a
+// folder is ever opened. What is not where the layout puts it (a link, a FIFO,
+// a socket, a folder where a file belongs, a foreign file) is reported, and
+// removed by repair (a link itself, never its target).
 #include "cellflow/cache/cache_scan.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <random>
+#include <set>
 
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/dtype.hpp"
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/files.hpp"
 #include "cellflow/cache/memoize.hpp"
 #include "cellflow/cache/node_use_lock.hpp"
 #include "cellflow/cache/table.hpp"
 #include "cellflow/cache/value.hpp"
 #include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/store/cache_files.hpp"
 #include "cellflow/store/layout.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kFormatFile = "cellflow-cache.json";
-constexpr const char* kCompleteMarker = ".cellflow-complete";
-constexpr const char* kZgroupText = "{\n  \"zarr_format\": 2\n}\n";
-
-bool is_hash_name(const std::string& name) {
-  if (name.size() != 32) return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+// The cache at `root`, which must exist and hold a format file.
+std::shared_ptr<Env> open_cache(const fs::path& root) {
+  auto env = open_existing_cache(root);
+  if (!env) throw InvalidArgument(fmt::format("cache {}: no such directory", root.string()));
+  if (!is_cache(*env))
+    throw InvalidArgument(
+        fmt::format("cache {}: not a cellflow cache (no {})", root.string(), layout::kFormatFile));
+  return env;
 }
 
-// Temporary files of write_file_atomic(): "." + name + ".tmp." + pid + ...
-bool is_temp_name(const std::string& name) {
-  return name.size() > 1 && name[0] == '.' && name.find(".tmp.") != std::string::npos;
-}
-
-bool parse_index(const std::string& s, int64_t& out) {
-  if (s.empty() || s.size() > 18) return false;
-  int64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + (c - '0');
-  }
-  out = v;
-  return true;
-}
-
-fs::file_time_type mtime_of(const struct stat& st) {
-  const std::chrono::sys_time<std::chrono::nanoseconds> sys{
-      std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)};
-  return std::chrono::time_point_cast<fs::file_time_type::duration>(
-      fs::file_time_type::clock::from_sys(sys));
-}
-
-struct Entry {
-  fs::path path;
-  std::vector<std::string> rel;  // components below the walk's start
-  struct stat st {};
+// What is wrong with an entry, and what repair does about it.
+enum class Fix {
+  kNone,         // reported only (repair of the whole node / entry handles it)
+  kRemove,       // remove the entry (a link itself, never its target)
+  kRewrite,      // remove whatever is there, write `text`
+  kRemoveWhole,  // the node's (or memo entry's) definition is lost: remove it whole
 };
 
-// Every entry below `dir` (not `dir` itself), depth first. Entries that vanish
-// while we walk (another process renamed or removed them) are skipped.
-void walk(const fs::path& dir, std::vector<std::string>& rel, std::vector<Entry>& out) {
-  std::error_code ec;
-  fs::directory_iterator it(dir, ec);
-  if (ec) return;
-  for (; it != fs::directory_iterator(); it.increment(ec)) {
-    if (ec) return;
-    const fs::path p = it->path();
-    Entry e;
-    if (::lstat(p.c_str(), &e.st) != 0) continue;
-    rel.push_back(p.filename().string());
-    e.path = p;
-    e.rel = rel;
-    const bool is_dir = S_ISDIR(e.st.st_mode);
-    out.push_back(std::move(e));
-    if (is_dir) walk(p, rel, out);
-    rel.pop_back();
-  }
+struct Finding {
+  std::string path;  // Env path
+  std::string reason;
+  Fix fix = Fix::kRemove;
+  std::string text;  // for kRewrite
+};
+
+std::string wrong_kind(EntryKind found, std::string_view expected) {
+  return fmt::format("{} is where the cache expects {} (never followed or read)",
+                     entry_kind_name(found), expected);
 }
 
-std::vector<Entry> walk(const fs::path& dir) {
-  std::vector<Entry> out;
-  std::vector<std::string> rel;
-  walk(dir, rel, out);
-  return out;
+std::string foreign(EntryKind kind) {
+  return fmt::format("{} that is not part of the cache's layout", entry_kind_name(kind));
 }
 
-void check_root(const fs::path& root) {
-  struct stat st {};
-  if (::stat(root.c_str(), &st) != 0) {
-    throw InvalidArgument(
-        fmt::format("cache {}: no such directory ({})", root.string(), std::strerror(errno)));
+// The message of `e` without a leading "file <path>: " naming `file`.
+std::string reason_for(const Error& e, const std::string& file) {
+  std::string why = e.message();
+  const std::string prefix = file + ": ";
+  if (why.starts_with("file " + prefix)) why.erase(0, prefix.size() + 5);
+  if (why.starts_with(prefix)) why.erase(0, prefix.size());
+  return why;
+}
+
+// Bytes allocated and newest mtime of `path` and everything below it; links
+// and other entries count as themselves, folders are only entered when they
+// are folders.
+void measure(Env& env, const std::string& path, uint64_t& bytes, fs::file_time_type& newest) {
+  const EntryInfo info = env.stat(path);
+  if (info.kind == EntryKind::kMissing) return;
+  bytes += info.allocated;
+  newest = std::max(newest, info.mtime);
+  if (info.kind != EntryKind::kFolder) return;
+  std::vector<DirEntry> entries;
+  try {
+    entries = env.list(path);
+  } catch (const Error&) {
+    return;  // replaced meanwhile
   }
-  if (!S_ISDIR(st.st_mode))
-    throw InvalidArgument(fmt::format("cache {}: not a directory", root.string()));
-  if (::access((root / kFormatFile).c_str(), F_OK) != 0) {
-    throw InvalidArgument(
-        fmt::format("cache {}: not a cellflow cache (no {})", root.string(), kFormatFile));
+  for (const DirEntry& e : entries) measure(env, join_path(path, e.name), bytes, newest);
+}
+
+// Every link, FIFO, socket or device below folder `path` (artifacts, cache
+// trees: any file or folder is theirs to hold, nothing else).
+void find_odd_entries(Env& env, const std::string& path, std::vector<Finding>& out) {
+  std::vector<DirEntry> entries;
+  try {
+    entries = env.list(path);
+  } catch (const Error&) {
+    return;
+  }
+  for (const DirEntry& e : entries) {
+    const std::string p = join_path(path, e.name);
+    if (e.kind == EntryKind::kFolder) {
+      find_odd_entries(env, p, out);
+    } else if (e.kind != EntryKind::kFile) {
+      out.push_back(Finding{p, wrong_kind(e.kind, "a file or a folder")});
+    }
   }
 }
 
@@ -118,7 +126,10 @@ Shape shape_from(const Value* v) {
   if (a.empty() || a.size() > static_cast<size_t>(kMaxRank))
     throw CorruptionError("shape of unsupported rank");
   Shape s(static_cast<int>(a.size()));
-  for (size_t i = 0; i < a.size(); ++i) s[static_cast<int>(i)] = a[i].as_int();
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].is_int()) throw CorruptionError("malformed shape");
+    s[static_cast<int>(i)] = a[i].as_int();
+  }
   return s;
 }
 
@@ -127,38 +138,95 @@ std::string string_field(const Value& obj, const char* key) {
   return v != nullptr && v->is_string() ? v->as_string() : std::string();
 }
 
+struct TempEntry {
+  std::string path;
+  EntryInfo info;
+};
+
+// The cells below an array or table folder `folder`: "<folder>/i/j/k" files,
+// folders on the way. Everything else is a finding, except the names in
+// `reserved` at the top (the caller checks them) and temporary files.
+struct CellWalk {
+  Env& env;
+  const CellGrid& grid;
+  std::vector<std::pair<std::string, CellIndex>>& cells;
+  std::vector<Finding>& findings;
+  std::vector<TempEntry>& temps;
+
+  void walk(const std::string& path, int level, CellIndex& index,
+            const std::vector<std::string_view>& reserved) {
+    std::vector<DirEntry> entries;
+    try {
+      entries = env.list(path);
+    } catch (const Error&) {
+      return;  // replaced meanwhile; the next verify sees it
+    }
+    const bool last = level == grid.rank() - 1;
+    for (const DirEntry& e : entries) {
+      const std::string p = join_path(path, e.name);
+      if (level == 0 && std::find(reserved.begin(), reserved.end(), e.name) != reserved.end())
+        continue;
+      if (layout::is_temp_name(e.name)) {
+        if (e.kind == EntryKind::kFile) {
+          temps.push_back(TempEntry{p, env.stat(p)});
+        } else {
+          findings.push_back(Finding{p, wrong_kind(e.kind, "a temporary file")});
+        }
+        continue;
+      }
+      const auto i = layout::parse_cell_index(e.name);
+      if (!i || *i >= grid.grid_shape()[level]) {
+        findings.push_back(Finding{
+            p, fmt::format("{} that is not a cell of the node's grid", entry_kind_name(e.kind))});
+        continue;
+      }
+      index[level] = *i;
+      if (last) {
+        if (e.kind == EntryKind::kFile) {
+          cells.emplace_back(p, index);
+        } else {
+          findings.push_back(Finding{p, wrong_kind(e.kind, "a cell file")});
+        }
+      } else if (e.kind == EntryKind::kFolder) {
+        walk(p, level + 1, index, reserved);
+      } else {
+        findings.push_back(Finding{p, wrong_kind(e.kind, "a folder of cells")});
+      }
+    }
+  }
+};
+
 // What a node folder holds, read without verifying cells.
 struct NodeScan {
   CachedNode node;
   bool has_zattrs = false;
   std::string zattrs_problem;  // .zattrs exists but is damaged
-  std::string zgroup_problem;
-  bool has_zarray = false;
-  std::string zarray_problem;  // .zarray exists but is damaged or disagrees with .zattrs
+  std::string zarray_problem;  // .zarray is missing, damaged or disagrees with .zattrs
   std::optional<DType> dtype;
   std::optional<CellGrid> grid;  // the grid the cells are checked against
-  fs::path cells_dir;            // "0" or "table"
-  std::vector<std::pair<fs::path, CellIndex>> cells;
-  std::vector<fs::path> foreign;  // non-hidden files in the cell tree that are not cells
-  std::vector<Entry> temps;       // temporary files anywhere in the folder
+  std::string cells_folder;      // "<hash>/0" or "<hash>/table"
+  std::vector<std::pair<std::string, CellIndex>> cells;
+  std::vector<Finding> findings;  // everything but .zattrs, .zarray and cells
+  std::vector<TempEntry> temps;   // temporary files anywhere in the folder
 };
 
-void read_definition(NodeScan& s, const fs::path& dir, Shape& def_shape, Shape& def_cells,
-                     std::optional<DType>& def_dtype) {
+void read_definition(Env& env, NodeScan& s, const VerifyOptions* options, bool& multiscales,
+                     Shape& def_shape, Shape& def_cells, std::optional<DType>& def_dtype) {
   CachedNode& n = s.node;
-  const fs::path zattrs = dir / ".zattrs";
+  const std::string file = layout::zattrs(n.hash);
   std::optional<std::string> text;
   try {
-    text = read_file(zattrs);
+    text = env.read(file);
   } catch (const Error& e) {
     s.has_zattrs = true;
-    s.zattrs_problem = e.message();
+    s.zattrs_problem = reason_for(e, env.describe(file));
     return;
   }
   if (!text) return;
   s.has_zattrs = true;
   try {
-    const Value attrs = parse_json(*text, ".zattrs");
+    const Value attrs = parse_json(*text, std::string(layout::kZattrs));
+    multiscales = attrs.find("multiscales") != nullptr;
     const Value* def = attrs.find("cellflow");
     if (def == nullptr || !def->is_object())
       throw CorruptionError("no \"cellflow\" node definition");
@@ -174,6 +242,15 @@ void read_definition(NodeScan& s, const fs::path& dir, Shape& def_shape, Shape& 
     def_shape = shape_from(def->find("shape"));
     def_cells = shape_from(def->find("cell_shape"));
     (void)CellGrid(def_shape, def_cells);  // validates
+    if (options != nullptr && options->definition_hash) {
+      const std::optional<std::string> computed = options->definition_hash(*def);
+      if (!computed)
+        throw CorruptionError("its definition cannot be hashed (a field is missing or malformed)");
+      if (*computed != n.hash)
+        throw CorruptionError(fmt::format(
+            "its definition hashes to {}, not to this folder's name (the definition was changed)",
+            *computed));
+    }
   } catch (const Error& e) {
     s.zattrs_problem = e.message();
     def_shape = Shape();
@@ -182,55 +259,130 @@ void read_definition(NodeScan& s, const fs::path& dir, Shape& def_shape, Shape& 
   }
 }
 
-NodeScan scan_node(const fs::path& root, const std::string& hash) {
+// Reads a node folder: its metadata, the positions of its cells, and every
+// entry that does not belong. `options` (verify only) adds the definition's hash check.
+NodeScan scan_node(const std::shared_ptr<Env>& env_ptr, const std::string& hash,
+                   const VerifyOptions* options) {
+  Env& env = *env_ptr;
   NodeScan s;
   CachedNode& n = s.node;
   n.hash = hash;
-  n.path = root / hash;
-  const fs::path& dir = n.path;
+  n.path = env.describe(layout::node(hash));
 
+  std::vector<DirEntry> entries;
+  try {
+    entries = env.list(layout::node(hash));
+  } catch (const Error&) {
+    return s;  // replaced meanwhile by something else than a folder
+  }
+  std::map<std::string, EntryKind> kinds;
+  for (const DirEntry& e : entries) kinds[e.name] = e.kind;
+  const auto kind_of = [&](std::string_view name) {
+    const auto it = kinds.find(std::string(name));
+    return it == kinds.end() ? EntryKind::kMissing : it->second;
+  };
+
+  bool multiscales = false;
   Shape def_shape;
   Shape def_cells;
   std::optional<DType> def_dtype;
-  read_definition(s, dir, def_shape, def_cells, def_dtype);
+  read_definition(env, s, options, multiscales, def_shape, def_cells, def_dtype);
+  const bool definition_ok = s.has_zattrs && s.zattrs_problem.empty();
 
-  if (auto text = [&]() -> std::optional<std::string> {
-        try {
-          return read_file(dir / ".zgroup");
-        } catch (const Error& e) {
-          s.zgroup_problem = e.message();
-          return std::nullopt;
+  // .zgroup
+  if (const EntryKind k = kind_of(layout::kZgroup); k != EntryKind::kMissing || definition_ok) {
+    const std::string file = layout::zgroup(hash);
+    std::string why;
+    if (k == EntryKind::kMissing) {
+      why = "missing";
+    } else if (k != EntryKind::kFile) {
+      why = wrong_kind(k, "a file");
+    } else {
+      try {
+        const auto text = env.read(file);
+        if (text) {
+          const Value g = parse_json(*text, std::string(layout::kZgroup));
+          const Value* f = g.find("zarr_format");
+          if (f == nullptr || !f->is_int() || f->as_int() != 2)
+            throw CorruptionError("not a Zarr v2 group (zarr_format is not 2)");
         }
-      }()) {
-    try {
-      const Value g = parse_json(*text, ".zgroup");
-      const Value* f = g.find("zarr_format");
-      if (f == nullptr || !f->is_int() || f->as_int() != 2)
-        throw CorruptionError("not a Zarr v2 group (zarr_format is not 2)");
-    } catch (const Error& e) {
-      s.zgroup_problem = e.message();
+      } catch (const Error& e) {
+        why = reason_for(e, env.describe(file));
+      }
     }
+    if (!why.empty())
+      s.findings.push_back(Finding{file, why, Fix::kRewrite, std::string(layout::kZgroupText)});
   }
 
-  struct stat st {};
-  const bool image = ::stat((dir / "0").c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-  n.kind = image ? CachedNodeKind::kImage
-                 : (s.has_zattrs && s.zattrs_problem.empty() ? CachedNodeKind::kTable
-                                                             : CachedNodeKind::kUnknown);
-  if (image) {
-    s.cells_dir = dir / "0";
-    const fs::path meta = s.cells_dir / ".zarray";
-    std::optional<std::string> text;
-    try {
-      text = read_file(meta);
-    } catch (const Error& e) {
-      s.has_zarray = true;
-      s.zarray_problem = e.message();
+  const EntryKind array_kind = kind_of(layout::kArray);
+  const EntryKind table_kind = kind_of(layout::kTable);
+  const bool image = array_kind != EntryKind::kMissing || (definition_ok && multiscales);
+  const bool table = !image && (table_kind != EntryKind::kMissing || definition_ok);
+  n.kind =
+      image ? CachedNodeKind::kImage : (table ? CachedNodeKind::kTable : CachedNodeKind::kUnknown);
+
+  // The entries of the node folder itself.
+  for (const DirEntry& e : entries) {
+    const std::string p = join_path(layout::node(hash), e.name);
+    const std::string_view name = e.name;
+    if (name == layout::kZgroup) continue;  // above
+    if (name == layout::kZattrs) {
+      if (e.kind != EntryKind::kFile)
+        s.findings.push_back(Finding{p, wrong_kind(e.kind, "a file"), Fix::kNone});
+      continue;  // read_definition reports its content
     }
-    if (text) {
-      s.has_zarray = true;
+    if (name == layout::kCompleteMarker) {
+      if (e.kind == EntryKind::kFile) {
+        n.complete_marker = true;
+      } else {
+        s.findings.push_back(Finding{p, wrong_kind(e.kind, "the completion marker (a file)")});
+      }
+      continue;
+    }
+    if (name == layout::kUseFile || name == layout::kMetaLock) {
+      if (e.kind != EntryKind::kFile)
+        s.findings.push_back(Finding{p, wrong_kind(e.kind, "a lock file")});
+      continue;
+    }
+    if (name == layout::kArray || name == layout::kTable) {
+      if (e.kind != EntryKind::kFolder) {
+        s.findings.push_back(Finding{p, wrong_kind(e.kind, "the folder of the node's cells")});
+      } else if ((name == layout::kArray) != image) {
+        s.findings.push_back(Finding{p, "a folder of cells of the other kind of node"});
+      }
+      continue;
+    }
+    if (name == layout::kArtifacts) {
+      if (e.kind == EntryKind::kFolder) {
+        find_odd_entries(env, p, s.findings);
+      } else {
+        s.findings.push_back(Finding{p, wrong_kind(e.kind, "the artifacts folder")});
+      }
+      continue;
+    }
+    if (layout::is_temp_name(name)) {
+      if (e.kind == EntryKind::kFile) {
+        s.temps.push_back(TempEntry{p, env.stat(p)});
+      } else {
+        s.findings.push_back(Finding{p, wrong_kind(e.kind, "a temporary file")});
+      }
+      continue;
+    }
+    s.findings.push_back(Finding{p, foreign(e.kind)});
+  }
+
+  // .zarray of an image node, checked against the definition.
+  if (image && array_kind == EntryKind::kFolder) {
+    s.cells_folder = layout::array(hash);
+    const std::string file = layout::zarray(hash);
+    const EntryKind k = env.stat(file).kind;
+    if (k == EntryKind::kMissing) {
+      if (s.has_zattrs) s.zarray_problem = "missing";
+    } else if (k != EntryKind::kFile) {
+      s.zarray_problem = wrong_kind(k, "a file");
+    } else {
       try {
-        const auto array = ZarrArray::open(s.cells_dir);
+        const auto array = ZarrArray::open(env_ptr, s.cells_folder, hash);
         if (def_dtype && (array->dtype() != *def_dtype || !(array->grid().shape() == def_shape) ||
                           !(array->grid().cell_shape() == def_cells))) {
           throw CorruptionError(
@@ -242,13 +394,12 @@ NodeScan scan_node(const fs::path& root, const std::string& hash) {
         s.dtype = array->dtype();
         s.grid = array->grid();
       } catch (const Error& e) {
-        // ZarrArray::open names the file itself; keep only the cause.
-        std::string why = e.message();
-        s.zarray_problem = why.empty() ? e.what() : why;
+        s.zarray_problem = reason_for(e, env.describe(file));
+        if (s.zarray_problem.empty()) s.zarray_problem = e.what();
       }
     }
-  } else if (n.kind == CachedNodeKind::kTable) {
-    s.cells_dir = dir / "table";
+  } else if (table && table_kind == EntryKind::kFolder) {
+    s.cells_folder = layout::table(hash);
   }
   if (!s.grid && def_dtype) {
     s.dtype = def_dtype;
@@ -261,90 +412,73 @@ NodeScan scan_node(const fs::path& root, const std::string& hash) {
     if (n.dtype.empty() && s.dtype) n.dtype = std::string(dtype_name(*s.dtype));
   }
 
-  n.complete_marker = ::access((dir / kCompleteMarker).c_str(), F_OK) == 0;
-  n.last_used = fs::file_time_type::min();
-  if (::stat(dir.c_str(), &st) == 0) {
-    n.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
-    n.last_used = mtime_of(st);
-  }
-  const std::string cells_name =
-      s.cells_dir.empty() ? std::string() : s.cells_dir.filename().string();
-  for (Entry& e : walk(dir)) {
-    n.bytes += static_cast<uint64_t>(e.st.st_blocks) * 512;
-    n.last_used = std::max(n.last_used, mtime_of(e.st));
-    const std::string& name = e.rel.back();
-    if (!S_ISREG(e.st.st_mode)) continue;
-    if (is_temp_name(name)) {
-      s.temps.push_back(std::move(e));
-      continue;
+  // The cells.
+  if (!s.cells_folder.empty()) {
+    if (s.grid) {
+      CellIndex index(s.grid->rank());
+      CellWalk walk{env, *s.grid, s.cells, s.findings, s.temps};
+      walk.walk(s.cells_folder, 0, index, {layout::kZarray, layout::kCellLock});
     }
-    if (name[0] == '.' || cells_name.empty() || e.rel.front() != cells_name || e.rel.size() < 2)
-      continue;
-    // A file in the cell tree: "<cells>/i/j/k" for a cell of the grid.
-    bool ok = s.grid.has_value() && static_cast<int>(e.rel.size()) - 1 == s.grid->rank();
-    CellIndex cell;
-    if (ok) {
-      cell = CellIndex(s.grid->rank());
-      for (int d = 0; ok && d < s.grid->rank(); ++d) {
-        int64_t v = 0;
-        ok = parse_index(e.rel[static_cast<size_t>(d) + 1], v) && v < s.grid->grid_shape()[d];
-        cell[d] = v;
-      }
-    }
-    if (ok) {
-      s.cells.emplace_back(e.path, cell);
-    } else if (s.grid) {
-      s.foreign.push_back(e.path);
+    for (const std::string_view name : {layout::kZarray, layout::kCellLock}) {
+      const std::string p = join_path(s.cells_folder, name);
+      const EntryKind k = env.stat(p).kind;
+      if (k != EntryKind::kMissing && k != EntryKind::kFile &&
+          !(name == layout::kZarray && image))  // .zarray: zarray_problem
+        s.findings.push_back(Finding{p, wrong_kind(k, "a file")});
+      if (name == layout::kZarray && !image && k != EntryKind::kMissing)
+        s.findings.push_back(Finding{p, foreign(k)});
     }
   }
+
   n.cells_present = static_cast<int64_t>(s.cells.size());
+  n.last_used = fs::file_time_type::min();
+  measure(env, layout::node(hash), n.bytes, n.last_used);
   if (s.has_zattrs && !s.zattrs_problem.empty()) {
-    n.metadata_problem = ".zattrs: " + s.zattrs_problem;
+    n.metadata_problem = std::string(layout::kZattrs) + ": " + s.zattrs_problem;
   } else if (!s.zarray_problem.empty()) {
-    n.metadata_problem = "0/.zarray: " + s.zarray_problem;
+    n.metadata_problem =
+        fmt::format("{}/{}: {}", layout::kArray, layout::kZarray, s.zarray_problem);
   } else if (!s.has_zattrs) {
     n.metadata_problem = "no .zattrs yet (a run is creating the node, or was interrupted)";
   }
   return s;
 }
 
-bool folder_exists(const fs::path& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-void remove_file(const fs::path& p, CacheProblem& problem, const std::string& done) {
-  if (::unlink(p.c_str()) == 0 || errno == ENOENT) {
-    problem.repaired = true;
-    problem.repair = done;
-  } else {
-    problem.repair = fmt::format("could not delete it: {}", std::strerror(errno));
-  }
-}
-
-// ---- Memo entries: <root>/memo/<key>/, locks <root>/memo/<key>.lock (flock,
-// as cellflow::Memo takes them: exclusive while computing, shared while
-// loading), writers' temporary folders and trash in <root>/memo/.tmp/.
-
-constexpr const char* kMemoDir = "memo";
-constexpr const char* kMemoTempDir = ".tmp";
-constexpr const char* kMemoEntryFile = "entry.json";
-// Trash of removed entries (ours) and of damaged ones (Memo's discard_entry).
-constexpr const char* kMemoRemovedTag = ".removed.";
-constexpr const char* kMemoDamagedTag = ".damaged.";
-
-bool is_memo_trash_name(const std::string& name) {
-  return name.find(kMemoRemovedTag) != std::string::npos ||
-         name.find(kMemoDamagedTag) != std::string::npos;
-}
-
-std::vector<std::string> list_memo_keys(const fs::path& memo_root) {
+// The node folders of the cache, by hash (folders only: a link or anything
+// else at a node's name is not a node).
+std::vector<std::string> node_hashes(Env& env) {
   std::vector<std::string> out;
-  std::error_code ec;
-  for (fs::directory_iterator it(memo_root, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (is_hash_name(name) && folder_exists(it->path())) out.push_back(name);
+  for (const DirEntry& e : env.list("")) {
+    if (e.kind == EntryKind::kFolder && layout::is_node_name(e.name)) out.push_back(e.name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Removes node `hash` whole unless it is in use. A use file that is not a
+// file is removed first (the lock must never open it).
+bool remove_node(Env& env, const std::string& hash) {
+  if (env.stat(layout::node(hash)).kind != EntryKind::kFolder)
+    return env.remove(layout::node(hash));
+  const EntryKind use = env.stat(layout::use_file(hash)).kind;
+  if (use != EntryKind::kMissing && use != EntryKind::kFile) env.remove(layout::use_file(hash));
+  return remove_node_folder(env.root(), hash);
+}
+
+bool node_busy(Env& env, const std::string& hash) {
+  const EntryKind use = env.stat(layout::use_file(hash)).kind;
+  return use == EntryKind::kFile && node_in_use(env.root(), hash);
+}
+
+// ---- Memo entries: memo/<key>/, locks memo/<key>.lock (flock, as
+// cellflow::Memo takes them: exclusive while computing, shared while
+// loading), writers' temporary folders and trash in memo/.tmp/.
+
+std::vector<std::string> list_memo_keys(Env& env) {
+  std::vector<std::string> out;
+  if (env.stat(layout::kMemo).kind != EntryKind::kFolder) return out;
+  for (const DirEntry& e : env.list(layout::kMemo)) {
+    if (e.kind == EntryKind::kFolder && layout::is_node_name(e.name)) out.push_back(e.name);
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -352,14 +486,23 @@ std::vector<std::string> list_memo_keys(const fs::path& memo_root) {
 
 // The key's lock taken exclusively without waiting, held until destroyed.
 // Without `create`, a missing lock file is left missing (kUnavailable, no
-// error): Memo creates it before it locks, so nobody holds it.
+// error): Memo creates it before it locks, so nobody holds it. Opens the lock
+// file only after the Env found a file (or nothing) there, and memo/ a folder.
 class MemoKeyLock {
  public:
   enum class State { kHeld, kBusy, kUnavailable };
-  MemoKeyLock(const fs::path& memo_root, const std::string& key, bool create) {
-    const fs::path file = memo_root / (key + ".lock");
-    if (create) fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) fd_ = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);  // flock needs no write access
+  MemoKeyLock(Env& env, const std::string& key, bool create) {
+    const EntryKind kind = env.stat(layout::memo_lock(key)).kind;
+    if ((kind != EntryKind::kMissing && kind != EntryKind::kFile) ||
+        env.stat(layout::kMemo).kind != EntryKind::kFolder) {
+      error_ = fmt::format("file {}: {}", env.describe(layout::memo_lock(key)),
+                           wrong_kind(kind, "a lock file in the memo folder"));
+      return;
+    }
+    const fs::path file = env.describe(layout::memo_lock(key));
+    if (create) fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+      fd_ = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);  // flock needs no write access
     if (fd_ < 0 && errno == ENOENT && !create) return;
     if (fd_ < 0) {
       error_ = fmt::format("file {}: cannot open it to lock the entry: {}", file.string(),
@@ -402,29 +545,40 @@ enum class MemoRemoval { kRemoved, kInUse, kAbsent };
 // Removes entry `key` unless a Memo call holds its lock: under the lock,
 // renames the folder into memo/.tmp (atomic: a reader sees the whole entry or
 // none), then deletes it there. Throws IoError if it cannot be locked or moved.
-MemoRemoval remove_memo_entry(const fs::path& memo_root, const std::string& key) {
-  const fs::path dir = memo_root / key;
-  const MemoKeyLock lock(memo_root, key, /*create=*/true);
+MemoRemoval remove_memo_entry(Env& env, const std::string& key) {
+  const std::string dir = layout::memo_entry(key);
+  const MemoKeyLock lock(env, key, /*create=*/true);
   if (lock.state() == MemoKeyLock::State::kBusy) return MemoRemoval::kInUse;
-  if (!folder_exists(dir)) return MemoRemoval::kAbsent;
-  if (lock.state() != MemoKeyLock::State::kHeld) throw IoError(lock.error());
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  const fs::path trash =
-      memo_root / kMemoTempDir /
-      fmt::format("{}{}{}.{:x}", key, kMemoRemovedTag, ::getpid(), rng() & 0xffffffu);
-  std::error_code ec;
-  fs::create_directories(trash.parent_path(), ec);
-  if (::rename(dir.c_str(), trash.c_str()) != 0) {
-    if (errno == ENOENT) return MemoRemoval::kAbsent;
-    throw IoError(fmt::format("folder {}: cannot move it away for removal: {}", dir.string(),
-                              std::strerror(errno)));
+  const EntryKind kind = env.stat(dir).kind;
+  if (kind == EntryKind::kMissing) return MemoRemoval::kAbsent;
+  if (kind != EntryKind::kFolder) {
+    env.remove(dir);  // not an entry: nothing a Memo call could use
+    return MemoRemoval::kRemoved;
   }
-  fs::remove_all(trash, ec);  // a leftover is removed by the next gc / verify --repair
+  if (lock.state() != MemoKeyLock::State::kHeld) throw IoError(lock.error());
+  const EntryKind temp = env.stat(layout::memo_temp()).kind;
+  if (temp != EntryKind::kMissing && temp != EntryKind::kFolder) env.remove(layout::memo_temp());
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const std::string trash = join_path(
+      layout::memo_temp(),
+      fmt::format("{}{}{}.{:x}", key, layout::kMemoRemovedTag, ::getpid(), rng() & 0xffffffu));
+  env.make_folders(layout::memo_temp());
+  try {
+    env.rename(dir, trash);
+  } catch (const IoError&) {
+    if (env.stat(dir).kind == EntryKind::kMissing) return MemoRemoval::kAbsent;
+    throw;
+  }
+  try {
+    env.remove(trash);
+  } catch (const Error&) {
+    // a leftover is removed by the next gc / verify --repair
+  }
   return MemoRemoval::kRemoved;
 }
 
-bool memo_entry_in_use(const fs::path& memo_root, const std::string& key) {
-  return MemoKeyLock(memo_root, key, /*create=*/false).state() == MemoKeyLock::State::kBusy;
+bool memo_entry_in_use(Env& env, const std::string& key) {
+  return MemoKeyLock(env, key, /*create=*/false).state() == MemoKeyLock::State::kBusy;
 }
 
 // What a memo entry holds, read without verifying its result.
@@ -434,150 +588,236 @@ struct MemoScan {
   std::string record_problem;   // else why not
 };
 
-MemoScan scan_memo_entry(const fs::path& memo_root, const std::string& key) {
+MemoScan scan_memo_entry(Env& env, const std::string& key) {
   MemoScan s;
   CachedMemoEntry& e = s.entry;
   e.key = key;
-  e.path = memo_root / key;
+  e.path = env.describe(layout::memo_entry(key));
+  const std::string file = layout::memo_entry_file(key);
   try {
-    const auto text = read_file(e.path / kMemoEntryFile);
-    if (!text) throw CorruptionError("missing (the entry was not committed whole)");
-    Value v = parse_json(*text, kMemoEntryFile);
-    if (!v.is_object()) throw CorruptionError("not a JSON object");
-    e.function = string_field(v, "function");
-    if (const Value* ver = v.find("version"); ver != nullptr && ver->is_int())
+    std::optional<Value> v;
+    try {
+      v = read_memo_entry(env, key);
+    } catch (const Error& err) {
+      throw CorruptionError(reason_for(err, env.describe(file)));
+    }
+    if (!v) throw CorruptionError("missing (the entry was not committed whole)");
+    if (!v->is_object()) throw CorruptionError("not a JSON object");
+    e.function = string_field(*v, "function");
+    if (const Value* ver = v->find("version"); ver != nullptr && ver->is_int())
       e.version = ver->as_int();
-    e.result_type = string_field(v, "result_type");
-    e.created = string_field(v, "created");
-    const std::string stored_key = string_field(v, "key");
+    e.result_type = string_field(*v, "result_type");
+    e.created = string_field(*v, "created");
+    const std::string stored_key = string_field(*v, "key");
     if (stored_key != key)
       throw CorruptionError(
           fmt::format("records key \"{}\", not this folder's {}", stored_key, key));
-    const Value* result = v.find("result");
+    const Value* result = v->find("result");
     if (result == nullptr || !result->is_object()) throw CorruptionError("no \"result\" object");
     e.result_format = string_field(*result, "format");
     s.record = std::move(v);
   } catch (const Error& err) {
     s.record_problem = err.message();
-    e.problem = fmt::format("{}: {}", kMemoEntryFile, s.record_problem);
+    e.problem = fmt::format("{}: {}", layout::kMemoEntryFile, s.record_problem);
   }
   e.last_used = fs::file_time_type::min();
-  struct stat st {};
-  if (::stat(e.path.c_str(), &st) == 0) {
-    e.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
-    e.last_used = mtime_of(st);
-  }
-  for (const Entry& f : walk(e.path)) {
-    e.bytes += static_cast<uint64_t>(f.st.st_blocks) * 512;
-    e.last_used = std::max(e.last_used, mtime_of(f.st));
-  }
+  measure(env, layout::memo_entry(key), e.bytes, e.last_used);
   return s;
 }
 
-// The message of `e` without a leading "file <path>: " naming `file`.
-std::string reason_for(const Error& e, const fs::path& file) {
-  std::string why = e.message();
-  const std::string prefix = file.string() + ": ";
-  if (why.starts_with("file " + prefix)) why.erase(0, prefix.size() + 5);
-  if (why.starts_with(prefix)) why.erase(0, prefix.size());
-  return why;
+std::string hex128(const XXH128_hash_t& h) {
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
 }
 
-}  // namespace
-
-std::vector<CachedMemoEntry> scan_memo_entries(const fs::path& root) {
-  check_root(root);
-  const fs::path memo_root = root / kMemoDir;
-  std::vector<CachedMemoEntry> out;
-  for (const std::string& key : list_memo_keys(memo_root)) {
-    MemoScan s = scan_memo_entry(memo_root, key);
-    if (!folder_exists(s.entry.path)) continue;  // removed while we looked
-    out.push_back(std::move(s.entry));
+// Applies the repair of a finding; returns what it did.
+void repair_finding(Env& env, const Finding& f, CacheProblem& p) {
+  try {
+    switch (f.fix) {
+      case Fix::kNone:
+      case Fix::kRemoveWhole:
+        return;
+      case Fix::kRemove:
+        env.remove(f.path);
+        p.repair = "removed (a link is removed itself, never what it points to)";
+        break;
+      case Fix::kRewrite:
+        if (env.stat(f.path).kind != EntryKind::kFile) env.remove(f.path);
+        env.write_atomic(f.path, f.text, Durability::kProcess);
+        p.repair = "rewritten";
+        break;
+    }
+    p.repaired = true;
+  } catch (const Error& e) {
+    p.repair = e.what();
   }
-  return out;
 }
 
-namespace {
-
-// verify_cache's part for memo entries and memo/.tmp.
-void verify_memo_entries(const fs::path& memo_root, const VerifyOptions& options,
-                         tbb::task_arena& arena, VerifyReport& report) {
+// verify_cache's part for memo/.
+void verify_memo(const std::shared_ptr<Env>& env_ptr, const VerifyOptions& options,
+                 tbb::task_arena& arena, VerifyReport& report) {
+  Env& env = *env_ptr;
   const auto now = fs::file_time_type::clock::now();
+  const EntryKind memo_kind = env.stat(layout::kMemo).kind;
+  if (memo_kind == EntryKind::kMissing) return;
+  if (memo_kind != EntryKind::kFolder) {
+    CacheProblem p{env.describe(layout::kMemo), wrong_kind(memo_kind, "the memo folder")};
+    if (options.repair) repair_finding(env, Finding{std::string(layout::kMemo), {}}, p);
+    report.damaged.push_back(std::move(p));
+    return;
+  }
+
+  // memo/ itself: entries, their locks, memo/.tmp; nothing else.
+  std::vector<std::string> keys;
+  for (const DirEntry& e : env.list(layout::kMemo)) {
+    const std::string p = join_path(layout::kMemo, e.name);
+    std::string why;
+    if (layout::is_node_name(e.name)) {
+      if (e.kind == EntryKind::kFolder) {
+        keys.push_back(e.name);
+        continue;
+      }
+      why = wrong_kind(e.kind, "a memo entry (a folder)");
+    } else if (e.name.size() == 32 + layout::kMemoLockSuffix.size() &&
+               e.name.ends_with(layout::kMemoLockSuffix) &&
+               layout::is_node_name(std::string_view(e.name).substr(0, 32))) {
+      if (e.kind == EntryKind::kFile) continue;
+      why = wrong_kind(e.kind, "a lock file");
+    } else if (e.name == layout::kMemoTemp) {
+      if (e.kind == EntryKind::kFolder) continue;
+      why = wrong_kind(e.kind, "the folder of memo writers' temporary folders");
+    } else {
+      why = foreign(e.kind);
+    }
+    CacheProblem prob{env.describe(p), why};
+    if (options.repair) repair_finding(env, Finding{p, why}, prob);
+    report.damaged.push_back(std::move(prob));
+  }
+  std::sort(keys.begin(), keys.end());
+
   // Writers' temporary folders: stale once older than temp_age and no Memo
   // call holds the key's lock (a writer holds it until its folder is renamed
   // into place or removed). Trash is always stale.
-  {
-    std::error_code ec;
-    for (fs::directory_iterator it(memo_root / kMemoTempDir, ec);
-         !ec && it != fs::directory_iterator(); it.increment(ec)) {
-      const fs::path p = it->path();
-      const std::string name = p.filename().string();
-      struct stat st {};
-      if (::lstat(p.c_str(), &st) != 0) continue;
-      const bool trash = is_memo_trash_name(name);
-      if (!trash && now - mtime_of(st) <= options.temp_age) continue;
+  if (env.stat(layout::memo_temp()).kind == EntryKind::kFolder) {
+    for (const DirEntry& e : env.list(layout::memo_temp())) {
+      const std::string p = join_path(layout::memo_temp(), e.name);
+      const EntryInfo info = env.stat(p);
+      const bool trash = layout::is_memo_trash_name(e.name);
+      if (!trash && now - info.mtime <= options.temp_age) continue;
       std::optional<MemoKeyLock> lock;
-      if (!trash && name.size() > 32 && name[32] == '.' && is_hash_name(name.substr(0, 32))) {
-        lock.emplace(memo_root, name.substr(0, 32), /*create=*/false);
+      if (!trash && e.name.size() > 32 && e.name[32] == '.' &&
+          layout::is_node_name(std::string_view(e.name).substr(0, 32))) {
+        lock.emplace(env, e.name.substr(0, 32), /*create=*/false);
         if (lock->state() == MemoKeyLock::State::kBusy) continue;  // a writer is at work
       }
-      report.stale_temps.push_back(p);
+      report.stale_temps.push_back(env.describe(p));
       if (!options.repair) continue;
-      std::error_code rec;
-      fs::remove_all(p, rec);
-      if (!rec) ++report.stale_removed;
+      try {
+        if (env.remove(p)) ++report.stale_removed;
+      } catch (const Error&) {
+      }
     }
   }
 
   struct ChunkTask {
     size_t entry;
-    fs::path file;
+    std::string file;
     size_t chunk_bytes;
     std::string identity;
   };
   std::vector<std::vector<CacheProblem>> found;
   std::vector<ChunkTask> tasks;
-  std::vector<std::string> keys;
-  for (const std::string& key : list_memo_keys(memo_root)) {
-    MemoScan s = scan_memo_entry(memo_root, key);
-    if (!folder_exists(s.entry.path)) continue;
+  std::vector<std::string> checked;
+  for (const std::string& key : keys) {
+    const std::string dir = layout::memo_entry(key);
+    MemoScan s = scan_memo_entry(env, key);
+    if (env.stat(dir).kind != EntryKind::kFolder) continue;
     ++report.memo_entries;
-    const size_t index = keys.size();
-    keys.push_back(key);
+    const size_t index = checked.size();
+    checked.push_back(key);
     found.emplace_back();
-    const fs::path& dir = s.entry.path;
-    if (!s.record) {
-      found.back().push_back(CacheProblem{dir / kMemoEntryFile, s.record_problem});
-      continue;
-    }
-    if (s.entry.result_format == "cereal-portable-binary") {
-      const fs::path file = dir / "result.bin";
-      try {
-        const auto mapped = detail::read_blob_result(dir);
-        report.bytes_checked += static_cast<int64_t>(mapped->bytes().size());
-      } catch (const Error& e) {
-        if (folder_exists(dir)) found.back().push_back(CacheProblem{file, reason_for(e, file)});
+    std::vector<CacheProblem>& problems = found.back();
+    const auto add = [&](const std::string& path, std::string why) {
+      problems.push_back(CacheProblem{env.describe(path), std::move(why)});
+    };
+    if (!s.record) add(layout::memo_entry_file(key), s.record_problem);
+    const std::string blob = join_path(dir, layout::kMemoBlob);
+    const std::string image = join_path(dir, layout::kMemoImage);
+    const bool want_blob = s.record && s.entry.result_format == "cereal-portable-binary";
+    const bool want_image = s.record && s.entry.result_format == "zarr";
+    if (s.record && !want_blob && !want_image)
+      add(layout::memo_entry_file(key),
+          fmt::format("unknown result format \"{}\"", s.entry.result_format));
+    // Everything in the entry's folder.
+    for (const DirEntry& e : env.list(dir)) {
+      const std::string p = join_path(dir, e.name);
+      if (e.name == layout::kMemoEntryFile) continue;  // read above (a wrong kind fails the read)
+      if (e.name == layout::kArtifacts && e.kind == EntryKind::kFolder) {
+        std::vector<Finding> odd;
+        find_odd_entries(env, p, odd);
+        for (const Finding& f : odd) add(f.path, f.reason);
+        continue;
       }
-    } else if (s.entry.result_format == "zarr") {
-      const fs::path array_dir = dir / "result";
+      if (e.name == layout::kMemoBlob && want_blob) {
+        if (e.kind != EntryKind::kFile) add(p, wrong_kind(e.kind, "the result file"));
+        continue;
+      }
+      if (e.name == layout::kMemoImage && want_image) {
+        if (e.kind != EntryKind::kFolder) add(p, wrong_kind(e.kind, "the result's folder"));
+        continue;
+      }
+      add(p, foreign(e.kind));
+    }
+    if (!s.record) continue;
+    if (want_blob && env.stat(blob).kind == EntryKind::kFile) {
       try {
-        const auto array =
-            ZarrArray::open(posix_env(dir), "result", std::string(layout::kMemoResultOwner));
+        const auto bytes = env.read(blob);
+        if (!bytes) throw CorruptionError("missing");
+        report.bytes_checked += static_cast<int64_t>(bytes->size());
+        const Value* result = s.record->find("result");
+        const Value* want = result->find("xxh3");
+        if (want == nullptr || !want->is_string())
+          throw CorruptionError(
+              fmt::format("{} records no result checksum", layout::kMemoEntryFile));
+        if (hex128(XXH3_128bits(bytes->data(), bytes->size())) != want->as_string())
+          throw CorruptionError("checksum mismatch (damaged or truncated)");
+      } catch (const Error& e) {
+        add(blob, reason_for(e, env.describe(blob)));
+      }
+    } else if (want_blob && env.stat(blob).kind == EntryKind::kMissing) {
+      add(blob, "missing");
+    } else if (want_image && env.stat(image).kind == EntryKind::kFolder) {
+      const std::string zarray = join_path(image, layout::kZarray);
+      try {
+        const auto array = ZarrArray::open(env_ptr, image, std::string(layout::kMemoResultOwner));
         const CellGrid& grid = array->grid();
         const auto chunk =
             static_cast<size_t>(grid.cell_shape().product()) * dtype_size(array->dtype());
-        for (int64_t c = 0; c < grid.num_cells(); ++c)
-          tasks.push_back(ChunkTask{index, array->cell_path(grid.cell_at(c)), chunk,
-                                    layout::cell_identity(array->owner(), grid.cell_at(c))});
+        std::vector<std::pair<std::string, CellIndex>> cells;
+        std::vector<Finding> odd;
+        std::vector<TempEntry> temps;
+        CellIndex at(grid.rank());
+        CellWalk walk{env, grid, cells, odd, temps};
+        walk.walk(image, 0, at, {layout::kZarray, layout::kCellLock});
+        for (const Finding& f : odd) add(f.path, f.reason);
+        for (const TempEntry& t : temps) add(t.path, "a temporary file in a committed result");
+        std::set<std::string> present;
+        for (const auto& [file, cell] : cells) present.insert(file);
+        for (int64_t c = 0; c < grid.num_cells(); ++c) {
+          const CellIndex cell = grid.cell_at(c);
+          const std::string file = layout::cell(image, cell);
+          if (!present.count(file)) {
+            if (env.stat(file).kind == EntryKind::kMissing)
+              add(file, "missing (a memo result is stored whole)");
+            continue;
+          }
+          tasks.push_back(
+              ChunkTask{index, file, chunk, layout::cell_identity(array->owner(), cell)});
+        }
       } catch (const Error& e) {
-        const std::string why = e.message();
-        found.back().push_back(
-            CacheProblem{array_dir / ".zarray", why.empty() ? std::string(e.what()) : why});
+        add(zarray, reason_for(e, env.describe(zarray)));
       }
-    } else {
-      found.back().push_back(
-          CacheProblem{dir / kMemoEntryFile,
-                       fmt::format("unknown result format \"{}\"", s.entry.result_format)});
+    } else if (want_image && env.stat(image).kind == EntryKind::kMissing) {
+      add(image, "missing");
     }
   }
 
@@ -588,35 +828,35 @@ void verify_memo_entries(const fs::path& memo_root, const VerifyOptions& options
       const ChunkTask& task = tasks[t];
       std::string why;
       try {
-        const auto stored = read_file(task.file);
+        const auto stored = env.read(task.file);
         if (!stored) {
-          // Missing, or the whole entry was removed meanwhile (not damage).
-          if (!folder_exists(memo_root / keys[task.entry])) return;
+          // The whole entry was removed meanwhile (not damage).
+          if (env.stat(layout::memo_entry(checked[task.entry])).kind == EntryKind::kMissing) return;
           why = "missing (a memo result is stored whole)";
         } else {
           bytes.fetch_add(static_cast<int64_t>(stored->size()), std::memory_order_relaxed);
           std::string out(task.chunk_bytes, '\0');
-          ZarrArray::decode_chunk(*stored, out.data(), out.size(), task.file.string(),
+          ZarrArray::decode_chunk(*stored, out.data(), out.size(), env.describe(task.file),
                                   task.identity);
           return;
         }
       } catch (const Error& e) {
-        why = reason_for(e, task.file);
+        why = reason_for(e, env.describe(task.file));
       }
       std::lock_guard lock(mu);
-      found[task.entry].push_back(CacheProblem{task.file, why});
+      found[task.entry].push_back(CacheProblem{env.describe(task.file), why});
     });
   });
   report.cells_checked += static_cast<int64_t>(tasks.size());
   report.bytes_checked += bytes.load();
 
-  for (size_t i = 0; i < keys.size(); ++i) {
+  for (size_t i = 0; i < checked.size(); ++i) {
     if (found[i].empty()) continue;
     if (options.repair) {
       std::string repair = "removed the whole memo entry (the next call computes it again)";
       bool removed = false;
       try {
-        const MemoRemoval r = remove_memo_entry(memo_root, keys[i]);
+        const MemoRemoval r = remove_memo_entry(env, checked[i]);
         removed = r != MemoRemoval::kInUse;
         if (!removed) repair = "the entry is in use by a running process; repair again later";
       } catch (const Error& e) {
@@ -639,54 +879,61 @@ bool VerifyReport::clean() const {
 }
 
 std::vector<std::string> list_node_hashes(const fs::path& root) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  fs::directory_iterator it(root, ec);
-  if (ec) {
-    throw IoError(fmt::format("cache {}: cannot list it: {}", root.string(), ec.message()));
-  }
-  for (; it != fs::directory_iterator(); it.increment(ec)) {
-    if (ec) throw IoError(fmt::format("cache {}: cannot list it: {}", root.string(), ec.message()));
-    const std::string name = it->path().filename().string();
-    if (is_hash_name(name) && folder_exists(it->path())) out.push_back(name);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  const auto env = open_existing_cache(root);
+  if (!env)
+    throw IoError(fmt::format("cache {}: cannot list it: no such directory", root.string()));
+  return node_hashes(*env);
 }
 
 std::vector<CachedNode> scan_cache(const fs::path& root) {
-  check_root(root);
+  const auto env = open_cache(root);
   std::vector<CachedNode> out;
-  for (const std::string& hash : list_node_hashes(root)) {
-    NodeScan s = scan_node(root, hash);
-    if (!folder_exists(s.node.path)) continue;  // removed while we looked
+  for (const std::string& hash : node_hashes(*env)) {
+    NodeScan s = scan_node(env, hash, nullptr);
+    if (env->stat(layout::node(hash)).kind != EntryKind::kFolder) continue;  // removed meanwhile
     out.push_back(std::move(s.node));
   }
   return out;
 }
 
+std::vector<CachedMemoEntry> scan_memo_entries(const fs::path& root) {
+  const auto env = open_cache(root);
+  std::vector<CachedMemoEntry> out;
+  for (const std::string& key : list_memo_keys(*env)) {
+    MemoScan s = scan_memo_entry(*env, key);
+    if (env->stat(layout::memo_entry(key)).kind != EntryKind::kFolder) continue;
+    out.push_back(std::move(s.entry));
+  }
+  return out;
+}
+
 VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
-  check_root(root);
+  const auto env_ptr = open_cache(root);
+  Env& env = *env_ptr;
   VerifyReport report;
   const auto now = fs::file_time_type::clock::now();
-  const auto stale = [&](const struct stat& st) { return now - mtime_of(st) > options.temp_age; };
-  const auto note_temp = [&](const Entry& e) {
-    if (!stale(e.st)) return;
-    report.stale_temps.push_back(e.path);
+  const auto note_temp = [&](const std::string& path, const EntryInfo& info, bool always) {
+    if (!always && now - info.mtime <= options.temp_age) return;
+    report.stale_temps.push_back(env.describe(path));
     if (!options.repair) return;
-    std::error_code ec;
-    if (S_ISDIR(e.st.st_mode) ? fs::remove_all(e.path, ec) > 0 || !ec : fs::remove(e.path, ec)) {
-      ++report.stale_removed;
+    try {
+      if (env.remove(path)) ++report.stale_removed;
+    } catch (const Error&) {
     }
   };
+  const auto add = [&](const Finding& f) {
+    CacheProblem p{env.describe(f.path), f.reason};
+    if (options.repair) repair_finding(env, f, p);
+    report.damaged.push_back(std::move(p));
+  };
 
-  // The cache's own format file, and what lies directly in the root.
+  // The cache's own format file.
   {
-    const fs::path format_file = root / kFormatFile;
-    CacheProblem p{format_file, {}};
+    const std::string file(layout::kFormatFile);
+    std::string why;
     try {
-      const auto text = read_file(format_file);
-      const Value v = parse_json(text.value_or(""), kFormatFile);
+      const auto text = env.read(file);
+      const Value v = parse_json(text.value_or(""), file);
       const Value* f = v.find("format");
       if (f == nullptr || !f->is_int()) throw CorruptionError("no \"format\" number");
       if (f->as_int() != layout::kFormat) {
@@ -696,51 +943,56 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
     } catch (const InvalidArgument&) {
       throw;
     } catch (const Error& e) {
-      p.reason = e.message();
-      if (options.repair) {
-        Value v = Value::object();
-        v.set("format", layout::kFormat);
-        try {
-          write_file_atomic(format_file, to_json(v));
-          p.repaired = true;
-          p.repair = "rewritten";
-        } catch (const Error& w) {
-          p.repair = w.what();
-        }
-      }
-      report.damaged.push_back(std::move(p));
+      why = reason_for(e, env.describe(file));
     }
-    std::error_code ec;
-    for (fs::directory_iterator it(root, ec); !ec && it != fs::directory_iterator();
-         it.increment(ec)) {
-      const std::string name = it->path().filename().string();
-      if (!is_temp_name(name) && !is_trash_name(name)) continue;
-      Entry e;
-      e.path = it->path();
-      if (::lstat(e.path.c_str(), &e.st) != 0) continue;
-      // A trash folder is always garbage (its removal was interrupted, or is
-      // running now: deleting it twice is harmless).
-      if (is_trash_name(name)) e.st.st_mtim.tv_sec = 0;
-      note_temp(e);
+    if (!why.empty())
+      add(Finding{file, why, Fix::kRewrite, fmt::format("{{\"format\": {}}}\n", layout::kFormat)});
+  }
+
+  // What lies directly in the root: the format file, node folders, memo/,
+  // trees/, temporary files and trash; anything else does not belong.
+  for (const DirEntry& e : env.list("")) {
+    const std::string_view name = e.name;
+    if (name == layout::kFormatFile || name == layout::kMemo) continue;  // checked on their own
+    if (layout::is_node_name(name)) {
+      if (e.kind != EntryKind::kFolder) add(Finding{e.name, wrong_kind(e.kind, "a node folder")});
+      continue;
     }
+    if (layout::is_trash_name(name) && e.kind == EntryKind::kFolder) {
+      // Always garbage (its removal was interrupted, or is running now:
+      // deleting it twice is harmless).
+      note_temp(e.name, env.stat(e.name), true);
+      continue;
+    }
+    if (layout::is_temp_name(name) && e.kind == EntryKind::kFile) {
+      note_temp(e.name, env.stat(e.name), false);
+      continue;
+    }
+    if (name == layout::kTrees && e.kind == EntryKind::kFolder) {
+      std::vector<Finding> odd;
+      find_odd_entries(env, e.name, odd);
+      for (const Finding& f : odd) add(f);
+      continue;
+    }
+    add(Finding{e.name, foreign(e.kind)});
   }
 
   // Every node's metadata now; cells are read in parallel afterwards.
   struct CellTask {
     size_t node;
-    fs::path file;
+    std::string file;
     bool table;
     size_t chunk_bytes;
     std::string identity;
   };
   std::vector<NodeScan> scans;
   std::vector<CellTask> tasks;
-  for (const std::string& hash : list_node_hashes(root)) {
-    NodeScan s = scan_node(root, hash);
-    if (!folder_exists(s.node.path)) continue;
+  for (const std::string& hash : node_hashes(env)) {
+    NodeScan s = scan_node(env_ptr, hash, &options);
+    if (env.stat(layout::node(hash)).kind != EntryKind::kFolder) continue;
     const size_t index = scans.size();
     ++report.nodes;
-    for (const Entry& e : s.temps) note_temp(e);
+    for (const TempEntry& t : s.temps) note_temp(t.path, t.info, false);
     if (!s.has_zattrs) report.unfinished.push_back(s.node.path);
     if (s.grid && s.dtype) {
       const bool table = s.node.kind == CachedNodeKind::kTable;
@@ -761,12 +1013,12 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
   arena.execute([&] {
     tbb::parallel_for(size_t{0}, tasks.size(), [&](size_t t) {
       const CellTask& task = tasks[t];
+      const std::string what = env.describe(task.file);
       std::string why;
       try {
-        const auto stored = read_file(task.file);
+        const auto stored = env.read(task.file);
         if (!stored) return;  // removed meanwhile (a repair, a gc): not damage
         bytes.fetch_add(static_cast<int64_t>(stored->size()), std::memory_order_relaxed);
-        const std::string what = task.file.string();
         if (task.table) {
           const std::string rows = ZarrArray::decode_chunk_any(*stored, what, task.identity);
           (void)Table::deserialize(rows, what);
@@ -776,10 +1028,18 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
         }
         return;
       } catch (const Error& e) {
-        why = reason_for(e, task.file);
+        why = reason_for(e, what);
       }
-      CacheProblem p{task.file, why};
-      if (options.repair) remove_file(task.file, p, "deleted (the next run recomputes the cell)");
+      CacheProblem p{what, why};
+      if (options.repair) {
+        try {
+          env.remove(task.file);
+          p.repaired = true;
+          p.repair = "deleted (the next run recomputes the cell)";
+        } catch (const Error& e) {
+          p.repair = fmt::format("could not delete it: {}", e.what());
+        }
+      }
       std::lock_guard lock(mu);
       ++lost[task.node];
       cell_problems.push_back(std::move(p));
@@ -791,65 +1051,49 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
 
   for (size_t i = 0; i < scans.size(); ++i) {
     NodeScan& s = scans[i];
-    const fs::path& dir = s.node.path;
-    std::vector<CacheProblem> found;
-    bool remove_whole = false;
-    if (!s.zgroup_problem.empty()) {
-      CacheProblem p{dir / ".zgroup", s.zgroup_problem};
-      if (options.repair) {
-        try {
-          write_file_atomic(dir / ".zgroup", kZgroupText);
-          p.repaired = true;
-          p.repair = "rewritten";
-        } catch (const Error& e) {
-          p.repair = e.what();
-        }
-      }
-      found.push_back(std::move(p));
-    }
+    const std::string& hash = s.node.hash;
+    std::vector<Finding> findings = std::move(s.findings);
     const bool definition_ok = s.has_zattrs && s.zattrs_problem.empty();
+    bool remove_whole = false;
     if (s.has_zattrs && !s.zattrs_problem.empty()) {
-      found.push_back(CacheProblem{dir / ".zattrs", s.zattrs_problem});
+      findings.push_back(Finding{layout::zattrs(hash), s.zattrs_problem, Fix::kRemoveWhole});
       remove_whole = true;  // the node's definition is lost: nothing to check its cells against
     }
     if (!s.zarray_problem.empty()) {
-      CacheProblem p{dir / "0" / ".zarray", s.zarray_problem};
-      if (options.repair && definition_ok && s.grid && s.dtype) {
-        try {
-          write_file_atomic(dir / "0" / ".zarray", zarray_json(*s.dtype, *s.grid));
-          p.repaired = true;
-          p.repair = "rewritten from the node's definition";
-        } catch (const Error& e) {
-          p.repair = e.what();
-        }
-      } else if (!definition_ok) {
+      if (definition_ok && s.grid && s.dtype) {
+        findings.push_back(Finding{layout::zarray(hash), s.zarray_problem, Fix::kRewrite,
+                                   zarray_json(*s.dtype, *s.grid)});
+      } else {
+        findings.push_back(Finding{layout::zarray(hash), s.zarray_problem, Fix::kRemoveWhole});
         remove_whole = true;
       }
-      found.push_back(std::move(p));
-    }
-    for (const fs::path& f : s.foreign) {
-      CacheProblem p{f, "not a cell of the node's grid (a foreign file)"};
-      if (options.repair) remove_file(f, p, "deleted");
-      found.push_back(std::move(p));
     }
     const int64_t present = s.node.cells_present - lost[i];
     if (s.node.complete_marker && s.node.cells_total > 0 && present < s.node.cells_total) {
-      CacheProblem p{dir / kCompleteMarker,
-                     fmt::format("marks the node complete, but {} of its {} cells are missing{}",
-                                 s.node.cells_total - present, s.node.cells_total,
-                                 lost[i] > 0 ? " or damaged" : "")};
-      if (options.repair) remove_file(dir / kCompleteMarker, p, "deleted");
+      findings.push_back(
+          Finding{layout::complete_marker(hash),
+                  fmt::format("marks the node complete, but {} of its {} cells are missing{}",
+                              s.node.cells_total - present, s.node.cells_total,
+                              lost[i] > 0 ? " or damaged" : "")});
+    }
+    std::vector<CacheProblem> found;
+    for (const Finding& f : findings) {
+      CacheProblem p{env.describe(f.path), f.reason};
+      // A node removed whole needs no other repair, but a use file that is
+      // not a file must go first (the node's lock must never open it).
+      if (options.repair && (!remove_whole || f.path == layout::use_file(hash)))
+        repair_finding(env, f, p);
       found.push_back(std::move(p));
     }
     if (remove_whole && options.repair) {
       bool removed = false;
       std::string why = "the node is in use by a running process; repair again later";
       try {
-        removed = remove_node_folder(root, s.node.hash);
+        removed = remove_node(env, hash);
       } catch (const Error& e) {
         why = e.what();
       }
-      if (!removed && !folder_exists(dir)) removed = true;
+      if (!removed && env.stat(layout::node(hash)).kind == EntryKind::kMissing) removed = true;
       for (CacheProblem& p : found) {
         if (removed) {
           p.repaired = true;
@@ -862,7 +1106,7 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
     for (CacheProblem& p : found) report.damaged.push_back(std::move(p));
   }
 
-  verify_memo_entries(root / kMemoDir, options, arena, report);
+  verify_memo(env_ptr, options, arena, report);
   std::sort(report.damaged.begin(), report.damaged.end(),
             [](const CacheProblem& a, const CacheProblem& b) { return a.file < b.file; });
   std::sort(report.stale_temps.begin(), report.stale_temps.end());
@@ -875,24 +1119,48 @@ GcReport gc_cache(const fs::path& root, const GcOptions& options) {
                        static_cast<int>(options.keep.has_value());
   if (criteria != 1)
     throw InvalidArgument("gc: give exactly one of: an age, a size budget, or the nodes to keep");
-  check_root(root);
-  const fs::path memo_root = root / kMemoDir;
+  const auto env_ptr = open_cache(root);
+  Env& env = *env_ptr;
   GcReport report;
   if (!options.dry_run) {
-    std::error_code ec;
-    for (fs::directory_iterator it(root, ec); !ec && it != fs::directory_iterator();
-         it.increment(ec)) {
-      if (!is_trash_name(it->path().filename().string())) continue;
-      std::error_code rec;
-      fs::remove_all(it->path(), rec);
-      if (!rec) ++report.trash_removed;
+    // Trash of interrupted removals, and what stands at a node's or memo
+    // entry's place without being one (a link is removed, never followed).
+    const auto remove_odd = [&](const std::string& path) {
+      try {
+        if (env.remove(path)) report.unexpected_removed.push_back(env.describe(path));
+      } catch (const Error&) {
+      }
+    };
+    for (const DirEntry& e : env.list("")) {
+      if (layout::is_trash_name(e.name) && e.kind == EntryKind::kFolder) {
+        try {
+          if (env.remove(e.name)) ++report.trash_removed;
+        } catch (const Error&) {
+        }
+      } else if ((layout::is_node_name(e.name) && e.kind != EntryKind::kFolder) ||
+                 (e.name == layout::kMemo && e.kind != EntryKind::kFolder)) {
+        remove_odd(e.name);
+      }
     }
-    for (fs::directory_iterator it(memo_root / kMemoTempDir, ec);
-         !ec && it != fs::directory_iterator(); it.increment(ec)) {
-      if (!is_memo_trash_name(it->path().filename().string())) continue;
-      std::error_code rec;
-      fs::remove_all(it->path(), rec);
-      if (!rec) ++report.trash_removed;
+    if (env.stat(layout::kMemo).kind == EntryKind::kFolder) {
+      for (const DirEntry& e : env.list(layout::kMemo)) {
+        const std::string p = join_path(layout::kMemo, e.name);
+        const bool lock_name = e.name.size() == 32 + layout::kMemoLockSuffix.size() &&
+                               e.name.ends_with(layout::kMemoLockSuffix);
+        if ((layout::is_node_name(e.name) && e.kind != EntryKind::kFolder) ||
+            (lock_name && e.kind != EntryKind::kFile) ||
+            (e.name == layout::kMemoTemp && e.kind != EntryKind::kFolder))
+          remove_odd(p);
+      }
+      if (env.stat(layout::memo_temp()).kind == EntryKind::kFolder) {
+        for (const DirEntry& e : env.list(layout::memo_temp())) {
+          if (!layout::is_memo_trash_name(e.name)) continue;
+          try {
+            if (env.remove(join_path(layout::memo_temp(), e.name))) ++report.trash_removed;
+          } catch (const Error&) {
+          }
+        }
+      }
     }
   }
 
@@ -927,9 +1195,9 @@ GcReport gc_cache(const fs::path& root, const GcOptions& options) {
       CachedMemoEntry& m = memos[c.index];
       MemoRemoval r = MemoRemoval::kRemoved;
       if (options.dry_run) {
-        if (memo_entry_in_use(memo_root, m.key)) r = MemoRemoval::kInUse;
+        if (memo_entry_in_use(env, m.key)) r = MemoRemoval::kInUse;
       } else {
-        r = remove_memo_entry(memo_root, m.key);
+        r = remove_memo_entry(env, m.key);
       }
       if (r == MemoRemoval::kAbsent) continue;  // someone else removed it
       if (r == MemoRemoval::kRemoved) {
@@ -943,10 +1211,11 @@ GcReport gc_cache(const fs::path& root, const GcOptions& options) {
     CachedNode& n = nodes[c.index];
     bool removed = false;
     if (options.dry_run) {
-      removed = !node_in_use(root, n.hash);
+      removed = !node_busy(env, n.hash);
     } else {
-      removed = remove_node_folder(root, n.hash);
-      if (!removed && !folder_exists(n.path)) continue;  // someone else removed it
+      removed = remove_node(env, n.hash);
+      if (!removed && env.stat(layout::node(n.hash)).kind == EntryKind::kMissing)
+        continue;  // someone else removed it
     }
     if (removed) {
       total -= std::min(total, n.bytes);

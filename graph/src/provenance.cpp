@@ -1,7 +1,6 @@
 #include "cellflow/graph/provenance.hpp"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <functional>
 #include <set>
@@ -9,10 +8,10 @@
 
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/files.hpp"
 #include "cellflow/cache/table_store.hpp"
 #include "cellflow/cache/zarr_array.hpp"
 #include "cellflow/graph/code_identity.hpp"
+#include "cellflow/store/cache_files.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -60,21 +59,55 @@ bool is_node_hash(std::string_view text) {
 
 std::optional<Value> stored_definition(const fs::path& cache_root, const std::string& hash) {
   check_hash(hash);
-  const fs::path file = cache_root / hash / ".zattrs";
-  const auto text = read_file(file);
-  if (!text) return std::nullopt;
-  Value attrs;
+  const auto env = open_existing_cache(cache_root);
+  if (!env) return std::nullopt;
   try {
-    attrs = parse_json(*text, file.string());
+    return read_node_definition(*env, hash);
   } catch (const Error& e) {
     throw CorruptionError(fmt::format("{}: node {}: its definition cannot be read: {}",
                                       where(cache_root), hash, e.what()));
   }
-  const Value* def = attrs.find("cellflow");
-  if (def == nullptr || !def->is_object())
-    throw CorruptionError(fmt::format("{}: node {}: {} has no \"cellflow\" definition",
-                                      where(cache_root), hash, file.string()));
-  return *def;
+}
+
+std::optional<std::string> definition_hash(const Value& def) {
+  if (!def.is_object()) return std::nullopt;
+  const Value* op = def.find("op");
+  const Value* version = def.find("version");
+  const Value* params = def.find("params");
+  const Value* dtype = def.find("dtype");
+  if (op == nullptr || !op->is_string() || version == nullptr || !version->is_int() ||
+      params == nullptr || dtype == nullptr || !dtype->is_string())
+    return std::nullopt;
+  ImageInfo info;
+  const auto parsed = parse_dtype(dtype->as_string());
+  const auto shape = shape_field(def, "shape");
+  const auto cells = shape_field(def, "cell_shape");
+  if (!parsed || !shape || !cells) return std::nullopt;
+  info.dtype = *parsed;
+  info.shape = *shape;
+  info.cell_shape = *cells;
+  std::vector<std::string> inputs;
+  if (const Value* in = def.find("inputs"); in != nullptr) {
+    if (!in->is_array()) return std::nullopt;
+    for (const Value& i : in->as_array()) {
+      const Value* h = i.is_object() ? i.find("hash") : nullptr;
+      if (h == nullptr || !h->is_string()) return std::nullopt;
+      inputs.push_back(h->as_string());
+    }
+  }
+  std::string identity;
+  if (const Value* id = def.find("identity"); id != nullptr) {
+    if (!id->is_string()) return std::nullopt;
+    identity = id->as_string();
+  }
+  std::string build_id;
+  if (const Value* code = def.find("code"); code != nullptr) {
+    const Value* b = code->is_object() ? code->find("build_id") : nullptr;
+    if (b == nullptr || !b->is_string()) return std::nullopt;
+    build_id = b->as_string();
+  }
+  return node_hash(op->as_string(), static_cast<int>(version->as_int()), *params, info, inputs,
+                   identity, build_id);
 }
 
 CacheProvenance graph_from_cache(const fs::path& cache_root, const std::string& hash) {
@@ -104,8 +137,8 @@ CacheProvenance graph_from_cache(const fs::path& cache_root, const std::string& 
         }
         if (!def)
           throw GraphError(fmt::format("{}: node {} has no stored definition ({} is missing){}",
-                                       where(cache_root), h, (cache_root / h / ".zattrs").string(),
-                                       context));
+                                       where(cache_root), h,
+                                       node_definition_path(cache_root, h).string(), context));
         const std::string self = describe(h, *def);
         const std::string op = field_string(*def, "op");
         if (op.empty())
@@ -220,9 +253,10 @@ CachedNodeSummary describe_cached_node(const fs::path& cache_root, const std::st
   check_hash(hash);
   CachedNodeSummary s;
   s.hash = hash;
-  s.path = cache_root / hash;
-  std::error_code ec;
-  if (!fs::is_directory(s.path, ec))
+  const auto env = open_existing_cache(cache_root);
+  s.path = node_folder_path(cache_root, hash);
+  const NodeFolderState state = env ? node_folder_state(*env, hash) : NodeFolderState{};
+  if (state.folder != EntryKind::kFolder)
     throw InvalidArgument(
         fmt::format("{}: no node {} (no folder {})", where(cache_root), hash, s.path.string()));
   try {
@@ -230,9 +264,9 @@ CachedNodeSummary describe_cached_node(const fs::path& cache_root, const std::st
   } catch (const CorruptionError&) {
     s.definition = std::nullopt;
   }
-  s.complete_marker = ::access((s.path / ".cellflow-complete").c_str(), F_OK) == 0;
-  const bool image = ::access((s.path / "0" / ".zarray").c_str(), F_OK) == 0;
-  s.table = !image && fs::is_directory(s.path / "table", ec);
+  s.complete_marker = state.complete_marker;
+  const bool image = state.image;
+  s.table = state.table;
   if (s.definition) {
     const auto shape = shape_field(*s.definition, "shape");
     const auto cells = shape_field(*s.definition, "cell_shape");
@@ -240,13 +274,8 @@ CachedNodeSummary describe_cached_node(const fs::path& cache_root, const std::st
       try {
         const CellGrid grid(*shape, *cells);
         s.cells_total = grid.num_cells();
-        std::shared_ptr<CellStore> store;
-        if (image) {
-          store = ZarrArray::open(s.path / "0");
-        } else {
-          store = std::make_shared<TableStore>(s.path / "table");
-          s.table = true;
-        }
+        std::shared_ptr<CellStore> store = open_node_cells(env, hash, image);
+        s.table = !image;
         for (int64_t c = 0; c < s.cells_total; ++c)
           if (store->contains(grid.cell_at(c))) ++s.cells_present;
       } catch (const Error&) {
@@ -254,14 +283,8 @@ CachedNodeSummary describe_cached_node(const fs::path& cache_root, const std::st
       }
     }
   }
-  for (fs::recursive_directory_iterator it(s.path, ec), end; !ec && it != end; it.increment(ec)) {
-    std::error_code size_ec;
-    if (it->is_regular_file(size_ec)) {
-      const auto size = it->file_size(size_ec);
-      if (!size_ec) s.bytes += size;
-    }
-  }
-  s.artifacts = ArtifactWriter(s.path / "artifacts").list();
+  s.bytes = node_file_bytes(*env, hash);
+  if (state.artifacts) s.artifacts = ArtifactWriter(node_artifacts_path(cache_root, hash)).list();
   return s;
 }
 

@@ -3,6 +3,7 @@
 #include "cellflow/cache/cache_scan.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -97,7 +98,8 @@ const CachedNode& find(const std::vector<CachedNode>& nodes, const std::string& 
 
 std::vector<std::string> damaged_files(const VerifyReport& r, const fs::path& root) {
   std::vector<std::string> out;
-  for (const auto& p : r.damaged) out.push_back(fs::relative(p.file, root).string());
+  // Lexically: a damaged entry may be a link, which must not be resolved.
+  for (const auto& p : r.damaged) out.push_back(p.file.lexically_relative(root).string());
   return out;
 }
 
@@ -208,7 +210,7 @@ TEST(CacheVerify, NamesEveryDamagedFileAndRepairLeavesACleanCache) {
       kImage + "/0/0/0",
       kImage + "/0/1/1",
       kImage + "/0/2/0",
-      kImage + "/0/9/9",
+      kImage + "/0/9",  // a folder outside the grid: reported (and removed) whole
       kTable + "/.zgroup",
       kTable + "/table/0/1",
   };
@@ -297,6 +299,72 @@ TEST(CacheVerify, AFolderWithoutMetadataIsUnfinishedNotDamaged) {
   const CachedNode& n = find(scanned, kOther);
   EXPECT_EQ(n.kind, CachedNodeKind::kUnknown);
   EXPECT_FALSE(n.metadata_problem.empty());
+}
+
+// Entries the layout does not define: each is reported without being
+// followed or opened (the FIFO would block a reader), repair removes the
+// links themselves and leaves their targets, a second verify is clean.
+TEST(CacheVerify, EntriesTheLayoutDoesNotDefineAreReportedAndRemovedNeverFollowed) {
+  TempDir tmp;
+  Fixture f(tmp / "cache");
+  const fs::path outside = tmp / "outside";
+  test::write_all(outside / "file", "outside");
+  fs::remove(f.cell(0, 0));
+  fs::create_symlink(outside / "file", f.cell(0, 0));  // a link at a cell
+  fs::remove(f.root / kTable / ".zgroup");
+  ASSERT_EQ(::mkfifo((f.root / kTable / ".zgroup").c_str(), 0644), 0);   // a FIFO
+  fs::create_directory_symlink(outside, f.root / kImage / "artifacts");  // a link to a folder
+  test::write_all(f.root / kImage / "notes.txt", "foreign");             // a foreign file
+  fs::create_directory_symlink(outside, f.root / kOther);                // a node that is a link
+  test::write_all(f.root / "stray.bin", "foreign");                      // in the root
+
+  VerifyOptions check;
+  check.definition_hash = [](const Value& def) -> std::optional<std::string> {
+    return def.find("hash")->as_string();  // the fixture's definitions name their own folder
+  };
+  const VerifyReport r = verify_cache(f.root, check);
+  const std::vector<std::string> expected = {
+      kOther,
+      kImage + "/.cellflow-complete",  // one cell is no longer a cell file
+      kImage + "/0/0/0",
+      kImage + "/artifacts",
+      kImage + "/notes.txt",
+      kTable + "/.zgroup",
+      "stray.bin",
+  };
+  EXPECT_EQ(damaged_files(r, f.root), expected);
+  EXPECT_NE(r.damaged[2].reason.find("a symbolic link is where the cache expects a cell file"),
+            std::string::npos)
+      << r.damaged[2].reason;
+
+  check.repair = true;
+  const VerifyReport repaired = verify_cache(f.root, check);
+  EXPECT_TRUE(repaired.clean());
+  EXPECT_EQ(damaged_files(repaired, f.root), expected);
+  EXPECT_EQ(test::read_all(outside / "file"), "outside");  // the targets are untouched
+  EXPECT_EQ(test::snapshot(outside).size(), 1u);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(f.cell(0, 0))));
+  EXPECT_EQ(test::read_all(f.root / kTable / ".zgroup"), "{\n  \"zarr_format\": 2\n}\n");
+  check.repair = false;
+  const VerifyReport again = verify_cache(f.root, check);
+  EXPECT_TRUE(again.damaged.empty()) << damaged_files(again, f.root).front();
+}
+
+// gc removes what stands at a node's place without being a folder (the link
+// itself: its target keeps everything) and reports it.
+TEST(CacheGc, ANodeThatIsALinkIsRemovedNotItsTarget) {
+  TempDir tmp;
+  Fixture f(tmp / "cache");
+  const fs::path outside = tmp / "outside";
+  fs::copy(f.root / kImage, outside, fs::copy_options::recursive);
+  const auto before = test::snapshot(outside);
+  fs::create_directory_symlink(outside, f.root / kOther);
+  const GcReport r = gc_cache(f.root, GcOptions{.keep = std::set<std::string>{kImage, kTable}});
+  ASSERT_EQ(r.unexpected_removed.size(), 1u);
+  EXPECT_EQ(r.unexpected_removed[0], f.root / kOther);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(f.root / kOther)));
+  EXPECT_EQ(test::snapshot(outside), before);
+  EXPECT_TRUE(r.removed.empty());
 }
 
 TEST(CacheGc, ByAgeRemovesOnlyNodesUnusedForLonger) {

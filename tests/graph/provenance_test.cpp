@@ -325,6 +325,34 @@ TEST(StrictCodeTest, BuiltinOpsHaveTheBuildIdOfTheNodesLibrary) {
   EXPECT_FALSE(code_identity_of(nullptr).has_value());
 }
 
+// `cellflow cache verify` checks that a node's stored definition hashes to its
+// folder's name with definition_hash(): it must agree with the hash the graph
+// gives every node (images, a table, strict code), and any edited field must
+// change it.
+TEST(ProvenanceTest, EveryStoredDefinitionHashesToItsNode) {
+  GraphDef def = pipeline();
+  def.add("labels", "label", {"mask"}, Value::object());
+  def.add("stats", "label.stats", {"labels"}, Value::object());
+  for (const bool strict : {false, true}) {
+    const Graph g = build(def, std::nullopt, strict);
+    for (const GraphNode& n : g.nodes()) {
+      EXPECT_EQ(definition_hash(n.definition), n.hash) << n.def.id << (strict ? " strict" : "");
+      Value edited = n.definition;
+      edited.set("version", n.op->version() + 1);
+      EXPECT_NE(definition_hash(edited), n.hash) << n.def.id;
+    }
+  }
+  const Graph g = build(def, std::nullopt);
+  EXPECT_EQ(g.node("stats").info.kind, OutputKind::kTable);
+  Value sigma = g.node("smooth").definition;
+  sigma.set("params", Value(Value::Object{{"sigma", 2.0}}));
+  EXPECT_NE(definition_hash(sigma), g.node("smooth").hash);
+  Value no_op = g.node("smooth").definition;
+  no_op.set("op", 3);
+  EXPECT_EQ(definition_hash(no_op), std::nullopt);
+  EXPECT_EQ(definition_hash(Value(3)), std::nullopt);
+}
+
 TEST(StrictCodeTest, StrictHashesDifferFromDefaultOnesAndReplay) {
   TempDir tmp;
   const Graph plain = build(pipeline(), std::nullopt);

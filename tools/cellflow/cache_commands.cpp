@@ -10,6 +10,7 @@
 #include "cellflow/cache/cache_scan.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/memory_cache.hpp"
+#include "cellflow/graph/provenance.hpp"
 #include "cellflow/graph/value.hpp"
 #include "cellflow/store/migrate.hpp"
 #include "commands.hpp"
@@ -196,6 +197,8 @@ int cache_verify_command(const CacheArgs& args) {
   const fs::path root = cache_root_of(args.cache);
   VerifyOptions options;
   options.repair = args.repair;
+  // The graph layer's recipe: a definition must hash to its folder's name.
+  options.definition_hash = [](const Value& definition) { return definition_hash(definition); };
   const VerifyReport r = verify_cache(root, options);
   for (const CacheProblem& p : r.damaged) {
     std::string line = fmt::format("damaged: {}: {}", p.file.string(), p.reason);
@@ -267,6 +270,9 @@ int cache_gc_command(const CacheArgs& args) {
     fmt::print("kept {}  {}  {}  (in use by a running process)\n", n.hash, or_dash(n.op),
                or_dash(n.id));
   }
+  for (const fs::path& p : r.unexpected_removed)
+    fmt::print("removed {} (not a folder where the cache expects one; never followed)\n",
+               p.string());
   for (const CachedMemoEntry& m : r.memo_removed) {
     fmt::print("{} memo {}  {}  {}  last used {}\n", verb, m.key, or_dash(m.function),
                human_size(m.bytes), format_time(m.last_used, false));

@@ -8,6 +8,7 @@
 
 #include "cellflow/cache/cache_scan.hpp"
 #include "cellflow/cache/cell_grid.hpp"
+#include "cellflow/store/cache_files.hpp"
 
 namespace cellflow::cli {
 namespace fs = std::filesystem;
@@ -29,7 +30,7 @@ constexpr const char* kMissing = "#d9d9d9";
 std::string dot_with_cache_state(const Graph& graph, const std::string& dot,
                                  const fs::path& cache_root) {
   std::map<std::string, CachedNode> on_disk;
-  if (fs::exists(cache_root / "cellflow-cache.json")) {
+  if (const auto env = open_existing_cache(cache_root); env && is_cache(*env)) {
     for (CachedNode& n : scan_cache(cache_root)) on_disk.emplace(n.hash, std::move(n));
   }
   std::vector<NodeState> states;

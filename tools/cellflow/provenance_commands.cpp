@@ -9,11 +9,12 @@
 
 #include "cellflow/cache/artifacts.hpp"
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/files.hpp"
+#include "cellflow/cache/files.hpp"  // write_file_atomic of a user's --out file
 #include "cellflow/graph/executor.hpp"
 #include "cellflow/graph/graph_def.hpp"
 #include "cellflow/graph/provenance.hpp"
 #include "cellflow/nodes/builtin.hpp"
+#include "cellflow/store/cache_files.hpp"
 #include "commands.hpp"
 
 namespace cellflow::cli {
@@ -80,9 +81,8 @@ void print_inputs(const fs::path& root, const Value& def, bool tree, int depth,
   }
 }
 
-int show_memo_entry(const fs::path& entry) {
-  const fs::path file = entry / "entry.json";
-  const Value e = parse_json(*read_file(file), file.string());
+int show_memo_entry(Env& env, const fs::path& root, const std::string& key, const Value& e) {
+  const fs::path entry = memo_entry_path(root, key);
   fmt::print("memo entry {} ({} version {})\n", str_field(e, "key"), str_field(e, "function"),
              str_field(e, "version"));
   fmt::print("  path       {}\n", entry.string());
@@ -103,7 +103,9 @@ int show_memo_entry(const fs::path& entry) {
       fmt::print("    {}: {} = {}\n", str_field(a, "index"), str_field(a, "type"), value);
     }
   }
-  const auto artifacts = ArtifactWriter(entry / "artifacts").list();
+  const auto artifacts = has_memo_artifacts(env, key)
+                             ? ArtifactWriter(memo_artifacts_path(root, key)).list()
+                             : std::vector<ArtifactInfo>{};
   fmt::print("  artifacts{}\n", artifacts.empty() ? " none" : "");
   for (const ArtifactInfo& a : artifacts) fmt::print("    {}  {}\n", a.name, human_size(a.bytes));
   return kExitOk;
@@ -127,8 +129,11 @@ int cache_show_command(const std::optional<std::string>& cache, const Provenance
   if (!is_node_hash(args.hash))
     throw UsageError(fmt::format(
         "cache show: \"{}\" is not a node hash (32 lowercase hex characters)", args.hash));
-  if (!fs::exists(root / args.hash) && fs::exists(root / "memo" / args.hash / "entry.json"))
-    return show_memo_entry(root / "memo" / args.hash);
+  if (const auto env = open_existing_cache(root);
+      env && node_folder_state(*env, args.hash).folder == EntryKind::kMissing) {
+    if (const auto entry = read_memo_entry(*env, args.hash))
+      return show_memo_entry(*env, root, args.hash, *entry);
+  }
   const CachedNodeSummary s = describe_cached_node(root, args.hash);
   if (!s.definition) {
     fmt::print("node {}\n  path       {}\n  state      no readable definition (.zattrs)\n", s.hash,

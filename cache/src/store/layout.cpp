@@ -13,6 +13,26 @@ bool is_temp_name(std::string_view name) {
   return name.size() > 1 && name[0] == '.' && name.find(".tmp.") != std::string_view::npos;
 }
 
+bool is_trash_name(std::string_view name) {
+  return name.size() > 1 && name[0] == '.' && name.find(kTrashTag) != std::string_view::npos;
+}
+
+bool is_memo_trash_name(std::string_view name) {
+  return name.find(kMemoRemovedTag) != std::string_view::npos ||
+         name.find(kMemoDamagedTag) != std::string_view::npos;
+}
+
+std::optional<int64_t> parse_cell_index(std::string_view name) {
+  if (name.empty() || name.size() > 18) return std::nullopt;
+  if (name.size() > 1 && name[0] == '0') return std::nullopt;  // cell() never writes "01"
+  int64_t v = 0;
+  for (const char c : name) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
 std::string in_node(std::string_view hash, std::string_view name) {
   std::string out(hash);
   out += '/';
@@ -43,6 +63,13 @@ std::string cell_identity(std::string_view owner, const CellIndex& index) {
     if (d > 0) out += ',';
     out += std::to_string(index[d]);
   }
+  return out;
+}
+
+std::string memo_entry_file(std::string_view key) {
+  std::string out = memo_entry(key);
+  out += '/';
+  out += kMemoEntryFile;
   return out;
 }
 

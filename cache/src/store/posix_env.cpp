@@ -365,7 +365,9 @@ class PosixEnv final : public Env {
   // a folder on the way) is missing and `create` is false. Throws
   // CorruptionError when something other than a folder is on the way.
   Fd open_folder(std::string_view path, bool create) {
-    if (path.empty()) return Fd(::dup(root_fd_.get()));
+    // A new open file description of the root, not a dup(): a dup shares the
+    // directory offset, so a second list("") would start at the end (empty).
+    if (path.empty()) return Fd(::openat(root_fd_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!create && have_openat2_.load(std::memory_order_relaxed)) {
       struct open_how how {};
       how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;

@@ -13,12 +13,14 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "cellflow/cache/dims.hpp"
+#include "cellflow/cache/value.hpp"
 
 namespace cellflow {
 
@@ -47,7 +49,8 @@ struct CachedNode {
 };
 
 /// Every node folder (named by 32 lowercase hex chars) of the cache at `root`,
-/// sorted by hash. Only reads. Throws InvalidArgument if `root` is not a
+/// sorted by hash (a link or anything else at a node's name is not a node, and
+/// is never followed). Only reads. Throws InvalidArgument if `root` is not a
 /// cellflow cache (no cellflow-cache.json), IoError if it cannot be read.
 std::vector<CachedNode> scan_cache(const std::filesystem::path& root);
 
@@ -94,6 +97,12 @@ struct VerifyOptions {
   std::chrono::seconds temp_age{60};
   /// Threads that read cells (0 = all cores).
   int threads = 0;
+  /// The hash of a node's stored definition (.zattrs "cellflow"), to check it
+  /// names its folder; nullopt when it cannot be computed (then the
+  /// definition is damaged). The recipe lives in the graph layer, which the
+  /// cache does not depend on: the caller passes it (the CLI passes
+  /// cellflow::definition_hash). Unset: the hash is not checked.
+  std::function<std::optional<std::string>(const Value& definition)> definition_hash;
 };
 
 struct VerifyReport {
@@ -113,16 +122,23 @@ struct VerifyReport {
   bool clean() const;
 };
 
-/// Reads and checks every file of the cache: cellflow-cache.json, each node's
-/// .zgroup, .zattrs (and that it names the folder's hash), .zarray (and that
-/// it matches the definition), every cell (checksum trailer, blosc frame sizes,
-/// decompression; table cells also parse as rows), and completion markers
-/// (every cell present); each memo entry's entry.json (parses, names the
-/// folder's key) and result (result.bin against entry.json's checksum, or every
-/// chunk of result/ as node cells are checked). Repair removes a damaged memo
-/// entry whole (the next call computes it again) unless a process holds its
-/// lock, and folders in memo/.tmp left by killed writers. Only reads unless
-/// `options.repair`. Throws InvalidArgument if `root` is not a cellflow cache.
+/// Reads and checks every file of the cache, through the store's Env (no link
+/// is ever followed, no FIFO or socket opened): cellflow-cache.json, each
+/// node's .zgroup, .zattrs (parses, names the folder's hash, and — with
+/// `options.definition_hash` — hashes to it), 0/.zarray (present for an image
+/// node, and matching the definition), every cell (checksum trailer bound to
+/// the node and the cell's position, blosc frame sizes, decompression; table
+/// cells also parse as rows), and completion markers (every cell present);
+/// each memo entry's entry.json (parses, names the folder's key) and result
+/// (result.bin against entry.json's checksum, or every chunk of result/ as
+/// node cells are checked). Every entry the layout does not define — a link,
+/// a FIFO, a socket, a folder where a file belongs, a foreign file — is
+/// reported. Repair removes those (a link itself, never its target), damaged
+/// cells and stale markers, rewrites .zgroup, .zarray and the format file,
+/// removes a node whose definition is lost and a damaged memo entry whole
+/// (unless a process holds its lock), and folders in memo/.tmp left by killed
+/// writers. Only reads unless `options.repair`; never touches anything outside
+/// the cache. Throws InvalidArgument if `root` is not a cellflow cache.
 VerifyReport verify_cache(const std::filesystem::path& root, const VerifyOptions& options = {});
 
 /// Which nodes and memo entries gc removes; give exactly one criterion.
@@ -148,11 +164,16 @@ struct GcReport {
   uint64_t bytes_before = 0;                  // nodes and memo entries
   uint64_t bytes_after = 0;
   int64_t trash_removed = 0;  // trash folders of interrupted removals deleted
+  /// Entries at a node's or memo entry's place that are not folders (a link,
+  /// a FIFO...), removed (a link itself, never its target).
+  std::vector<std::filesystem::path> unexpected_removed;
 };
 
 /// Removes whole node folders and memo entries of the cache at `root` (see
 /// GcOptions), never a node a process holds a NodeUseLock on nor a memo entry
-/// whose lock a Memo call holds. Throws InvalidArgument if `root` is
+/// whose lock a Memo call holds. Also removes what stands at a node's or
+/// memo entry's place without being a folder (a link itself, never its
+/// target). Never touches anything outside the cache. Throws InvalidArgument if `root` is
 /// not a cellflow cache or the options do not hold exactly one criterion.
 GcReport gc_cache(const std::filesystem::path& root, const GcOptions& options);
 

@@ -11,10 +11,13 @@
 //   <hash>/0/.cellflow-lock, <hash>/table/.cellflow-lock   per-cell locks
 //   <hash>/artifacts/                    logs, plots, tables of the node
 //   memo/<key>/  memo/<key>.lock  memo/.tmp/   Memo entries
+//   memo/<key>/entry.json result.bin result/ artifacts/   what an entry holds
 //   trees/                               cache trees (CacheTree)
 // Pure functions; thread-safe.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -40,6 +43,13 @@ inline constexpr std::string_view kArtifacts = "artifacts";
 inline constexpr std::string_view kMemo = "memo";
 inline constexpr std::string_view kMemoTemp = ".tmp";
 inline constexpr std::string_view kMemoEntryFile = "entry.json";
+inline constexpr std::string_view kMemoBlob = "result.bin";
+inline constexpr std::string_view kMemoImage = "result";
+inline constexpr std::string_view kMemoLockSuffix = ".lock";
+/// Tags in the names of memo/.tmp/ folders: an entry removed by maintenance,
+/// or one Memo found damaged and moved out of the way.
+inline constexpr std::string_view kMemoRemovedTag = ".removed.";
+inline constexpr std::string_view kMemoDamagedTag = ".damaged.";
 /// The owner memo result chunks are bound to (an entry is written under a
 /// temporary name, then renamed: its chunks cannot be bound to its key).
 inline constexpr std::string_view kMemoResultOwner = "memo-result";
@@ -52,6 +62,12 @@ inline constexpr std::string_view kZgroupText = "{\n  \"zarr_format\": 2\n}\n";
 bool is_node_name(std::string_view name);
 /// True for a temporary file of an atomic write: "." name ".tmp." ...
 bool is_temp_name(std::string_view name);
+/// True for a node folder being removed: "." hash ".trash." ... in the root.
+bool is_trash_name(std::string_view name);
+/// True for a trash folder in memo/.tmp (kMemoRemovedTag or kMemoDamagedTag).
+bool is_memo_trash_name(std::string_view name);
+/// Parses a cell position component ("0", "17"); nullopt if it is not one.
+std::optional<int64_t> parse_cell_index(std::string_view name);
 
 inline std::string node(std::string_view hash) { return std::string(hash); }
 std::string in_node(std::string_view hash, std::string_view name);
@@ -63,10 +79,21 @@ std::string zarray(std::string_view hash);
 inline std::string complete_marker(std::string_view hash) { return in_node(hash, kCompleteMarker); }
 inline std::string use_file(std::string_view hash) { return in_node(hash, kUseFile); }
 inline std::string artifacts(std::string_view hash) { return in_node(hash, kArtifacts); }
+/// "memo/<key>", "memo/<key>.lock", "memo/.tmp".
+inline std::string memo_entry(std::string_view key) {
+  return std::string(kMemo) + '/' + std::string(key);
+}
+inline std::string memo_lock(std::string_view key) {
+  return memo_entry(key) + std::string(kMemoLockSuffix);
+}
+inline std::string memo_temp() { return std::string(kMemo) + '/' + std::string(kMemoTemp); }
 /// "<folder>/i/j/k": a cell's file under an array or table folder.
 std::string cell(std::string_view folder, const CellIndex& index);
 /// The key of a cell's identity: "<hash>/<folder name>/i/j/k" as written by
 /// cell(); what a cell's checksum binds it to.
 std::string cell_identity(std::string_view owner, const CellIndex& index);
+
+/// "memo/<key>/entry.json".
+std::string memo_entry_file(std::string_view key);
 
 }  // namespace cellflow::layout

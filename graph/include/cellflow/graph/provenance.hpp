@@ -31,6 +31,12 @@ bool is_node_hash(std::string_view text);
 std::optional<Value> stored_definition(const std::filesystem::path& cache_root,
                                        const std::string& hash);
 
+/// The hash a stored definition (.zattrs "cellflow") was stored under, computed
+/// again from its op, version, params, dtype, shape, cell_shape, input hashes,
+/// identity and code build-id (node_hash()); nullopt when a field is missing or
+/// malformed. A definition whose hash is not its folder's name was changed.
+std::optional<std::string> definition_hash(const Value& definition);
+
 /// The graph that produces one cached node, rebuilt from stored definitions.
 struct CacheProvenance {
   GraphDef def;                               // inputs before users; outputs = {target_id}
