@@ -11,7 +11,10 @@
 //   <hash>/0/.cellflow-lock, <hash>/table/.cellflow-lock   per-cell locks
 //   <hash>/artifacts/                    logs, plots, tables of the node
 //   memo/<key>/  memo/<key>.lock  memo/.tmp/   Memo entries
+//   memo/<key>/entry.json result.bin result/ artifacts/   what an entry holds
 //   trees/                               cache trees (CacheTree)
+//   <tree>/.cellflow-committed <tree>/.cellflow-tree.lock  a cache tree's marker and lock
+//   <artifacts>/.cellflow-log-lock       serializes appends to a folder's logs
 // Pure functions; thread-safe.
 #pragma once
 
@@ -40,10 +43,20 @@ inline constexpr std::string_view kArtifacts = "artifacts";
 inline constexpr std::string_view kMemo = "memo";
 inline constexpr std::string_view kMemoTemp = ".tmp";
 inline constexpr std::string_view kMemoEntryFile = "entry.json";
+inline constexpr std::string_view kMemoBlob = "result.bin";
+inline constexpr std::string_view kMemoImage = "result";
+inline constexpr std::string_view kMemoLockSuffix = ".lock";
+/// Tags in the names of memo/.tmp/ folders: an entry removed by maintenance,
+/// or one Memo found damaged and moved out of the way.
+inline constexpr std::string_view kMemoRemovedTag = ".removed.";
+inline constexpr std::string_view kMemoDamagedTag = ".damaged.";
 /// The owner memo result chunks are bound to (an entry is written under a
 /// temporary name, then renamed: its chunks cannot be bound to its key).
 inline constexpr std::string_view kMemoResultOwner = "memo-result";
 inline constexpr std::string_view kTrees = "trees";
+inline constexpr std::string_view kTreeCommitted = ".cellflow-committed";
+inline constexpr std::string_view kTreeLock = ".cellflow-tree.lock";
+inline constexpr std::string_view kLogLock = ".cellflow-log-lock";
 inline constexpr std::string_view kTrashTag = ".trash.";
 /// The text of every node's .zgroup.
 inline constexpr std::string_view kZgroupText = "{\n  \"zarr_format\": 2\n}\n";
@@ -63,6 +76,18 @@ std::string zarray(std::string_view hash);
 inline std::string complete_marker(std::string_view hash) { return in_node(hash, kCompleteMarker); }
 inline std::string use_file(std::string_view hash) { return in_node(hash, kUseFile); }
 inline std::string artifacts(std::string_view hash) { return in_node(hash, kArtifacts); }
+/// "memo/<key>", "memo/<key>.lock", "memo/.tmp".
+inline std::string memo_entry(std::string_view key) {
+  return std::string(kMemo) + '/' + std::string(key);
+}
+inline std::string memo_lock(std::string_view key) {
+  return memo_entry(key) + std::string(kMemoLockSuffix);
+}
+inline std::string memo_temp() { return std::string(kMemo) + '/' + std::string(kMemoTemp); }
+/// ".<hash>.trash.<unique>": where a removed node folder goes before it is deleted.
+inline std::string node_trash(std::string_view hash, std::string_view unique) {
+  return '.' + std::string(hash) + std::string(kTrashTag) + std::string(unique);
+}
 /// "<folder>/i/j/k": a cell's file under an array or table folder.
 std::string cell(std::string_view folder, const CellIndex& index);
 /// The key of a cell's identity: "<hash>/<folder name>/i/j/k" as written by
