@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
@@ -20,6 +19,7 @@
 #include "cellflow/cache/dtype.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/files.hpp"
+#include "cellflow/cache/memo_key_lock.hpp"
 #include "cellflow/cache/memoize.hpp"
 #include "cellflow/cache/node_use_lock.hpp"
 #include "cellflow/cache/table.hpp"
@@ -322,7 +322,7 @@ void remove_file(const fs::path& p, CacheProblem& problem, const std::string& do
   }
 }
 
-// ---- Memo entries: <root>/memo/<key>/, locks <root>/memo/<key>.lock (flock,
+// ---- Memo entries: <root>/memo/<key>/, locks <root>/memo/<key>.lock (MemoKeyLock,
 // as cellflow::Memo takes them: exclusive while computing, shared while
 // loading), writers' temporary folders and trash in <root>/memo/.tmp/.
 
@@ -348,83 +348,6 @@ std::vector<std::string> list_memo_keys(const fs::path& memo_root) {
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-// The key's lock taken exclusively without waiting, held until destroyed.
-// Without `create`, a missing lock file is left missing (kUnavailable, no
-// error): Memo creates it before it locks, so nobody holds it.
-class MemoKeyLock {
- public:
-  enum class State { kHeld, kBusy, kUnavailable };
-  MemoKeyLock(const fs::path& memo_root, const std::string& key, bool create) {
-    const fs::path file = memo_root / (key + ".lock");
-    if (create) fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) fd_ = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);  // flock needs no write access
-    if (fd_ < 0 && errno == ENOENT && !create) return;
-    if (fd_ < 0) {
-      error_ = fmt::format("file {}: cannot open it to lock the entry: {}", file.string(),
-                           std::strerror(errno));
-      return;
-    }
-    int rc;
-    do {
-      rc = ::flock(fd_, LOCK_EX | LOCK_NB);
-    } while (rc != 0 && errno == EINTR);
-    if (rc == 0) {
-      state_ = State::kHeld;
-      return;
-    }
-    const int err = errno;
-    ::close(fd_);
-    fd_ = -1;
-    if (err == EWOULDBLOCK) {
-      state_ = State::kBusy;
-    } else {
-      error_ = fmt::format("file {}: cannot lock the entry: {}", file.string(), std::strerror(err));
-    }
-  }
-  ~MemoKeyLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  MemoKeyLock(const MemoKeyLock&) = delete;
-  MemoKeyLock& operator=(const MemoKeyLock&) = delete;
-  State state() const { return state_; }
-  const std::string& error() const { return error_; }
-
- private:
-  int fd_ = -1;
-  State state_ = State::kUnavailable;
-  std::string error_;
-};
-
-enum class MemoRemoval { kRemoved, kInUse, kAbsent };
-
-// Removes entry `key` unless a Memo call holds its lock: under the lock,
-// renames the folder into memo/.tmp (atomic: a reader sees the whole entry or
-// none), then deletes it there. Throws IoError if it cannot be locked or moved.
-MemoRemoval remove_memo_entry(const fs::path& memo_root, const std::string& key) {
-  const fs::path dir = memo_root / key;
-  const MemoKeyLock lock(memo_root, key, /*create=*/true);
-  if (lock.state() == MemoKeyLock::State::kBusy) return MemoRemoval::kInUse;
-  if (!folder_exists(dir)) return MemoRemoval::kAbsent;
-  if (lock.state() != MemoKeyLock::State::kHeld) throw IoError(lock.error());
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  const fs::path trash =
-      memo_root / kMemoTempDir /
-      fmt::format("{}{}{}.{:x}", key, kMemoRemovedTag, ::getpid(), rng() & 0xffffffu);
-  std::error_code ec;
-  fs::create_directories(trash.parent_path(), ec);
-  if (::rename(dir.c_str(), trash.c_str()) != 0) {
-    if (errno == ENOENT) return MemoRemoval::kAbsent;
-    throw IoError(fmt::format("folder {}: cannot move it away for removal: {}", dir.string(),
-                              std::strerror(errno)));
-  }
-  fs::remove_all(trash, ec);  // a leftover is removed by the next gc / verify --repair
-  return MemoRemoval::kRemoved;
-}
-
-bool memo_entry_in_use(const fs::path& memo_root, const std::string& key) {
-  return MemoKeyLock(memo_root, key, /*create=*/false).state() == MemoKeyLock::State::kBusy;
 }
 
 // What a memo entry holds, read without verifying its result.

@@ -2,7 +2,6 @@
 // (<cache>/memo/<key>/): entries are written by this test process through the
 // library, then the CLI, a separate process, lists, checks and removes them.
 #include <gtest/gtest.h>
-#include <sys/file.h>
 
 #include <atomic>
 #include <chrono>
@@ -12,6 +11,8 @@
 
 #include "cellflow/cache/log.hpp"
 #include "cellflow/cache/memoize.hpp"
+#include "cellflow/store/env.hpp"
+#include "cellflow/store/layout.hpp"
 #include "cli_common.hpp"
 #include "test_util.hpp"
 
@@ -137,10 +138,10 @@ TEST(CliCacheMemo, VerifyNamesDamagedEntriesAndRepairRemovesThem) {
   }
   make_old(stale, std::chrono::hours(2));
   make_old(in_flight, std::chrono::hours(2));
-  const fs::path busy_lock = cache / "memo" / (busy_key + ".lock");
-  const int fd = ::open(busy_lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  const std::shared_ptr<Env> env = posix_env(cache);
+  std::unique_ptr<EnvLock> writer =
+      env->lock(layout::memo_lock(busy_key), 0, LockMode::kExclusive, std::nullopt);
+  ASSERT_NE(writer, nullptr);
 
   const CommandResult bad = cli({"cache", "verify", "--cache", cache.string()}, tmp);
   EXPECT_EQ(bad.exit_code, 1) << describe(bad);
@@ -165,7 +166,7 @@ TEST(CliCacheMemo, VerifyNamesDamagedEntriesAndRepairRemovesThem) {
   EXPECT_FALSE(fs::exists(stale));
   EXPECT_TRUE(fs::exists(in_flight)) << "its writer still holds the key's lock";
   EXPECT_TRUE(fs::exists(fresh));
-  ::close(fd);
+  writer.reset();
 
   // The next call computes the removed entries again; the cache is clean.
   const auto again = memo.call_with_outcome("squares", 1, squares, int64_t{1000});
@@ -228,10 +229,9 @@ TEST(CliCacheMemo, GcRemovesMemoEntriesByLastUseAndSizeNeverOneInUse) {
 
   // A call loading an entry holds its lock shared: gc keeps it, and takes
   // everything else (least recently used first) to fit 0 bytes.
-  const fs::path lock_file = cache / "memo" / (young.outcome.key + ".lock");
-  const int fd = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(::flock(fd, LOCK_SH), 0);
+  std::unique_ptr<EnvLock> loading = posix_env(cache)->lock(layout::memo_lock(young.outcome.key), 0,
+                                                            LockMode::kShared, std::nullopt);
+  ASSERT_NE(loading, nullptr);
   const CommandResult size =
       cli({"cache", "gc", "--cache", cache.string(), "--max-size", "0"}, tmp);
   ASSERT_EQ(size.exit_code, 0) << describe(size);
@@ -239,7 +239,7 @@ TEST(CliCacheMemo, GcRemovesMemoEntriesByLastUseAndSizeNeverOneInUse) {
   EXPECT_NE(size.out.find("removed 4 nodes and 1 memo entry"), std::string::npos) << size.out;
   EXPECT_TRUE(fs::exists(young.outcome.entry / "entry.json"));
   EXPECT_FALSE(fs::exists(used.outcome.entry));
-  ::close(fd);
+  loading.reset();
   const CommandResult rest =
       cli({"cache", "gc", "--cache", cache.string(), "--max-size", "0"}, tmp);
   ASSERT_EQ(rest.exit_code, 0) << describe(rest);
