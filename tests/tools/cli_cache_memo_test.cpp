@@ -260,23 +260,43 @@ TEST(CliCacheMemo, GcWhileCallsLoadAndComputeNeverBreaksThem) {
   const LogSink previous = set_log_sink([&](LogLevel level, const std::string&) {
     if (level == LogLevel::kWarning) ++warnings;
   });
+  // gc never waits for an entry in use, and a caller that loads in a loop
+  // holds the key's lock (shared) for all but a moment between two calls: 20
+  // gc runs can all miss that moment on a loaded machine (the old flake, 1 run
+  // in 30: "misses > 1" failed, gc had found the entry in use every time). So
+  // after every 4th call (the first included) the caller pauses until a gc
+  // that started after it paused has finished: that gc finds the entry unused
+  // and removes it, for sure; the other gc runs race with loads and computes
+  // as before. (gc runs on past 20 until one removed it, bounded, in case the
+  // caller thread is not scheduled before then.)
   std::atomic<bool> stop{false};
   std::atomic<int> wrong{0};
   std::atomic<int> calls{0};
+  std::atomic<int> gc_started{0};
+  std::atomic<int> gc_finished{0};
   std::thread caller([&] {
     const std::vector<int64_t> want = squares(200000);
-    while (!stop) {
+    for (int k = 0; !stop; ++k) {
       try {
         if (memo.call("squares", 1, squares, int64_t{200000}) != want) ++wrong;
       } catch (const std::exception&) {
         ++wrong;
       }
       ++calls;
+      if (k % 4 == 0) {
+        const int after = gc_started.load();  // gc number `after` starts after this point
+        while (!stop && gc_finished.load() <= after) std::this_thread::yield();
+      }
     }
   });
-  for (int i = 0; i < 20; ++i) {
+  int removals = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (int i = 0; i < 20 || (removals == 0 && std::chrono::steady_clock::now() < deadline); ++i) {
+    ++gc_started;
     const CommandResult r = cli({"cache", "gc", "--cache", cache.string(), "--max-size", "0"}, tmp);
+    ++gc_finished;
     EXPECT_EQ(r.exit_code, 0) << describe(r);
+    if (r.out.find("removed memo ") != std::string::npos) ++removals;
   }
   stop = true;
   caller.join();
@@ -284,6 +304,9 @@ TEST(CliCacheMemo, GcWhileCallsLoadAndComputeNeverBreaksThem) {
   EXPECT_EQ(wrong, 0);
   EXPECT_EQ(warnings, 0) << "a load never saw its entry vanish";
   EXPECT_GT(calls, 0);
+  EXPECT_GT(removals, 0) << "gc never found the entry unused";
+  // Each removal makes the next call compute it again.
+  (void)memo.call("squares", 1, squares, int64_t{200000});
   EXPECT_GT(memo.stats().misses, 1) << "gc removed the entry at least once";
   const CommandResult v = cli({"cache", "verify", "--cache", cache.string()}, tmp);
   EXPECT_EQ(v.exit_code, 0) << describe(v);
