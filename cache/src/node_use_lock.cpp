@@ -33,10 +33,13 @@ bool still_marked(Env& env, const std::string& file, int64_t mark) {
   return env.locked_elsewhere(file, mark, LockMode::kShared);
 }
 
-// Attempts before acquire() gives up on verifying its lease: only a cache
-// without working locks (read-only) fails every time; a folder moved away
-// under a waiting user costs one attempt.
-constexpr int kAttempts = 64;
+// A lock that holds nothing (a read-only cache, a file system without
+// locks) never shows its mark: after this many such tries in a row, acquire()
+// gives up and returns a lease that holds nothing.
+constexpr int kUnmarkedTries = 8;
+// A folder moved away under a user costs one attempt; bounded in case of a
+// pathological peer that removes the node without pause.
+constexpr int kAttempts = 100000;
 
 }  // namespace
 
@@ -54,10 +57,16 @@ NodeUseLock NodeUseLock::acquire(std::shared_ptr<Env> env, const std::string& ha
                     std::chrono::ceil<milliseconds>(deadline - std::chrono::steady_clock::now()));
   };
   const std::string what = fmt::format("the in-use lease of node {}", hash);
-  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+  int unmarked = 0;
+  for (int attempt = 0; attempt < kAttempts && unmarked < kUnmarkedTries; ++attempt) {
     const int64_t mark = random_mark();
     std::unique_ptr<EnvLock> mine = env->lock(file, mark, LockMode::kExclusive, milliseconds(0));
     if (!mine) continue;  // another holder drew the same byte
+    if (!still_marked(*env, file, mark)) {
+      ++unmarked;  // no working locks, or moved away this instant
+      continue;
+    }
+    unmarked = 0;
     std::unique_ptr<EnvLock> lease = wait_lock(*env, file, 0, LockMode::kShared, remaining(), what);
     if (!still_marked(*env, file, mark)) continue;  // moved away meanwhile: start over
     mine.reset();
