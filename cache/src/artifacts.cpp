@@ -1,18 +1,16 @@
 #include "cellflow/cache/artifacts.hpp"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <ctime>
 
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/files.hpp"
+#include "cellflow/store/layout.hpp"
+#include "cellflow/store/wait_lock.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -108,57 +106,63 @@ std::string encode_png(const CellBuffer& image) {
   return out;
 }
 
+ArtifactWriter::ArtifactWriter(std::shared_ptr<Env> env, std::string folder)
+    : env_(std::move(env)), folder_(std::move(folder)) {
+  dir_ = folder_.empty() ? env_->root() : env_->root() / folder_;
+}
+
+ArtifactWriter::ArtifactWriter(const fs::path& dir) {
+  fs::path d = dir.lexically_normal();
+  if (!d.has_filename() && d.has_parent_path()) d = d.parent_path();
+  env_ = posix_env(d.parent_path().empty() ? fs::path(".") : d.parent_path());
+  folder_ = d.filename().string();
+  dir_ = dir;
+}
+
+std::string ArtifactWriter::file(std::string_view name) const { return join_path(folder_, name); }
+
 void ArtifactWriter::write_text(std::string_view name, std::string_view text) const {
   check_name(name);
-  write_file_atomic(dir_ / std::string(name), text);
+  env_->write_atomic(file(name), text, Durability::kProcess);
 }
 
 void ArtifactWriter::write_table(std::string_view name, const Table& table) const {
   check_name(name);
-  write_file_atomic(dir_ / with_extension(name, ".csv"), table.to_csv());
+  env_->write_atomic(file(with_extension(name, ".csv")), table.to_csv(), Durability::kProcess);
 }
 
 void ArtifactWriter::write_png(std::string_view name, const CellBuffer& image) const {
   check_name(name);
   const std::string bytes =
       with_context(fmt::format("artifact \"{}\"", name), [&] { return encode_png(image); });
-  write_file_atomic(dir_ / with_extension(name, ".png"), bytes);
+  env_->write_atomic(file(with_extension(name, ".png")), bytes, Durability::kProcess);
 }
 
 void ArtifactWriter::append_log(std::string_view name, std::string_view line) const {
   check_name(name);
-  const fs::path path = dir_ / std::string(name);
-  std::string data(line);
+  const std::string path = file(name);
+  // Held for one read and one write; a dead holder's lock is released by the kernel.
+  const auto lock = wait_lock(*env_, file(layout::kLogLock), 0, LockMode::kExclusive, std::nullopt,
+                              fmt::format("the logs of {}", dir_.string()));
+  std::string data = env_->read(path).value_or(std::string());
+  data += line;
   data += '\n';
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0 && errno == ENOENT) {
-    std::error_code ec;
-    fs::create_directories(dir_, ec);
-    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  }
-  if (fd < 0)
-    throw IoError(fmt::format("file {}: cannot open: {}", path.string(), std::strerror(errno)));
-  // One write(2) per line: concurrent appenders never interleave within a line.
-  ssize_t n;
-  do {
-    n = ::write(fd, data.data(), data.size());
-  } while (n < 0 && errno == EINTR);
-  const int err = errno;
-  ::close(fd);
-  if (n != static_cast<ssize_t>(data.size()))
-    throw IoError(fmt::format("file {}: cannot append: {}", path.string(),
-                              n < 0 ? std::strerror(err) : "short write"));
+  env_->write_atomic(path, data, Durability::kProcess);
 }
 
 std::vector<ArtifactInfo> ArtifactWriter::list() const {
   std::vector<ArtifactInfo> out;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.empty() || name.front() == '.') continue;  // temporary files
-    std::error_code size_ec;
-    const auto size = it->is_regular_file(size_ec) ? it->file_size(size_ec) : 0;
-    out.push_back(ArtifactInfo{name, size_ec ? 0 : static_cast<uint64_t>(size)});
+  std::vector<DirEntry> entries;
+  try {
+    entries = env_->list(folder_);
+  } catch (const CorruptionError&) {
+    return out;  // not a folder: damage that verify reports
+  }
+  for (const DirEntry& e : entries) {
+    if (e.name.empty() || e.name.front() == '.') continue;  // temporary files, the log lock
+    uint64_t bytes = 0;
+    if (e.kind == EntryKind::kFile) bytes = env_->stat(file(e.name)).size;
+    out.push_back(ArtifactInfo{e.name, bytes});
   }
   std::sort(out.begin(), out.end(),
             [](const ArtifactInfo& a, const ArtifactInfo& b) { return a.name < b.name; });

@@ -8,7 +8,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/file.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 #include <unistd.h>
@@ -28,6 +27,7 @@
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/dtype.hpp"
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/memo_key_lock.hpp"
 #include "cellflow/cache/memoize.hpp"
 #include "cellflow/cache/node_use_lock.hpp"
 #include "cellflow/cache/table.hpp"
@@ -462,12 +462,12 @@ bool remove_node(Env& env, const std::string& hash) {
     return env.remove(layout::node(hash));
   const EntryKind use = env.stat(layout::use_file(hash)).kind;
   if (use != EntryKind::kMissing && use != EntryKind::kFile) env.remove(layout::use_file(hash));
-  return remove_node_folder(env.root(), hash);
+  return remove_node_folder(env, hash);
 }
 
 bool node_busy(Env& env, const std::string& hash) {
   const EntryKind use = env.stat(layout::use_file(hash)).kind;
-  return use == EntryKind::kFile && node_in_use(env.root(), hash);
+  return use == EntryKind::kFile && node_in_use(env, hash);
 }
 
 // ---- Memo entries: memo/<key>/, locks memo/<key>.lock (flock, as
@@ -482,103 +482,6 @@ std::vector<std::string> list_memo_keys(Env& env) {
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-// The key's lock taken exclusively without waiting, held until destroyed.
-// Without `create`, a missing lock file is left missing (kUnavailable, no
-// error): Memo creates it before it locks, so nobody holds it. Opens the lock
-// file only after the Env found a file (or nothing) there, and memo/ a folder.
-class MemoKeyLock {
- public:
-  enum class State { kHeld, kBusy, kUnavailable };
-  MemoKeyLock(Env& env, const std::string& key, bool create) {
-    const EntryKind kind = env.stat(layout::memo_lock(key)).kind;
-    if ((kind != EntryKind::kMissing && kind != EntryKind::kFile) ||
-        env.stat(layout::kMemo).kind != EntryKind::kFolder) {
-      error_ = fmt::format("file {}: {}", env.describe(layout::memo_lock(key)),
-                           wrong_kind(kind, "a lock file in the memo folder"));
-      return;
-    }
-    const fs::path file = env.describe(layout::memo_lock(key));
-    if (create) fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd_ < 0)
-      fd_ = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);  // flock needs no write access
-    if (fd_ < 0 && errno == ENOENT && !create) return;
-    if (fd_ < 0) {
-      error_ = fmt::format("file {}: cannot open it to lock the entry: {}", file.string(),
-                           std::strerror(errno));
-      return;
-    }
-    int rc;
-    do {
-      rc = ::flock(fd_, LOCK_EX | LOCK_NB);
-    } while (rc != 0 && errno == EINTR);
-    if (rc == 0) {
-      state_ = State::kHeld;
-      return;
-    }
-    const int err = errno;
-    ::close(fd_);
-    fd_ = -1;
-    if (err == EWOULDBLOCK) {
-      state_ = State::kBusy;
-    } else {
-      error_ = fmt::format("file {}: cannot lock the entry: {}", file.string(), std::strerror(err));
-    }
-  }
-  ~MemoKeyLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  MemoKeyLock(const MemoKeyLock&) = delete;
-  MemoKeyLock& operator=(const MemoKeyLock&) = delete;
-  State state() const { return state_; }
-  const std::string& error() const { return error_; }
-
- private:
-  int fd_ = -1;
-  State state_ = State::kUnavailable;
-  std::string error_;
-};
-
-enum class MemoRemoval { kRemoved, kInUse, kAbsent };
-
-// Removes entry `key` unless a Memo call holds its lock: under the lock,
-// renames the folder into memo/.tmp (atomic: a reader sees the whole entry or
-// none), then deletes it there. Throws IoError if it cannot be locked or moved.
-MemoRemoval remove_memo_entry(Env& env, const std::string& key) {
-  const std::string dir = layout::memo_entry(key);
-  const MemoKeyLock lock(env, key, /*create=*/true);
-  if (lock.state() == MemoKeyLock::State::kBusy) return MemoRemoval::kInUse;
-  const EntryKind kind = env.stat(dir).kind;
-  if (kind == EntryKind::kMissing) return MemoRemoval::kAbsent;
-  if (kind != EntryKind::kFolder) {
-    env.remove(dir);  // not an entry: nothing a Memo call could use
-    return MemoRemoval::kRemoved;
-  }
-  if (lock.state() != MemoKeyLock::State::kHeld) throw IoError(lock.error());
-  const EntryKind temp = env.stat(layout::memo_temp()).kind;
-  if (temp != EntryKind::kMissing && temp != EntryKind::kFolder) env.remove(layout::memo_temp());
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  const std::string trash = join_path(
-      layout::memo_temp(),
-      fmt::format("{}{}{}.{:x}", key, layout::kMemoRemovedTag, ::getpid(), rng() & 0xffffffu));
-  env.make_folders(layout::memo_temp());
-  try {
-    env.rename(dir, trash);
-  } catch (const IoError&) {
-    if (env.stat(dir).kind == EntryKind::kMissing) return MemoRemoval::kAbsent;
-    throw;
-  }
-  try {
-    env.remove(trash);
-  } catch (const Error&) {
-    // a leftover is removed by the next gc / verify --repair
-  }
-  return MemoRemoval::kRemoved;
-}
-
-bool memo_entry_in_use(Env& env, const std::string& key) {
-  return MemoKeyLock(env, key, /*create=*/false).state() == MemoKeyLock::State::kBusy;
 }
 
 // What a memo entry holds, read without verifying its result.

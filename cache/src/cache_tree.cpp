@@ -1,13 +1,9 @@
 #include "cellflow/cache/cache_tree.hpp"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/file.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <ctime>
 #include <map>
 #include <mutex>
@@ -15,8 +11,8 @@
 #include <utility>
 
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/files.hpp"
 #include "cellflow/cache/value.hpp"
+#include "cellflow/store/wait_lock.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -52,95 +48,82 @@ class Holders {
   std::map<std::string, std::thread::id> held_;
 };
 
-bool has_marker(const fs::path& dir) {
-  return ::access((dir / CacheTree::kCommittedMarker).c_str(), F_OK) == 0;
-}
-
-// Removes everything in `dir` but its lock file.
-void clean(const fs::path& dir) {
-  std::error_code ec;
-  std::vector<fs::path> doomed;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().filename() != CacheTree::kLockFile) doomed.push_back(it->path());
-  }
-  if (ec)
-    throw IoError(fmt::format("cache tree {}: cannot list it: {}", dir.string(), ec.message()));
-  for (const fs::path& p : doomed) {
-    fs::remove_all(p, ec);
-    if (ec)
-      throw IoError(fmt::format("cache tree {}: cannot remove {}: {}", dir.string(), p.string(),
-                                ec.message()));
-  }
-}
-
 }  // namespace
 
-CacheTree::CacheTree(fs::path path) : CacheTree(std::move(path), false) {}
+CacheTree::CacheTree(fs::path path, std::optional<std::chrono::milliseconds> timeout)
+    : CacheTree(
+          [&] {
+            path = path.lexically_normal();
+            if (!path.has_filename() && path.has_parent_path()) path = path.parent_path();
+            try {
+              return posix_env(path);
+            } catch (const IoError& e) {
+              throw IoError(
+                  fmt::format("cache tree {}: cannot create it: {}", path.string(), e.message()));
+            }
+          }(),
+          "", false, timeout) {}
 
-CacheTree::CacheTree(fs::path path, bool read_only)
-    : path_(std::move(path)), read_only_(read_only) {
-  path_ = path_.lexically_normal();
-  if (!path_.has_filename() && path_.has_parent_path()) path_ = path_.parent_path();
+CacheTree::CacheTree(std::shared_ptr<Env> env, std::string folder,
+                     std::optional<std::chrono::milliseconds> timeout)
+    : CacheTree(std::move(env), std::move(folder), false, timeout) {}
+
+CacheTree::CacheTree(std::shared_ptr<Env> env, std::string folder, bool read_only,
+                     std::optional<std::chrono::milliseconds> timeout)
+    : env_(std::move(env)), folder_(std::move(folder)), read_only_(read_only), timeout_(timeout) {
+  path_ = folder_.empty() ? env_->root() : env_->root() / folder_;
   if (read_only_) return;
-  std::error_code ec;
-  fs::create_directories(path_, ec);
-  if (ec)
-    throw IoError(fmt::format("cache tree {}: cannot create it: {}", path_.string(), ec.message()));
-  if (has_marker(path_)) return;
+  if (!folder_.empty()) env_->make_folders(folder_);
+  if (is_committed()) return;
 
-  const fs::path abs = fs::absolute(path_);
+  const fs::path abs = fs::absolute(path_).lexically_normal();
   Holders::global().check_not_held_by_me(abs);
-  const fs::path lock_path = path_ / kLockFile;
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0)
-    throw IoError(fmt::format("cache tree {}: cannot open {}: {}", path_.string(),
-                              lock_path.string(), std::strerror(errno)));
-  int rc;
-  do {
-    rc = ::flock(lock_fd_, LOCK_EX);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    const int err = errno;
-    ::close(lock_fd_);
-    lock_fd_ = -1;
-    throw IoError(
-        fmt::format("cache tree {}: cannot lock it: {}", path_.string(), std::strerror(err)));
-  }
-  if (has_marker(path_)) {  // committed by the holder we waited for
-    release();
+  lock_ = wait_lock(*env_, in_tree(kLockFile), 0, LockMode::kExclusive, timeout_,
+                    fmt::format("cache tree {}", path_.string()));
+  if (is_committed()) {  // committed by the holder we waited for
+    lock_.reset();
     return;
   }
   Holders::global().add(abs);
   try {
-    clean(path_);
-  } catch (...) {
+    // Start clean: remove everything a crashed or abandoned run left, but the lock file.
+    for (const DirEntry& e : env_->list(folder_))
+      if (e.name != kLockFile) env_->remove(in_tree(e.name));
+  } catch (const Error& e) {
     release();
-    throw;
+    throw IoError(fmt::format("cache tree {}: cannot clean it: {}", path_.string(), e.what()));
   }
 }
+
+std::string CacheTree::in_tree(std::string_view name) const { return join_path(folder_, name); }
 
 CacheTree::~CacheTree() { release(); }
 
 CacheTree::CacheTree(CacheTree&& other) noexcept
-    : path_(std::move(other.path_)),
-      lock_fd_(std::exchange(other.lock_fd_, -1)),
-      read_only_(other.read_only_) {}
+    : env_(std::move(other.env_)),
+      folder_(std::move(other.folder_)),
+      path_(std::move(other.path_)),
+      lock_(std::move(other.lock_)),
+      read_only_(other.read_only_),
+      timeout_(other.timeout_) {}
 
 CacheTree& CacheTree::operator=(CacheTree&& other) noexcept {
   if (this != &other) {
     release();
+    env_ = std::move(other.env_);
+    folder_ = std::move(other.folder_);
     path_ = std::move(other.path_);
-    lock_fd_ = std::exchange(other.lock_fd_, -1);
+    lock_ = std::move(other.lock_);
     read_only_ = other.read_only_;
+    timeout_ = other.timeout_;
   }
   return *this;
 }
 
 void CacheTree::release() {
-  if (lock_fd_ < 0) return;
-  Holders::global().remove(fs::absolute(path_));
-  ::close(lock_fd_);  // releases the flock
-  lock_fd_ = -1;
+  if (!lock_) return;
+  Holders::global().remove(fs::absolute(path_).lexically_normal());
+  lock_.reset();
 }
 
 CacheTree CacheTree::child(std::string_view name) const {
@@ -148,17 +131,19 @@ CacheTree CacheTree::child(std::string_view name) const {
     throw InvalidArgument(fmt::format(
         "cache tree {}: child name \"{}\" must be a plain name (no '/', not starting with '.')",
         path_.string(), name));
-  return CacheTree(path_ / std::string(name), read_only_ || is_committed());
+  return CacheTree(env_, in_tree(name), read_only_ || is_committed(), timeout_);
 }
 
-bool CacheTree::is_committed() const { return has_marker(path_); }
+bool CacheTree::is_committed() const {
+  return env_->stat(in_tree(kCommittedMarker)).kind == EntryKind::kFile;
+}
 
 bool CacheTree::commit() {
   if (is_committed()) {
     release();
     return false;
   }
-  if (lock_fd_ < 0)
+  if (!lock_)
     throw InvalidArgument(fmt::format(
         "cache tree {}: cannot commit it: it lies inside a committed tree (opened read-only)",
         path_.string()));
@@ -170,7 +155,7 @@ bool CacheTree::commit() {
   Value marker = Value::object();
   marker.set("committed", std::string(stamp));
   marker.set("pid", static_cast<int64_t>(::getpid()));
-  write_file_atomic(path_ / kCommittedMarker, to_json(marker));
+  env_->write_atomic(in_tree(kCommittedMarker), to_json(marker), Durability::kProcess);
   release();
   return true;
 }

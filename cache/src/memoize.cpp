@@ -1,25 +1,20 @@
 #include "cellflow/cache/memoize.hpp"
 
 #include <cxxabi.h>
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <tbb/parallel_for.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <unordered_map>
 #include <utility>
 
@@ -27,19 +22,15 @@
 #include "cellflow/cache/box.hpp"
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/files.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/cache/zarr_array.hpp"
 #include "cellflow/store/layout.hpp"
+#include "cellflow/store/wait_lock.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kEntryFile = "entry.json";
-constexpr const char* kBlobFile = "result.bin";
-constexpr const char* kImageDir = "result";
-constexpr const char* kTempDir = ".tmp";
 /// Chunks of image results stay below this many bytes.
 constexpr int64_t kMaxChunkBytes = 4 << 20;
 /// Above this row size, image results are cut along every axis.
@@ -105,83 +96,62 @@ class Flights {
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
 };
 
-// A flock of one file (LOCK_EX or LOCK_SH), held until destroyed; unlocked (and
-// a no-op) where the file cannot be opened (read-only cache).
-class FileLock {
- public:
-  explicit FileLock(const fs::path& path, int operation = LOCK_EX) {
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0 && errno == ENOENT) {
-      std::error_code ec;
-      fs::create_directories(path.parent_path(), ec);
-      fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    }
-    if (fd_ < 0) return;
-    int rc;
-    do {
-      rc = ::flock(fd_, operation);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-  }
-  ~FileLock() {
-    if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the lock
-  }
-  FileLock(const FileLock&) = delete;
-  FileLock& operator=(const FileLock&) = delete;
+std::string entry_file(const std::string& entry) {
+  return join_path(entry, layout::kMemoEntryFile);
+}
 
- private:
-  int fd_ = -1;
-};
-
-bool committed(const fs::path& entry) { return ::access((entry / kEntryFile).c_str(), F_OK) == 0; }
+bool committed(Env& env, const std::string& entry) {
+  return env.stat(entry_file(entry)).kind == EntryKind::kFile;
+}
 
 // An entry's last use, for `cellflow cache gc`: the newest mtime in its folder.
 // Fails harmlessly on a read-only cache; readers never look at the time.
-void touch_last_use(const fs::path& entry) {
-  ::utimensat(AT_FDCWD, (entry / kEntryFile).c_str(), nullptr, 0);
-}
+void touch_last_use(Env& env, const std::string& entry) { env.touch(entry_file(entry)); }
 
 // Memo(path) is pointed at a cache directory: the first store makes it one
 // that `cellflow cache` recognizes, as CacheDirectory would.
-void mark_cache_directory(const fs::path& memo_root) {
-  const fs::path format_file = memo_root.parent_path() / "cellflow-cache.json";
-  if (::access(format_file.c_str(), F_OK) == 0) return;
+void mark_cache_directory(Env& env) {
   try {
-    write_file_atomic(format_file, fmt::format("{{\"format\": {}}}\n", layout::kFormat));
+    if (env.stat(layout::kFormatFile).kind != EntryKind::kMissing) return;
+    env.write_atomic(layout::kFormatFile, fmt::format("{{\"format\": {}}}\n", layout::kFormat),
+                     Durability::kProcess);
   } catch (const Error&) {
     // Only maintenance needs it; the entry itself is fine without.
   }
 }
 
-void remove_quietly(const fs::path& p) {
-  std::error_code ec;
-  fs::remove_all(p, ec);
+void remove_quietly(Env& env, const std::string& path) {
+  try {
+    env.remove(path);
+  } catch (const Error&) {
+  }
 }
 
 // Moves a damaged entry out of the way (rename is atomic), then deletes it.
-void discard_entry(const fs::path& root, const fs::path& entry) {
-  const fs::path trash =
-      root / kTempDir / (entry.filename().string() + ".damaged." + unique_suffix());
-  std::error_code ec;
-  fs::create_directories(trash.parent_path(), ec);
-  if (::rename(entry.c_str(), trash.c_str()) == 0) {
-    remove_quietly(trash);
-  } else {
-    remove_quietly(entry);
+void discard_entry(Env& env, const std::string& key) {
+  const std::string entry = layout::memo_entry(key);
+  const std::string trash =
+      join_path(layout::memo_temp(), key + std::string(layout::kMemoDamagedTag) + unique_suffix());
+  try {
+    env.rename(entry, trash);
+    remove_quietly(env, trash);
+  } catch (const Error&) {
+    remove_quietly(env, entry);
   }
 }
 
 // Temporary folders of `key` left by crashed writers. Only called while
 // holding the key's lock, so no live writer owns one.
-void remove_stale_temps(const fs::path& root, const std::string& key) {
-  std::error_code ec;
-  const fs::path dir = root / kTempDir;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().filename().string().starts_with(key + ".")) remove_quietly(it->path());
+void remove_stale_temps(Env& env, const std::string& key) {
+  const std::string temp = layout::memo_temp();
+  std::vector<DirEntry> entries;
+  try {
+    entries = env.list(temp);
+  } catch (const Error&) {
+    return;  // damage there is verify's to report
   }
+  for (const DirEntry& e : entries)
+    if (e.name.starts_with(key + ".")) remove_quietly(env, join_path(temp, e.name));
 }
 
 // Chunk shape for an image result. Results are read back whole, so chunks are
@@ -298,75 +268,60 @@ std::string demangle(const char* mangled) {
   return out;
 }
 
-void write_stream_file(const fs::path& path, const std::function<void(std::ostream&)>& write) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out)
-    throw IoError(fmt::format("file {}: cannot create: {}", path.string(), std::strerror(errno)));
+std::string portable_bytes(const std::function<void(std::ostream&)>& write) {
+  std::ostringstream out(std::ios::binary);
   write(out);
-  out.close();
-  if (!out) throw IoError(fmt::format("file {}: cannot write", path.string()));
+  return std::move(out).str();
 }
 
-Value describe_blob_result(const fs::path& file) {
-  const auto bytes = read_file(file);
-  if (!bytes) throw IoError(fmt::format("file {}: missing after it was written", file.string()));
+Value store_blob_result(Env& env, const std::string& dir, std::string_view bytes) {
+  env.write_atomic(join_path(dir, layout::kMemoBlob), bytes, Durability::kProcess);
   Value d = Value::object();
   d.set("format", "cereal-portable-binary");
-  d.set("file", kBlobFile);
-  d.set("bytes", static_cast<int64_t>(bytes->size()));
-  d.set("xxh3", hex128(XXH3_128bits(bytes->data(), bytes->size())));
+  d.set("file", std::string(layout::kMemoBlob));
+  d.set("bytes", static_cast<int64_t>(bytes.size()));
+  d.set("xxh3", hex128(XXH3_128bits(bytes.data(), bytes.size())));
   return d;
 }
 
-MappedFile::~MappedFile() {
-  if (size_ > 0) ::munmap(const_cast<void*>(data_), size_);
-}
-
-std::unique_ptr<MappedFile> read_blob_result(const fs::path& entry) {
-  const fs::path entry_file = entry / kEntryFile;
-  const fs::path file = entry / kBlobFile;
-  const auto text = read_file(entry_file);
+std::unique_ptr<BlobBytes> read_blob_result(Env& env, const std::string& entry) {
+  const std::string record = entry_file(entry);
+  const std::string file = join_path(entry, layout::kMemoBlob);
+  const auto text = env.read(record);
   if (!text)
-    throw CorruptionError(fmt::format("memo entry {}: {} is missing", entry.string(), kEntryFile));
-  const Value e = parse_json(*text, entry_file.string());
+    throw CorruptionError(
+        fmt::format("memo entry {}: {} is missing", env.describe(entry), layout::kMemoEntryFile));
+  const Value e = parse_json(*text, env.describe(record));
   const Value* result = e.find("result");
   const Value* want = result != nullptr ? result->find("xxh3") : nullptr;
   if (want == nullptr || !want->is_string())
-    throw CorruptionError(fmt::format("file {}: no result checksum", entry_file.string()));
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
+    throw CorruptionError(fmt::format("file {}: no result checksum", env.describe(record)));
+  std::optional<std::string> bytes = env.read(file);
+  if (!bytes) throw CorruptionError(fmt::format("file {}: missing", env.describe(file)));
+  if (hex128(XXH3_128bits(bytes->data(), bytes->size())) != want->as_string())
     throw CorruptionError(
-        fmt::format("file {}: cannot open: {}", file.string(), std::strerror(errno)));
-  struct stat st {};
-  void* data = nullptr;
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
-    data = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE,
-                  fd, 0);
-  }
-  const int err = errno;
-  ::close(fd);
-  if (data == MAP_FAILED || (data == nullptr && st.st_size > 0))
-    throw CorruptionError(
-        fmt::format("file {}: cannot map: {}", file.string(), std::strerror(err)));
-  auto mapped =
-      std::make_unique<MappedFile>(data, data != nullptr ? static_cast<size_t>(st.st_size) : 0);
-  const std::string_view bytes = mapped->bytes();
-  if (hex128(XXH3_128bits(bytes.data(), bytes.size())) != want->as_string())
-    throw CorruptionError(
-        fmt::format("file {}: checksum mismatch (damaged or truncated)", file.string()));
-  return mapped;
+        fmt::format("file {}: checksum mismatch (damaged or truncated)", env.describe(file)));
+  return std::make_unique<BlobBytes>(std::move(*bytes));
 }
 
-bool has_image_result(const fs::path& entry) {
-  return ::access((entry / kImageDir / ".zarray").c_str(), F_OK) == 0;
+std::unique_ptr<BlobBytes> read_blob_result(const fs::path& entry) {
+  fs::path p = entry.lexically_normal();
+  if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();
+  return read_blob_result(*posix_env(p.parent_path()), p.filename().string());
 }
 
-Value save_image_result(const fs::path& dir, const CellBuffer& image) {
+bool has_image_result(Env& env, const std::string& entry) {
+  return env.stat(join_path(join_path(entry, layout::kMemoImage), layout::kZarray)).kind ==
+         EntryKind::kFile;
+}
+
+Value save_image_result(const std::shared_ptr<Env>& env, const std::string& dir,
+                        const CellBuffer& image) {
   const size_t esize = dtype_size(image.dtype());
   const CellGrid grid(image.shape(), chunk_shape(image.shape(), esize));
   // The entry is written under a temporary name and renamed into place, so
   // its chunks are bound to what they are (a memo result), not to a folder name.
-  auto array = ZarrArray::create(posix_env(dir.parent_path()), dir.filename().string(),
+  auto array = ZarrArray::create(env, join_path(dir, layout::kMemoImage),
                                  std::string(layout::kMemoResultOwner), image.dtype(), grid);
   const Box whole = Box::from_shape(image.shape());
   tbb::parallel_for(int64_t{0}, grid.num_cells(), [&](int64_t c) {
@@ -378,16 +333,16 @@ Value save_image_result(const fs::path& dir, const CellBuffer& image) {
   });
   Value d = Value::object();
   d.set("format", "zarr");
-  d.set("path", kImageDir);
+  d.set("path", std::string(layout::kMemoImage));
   d.set("dtype", std::string(dtype_name(image.dtype())));
   d.set("shape", Value::list(image.shape().to_vector()));
   d.set("chunks", Value::list(grid.cell_shape().to_vector()));
   return d;
 }
 
-CellBuffer load_image_result(const fs::path& dir) {
-  auto array = ZarrArray::open(posix_env(dir.parent_path()), dir.filename().string(),
-                               std::string(layout::kMemoResultOwner));
+CellBuffer load_image_result(const std::shared_ptr<Env>& env, const std::string& entry) {
+  const std::string folder = join_path(entry, layout::kMemoImage);
+  auto array = ZarrArray::open(env, folder, std::string(layout::kMemoResultOwner));
   const CellGrid& grid = array->grid();
   const size_t esize = dtype_size(array->dtype());
   CellBuffer image = CellBuffer::allocate(array->dtype(), grid.shape());
@@ -399,22 +354,22 @@ CellBuffer load_image_result(const fs::path& dir) {
     if (slabs) {
       // A slab is contiguous in the image: decode it in place (the last one,
       // padded on disk, through a temporary).
-      const fs::path file = array->cell_path(cell);
-      const auto stored = read_file(file);
+      const std::string file = layout::cell(folder, cell);
+      const auto stored = env->read(file);
       if (!stored)
         throw CorruptionError(
-            fmt::format("memo result {}: chunk {} is missing", dir.string(), cell.str()));
+            fmt::format("memo result {}: chunk {} is missing", env->describe(folder), cell.str()));
       const auto offset =
           static_cast<size_t>(grid.cell_box(cell).begin()[0] *
                               (grid.cell_shape().product() / grid.cell_shape()[0])) *
           esize;
       const size_t bytes = std::min(chunk_bytes, image.num_bytes() - offset);
       if (bytes == chunk_bytes) {
-        ZarrArray::decode_chunk(*stored, image.mutable_data() + offset, bytes, file.string(),
+        ZarrArray::decode_chunk(*stored, image.mutable_data() + offset, bytes, env->describe(file),
                                 layout::cell_identity(array->owner(), cell));
       } else {
         std::string padded(chunk_bytes, '\0');
-        ZarrArray::decode_chunk(*stored, padded.data(), chunk_bytes, file.string(),
+        ZarrArray::decode_chunk(*stored, padded.data(), chunk_bytes, env->describe(file),
                                 layout::cell_identity(array->owner(), cell));
         std::memcpy(image.mutable_data() + offset, padded.data(), bytes);
       }
@@ -423,7 +378,7 @@ CellBuffer load_image_result(const fs::path& dir) {
     const std::optional<CellBuffer> chunk = array->read(cell);
     if (!chunk)
       throw CorruptionError(
-          fmt::format("memo result {}: chunk {} is missing", dir.string(), cell.str()));
+          fmt::format("memo result {}: chunk {} is missing", env->describe(folder), cell.str()));
     const Box box = grid.cell_box(cell);
     copy_region(chunk->data(), box, image.mutable_data(), whole, box, esize);
   });
@@ -447,24 +402,50 @@ std::string memo_key(const detail::MemoCall& call) {
 }
 
 struct Memo::State {
-  fs::path root;
+  fs::path root;  // <cache>/memo, for users
+  fs::path cache_root;
+  std::mutex mu;             // guards env and lock_timeout
+  std::shared_ptr<Env> env;  // opened on first use for Memo(path)
+  std::optional<std::chrono::milliseconds> lock_timeout;
   std::atomic<int64_t> hits{0};
   std::atomic<int64_t> misses{0};
+
+  std::shared_ptr<Env> open_env() {
+    std::lock_guard lock(mu);
+    if (!env) env = posix_env(cache_root);
+    return env;
+  }
 };
 
 Memo::Memo(fs::path cache_root) : state_(std::make_shared<State>()) {
-  state_->root = std::move(cache_root) / "memo";
+  state_->cache_root = std::move(cache_root);
+  state_->root = state_->cache_root / std::string(layout::kMemo);
 }
 
-Memo::Memo(const CacheDirectory& cache) : Memo(cache.root()) {}
+Memo::Memo(const CacheDirectory& cache) : Memo(cache.env()) {}
+
+Memo::Memo(std::shared_ptr<Env> env) : state_(std::make_shared<State>()) {
+  state_->cache_root = env->root();
+  state_->root = state_->cache_root / std::string(layout::kMemo);
+  state_->env = std::move(env);
+}
 
 const fs::path& Memo::root() const { return state_->root; }
 
 MemoStats Memo::stats() const { return MemoStats{state_->hits.load(), state_->misses.load()}; }
 
+void Memo::set_lock_timeout(std::optional<std::chrono::milliseconds> timeout) {
+  std::lock_guard lock(state_->mu);
+  state_->lock_timeout = timeout;
+}
+
+std::optional<std::chrono::milliseconds> Memo::lock_timeout() const {
+  std::lock_guard lock(state_->mu);
+  return state_->lock_timeout;
+}
+
 std::optional<fs::path> Memo::find(const std::string& key) const {
-  const fs::path entry = state_->root / key;
-  if (committed(entry)) return entry;
+  if (committed(*state_->open_env(), layout::memo_entry(key))) return state_->root / key;
   return std::nullopt;
 }
 
@@ -472,12 +453,18 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
                       const ComputeFn& compute) const {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  const fs::path& root = state_->root;
+  const std::shared_ptr<Env> env_ptr = state_->open_env();
+  Env& env = *env_ptr;
+  const std::optional<std::chrono::milliseconds> timeout = lock_timeout();
   MemoOutcome out;
   out.key = memo_key(call);
-  out.entry = root / out.key;
+  out.entry = state_->root / out.key;
+  const std::string entry = layout::memo_entry(out.key);
+  const std::string lock_file = layout::memo_lock(out.key);
   const std::string where = fmt::format("memo \"{}\" (version {}, entry {})", call.function,
                                         call.version, out.entry.string());
+  const std::string what =
+      fmt::format("memo \"{}\" (version {}, key {})", call.function, call.version, out.key);
   const auto seconds_since = [](Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
   };
@@ -485,7 +472,7 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
   bool warned = false;
   const auto try_load = [&]() {
     try {
-      load(out.entry);
+      load(env_ptr, entry);
       return true;
     } catch (const std::exception& e) {
       if (!std::exchange(warned, true))
@@ -501,12 +488,12 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
   };
 
   while (true) {
-    if (committed(out.entry)) {
+    if (committed(env, entry)) {
       // Maintenance (cache gc, verify --repair) removes an entry only under
       // the key's lock taken exclusively: a shared hold keeps it while we load.
-      const FileLock reading(root / (out.key + ".lock"), LOCK_SH);
-      if (committed(out.entry) && try_load()) {
-        touch_last_use(out.entry);
+      const auto reading = wait_lock(env, lock_file, 0, LockMode::kShared, timeout, what);
+      if (committed(env, entry) && try_load()) {
+        touch_last_use(env, entry);
         return hit();
       }
     }
@@ -523,25 +510,22 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
       ~FlightEnd() { Flights::global().finish(key, flight); }
     } flight_end{out.entry.string(), flight};
 
-    const FileLock lock(root / (out.key + ".lock"));
-    if (committed(out.entry)) {
+    const auto lock = wait_lock(env, lock_file, 0, LockMode::kExclusive, timeout, what);
+    if (committed(env, entry)) {
       if (try_load()) return hit();  // another process stored it meanwhile
-      discard_entry(root, out.entry);
+      discard_entry(env, out.key);
     }
-    remove_stale_temps(root, out.key);
-    mark_cache_directory(root);
-    const fs::path tmp = root / kTempDir / (out.key + "." + unique_suffix());
-    std::error_code ec;
-    fs::create_directories(tmp, ec);
-    if (ec)
-      throw IoError(fmt::format("{}: cannot create {}: {}", where, tmp.string(), ec.message()));
+    remove_stale_temps(env, out.key);
+    mark_cache_directory(env);
+    const std::string tmp = join_path(layout::memo_temp(), out.key + "." + unique_suffix());
+    with_context(where, [&] { env.make_folders(tmp); });
     try {
       const auto c0 = Clock::now();
       Value result;
       {
-        const ArtifactWriter artifacts(tmp / "artifacts");
+        const ArtifactWriter artifacts(env_ptr, join_path(tmp, layout::kArtifacts));
         const ScopedArtifacts scope(&artifacts);
-        result = compute(tmp);
+        result = compute(env_ptr, tmp);
       }
       const double seconds = seconds_since(c0);
       if (const Value* json = result.find("json"); json != nullptr && json->is_string()) {
@@ -560,28 +544,29 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
         args.as_array().push_back(argument_value(call.arguments[i], i));
       char host[256] = {};
       ::gethostname(host, sizeof host - 1);
-      Value entry = Value::object();
-      entry.set("cellflow_memo", 1);
-      entry.set("function", call.function);
-      entry.set("version", call.version);
-      entry.set("key", out.key);
-      entry.set("result_type", detail::demangle(call.result_type.c_str()));
-      entry.set("arguments", std::move(args));
-      entry.set("result", std::move(result));
-      entry.set("created", utc_now());
-      entry.set("seconds", seconds);
-      entry.set("host", std::string(host));
-      entry.set("pid", static_cast<int64_t>(::getpid()));
-      write_file_atomic(tmp / kEntryFile, to_json(entry));
-      if (::rename(tmp.c_str(), out.entry.c_str()) != 0) {
+      Value record = Value::object();
+      record.set("cellflow_memo", 1);
+      record.set("function", call.function);
+      record.set("version", call.version);
+      record.set("key", out.key);
+      record.set("result_type", detail::demangle(call.result_type.c_str()));
+      record.set("arguments", std::move(args));
+      record.set("result", std::move(result));
+      record.set("created", utc_now());
+      record.set("seconds", seconds);
+      record.set("host", std::string(host));
+      record.set("pid", static_cast<int64_t>(::getpid()));
+      env.write_atomic(entry_file(tmp), to_json(record), Durability::kProcess);
+      try {
+        env.rename(tmp, entry);
+      } catch (const IoError& e) {
         // Without working locks another process may have committed first.
-        const int err = errno;
-        remove_quietly(tmp);
-        if (!committed(out.entry))
-          throw IoError(fmt::format("{}: cannot commit it: {}", where, std::strerror(err)));
+        remove_quietly(env, tmp);
+        if (!committed(env, entry))
+          throw IoError(fmt::format("{}: cannot commit it: {}", where, e.what()));
       }
     } catch (...) {
-      remove_quietly(tmp);
+      remove_quietly(env, tmp);
       throw;
     }
     out.cached = false;

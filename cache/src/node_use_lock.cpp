@@ -1,147 +1,139 @@
 #include "cellflow/cache/node_use_lock.hpp"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <random>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/store/layout.hpp"
+#include "cellflow/store/wait_lock.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
+using std::chrono::milliseconds;
 namespace {
 
-// One lock over the whole file (byte 0 is enough: every party locks the same byte).
-int set_lock(int fd, short type, bool wait) {
-  struct flock fl {};
-  fl.l_type = type;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = 0;
-  fl.l_len = 1;
-  fl.l_pid = 0;  // required for OFD locks
-  int rc;
-  do {
-    rc = ::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
-  } while (rc != 0 && errno == EINTR);
-  return rc;
+// A maintenance process renames a node folder away while it holds the
+// lease's byte exclusively, so a user waiting for that byte may be granted it
+// on the file that now lies in the trash. Env::lock opens the path afresh on
+// every call, so whether a lock is on the file at the path now is found out
+// through a second lock: an exclusive lock of a byte nobody else uses (`mark`,
+// random) taken before the lease, then asked for through the path after it.
+// If the path still leads to the marked file, it led there all along (a moved
+// folder never comes back), so the lease, taken in between, is on it too; and
+// from then on nobody can move the folder without the lease's byte.
+int64_t random_mark() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  // Far above byte 0 (the lease), below the largest offset a lock may have.
+  return int64_t{1} << 32 | static_cast<int64_t>(rng() >> 3);
 }
 
-// True if `fd` is still the file at `path` (its folder was not renamed away).
-bool still_at(int fd, const fs::path& path) {
-  struct stat a {};
-  struct stat b {};
-  return ::fstat(fd, &a) == 0 && ::stat(path.c_str(), &b) == 0 && a.st_ino == b.st_ino &&
-         a.st_dev == b.st_dev;
+bool still_marked(Env& env, const std::string& file, int64_t mark) {
+  return env.locked_elsewhere(file, mark, LockMode::kShared);
 }
 
-constexpr const char* kTrashTag = ".trash.";
+// A lock that holds nothing (a read-only cache, a file system without
+// locks) never shows its mark: after this many such tries in a row, acquire()
+// gives up and returns a lease that holds nothing.
+constexpr int kUnmarkedTries = 8;
+// A folder moved away under a user costs one attempt; bounded in case of a
+// pathological peer that removes the node without pause.
+constexpr int kAttempts = 100000;
 
 }  // namespace
 
-NodeUseLock NodeUseLock::acquire(const fs::path& root, const std::string& hash) {
-  const fs::path dir = root / hash;
-  const fs::path file = dir / kNodeUseFile;
-  // A maintenance process may rename the folder away between our open and our
-  // lock; then we start over on a fresh folder. Bounded, in case of a pathological peer.
-  for (int attempt = 0; attempt < 100000; ++attempt) {
-    int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == ENOENT) {
-      // No folder (never created, or just renamed away): create it and start over.
-      std::error_code ec;
-      fs::create_directories(dir, ec);
-      fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-      if (fd < 0 && errno == ENOENT) continue;
+NodeUseLock::NodeUseLock(std::shared_ptr<Env> env, std::unique_ptr<EnvLock> lease)
+    : env_(std::move(env)), lease_(std::move(lease)) {}
+
+NodeUseLock NodeUseLock::acquire(std::shared_ptr<Env> env, const std::string& hash,
+                                 std::optional<milliseconds> timeout) {
+  const std::string file = layout::use_file(hash);
+  const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(milliseconds(0));
+  const auto remaining = [&]() -> std::optional<milliseconds> {
+    if (!timeout) return std::nullopt;
+    // Rounded up: a wait never ends before the caller's deadline.
+    return std::max(milliseconds(0),
+                    std::chrono::ceil<milliseconds>(deadline - std::chrono::steady_clock::now()));
+  };
+  const std::string what = fmt::format("the in-use lease of node {}", hash);
+  int unmarked = 0;
+  for (int attempt = 0; attempt < kAttempts && unmarked < kUnmarkedTries; ++attempt) {
+    const int64_t mark = random_mark();
+    std::unique_ptr<EnvLock> mine = env->lock(file, mark, LockMode::kExclusive, milliseconds(0));
+    if (!mine) continue;  // another holder drew the same byte
+    if (!still_marked(*env, file, mark)) {
+      ++unmarked;  // no working locks, or moved away this instant
+      continue;
     }
-    // A read-only cache: a read lock needs only read access.
-    if (fd < 0) fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) continue;
-    if (fd < 0) return {};
-    if (set_lock(fd, F_RDLCK, /*wait=*/true) != 0) {
-      ::close(fd);
-      return {};  // no locks on this file system
-    }
-    if (still_at(fd, file)) {
-      ::futimens(fd, nullptr);  // the node's last use; fails harmlessly when read-only
-      return NodeUseLock(fd);
-    }
-    ::close(fd);
+    unmarked = 0;
+    std::unique_ptr<EnvLock> lease = wait_lock(*env, file, 0, LockMode::kShared, remaining(), what);
+    if (!still_marked(*env, file, mark)) continue;  // moved away meanwhile: start over
+    mine.reset();
+    env->touch(file);  // the node's last use (a read-only cache keeps its old time)
+    return NodeUseLock(std::move(env), std::move(lease));
   }
-  return {};
+  return NodeUseLock(std::move(env), nullptr);  // no working locks here
 }
 
-NodeUseLock::~NodeUseLock() {
-  if (fd_ >= 0) ::close(fd_);  // closing the description releases the OFD lock
+NodeUseLock NodeUseLock::acquire(const fs::path& root, const std::string& hash,
+                                 std::optional<milliseconds> timeout) {
+  return acquire(posix_env(root), hash, timeout);
 }
 
-NodeUseLock::NodeUseLock(NodeUseLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+NodeUseLock::~NodeUseLock() { lease_.reset(); }
+
+NodeUseLock::NodeUseLock(NodeUseLock&& other) noexcept
+    : env_(std::move(other.env_)), lease_(std::move(other.lease_)) {}
 
 NodeUseLock& NodeUseLock::operator=(NodeUseLock&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = other.fd_;
-    other.fd_ = -1;
+    lease_.reset();  // before the Env it came from
+    env_ = std::move(other.env_);
+    lease_ = std::move(other.lease_);
   }
   return *this;
 }
 
+bool node_in_use(Env& env, const std::string& hash) {
+  return env.locked_elsewhere(layout::use_file(hash), 0, LockMode::kExclusive);
+}
+
 bool node_in_use(const fs::path& root, const std::string& hash) {
-  const fs::path file = root / hash / kNodeUseFile;
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  struct flock fl {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = 0;
-  fl.l_len = 1;
-  fl.l_pid = 0;
-  const bool busy = ::fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-  ::close(fd);
-  return busy;
+  return node_in_use(*posix_env(root), hash);
 }
 
 bool is_trash_name(const std::string& name) {
-  return name.size() > 1 && name[0] == '.' && name.find(kTrashTag) != std::string::npos;
+  return name.size() > 1 && name[0] == '.' && name.find(layout::kTrashTag) != std::string::npos;
+}
+
+bool remove_node_folder(Env& env, const std::string& hash) {
+  if (env.stat(layout::node(hash)).kind != EntryKind::kFolder) return false;
+  const std::string file = layout::use_file(hash);
+  const int64_t mark = random_mark();
+  std::unique_ptr<EnvLock> mine = env.lock(file, mark, LockMode::kExclusive, milliseconds(0));
+  if (!mine) return false;
+  std::unique_ptr<EnvLock> lease = env.lock(file, 0, LockMode::kExclusive, milliseconds(0));
+  if (!lease) return false;  // in use
+  // Another remover moved it meanwhile (or there are no locks here: read-only).
+  if (!still_marked(env, file, mark)) return false;
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const std::string trash =
+      layout::node_trash(hash, fmt::format("{}.{:x}", ::getpid(), rng() & 0xffffffu));
+  env.rename(layout::node(hash), trash);
+  // Waiters on the lease wake up, find their file moved and start over on a new folder.
+  lease.reset();
+  mine.reset();
+  try {
+    env.remove(trash);
+  } catch (const Error&) {
+    // A leftover is removed by the next gc / verify --repair.
+  }
+  return true;
 }
 
 bool remove_node_folder(const fs::path& root, const std::string& hash) {
-  const fs::path dir = root / hash;
-  const fs::path file = dir / kNodeUseFile;
-  const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    if (errno == ENOENT || errno == ENOTDIR) return false;  // gone already
-    throw IoError(fmt::format("file {}: cannot open it to lock the node: {}", file.string(),
-                              std::strerror(errno)));
-  }
-  if (set_lock(fd, F_WRLCK, /*wait=*/false) != 0) {
-    const int err = errno;
-    ::close(fd);
-    if (err == EAGAIN || err == EACCES) return false;  // in use
-    throw IoError(
-        fmt::format("file {}: cannot lock the node: {}", file.string(), std::strerror(err)));
-  }
-  if (!still_at(fd, file)) {  // another remover won the race
-    ::close(fd);
-    return false;
-  }
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  const fs::path trash =
-      root / fmt::format(".{}{}{}.{:x}", hash, kTrashTag, ::getpid(), rng() & 0xffffffu);
-  if (::rename(dir.c_str(), trash.c_str()) != 0) {
-    const int err = errno;
-    ::close(fd);
-    if (err == ENOENT) return false;
-    throw IoError(fmt::format("folder {}: cannot move it away for removal: {}", dir.string(),
-                              std::strerror(err)));
-  }
-  // Waiters on the lock wake up, see the folder gone and start over on a new one.
-  ::close(fd);
-  std::error_code ec;
-  fs::remove_all(trash, ec);  // a leftover is removed by the next gc / verify --repair
-  return true;
+  return remove_node_folder(*posix_env(root), hash);
 }
 
 }  // namespace cellflow

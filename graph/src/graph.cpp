@@ -18,7 +18,9 @@
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/parallel.hpp"
+#include "cellflow/cache/node_use_lock.hpp"
 #include "cellflow/graph/code_identity.hpp"
+#include "cellflow/store/layout.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -35,6 +37,9 @@ Value dims_value(const Dims& d) {
 // A node's image plus what its cells are computed from. Shared process-wide
 // by every graph containing the node (same cache root and hash).
 struct NodeImage {
+  // The node's in-use lease (cellflow cache gc leaves the node alone while any
+  // graph or image of this process holds it); destroyed last.
+  NodeUseLock lease;
   std::shared_ptr<NodeKernel> kernel;
   std::vector<std::shared_ptr<NodeImage>> inputs;
   std::vector<ImageInfo> input_infos;
@@ -206,13 +211,15 @@ struct Graph::Impl {
       std::shared_ptr<CellStore> store;
       if (cache) {
         store = with_context("node \"" + n.def.id + "\"", [&]() -> std::shared_ptr<CellStore> {
+          // The lease first: gc must not remove the folder once it is opened.
+          ni->lease = NodeUseLock::acquire(cache->env(), n.hash);
           const CellGrid grid(n.info.shape, n.info.cell_shape);
           if (table) return cache->open_table_node(n.hash, to_json_compact(n.definition));
           return cache->open_node(n.hash, n.info.dtype, grid, to_json_compact(n.definition));
         });
       }
       if (cache)
-        ni->artifacts = std::make_unique<ArtifactWriter>(cache->node_path(n.hash) / "artifacts");
+        ni->artifacts = std::make_unique<ArtifactWriter>(cache->env(), layout::artifacts(n.hash));
       NodeImage* raw = ni.get();
       // The image's name is its error-context frame: node "smooth": cell (1,0,2): ...
       ni->image = std::make_unique<CachedCellImage>(

@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
+#include "cellflow/store/layout.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -84,10 +86,13 @@ TEST(ArtifactsTest, WritesTextTablesAndLogsCreatingTheFolder) {
   EXPECT_EQ(list[0].bytes, 6u);
   EXPECT_EQ(list[1].name, "run.log");
   EXPECT_EQ(list[2].name, "stats.csv");
-  // Rewriting replaces the file whole and leaves no temporary files behind.
+  // Rewriting replaces the file whole and leaves no temporary files behind;
+  // the folder keeps only the log lock beside the artifacts.
   w.write_text("notes.txt", "bye\n");
   EXPECT_EQ(test::read_all(tmp / "node/artifacts/notes.txt"), "bye\n");
-  EXPECT_EQ(test::listing(tmp / "node/artifacts").size(), 3u);
+  const std::vector<std::string> names = test::listing(tmp / "node/artifacts");
+  EXPECT_EQ(names.size(), 4u);
+  EXPECT_TRUE(std::find(names.begin(), names.end(), std::string(layout::kLogLock)) != names.end());
 }
 
 TEST(ArtifactsTest, RejectsNamesThatAreNotPlainFileNames) {

@@ -17,6 +17,7 @@
 #include "cellflow/cache/table.hpp"
 #include "cellflow/cache/value.hpp"
 #include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/store/layout.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -461,7 +462,7 @@ TEST(NodeUseLock, ARemovedNodeIsRecreatedByTheNextUser) {
   EXPECT_FALSE(remove_node_folder(f.root, kImage)) << "absent: nothing to remove";
   NodeUseLock use = NodeUseLock::acquire(f.root, kImage);
   EXPECT_TRUE(use.held());
-  EXPECT_TRUE(fs::exists(f.root / kImage / kNodeUseFile));
+  EXPECT_TRUE(fs::exists(f.root / kImage / std::string(layout::kUseFile)));
   EXPECT_FALSE(remove_node_folder(f.root, kImage)) << "in use";
   EXPECT_TRUE(fs::exists(f.root / kImage));
 }
@@ -488,7 +489,7 @@ TEST(NodeUseLock, AUserWaitingOnARemovalStartsOverOnAFreshFolder) {
     NodeUseLock use = NodeUseLock::acquire(f.root, kImage);
     ASSERT_TRUE(use.held());
     // While held, the folder cannot be removed.
-    ASSERT_TRUE(fs::exists(f.root / kImage / kNodeUseFile)) << "iteration " << i;
+    ASSERT_TRUE(fs::exists(f.root / kImage / std::string(layout::kUseFile))) << "iteration " << i;
     ASSERT_FALSE(remove_node_folder(f.root, kImage));
   }
 }

@@ -369,22 +369,25 @@ TEST(MetadataLock, ReentrantWithinAThreadExclusiveBetweenThreads) {
     }
     // Still held by this thread: a nested update works, another thread waits.
     update_json_atomic(tmp / "a.json", [](Value& v) { v.set("x", 1); });
+    // Another thread is refused (a try), then waits and gets it once released.
+    std::thread([&] {
+      EXPECT_THROW(
+          MetadataLock(tmp.path(), MetadataLock::Mode::kShared, std::chrono::milliseconds(0)),
+          LockTimeout);
+    }).join();
     other = std::thread([&] {
       const MetadataLock l(tmp.path(), MetadataLock::Mode::kExclusive);
       other_got_it = true;
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    EXPECT_FALSE(other_got_it.load());
   }
   other.join();
   EXPECT_TRUE(other_got_it.load());
   EXPECT_TRUE(fs::exists(MetadataLock::lock_path(tmp.path())));
 }
 
-TEST(MetadataLock, ReadersShareWritersExclude) {
+TEST(MetadataLock, AWriterNeverOverlapsReadersUnderLoad) {
   test::TempDir tmp;
   std::atomic<int> readers_inside{0};
-  std::atomic<int> max_readers{0};
   std::atomic<bool> writer_saw_reader{false};
   std::latch go(1);
   std::vector<std::thread> threads;
@@ -393,10 +396,7 @@ TEST(MetadataLock, ReadersShareWritersExclude) {
       go.wait();
       for (int k = 0; k < 50; ++k) {
         const MetadataLock l(tmp.path(), MetadataLock::Mode::kShared);
-        const int now = readers_inside.fetch_add(1) + 1;
-        int m = max_readers.load();
-        while (now > m && !max_readers.compare_exchange_weak(m, now)) {
-        }
+        readers_inside.fetch_add(1);
         std::this_thread::sleep_for(std::chrono::microseconds(200));
         readers_inside.fetch_sub(1);
       }
@@ -413,7 +413,8 @@ TEST(MetadataLock, ReadersShareWritersExclude) {
   go.count_down();
   for (auto& t : threads) t.join();
   EXPECT_FALSE(writer_saw_reader.load());
-  EXPECT_GE(max_readers.load(), 1);
+  // That readers share is proven in env_lock_test.cpp (MetadataLockProof):
+  // how many overlapped here depends on scheduling, so it is not asserted.
 }
 
 TEST(MetadataLock, UpgradeIsRefused) {

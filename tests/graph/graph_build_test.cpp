@@ -1,9 +1,13 @@
 // Graph::build: validation before anything runs, topology, GraphViz, the
-// stored definition, and that building writes nothing.
+// stored definition, that building writes nothing, and that a graph's nodes
+// are leased (kept from `cellflow cache gc`) while it or an image uses them.
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
+#include <thread>
 
+#include "cellflow/cache/cache_scan.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/graph/graph_def.hpp"
@@ -220,6 +224,57 @@ TEST(GraphBuild, ImagesAreInternedPerHashAndCacheRoot) {
   const Graph gc = Graph::build(a, *reg, opts);
   EXPECT_NE(ga.image("raw").get(), gc.image("raw").get()) << "another cache root, another image";
   EXPECT_THROW(ga.image(5), InvalidArgument);
+}
+
+// gc_cache with keep={} (every node chosen), from another thread.
+GcReport gc_everything(const test::fs::path& cache) {
+  GcReport report;
+  std::thread([&] {
+    GcOptions o;
+    o.keep = std::set<std::string>{};
+    report = gc_cache(cache, o);
+  }).join();
+  return report;
+}
+
+TEST(GraphLease, GcKeepsTheNodesAGraphOrAnImageUsesAndRemovesThemAfter) {
+  test::TempDir tmp;
+  const auto reg = test::make_test_registry();
+  GraphDef def;
+  def.add("raw", "synthetic.blobs", {}, blobs_params());
+  def.add("twice", "threshold", {"raw"}, Value(Value::Object{{"above", 0.5}}));
+  GraphOptions opts;
+  opts.cache_root = tmp / "cache";
+  std::string raw_hash;
+  std::string twice_hash;
+  std::shared_ptr<CachedCellImage> kept;
+  {
+    const Graph g = Graph::build(def, *reg, opts);
+    raw_hash = g.node("raw").hash;
+    twice_hash = g.node("twice").hash;
+    const Box region({0, 0, 0}, {12, 12, 12});
+    const CellBuffer before = g.image("twice")->read(region);
+    const GcReport busy = gc_everything(tmp / "cache");
+    EXPECT_TRUE(busy.removed.empty());
+    EXPECT_EQ(busy.in_use.size(), 2u) << "the node read and the input it was computed from";
+    EXPECT_TRUE(test::fs::exists(tmp / "cache" / raw_hash / "0" / "0" / "0" / "0"));
+    EXPECT_TRUE(test::fs::exists(tmp / "cache" / twice_hash / "0" / "0" / "0" / "0"));
+    EXPECT_TRUE(test::same_bytes(before, g.image("twice")->read(region)));
+    kept = g.image("raw");
+  }
+  // The graph is gone, one of its images is not: only that node stays leased.
+  const GcReport partly = gc_everything(tmp / "cache");
+  ASSERT_EQ(partly.removed.size(), 1u);
+  EXPECT_EQ(partly.removed[0].hash, twice_hash);
+  ASSERT_EQ(partly.in_use.size(), 1u);
+  EXPECT_EQ(partly.in_use[0].hash, raw_hash);
+  EXPECT_TRUE(test::fs::exists(tmp / "cache" / raw_hash));
+  kept.reset();
+  const GcReport all = gc_everything(tmp / "cache");
+  EXPECT_EQ(all.removed.size(), 1u);
+  EXPECT_TRUE(all.in_use.empty());
+  EXPECT_FALSE(test::fs::exists(tmp / "cache" / raw_hash));
+  EXPECT_FALSE(test::fs::exists(tmp / "cache" / twice_hash));
 }
 
 }  // namespace

@@ -106,7 +106,7 @@ std::string fingerprint(const fs::path& root) {
 // mtime only: the file exists in the planted copy). The test expects exactly
 // that difference while this is true, so it fails, and says so, once the
 // lease stops following links: then set this to false.
-constexpr bool kLeaseFollowsANodeLink = true;
+constexpr bool kLeaseFollowsANodeLink = false;
 
 // `fingerprint` without the mtime of the use file at the linked node's target.
 std::string without_use_mtime(const std::string& fp) {

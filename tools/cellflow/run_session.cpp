@@ -129,7 +129,6 @@ RunSession::RunSession(const Graph& graph, std::vector<size_t> targets, RunPolic
     for (size_t i : graph.ancestors(targets_)) {
       const GraphNode& n = graph.nodes()[i];
       const fs::path dir = *graph.cache_root() / n.hash;
-      uses_.push_back(NodeUseLock::acquire(*graph.cache_root(), n.hash));
       // A node folder that cannot even be created (read-only or full media, no
       // permission) fails the run here, with the real cause: the executor
       // creates every node it may touch, and would fail later on a file inside.

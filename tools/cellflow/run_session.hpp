@@ -1,10 +1,10 @@
 // RunSession: one computation of the `cellflow` program (run, export) with
 // the CLI's policies around materialize(): retries and per-cell timeouts,
 // cells computed in worker processes (--isolate), the machine-readable event
-// log (--progress-json), the counts behind the terminal display, and
-// NodeUseLocks on every node the run may touch so that `cellflow cache gc`
-// leaves them alone while it runs. The object is used from one thread; the
-// hooks it installs are thread-safe.
+// log (--progress-json) and the counts behind the terminal display. (The
+// nodes a run touches are leased by the graph itself, so that `cellflow cache
+// gc` leaves them alone.) The object is used from one thread; the hooks it
+// installs are thread-safe.
 #pragma once
 
 #include <memory>
@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "cellflow/cache/node_use_lock.hpp"
 #include "cellflow/graph/executor.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "progress.hpp"
@@ -60,7 +59,6 @@ class RunSession {
   std::vector<size_t> targets_;
   RunPolicy policy_;
   CellTally tally_;
-  std::vector<NodeUseLock> uses_;
   std::unique_ptr<IsolatedCellRunner> runner_;
   std::unique_ptr<EventLog> log_;
   std::unique_ptr<TraceRecorder> trace_;

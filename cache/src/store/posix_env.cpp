@@ -279,15 +279,21 @@ class PosixEnv final : public Env {
                                 std::optional<std::chrono::milliseconds> timeout) override {
     check_relative(path);
     const auto [dir, name] = split_parent(path);
-    Fd parent;
-    try {
-      parent = open_folder(dir, true);
-    } catch (const IoError&) {
-      return std::make_unique<NoLock>();  // read-only cache: nothing to protect
-    }
     const std::string n(name);
-    Fd fd(::openat(parent.get(), n.c_str(),
-                   O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0644));
+    Fd fd;
+    // ENOENT: the folder was removed (renamed away) after it was opened; open
+    // it again (a bounded number of times) rather than fail the lock.
+    for (int attempt = 0; attempt < 100 && !fd.ok(); ++attempt) {
+      Fd parent;
+      try {
+        parent = open_folder(dir, true);
+      } catch (const IoError&) {
+        return std::make_unique<NoLock>();  // read-only cache: nothing to protect
+      }
+      fd = Fd(::openat(parent.get(), n.c_str(),
+                       O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0644));
+      if (!fd.ok() && errno != ENOENT) break;
+    }
     if (!fd.ok()) {
       if (errno == EROFS || errno == EACCES || errno == EPERM) return std::make_unique<NoLock>();
       if (errno == ELOOP) throw damage(path, EntryKind::kSymlink, "a lock file");
@@ -391,7 +397,10 @@ class PosixEnv final : public Env {
       const std::string part(path.substr(start, end - start));
       const std::string_view so_far = path.substr(0, end);
       Fd next(::openat(cur.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!next.ok() && errno == ENOENT && create) {
+      // A folder created here may be removed (renamed away by maintenance)
+      // before it is opened: create it again, a bounded number of times, so
+      // that a caller asking for creation never gets no folder.
+      for (int attempt = 0; !next.ok() && errno == ENOENT && create && attempt < 100; ++attempt) {
         if (::mkdirat(cur.get(), part.c_str(), 0755) != 0 && errno != EEXIST)
           throw io_error(so_far, "create the folder", errno);
         next =
@@ -399,6 +408,7 @@ class PosixEnv final : public Env {
       }
       if (!next.ok()) {
         const int err = errno;
+        if (err == ENOENT && create) throw io_error(so_far, "create the folder", err);
         if (err == ENOENT) return Fd();
         struct stat st {};
         if (::fstatat(cur.get(), part.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&

@@ -1,22 +1,26 @@
 // ArtifactWriter: the place where a node (<cache>/<hash>/artifacts/) or a
 // memoized call (<cache>/memo/<key>/artifacts/) keeps what a person wants to
-// look at: logs, plots (PNG), tables (CSV). Files are written to a temporary
-// name and renamed into place (readers never see a partial file); logs are
-// appended one whole line per write(2). The folder is created on the first
-// write. While a node's cell or a memoized function is computed, the framework
-// makes its writer current for the computing thread (ScopedArtifacts), and
-// warnings logged through cellflow::log() are appended to its warnings.log.
-// Thread-safe and process-safe: a writer is a path; files are committed whole.
+// look at: logs, plots (PNG), tables (CSV). Every file goes through an Env
+// (store/env.hpp): written to a temporary name and renamed into place
+// (readers never see a partial file); a line appended to a log rewrites the
+// log under the folder's log lock (layout::kLogLock), so concurrent appenders
+// lose no line. The folder is created on the first write. While a node's cell or a memoized
+// function is computed, the framework makes its writer current for the computing thread
+// (ScopedArtifacts), and warnings logged through cellflow::log() are appended to its warnings.log.
+// Thread-safe and process-safe: a writer is an Env and a folder in it; files
+// are committed whole.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "cellflow/cache/cell_buffer.hpp"
 #include "cellflow/cache/table.hpp"
+#include "cellflow/store/env.hpp"
 
 namespace cellflow {
 
@@ -30,8 +34,12 @@ class ArtifactWriter {
   /// The log file that warnings logged during a computation go to.
   static constexpr const char* kWarningsLog = "warnings.log";
 
-  explicit ArtifactWriter(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  /// The folder `folder` of `env` ("" is the Env's root).
+  ArtifactWriter(std::shared_ptr<Env> env, std::string folder);
+  /// The folder at `dir` (an Env of its parent folder, created if missing).
+  explicit ArtifactWriter(const std::filesystem::path& dir);
 
+  /// The folder as a user reads it.
   const std::filesystem::path& dir() const { return dir_; }
 
   /// Names are plain file names ("density.png", "stats.csv"): no folders, not
@@ -43,13 +51,18 @@ class ArtifactWriter {
   /// A grayscale PNG of a 2-D u8 or u16 image (rows = axis 0). ".png" is
   /// appended when `name` has no extension. InvalidArgument for other ranks or dtypes.
   void write_png(std::string_view name, const CellBuffer& image) const;
-  /// Appends `line` (a newline is added) to the log `name`.
+  /// Appends `line` (a newline is added) to the log `name`. Waits for other
+  /// appenders to this folder (each holds the log lock for one read and one
+  /// write).
   void append_log(std::string_view name, std::string_view line) const;
 
   /// The artifacts present, sorted by name (temporary files excluded).
   std::vector<ArtifactInfo> list() const;
 
  private:
+  std::string file(std::string_view name) const;
+  std::shared_ptr<Env> env_;
+  std::string folder_;
   std::filesystem::path dir_;
 };
 

@@ -6,7 +6,7 @@
 // removes damaged cells and memo entries, stale temporary files and stale
 // completion markers, which runs recompute or ignore), and nodes and memo
 // entries are removed whole, by atomic rename, never while a process holds
-// their NodeUseLock (nodes) or the flock of <cache>/memo/<key>.lock (Memo).
+// their NodeUseLock (nodes) or MemoKeyLock (<cache>/memo/<key>.lock, Memo).
 // Thread-compatible: each call is independent.
 #pragma once
 

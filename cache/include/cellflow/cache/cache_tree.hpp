@@ -10,30 +10,42 @@
 // Opening a committed directory leaves it alone. Opening an uncommitted one
 // waits until no other handle (thread or process) holds it, then starts it
 // clean (removes what a crashed or abandoned run left) and holds it, through
-// an flock of "<dir>/.cellflow-tree.lock", until commit() or destruction; the
-// kernel releases it if the process dies. commit() writes the marker
-// "<dir>/.cellflow-committed" by atomic rename. So when processes race on one
-// tree, the first to open a directory fills and commits it, and the others
-// find it committed. Thread-safe: one handle per thread (handles are movable,
-// not copyable).
+// an Env::lock of "<dir>/.cellflow-tree.lock" (layout::kTreeLock), until
+// commit() or destruction; the kernel releases it if the process dies.
+// commit() writes the marker "<dir>/.cellflow-committed" by atomic rename.
+// Every file goes through an Env (store/env.hpp): no link is followed. So when processes race on
+// one tree, the first to open a directory fills and commits it, and the others find it committed.
+// Thread-safe: one handle per thread (handles are movable, not copyable).
 #pragma once
 
+#include <chrono>
 #include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "cellflow/cache/artifacts.hpp"
+#include "cellflow/store/env.hpp"
+#include "cellflow/store/layout.hpp"
 
 namespace cellflow {
 
 class CacheTree {
  public:
-  static constexpr const char* kCommittedMarker = ".cellflow-committed";
-  static constexpr const char* kLockFile = ".cellflow-tree.lock";
+  static constexpr std::string_view kCommittedMarker = layout::kTreeCommitted;
+  static constexpr std::string_view kLockFile = layout::kTreeLock;
 
-  /// Opens the tree rooted at `path` (created if needed), as described above.
-  /// Throws IoError if it cannot be created, InvalidArgument if this thread
-  /// already holds it (opening it again would wait forever).
-  explicit CacheTree(std::filesystem::path path);
+  /// Opens the tree rooted at `path` (created if needed), as described above,
+  /// waiting at most `timeout` (nullopt: forever) for another holder; then
+  /// throws LockTimeout naming the lock file. Children wait as long. Throws
+  /// IoError if it cannot be created, InvalidArgument if this thread already
+  /// holds it (opening it again would wait forever).
+  explicit CacheTree(std::filesystem::path path,
+                     std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  /// The same for folder `folder` of `env` ("" is the Env's root).
+  CacheTree(std::shared_ptr<Env> env, std::string folder,
+            std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   ~CacheTree();
   CacheTree(CacheTree&& other) noexcept;
   CacheTree& operator=(CacheTree&& other) noexcept;
@@ -55,15 +67,20 @@ class CacheTree {
   bool commit();
 
   /// Writes files into this directory atomically (text, CSV tables, PNG).
-  ArtifactWriter writer() const { return ArtifactWriter(path_); }
+  ArtifactWriter writer() const { return ArtifactWriter(env_, folder_); }
 
  private:
-  CacheTree(std::filesystem::path path, bool read_only);
+  CacheTree(std::shared_ptr<Env> env, std::string folder, bool read_only,
+            std::optional<std::chrono::milliseconds> timeout);
+  std::string in_tree(std::string_view name) const;
   void release();
 
+  std::shared_ptr<Env> env_;
+  std::string folder_;
   std::filesystem::path path_;
-  int lock_fd_ = -1;  // held while open and uncommitted
+  std::unique_ptr<EnvLock> lock_;  // held while open and uncommitted
   bool read_only_ = false;
+  std::optional<std::chrono::milliseconds> timeout_;
 };
 
 }  // namespace cellflow

@@ -41,6 +41,11 @@ class GraphError : public Error {
 class IoError : public Error {
   using Error::Error;
 };
+/// A lock was not granted within the time the caller allowed; the message
+/// names the lock file and what the lock guards.
+class LockTimeout : public IoError {
+  using IoError::IoError;
+};
 /// Stored data failed its checksum or could not be decoded.
 class CorruptionError : public Error {
   using Error::Error;

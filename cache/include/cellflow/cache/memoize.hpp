@@ -11,14 +11,16 @@
 // (canonical for a given type and value on little-endian hosts). Arguments
 // wrapped in Memo::ignore() (or listed by position in wrap()) are passed to
 // the function but do not enter the key.
-// An entry is written to <cache>/memo/.tmp/ and renamed into place: a crash
-// leaves no entry. Thread-safe and process-safe: concurrent calls with one key
-// compute once (threads of a process wait for one leader; processes serialize
-// on an flock of <cache>/memo/<key>.lock, and the loser loads the winner's
-// entry). Loading an entry holds that flock shared, and `cellflow cache gc` /
-// `verify --repair` remove an entry only under it exclusively; a call served
-// from an entry touches its entry.json (the entry's last use, for gc).
-// Waiting blocks the calling thread.
+// Every file goes through the cache's Env (store/env.hpp; names in
+// store/layout.hpp). An entry is written to <cache>/memo/.tmp/ and renamed
+// into place: a crash leaves no entry. Thread-safe and process-safe:
+// concurrent calls with one key compute once (threads of a process wait for
+// one leader; processes serialize on the key's lock, MemoKeyLock's file
+// <cache>/memo/<key>.lock, and the loser loads the winner's entry). Loading an
+// entry holds that lock shared, and `cellflow cache gc` / `verify --repair`
+// remove an entry only under it exclusively; a call served from an entry
+// touches its entry.json (the entry's last use, for gc). Waiting blocks the
+// calling thread, at most lock_timeout() (then LockTimeout).
 #pragma once
 
 #include <algorithm>
@@ -33,6 +35,7 @@
 #include <cereal/types/unordered_map.hpp>
 #include <cereal/types/utility.hpp>
 #include <cereal/types/vector.hpp>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -52,6 +55,7 @@
 #include "cellflow/cache/cell_buffer.hpp"
 #include "cellflow/cache/cereal_types.hpp"
 #include "cellflow/cache/value.hpp"
+#include "cellflow/store/env.hpp"
 
 namespace cellflow {
 
@@ -136,32 +140,33 @@ struct MemoCall {
 };
 
 std::string demangle(const char* mangled);
-/// {"format": "cereal-portable-binary", "file": "result.bin", "bytes", "xxh3"}.
-Value describe_blob_result(const std::filesystem::path& file);
-/// A read-only memory map of a whole file.
-class MappedFile {
+/// The bytes of a result.bin, checked against its entry.json's checksum.
+class BlobBytes {
  public:
-  MappedFile(const void* data, size_t size) : data_(data), size_(size) {}
-  ~MappedFile();
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  std::string_view bytes() const { return {static_cast<const char*>(data_), size_}; }
+  explicit BlobBytes(std::string bytes) : bytes_(std::move(bytes)) {}
+  std::string_view bytes() const { return bytes_; }
 
  private:
-  const void* data_;
-  size_t size_;
+  std::string bytes_;
 };
-/// Maps `entry`/result.bin and checks it against entry.json's checksum.
-/// Throws CorruptionError naming the file.
-std::unique_ptr<MappedFile> read_blob_result(const std::filesystem::path& entry);
-/// Stores an image as a Zarr v2 array at `dir`; returns its description.
-Value save_image_result(const std::filesystem::path& dir, const CellBuffer& image);
-/// True if `entry` stores its result as a Zarr array ("result/").
-bool has_image_result(const std::filesystem::path& entry);
-/// Throws CorruptionError if the array is missing, damaged or incomplete.
-CellBuffer load_image_result(const std::filesystem::path& dir);
-void write_stream_file(const std::filesystem::path& path,
-                       const std::function<void(std::ostream&)>& write);
+/// Reads entry folder `entry`'s result.bin and checks it against entry.json's
+/// checksum. Throws CorruptionError naming the file.
+std::unique_ptr<BlobBytes> read_blob_result(Env& env, const std::string& entry);
+/// The same for the entry at a path.
+std::unique_ptr<BlobBytes> read_blob_result(const std::filesystem::path& entry);
+/// Writes `bytes` as folder `dir`'s result.bin; returns its description
+/// {"format": "cereal-portable-binary", "file": "result.bin", "bytes", "xxh3"}.
+Value store_blob_result(Env& env, const std::string& dir, std::string_view bytes);
+/// The bytes cereal's portable binary archive writes for `write`.
+std::string portable_bytes(const std::function<void(std::ostream&)>& write);
+/// Stores an image as the Zarr v2 array "result" of folder `dir`; returns its description.
+Value save_image_result(const std::shared_ptr<Env>& env, const std::string& dir,
+                        const CellBuffer& image);
+/// True if entry folder `entry` stores its result as a Zarr array ("result/").
+bool has_image_result(Env& env, const std::string& entry);
+/// The image stored in entry folder `entry`. Throws CorruptionError if the
+/// array is missing, damaged or incomplete.
+CellBuffer load_image_result(const std::shared_ptr<Env>& env, const std::string& entry);
 
 template <class T>
 struct IsIgnored : std::false_type {};
@@ -229,10 +234,18 @@ class Memo {
   /// also writes `cache_root`/cellflow-cache.json if absent).
   explicit Memo(std::filesystem::path cache_root);
   explicit Memo(const CacheDirectory& cache);
+  /// Entries live under memo/ of `env`.
+  explicit Memo(std::shared_ptr<Env> env);
 
   /// <cache_root>/memo.
   const std::filesystem::path& root() const;
   MemoStats stats() const;
+
+  /// How long a call waits for the key's lock (another process computing the
+  /// same key, or maintenance removing its entry) before it throws
+  /// LockTimeout; nullopt (the default): forever. Shared by copies.
+  void set_lock_timeout(std::optional<std::chrono::milliseconds> timeout);
+  std::optional<std::chrono::milliseconds> lock_timeout() const;
 
   /// Passes `value` to the function without letting it enter the key
   /// (joblib's `ignore`): verbosity flags, thread counts, loggers.
@@ -272,9 +285,10 @@ class Memo {
   std::optional<std::filesystem::path> find(const std::string& key) const;
 
  private:
-  using LoadFn = std::function<void(const std::filesystem::path& entry)>;
-  /// Computes and stores the result into the folder; returns its description.
-  using ComputeFn = std::function<Value(const std::filesystem::path& dir)>;
+  /// Loads the result of entry folder `entry` of the Env.
+  using LoadFn = std::function<void(const std::shared_ptr<Env>& env, const std::string& entry)>;
+  /// Computes and stores the result into folder `dir` of the Env; returns its description.
+  using ComputeFn = std::function<Value(const std::shared_ptr<Env>& env, const std::string& dir)>;
 
   template <class Fn, class... Args>
   auto invoke(std::string_view function_id, int version, const std::vector<size_t>& ignore, Fn&& fn,
@@ -315,16 +329,16 @@ class Memo {
     (void)describe;  // unused for functions without arguments
 
     std::optional<R> result;
-    const LoadFn load = [&](const std::filesystem::path& entry) {
+    const LoadFn load = [&](const std::shared_ptr<Env>& env, const std::string& entry) {
       if constexpr (std::is_same_v<R, CellBuffer>) {
-        if (detail::has_image_result(entry)) {
-          result = detail::load_image_result(entry / "result");
+        if (detail::has_image_result(*env, entry)) {
+          result = detail::load_image_result(env, entry);
           return;
         }
       }
       {
-        const auto mapped = detail::read_blob_result(entry);
-        detail::MemoryStreamBuf buf(mapped->bytes());
+        const auto blob = detail::read_blob_result(*env, entry);
+        detail::MemoryStreamBuf buf(blob->bytes());
         std::istream in(&buf);
         cereal::PortableBinaryInputArchive ar(in);
         R value{};
@@ -332,17 +346,18 @@ class Memo {
         result = std::move(value);
       }
     };
-    const ComputeFn compute = [&](const std::filesystem::path& dir) -> Value {
+    const ComputeFn compute = [&](const std::shared_ptr<Env>& env,
+                                  const std::string& dir) -> Value {
       result.emplace(std::invoke(fn, detail::unwrap(std::forward<Args>(args))...));
       if constexpr (std::is_same_v<R, CellBuffer>) {
         if (*result && result->shape().rank() >= 1)
-          return detail::save_image_result(dir / "result", *result);
+          return detail::save_image_result(env, dir, *result);
       }
-      detail::write_stream_file(dir / "result.bin", [&](std::ostream& out) {
+      const std::string bytes = detail::portable_bytes([&](std::ostream& out) {
         cereal::PortableBinaryOutputArchive ar(out);
         ar(*result);
       });
-      Value d = detail::describe_blob_result(dir / "result.bin");
+      Value d = detail::store_blob_result(*env, dir, bytes);
       if (d.find("bytes")->as_int() <= static_cast<int64_t>(detail::kMemoJsonLimit)) {
         const std::string json = detail::cereal_json(*result);
         if (!json.empty()) d.set("json", json);

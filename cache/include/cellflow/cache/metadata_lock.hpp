@@ -1,20 +1,24 @@
 // MetadataLock: a reader-writer lock on a folder's metadata (a node's .zattrs,
-// a cache index), shared by threads, processes and machines on a file system
-// with flock(): flock(LOCK_SH / LOCK_EX) on "<folder>/.cellflow-meta-lock",
-// which the kernel releases when a process dies (no stale locks). Within a
-// process the lock is re-entrant per thread (a thread that holds it may take it
-// again, nested), and threads exclude each other like processes do.
-// update_json_atomic() is the read-modify-write of a JSON file under the
-// exclusive lock, committed by atomic rename: no update is lost, and readers
-// (locked or not) never see a half-written file.
+// a cache index), shared by threads and processes: Env::lock of byte 0 of
+// "<folder>/.cellflow-meta-lock" (an OFD lock, which the kernel releases when
+// a process dies: no stale locks). Each holder has its own open file
+// description, so threads exclude each other like processes do. Within a
+// thread the lock is re-entrant (a thread that holds it may take it again,
+// nested). update_json_atomic() is the read-modify-write of a JSON file under
+// the exclusive lock, committed by atomic rename: no update is lost, and
+// readers (locked or not) never see a half-written file.
 // Thread-safe and process-safe.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <string>
 
 #include "cellflow/cache/value.hpp"
+#include "cellflow/store/env.hpp"
 
 namespace cellflow {
 
@@ -25,13 +29,19 @@ class MetadataLock {
   /// The lock file guarding `folder`.
   static std::filesystem::path lock_path(const std::filesystem::path& folder);
 
-  /// Blocks until this thread holds the lock of `folder` in `mode`. Creates the
-  /// folder for an exclusive lock. Where the lock file cannot be created (a
-  /// read-only cache) the lock only excludes the threads of this process.
+  /// Blocks until this thread holds the lock of folder `folder` of `env` in
+  /// `mode`, at most `timeout` (nullopt: forever); throws LockTimeout naming
+  /// the lock file when it runs out. Creates the folder. Where the lock file
+  /// cannot be created (a read-only cache) the lock holds nothing (nothing can
+  /// be written there either).
   /// REQUIRES: a thread that holds the shared lock does not ask for the
   /// exclusive one (an upgrade could deadlock; it throws InvalidArgument).
   /// REQUIRES: destroyed on the thread that constructed it.
-  MetadataLock(const std::filesystem::path& folder, Mode mode);
+  MetadataLock(std::shared_ptr<Env> env, std::string folder, Mode mode,
+               std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  /// The same for the folder at a path (its own POSIX Env).
+  MetadataLock(const std::filesystem::path& folder, Mode mode,
+               std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   ~MetadataLock();
   MetadataLock(const MetadataLock&) = delete;
   MetadataLock& operator=(const MetadataLock&) = delete;
@@ -39,7 +49,9 @@ class MetadataLock {
   Mode mode() const { return mode_; }
 
  private:
-  std::filesystem::path key_;
+  void acquire(std::shared_ptr<Env> env, const std::string& folder,
+               std::optional<std::chrono::milliseconds> timeout);
+  std::string key_;
   Mode mode_;
 };
 

@@ -13,6 +13,8 @@
 //   memo/<key>/  memo/<key>.lock  memo/.tmp/   Memo entries
 //   memo/<key>/entry.json result.bin result/ artifacts/   what an entry holds
 //   trees/                               cache trees (CacheTree)
+//   <tree>/.cellflow-committed <tree>/.cellflow-tree.lock  a cache tree's marker and lock
+//   <artifacts>/.cellflow-log-lock       serializes appends to a folder's logs
 // Pure functions; thread-safe.
 #pragma once
 
@@ -54,6 +56,9 @@ inline constexpr std::string_view kMemoDamagedTag = ".damaged.";
 /// temporary name, then renamed: its chunks cannot be bound to its key).
 inline constexpr std::string_view kMemoResultOwner = "memo-result";
 inline constexpr std::string_view kTrees = "trees";
+inline constexpr std::string_view kTreeCommitted = ".cellflow-committed";
+inline constexpr std::string_view kTreeLock = ".cellflow-tree.lock";
+inline constexpr std::string_view kLogLock = ".cellflow-log-lock";
 inline constexpr std::string_view kTrashTag = ".trash.";
 /// The text of every node's .zgroup.
 inline constexpr std::string_view kZgroupText = "{\n  \"zarr_format\": 2\n}\n";
@@ -87,6 +92,10 @@ inline std::string memo_lock(std::string_view key) {
   return memo_entry(key) + std::string(kMemoLockSuffix);
 }
 inline std::string memo_temp() { return std::string(kMemo) + '/' + std::string(kMemoTemp); }
+/// ".<hash>.trash.<unique>": where a removed node folder goes before it is deleted.
+inline std::string node_trash(std::string_view hash, std::string_view unique) {
+  return '.' + std::string(hash) + std::string(kTrashTag) + std::string(unique);
+}
 /// "<folder>/i/j/k": a cell's file under an array or table folder.
 std::string cell(std::string_view folder, const CellIndex& index);
 /// The key of a cell's identity: "<hash>/<folder name>/i/j/k" as written by
