@@ -811,7 +811,13 @@ std::vector<CachedMemoEntry> scan_memo_entries(const fs::path& root) {
 }
 
 VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
-  const auto env_ptr = open_cache(root);
+  return verify_cache(open_cache(root), options);
+}
+
+VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptions& options) {
+  if (!is_cache(*env_ptr))
+    throw InvalidArgument(fmt::format("cache {}: not a cellflow cache (no {})",
+                                      env_ptr->root().string(), layout::kFormatFile));
   Env& env = *env_ptr;
   VerifyReport report;
   const auto now = fs::file_time_type::clock::now();
@@ -841,7 +847,7 @@ VerifyReport verify_cache(const fs::path& root, const VerifyOptions& options) {
       if (f == nullptr || !f->is_int()) throw CorruptionError("no \"format\" number");
       if (f->as_int() != layout::kFormat) {
         throw InvalidArgument(fmt::format("cache {}: format {}, this cellflow reads format {}",
-                                          root.string(), f->as_int(), layout::kFormat));
+                                          env.root().string(), f->as_int(), layout::kFormat));
       }
     } catch (const InvalidArgument&) {
       throw;

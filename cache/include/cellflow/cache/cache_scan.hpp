@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -21,6 +22,7 @@
 
 #include "cellflow/cache/dims.hpp"
 #include "cellflow/cache/value.hpp"
+#include "cellflow/store/env.hpp"
 
 namespace cellflow {
 
@@ -140,6 +142,8 @@ struct VerifyReport {
 /// writers. Only reads unless `options.repair`; never touches anything outside
 /// the cache. Throws InvalidArgument if `root` is not a cellflow cache.
 VerifyReport verify_cache(const std::filesystem::path& root, const VerifyOptions& options = {});
+/// The same for the cache held by any Env (a MemoryEnv in fault tests).
+VerifyReport verify_cache(const std::shared_ptr<Env>& env, const VerifyOptions& options = {});
 
 /// Which nodes and memo entries gc removes; give exactly one criterion.
 struct GcOptions {
