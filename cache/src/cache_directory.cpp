@@ -120,6 +120,10 @@ std::shared_ptr<TableStore> CacheDirectory::open_table_node(const std::string& h
   return std::make_shared<TableStore>(env_, layout::table(hash), hash, durability_);
 }
 
+void CacheDirectory::ensure_node_folder(const std::string& hash) {
+  env_->make_folders(layout::node(hash));
+}
+
 bool CacheDirectory::node_exists(const std::string& hash) const {
   return env_->stat(layout::zattrs(hash)).kind == EntryKind::kFile;
 }

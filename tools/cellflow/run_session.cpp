@@ -128,17 +128,14 @@ RunSession::RunSession(const Graph& graph, std::vector<size_t> targets, RunPolic
     }
     for (size_t i : graph.ancestors(targets_)) {
       const GraphNode& n = graph.nodes()[i];
-      const fs::path dir = *graph.cache_root() / n.hash;
       // A node folder that cannot even be created (read-only or full media, no
       // permission) fails the run here, with the real cause: the executor
       // creates every node it may touch, and would fail later on a file inside.
-      std::error_code ec;
-      if (!fs::is_directory(dir, ec)) {
-        fs::create_directories(dir, ec);
-        if (ec) {
-          throw IoError(fmt::format("node \"{}\": file {}: cannot create the node's folder: {}",
-                                    n.def.id, dir.string(), ec.message()));
-        }
+      try {
+        graph.cache()->ensure_node_folder(n.hash);
+      } catch (Error& e) {
+        e.add_context(fmt::format("node \"{}\"", n.def.id));
+        throw;
       }
     }
   }

@@ -42,6 +42,9 @@ class CacheDirectory {
   /// definition, no multiscales) and returns the store of its cells ("table/").
   std::shared_ptr<TableStore> open_table_node(const std::string& hash,
                                               const std::string& definition_json);
+  /// Creates the node's folder if absent. Throws IoError with the cause when
+  /// it cannot be created, CorruptionError when something else is there.
+  void ensure_node_folder(const std::string& hash);
   bool node_exists(const std::string& hash) const;
   bool is_complete(const std::string& hash) const;
   /// Writes the completion marker. Under Durability::kPowerCut the node's
