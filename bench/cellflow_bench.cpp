@@ -142,6 +142,7 @@ int main(int argc, char** argv) try {
   for (int rep = 0; rep < o.reps; ++rep) {
     // (a) cellflow: a fresh gaussian image each repetition (its source stays cached).
     {
+      drop_node_images();  // a fresh image (kept ones would serve from memory)
       Graph g = Graph::build(pipeline(o, true), registry);
       const auto t = Clock::now();
       materialize(g, {}, RunOptions{o.threads});
@@ -201,6 +202,7 @@ int main(int argc, char** argv) try {
     CellBuffer native_whole = CellBuffer::allocate(DType::kF32, shape);
     for (int rep = 0; rep < o.reps; ++rep) {
       {
+        drop_node_images();  // a fresh image (kept ones would serve from memory)
         Graph g = Graph::build(pipeline(o, true, "native"), registry);
         const auto t = Clock::now();
         materialize(g, {}, RunOptions{o.threads});
@@ -280,6 +282,7 @@ int main(int argc, char** argv) try {
     std::vector<double> tm, tl;
     for (int rep = 0; rep < reps; ++rep) {
       {
+        drop_node_images();  // a fresh image (kept ones would serve from memory)
         Graph g = Graph::build(copy_def(), registry);
         const auto t = Clock::now();
         materialize(g, {}, RunOptions{o.threads});
