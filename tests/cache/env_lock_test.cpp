@@ -488,5 +488,21 @@ TEST(CacheTreeProof, AnOpenTreeExcludesOtherHoldersAndATimedOutWaitSaysWhich) {
   }).join();
 }
 
+// A lock held across a MemoryEnv restart() (a "dead process's" lock) is
+// gone after it, and releasing it later does not corrupt the new locks.
+TEST(MemoryEnvLock, ALockOutlivingARestartReleasesNothingOfTheNewProcess) {
+  MemoryEnv env;
+  auto old = env.lock("l", 0, LockMode::kShared, std::nullopt);
+  ASSERT_TRUE(old);
+  env.restart(false);
+  auto fresh = env.lock("l", 0, LockMode::kShared, std::chrono::milliseconds(0));
+  ASSERT_TRUE(fresh);
+  old.reset();  // must not count as a release of `fresh`
+  EXPECT_EQ(env.lock("l", 0, LockMode::kExclusive, std::chrono::milliseconds(0)), nullptr)
+      << "the new shared holder still holds";
+  fresh.reset();
+  EXPECT_NE(env.lock("l", 0, LockMode::kExclusive, std::chrono::milliseconds(0)), nullptr);
+}
+
 }  // namespace
 }  // namespace cellflow

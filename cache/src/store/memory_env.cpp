@@ -42,6 +42,7 @@ struct MemoryEnv::Impl {
   };
   std::map<std::pair<std::string, int64_t>, LockState> locks;
   std::condition_variable lock_cv;
+  uint64_t lock_generation = 0;  // bumped by restart()
 
   const Entry* find(const std::string& path) const {
     auto it = entries.find(path);
@@ -321,9 +322,12 @@ std::unique_ptr<EnvLock> MemoryEnv::lock(std::string_view path, int64_t offset, 
   else
     s.exclusive = true;
   Impl* impl = impl_.get();
-  return std::make_unique<MemoryLock>([impl, key, mode] {
+  const uint64_t generation = impl_->lock_generation;
+  return std::make_unique<MemoryLock>([impl, key, mode, generation] {
     {
       std::lock_guard l(impl->mu);
+      // Taken before a restart(): the "dead process's" lock is gone already.
+      if (impl->lock_generation != generation) return;
       Impl::LockState& st = impl->locks[key];
       if (mode == LockMode::kShared)
         --st.shared;
@@ -368,6 +372,7 @@ void MemoryEnv::restart(bool power_cut) {
   impl_->crashed = false;
   impl_->faults.clear();
   impl_->locks.clear();  // a dead process's locks are released by the kernel
+  ++impl_->lock_generation;
   if (power_cut)
     for (auto& [path, e] : impl_->entries)
       if (e.kind == EntryKind::kFile && !e.synced) e.data.clear();
