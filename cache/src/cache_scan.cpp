@@ -883,6 +883,38 @@ VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptio
       for (const Finding& f : odd) add(f);
       continue;
     }
+    if (name == layout::kTables && e.kind == EntryKind::kFolder) {
+      // TableLog batches: tables/<name>/<batch>, each checked like a cell.
+      for (const DirEntry& t : env.list(e.name)) {
+        const std::string table = join_path(e.name, t.name);
+        if (t.kind != EntryKind::kFolder) {
+          add(Finding{table, wrong_kind(t.kind, "a table folder")});
+          continue;
+        }
+        for (const DirEntry& b : env.list(table)) {
+          const std::string batch = layout::table_batch(t.name, b.name);  // also its identity
+          if (layout::is_temp_name(b.name) && b.kind == EntryKind::kFile) {
+            note_temp(batch, env.stat(batch), false);
+            continue;
+          }
+          if (b.kind != EntryKind::kFile) {
+            add(Finding{batch, wrong_kind(b.kind, "a table batch file")});
+            continue;
+          }
+          try {
+            const auto stored = env.read(batch);
+            if (!stored) continue;
+            report.bytes_checked += static_cast<int64_t>(stored->size());
+            const std::string what = env.describe(batch);
+            (void)Table::deserialize(ZarrArray::decode_chunk_any(*stored, what, batch), what);
+          } catch (const Error& err) {
+            add(Finding{batch, std::string(err.message()) +
+                                   " (repair removes the batch: its rows are lost)"});
+          }
+        }
+      }
+      continue;
+    }
     add(Finding{e.name, foreign(e.kind)});
   }
 

@@ -56,6 +56,17 @@ inline constexpr std::string_view kMemoDamagedTag = ".damaged.";
 /// temporary name, then renamed: its chunks cannot be bound to its key).
 inline constexpr std::string_view kMemoResultOwner = "memo-result";
 inline constexpr std::string_view kTrees = "trees";
+/// Tables appended to outside graphs (TableLog): tables/<name>/<batch>.
+inline constexpr std::string_view kTables = "tables";
+/// A TableLog batch's path, which is also the identity its checksum binds.
+inline std::string table_batch(std::string_view table, std::string_view batch) {
+  std::string out(kTables);
+  out += '/';
+  out += table;
+  out += '/';
+  out += batch;
+  return out;
+}
 inline constexpr std::string_view kTreeCommitted = ".cellflow-committed";
 inline constexpr std::string_view kTreeLock = ".cellflow-tree.lock";
 inline constexpr std::string_view kLogLock = ".cellflow-log-lock";
