@@ -18,34 +18,42 @@ namespace cellflow {
 namespace fs = std::filesystem;
 namespace {
 
-// The directories this process holds, and by which thread: a thread that
-// opens a directory it already holds would wait for itself forever.
+// The directories this process holds, by which thread, and the lock they
+// share: a thread that opens a directory it already holds gets another handle
+// on the same hold (re-entrant) instead of waiting for itself forever.
 class Holders {
  public:
   static Holders& global() {
     static Holders instance;
     return instance;
   }
-  void check_not_held_by_me(const fs::path& p) {
+  /// The hold of this thread on `p`, shared one more time; null if none.
+  std::shared_ptr<EnvLock> reenter(const fs::path& p) {
     std::lock_guard lock(mu_);
     auto it = held_.find(p.string());
-    if (it != held_.end() && it->second == std::this_thread::get_id())
-      throw InvalidArgument(fmt::format(
-          "cache tree {}: this thread already holds it open (commit or close that handle first)",
-          p.string()));
+    if (it == held_.end() || it->second.thread != std::this_thread::get_id()) return nullptr;
+    auto hold = it->second.lock.lock();
+    if (hold) ++it->second.handles;
+    return hold;
   }
-  void add(const fs::path& p) {
+  void add(const fs::path& p, const std::shared_ptr<EnvLock>& hold) {
     std::lock_guard lock(mu_);
-    held_[p.string()] = std::this_thread::get_id();
+    held_[p.string()] = Hold{std::this_thread::get_id(), hold, 1};
   }
   void remove(const fs::path& p) {
     std::lock_guard lock(mu_);
-    held_.erase(p.string());
+    auto it = held_.find(p.string());
+    if (it != held_.end() && --it->second.handles <= 0) held_.erase(it);
   }
 
  private:
+  struct Hold {
+    std::thread::id thread;
+    std::weak_ptr<EnvLock> lock;
+    int handles = 0;
+  };
   std::mutex mu_;
-  std::map<std::string, std::thread::id> held_;
+  std::map<std::string, Hold> held_;
 };
 
 }  // namespace
@@ -77,14 +85,16 @@ CacheTree::CacheTree(std::shared_ptr<Env> env, std::string folder, bool read_onl
   if (is_committed()) return;
 
   const fs::path abs = fs::absolute(path_).lexically_normal();
-  Holders::global().check_not_held_by_me(abs);
+  // Re-entrant: this thread holds it open already — share that hold (the
+  // directory is being filled: it is not cleaned again).
+  if ((lock_ = Holders::global().reenter(abs))) return;
   lock_ = wait_lock(*env_, in_tree(kLockFile), 0, LockMode::kExclusive, timeout_,
                     fmt::format("cache tree {}", path_.string()));
   if (is_committed()) {  // committed by the holder we waited for
     lock_.reset();
     return;
   }
-  Holders::global().add(abs);
+  Holders::global().add(abs, lock_);
   try {
     // Start clean: remove everything a crashed or abandoned run left, but the lock file.
     for (const DirEntry& e : env_->list(folder_))

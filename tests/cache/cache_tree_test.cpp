@@ -21,6 +21,7 @@
 #include "cache/helper_process.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/graph/value.hpp"
+#include "cellflow/store/wait_lock.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -167,17 +168,30 @@ TEST(CacheTreeTest, CommitIsKeptAndUncommittedStartsClean) {
   }
 }
 
-TEST(CacheTreeTest, RejectsBadNamesAndReopeningFromTheSameThread) {
+TEST(CacheTreeTest, RejectsBadNamesAndIsReentrantWithinAThread) {
   TempDir tmp;
   CacheTree root(tmp / "root");
   EXPECT_THROW(root.child("../up"), InvalidArgument);
   EXPECT_THROW(root.child(".hidden"), InvalidArgument);
   EXPECT_THROW(root.child(""), InvalidArgument);
-  EXPECT_THROW(CacheTree(tmp / "root"), InvalidArgument);  // would wait for itself
+  root.writer().write_text("first", "1");
+  {
+    // The same thread opens it again (a helper function that opens its own
+    // handle): it shares the hold at once, and does not clean what is there.
+    CacheTree again(tmp / "root", std::chrono::milliseconds(100));
+    EXPECT_FALSE(again.is_committed());
+    EXPECT_EQ(test::read_all(tmp / "root/first"), "1");
+    again.writer().write_text("second", "2");
+  }
+  // Still held by `root`: another thread waits, and gives up at its timeout.
+  std::thread other(
+      [&] { EXPECT_THROW(CacheTree(tmp / "root", std::chrono::milliseconds(100)), LockTimeout); });
+  other.join();
   CacheTree moved = std::move(root);
   EXPECT_TRUE(moved.commit());
-  CacheTree again(tmp / "root");  // released: opens (committed) at once
-  EXPECT_TRUE(again.is_committed());
+  CacheTree after(tmp / "root");  // released: opens (committed) at once
+  EXPECT_TRUE(after.is_committed());
+  EXPECT_EQ(test::read_all(tmp / "root/second"), "2");
 }
 
 TEST(CacheTreeTest, AnotherHandleWaitsForTheHolderThenSeesItCommitted) {

@@ -39,8 +39,9 @@ class CacheTree {
   /// Opens the tree rooted at `path` (created if needed), as described above,
   /// waiting at most `timeout` (nullopt: forever) for another holder; then
   /// throws LockTimeout naming the lock file. Children wait as long. Throws
-  /// IoError if it cannot be created, InvalidArgument if this thread already
-  /// holds it (opening it again would wait forever).
+  /// IoError if it cannot be created. Re-entrant: a thread that already holds
+  /// it open gets another handle on the same hold (not cleaned again); the
+  /// directory is released when the last of them is committed or destroyed.
   explicit CacheTree(std::filesystem::path path,
                      std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   /// The same for folder `folder` of `env` ("" is the Env's root).
@@ -78,7 +79,7 @@ class CacheTree {
   std::shared_ptr<Env> env_;
   std::string folder_;
   std::filesystem::path path_;
-  std::unique_ptr<EnvLock> lock_;  // held while open and uncommitted
+  std::shared_ptr<EnvLock> lock_;  // held while open and uncommitted (shared by re-entry)
   bool read_only_ = false;
   std::optional<std::chrono::milliseconds> timeout_;
 };
