@@ -1,14 +1,18 @@
 #include "cellflow/cache/artifacts.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <random>
 
+#include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/zarr_array.hpp"
 #include "cellflow/store/layout.hpp"
 #include "cellflow/store/wait_lock.hpp"
 
@@ -136,6 +140,51 @@ void ArtifactWriter::write_png(std::string_view name, const CellBuffer& image) c
   const std::string bytes =
       with_context(fmt::format("artifact \"{}\"", name), [&] { return encode_png(image); });
   env_->write_atomic(file(with_extension(name, ".png")), bytes, Durability::kProcess);
+}
+
+void ArtifactWriter::write_image(std::string_view name, const CellBuffer& image) const {
+  check_name(name);
+  const int rank = image.shape().rank();
+  if (rank < 2 || rank > kMaxRank)
+    throw InvalidArgument(fmt::format(
+        "artifact \"{}\": an OME-Zarr image has 2 to {} axes (got {})", name, kMaxRank, rank));
+  std::string group(name);
+  if (!group.ends_with(".ome.zarr")) group += ".ome.zarr";
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const std::string temp =
+      file(fmt::format(".{}.tmp.{}.{:x}", group, ::getpid(), rng() & 0xffffffu));
+  with_context(fmt::format("artifact \"{}\"", group), [&] {
+    Shape chunks = image.shape();
+    for (int d = 0; d < rank; ++d) chunks[d] = std::min<int64_t>(chunks[d], 64);
+    const CellGrid grid(image.shape(), chunks);
+    try {
+      env_->write_atomic(join_path(temp, layout::kZgroup), layout::kZgroupText,
+                         Durability::kProcess);
+      env_->write_atomic(join_path(temp, layout::kZattrs),
+                         node_zattrs_json(group, rank, "{\"artifact\": true}"),
+                         Durability::kProcess);
+      // Bound to no cell identity: an artifact is read by other tools, not served as cells.
+      auto array =
+          ZarrArray::create(env_, join_path(temp, layout::kArray), "", image.dtype(), grid);
+      const Box whole = Box::from_shape(image.shape());
+      const size_t esize = dtype_size(image.dtype());
+      for (int64_t c = 0; c < grid.num_cells(); ++c) {
+        const CellIndex cell = grid.cell_at(c);
+        const Box box = grid.cell_box(cell);
+        CellBuffer part = CellBuffer::allocate(image.dtype(), box.shape());
+        copy_region(image.data(), whole, part.mutable_data(), box, box, esize);
+        array->write(cell, part);
+      }
+      env_->remove(file(group));
+      env_->rename(temp, file(group));
+    } catch (...) {
+      try {
+        env_->remove(temp);
+      } catch (const Error&) {
+      }
+      throw;
+    }
+  });
 }
 
 void ArtifactWriter::append_log(std::string_view name, std::string_view line) const {

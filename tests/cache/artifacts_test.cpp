@@ -3,6 +3,7 @@
 // hook of cellflow::log().
 #include "cellflow/cache/artifacts.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <zlib.h>
 
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <thread>
 
+#include "cellflow/cache/cache_tree.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/store/layout.hpp"
@@ -172,6 +174,40 @@ TEST(ArtifactsTest, WarningsGoToTheCurrentWritersLog) {
   EXPECT_EQ(o.find("two"), std::string::npos) << o;
   EXPECT_NE(i.find("warning: two\n"), std::string::npos) << i;
   EXPECT_EQ(i.find("info"), std::string::npos) << i;
+}
+
+// A cache-tree step saves an intermediate volume the way cvpl_tools steps do:
+// an OME-Zarr group that zarr-python (and napari) open.
+TEST(ArtifactsTest, ATreeStepWritesAnImageAsOmeZarrThatZarrPythonReads) {
+  test::TempDir tmp;
+  CacheTree root(tmp / "tree");
+  CacheTree step = root.child("segment");
+  CellBuffer image = CellBuffer::allocate(DType::kU16, Shape{5, 70, 90});
+  uint16_t* p = image.mutable_as<uint16_t>();
+  for (int64_t i = 0; i < image.num_elements(); ++i) p[i] = static_cast<uint16_t>(i * 7 % 65521);
+  step.writer().write_image("labels", image);
+  EXPECT_THROW(step.writer().write_image("flat", CellBuffer::allocate(DType::kU8, Shape{4})),
+               InvalidArgument);
+  step.commit();
+  const fs::path group = tmp / "tree" / "segment" / "labels.ome.zarr";
+  ASSERT_TRUE(fs::is_directory(group / "0"));
+  const std::string script = R"(
+import sys, zarr, json
+g = zarr.open_group(sys.argv[1], mode="r")
+ms = g.attrs["multiscales"][0]
+a = g[ms["datasets"][0]["path"]][:]
+print(a.shape, a.dtype, int(a.astype("uint64").sum()), ms["version"], len(ms["axes"]))
+)";
+  const test::CommandResult r =
+      test::run_command({CELLFLOW_PYTHON, "-c", script, group.string()}, tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << test::describe(r);
+  uint64_t sum = 0;
+  for (int64_t i = 0; i < image.num_elements(); ++i) sum += p[i];
+  EXPECT_EQ(r.out, fmt::format("(5, 70, 90) uint16 {} 0.4 3\n", sum));
+  // Rewriting replaces it whole; no temporary is left.
+  step.writer().write_image("labels.ome.zarr", image);
+  for (const auto& e : fs::directory_iterator(tmp / "tree" / "segment"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
 }
 
 }  // namespace

@@ -51,6 +51,12 @@ class ArtifactWriter {
   /// A grayscale PNG of a 2-D u8 or u16 image (rows = axis 0). ".png" is
   /// appended when `name` has no extension. InvalidArgument for other ranks or dtypes.
   void write_png(std::string_view name, const CellBuffer& image) const;
+  /// An N-D image (rank 2-5) as an OME-Zarr (NGFF 0.4) group "<name>.ome.zarr"
+  /// (the suffix is added when missing) that napari and zarr-python open:
+  /// .zgroup, .zattrs with one-level multiscales, and the Zarr v2 array "0"
+  /// in chunks of at most 64 per axis. Written aside and renamed into place:
+  /// a reader sees the previous image or the whole new one.
+  void write_image(std::string_view name, const CellBuffer& image) const;
   /// Appends `line` (a newline is added) to the log `name`. Waits for other
   /// appenders to this folder (each holds the log lock for one read and one
   /// write).
