@@ -23,7 +23,9 @@
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
+#include "cellflow/cache/memo_key_lock.hpp"
 #include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/store/cache_files.hpp"
 #include "cellflow/store/layout.hpp"
 #include "cellflow/store/wait_lock.hpp"
 
@@ -447,6 +449,27 @@ std::optional<std::chrono::milliseconds> Memo::lock_timeout() const {
 std::optional<fs::path> Memo::find(const std::string& key) const {
   if (committed(*state_->open_env(), layout::memo_entry(key))) return state_->root / key;
   return std::nullopt;
+}
+
+size_t Memo::clear(std::string_view function_id) const {
+  const std::shared_ptr<Env> env_ptr = state_->open_env();
+  Env& env = *env_ptr;
+  size_t removed = 0;
+  for (const DirEntry& e : env.list(layout::kMemo)) {
+    if (e.kind != EntryKind::kFolder || !layout::is_node_name(e.name)) continue;
+    if (!function_id.empty()) {
+      std::optional<Value> record;
+      try {
+        record = read_memo_entry(env, e.name);
+      } catch (const Error&) {
+        continue;  // unreadable: `cellflow cache verify --repair` handles it
+      }
+      const Value* f = record ? record->find("function") : nullptr;
+      if (f == nullptr || !f->is_string() || f->as_string() != function_id) continue;
+    }
+    if (remove_memo_entry(env, e.name) == MemoRemoval::kRemoved) ++removed;
+  }
+  return removed;
 }
 
 MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,

@@ -153,6 +153,37 @@ TEST(MemoTest, HitMissAndVersion) {
   EXPECT_EQ(calls, 4);
 }
 
+// joblib's check_call_in_cache, func.clear() and clear().
+TEST(MemoTest, ContainsAndClearPerFunctionOrAll) {
+  test::TempDir tmp;
+  Memo memo(tmp / "cache");
+  int calls = 0;
+  const auto square = [&](int64_t x) {
+    ++calls;
+    return x * x;
+  };
+  const auto cube = [&](int64_t x) {
+    ++calls;
+    return x * x * x;
+  };
+  EXPECT_FALSE(memo.contains("square", 1, square, int64_t{3}));
+  EXPECT_EQ(calls, 0) << "contains computes nothing";
+  EXPECT_EQ(memo.call("square", 1, square, int64_t{3}), 9);
+  EXPECT_EQ(memo.call("square", 1, square, int64_t{4}), 16);
+  EXPECT_EQ(memo.call("cube", 1, cube, int64_t{2}), 8);
+  EXPECT_TRUE(memo.contains("square", 1, square, int64_t{3}));
+  EXPECT_FALSE(memo.contains("square", 2, square, int64_t{3})) << "another version";
+  EXPECT_FALSE(memo.contains("square", 1, square, int64_t{5})) << "other arguments";
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(memo.clear("square"), 2u);
+  EXPECT_FALSE(memo.contains("square", 1, square, int64_t{3}));
+  EXPECT_TRUE(memo.contains("cube", 1, cube, int64_t{2}));
+  EXPECT_EQ(memo.clear(), 1u);
+  EXPECT_FALSE(memo.contains("cube", 1, cube, int64_t{2}));
+  EXPECT_EQ(memo.call("square", 1, square, int64_t{3}), 9);
+  EXPECT_EQ(calls, 4) << "computed again after clear";
+}
+
 TEST(MemoTest, ArgumentTypesEnterTheKey) {
   TempDir tmp;
   Memo memo(tmp.path());

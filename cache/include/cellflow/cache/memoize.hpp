@@ -228,6 +228,9 @@ MemoArgument describe_argument(const T& value) {
 
 }  // namespace detail
 
+/// The key of a call description (exposed for tests and tools).
+std::string memo_key(const detail::MemoCall& call);
+
 class Memo {
  public:
   /// Entries live under `cache_root`/memo (created on the first store, which
@@ -281,6 +284,19 @@ class Memo {
     };
   }
 
+  /// True if the call fn(args...) of (function_id, version) has a committed
+  /// entry (joblib's check_call_in_cache); computes nothing.
+  template <class Fn, class... Args>
+  bool contains(std::string_view function_id, int version, Fn&& /*fn*/, const Args&... args) const {
+    using R = std::remove_cvref_t<
+        std::invoke_result_t<Fn&, decltype(detail::unwrap(std::declval<const Args&>()))...>>;
+    return find(memo_key(describe_call<R>(function_id, version, {}, args...))).has_value();
+  }
+  /// Removes every entry of `function_id` (any version), or of every function
+  /// when empty; entries in use by a call at this moment are kept. Returns the
+  /// number removed.
+  size_t clear(std::string_view function_id = {}) const;
+
   /// The entry folder for `key` if it is committed.
   std::optional<std::filesystem::path> find(const std::string& key) const;
 
@@ -290,13 +306,10 @@ class Memo {
   /// Computes and stores the result into folder `dir` of the Env; returns its description.
   using ComputeFn = std::function<Value(const std::shared_ptr<Env>& env, const std::string& dir)>;
 
-  template <class Fn, class... Args>
-  auto invoke(std::string_view function_id, int version, const std::vector<size_t>& ignore, Fn&& fn,
-              Args&&... args) const {
-    using R = std::remove_cvref_t<
-        std::invoke_result_t<Fn&, decltype(detail::unwrap(std::declval<Args>()))...>>;
-    static_assert(!std::is_void_v<R>, "a memoized function must return a value");
-    const auto start = std::chrono::steady_clock::now();
+  /// The description (and so the key) of a call, without running it.
+  template <class R, class... Args>
+  static detail::MemoCall describe_call(std::string_view function_id, int version,
+                                        const std::vector<size_t>& ignore, const Args&... args) {
     detail::MemoCall call;
     call.function = std::string(function_id);
     call.version = version;
@@ -327,6 +340,17 @@ class Memo {
     };
     (call.arguments.push_back(describe(args)), ...);
     (void)describe;  // unused for functions without arguments
+    return call;
+  }
+
+  template <class Fn, class... Args>
+  auto invoke(std::string_view function_id, int version, const std::vector<size_t>& ignore, Fn&& fn,
+              Args&&... args) const {
+    using R = std::remove_cvref_t<
+        std::invoke_result_t<Fn&, decltype(detail::unwrap(std::declval<Args>()))...>>;
+    static_assert(!std::is_void_v<R>, "a memoized function must return a value");
+    const auto start = std::chrono::steady_clock::now();
+    const detail::MemoCall call = describe_call<R>(function_id, version, ignore, args...);
 
     std::optional<R> result;
     const LoadFn load = [&](const std::shared_ptr<Env>& env, const std::string& entry) {
@@ -375,8 +399,5 @@ class Memo {
   struct State;
   std::shared_ptr<State> state_;
 };
-
-/// The key of a call description (exposed for tests and tools).
-std::string memo_key(const detail::MemoCall& call);
 
 }  // namespace cellflow
