@@ -51,7 +51,7 @@ void migrate_cells(Env& env, const std::string& folder, const std::string& owner
             ++report.cells_already_current;
           } else {
             env.remove(path);
-            report.cells_removed.push_back(why.what());
+            report.cells_removed.emplace_back(why.what());
           }
         }
       }

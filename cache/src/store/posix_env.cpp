@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "cellflow/cache/error.hpp"
@@ -108,7 +109,7 @@ void check_relative(std::string_view path) {
     if (end == std::string_view::npos) end = path.size();
     const std::string_view part = path.substr(start, end - start);
     if (part == "." || part == ".." || (part.empty() && !path.empty()))
-      throw InvalidArgument(fmt::format("store path \"{}\" has a \"{}\" component", path, part));
+      throw InvalidArgument(fmt::format(R"(store path "{}" has a "{}" component)", path, part));
     start = end + 1;
   }
 }
@@ -149,8 +150,8 @@ class PosixEnv final : public Env {
       throw IoError(fmt::format("cache {}: cannot create it: {}", root_.string(), ec.message()));
     root_fd_ = Fd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root_fd_.ok())
-      throw IoError(
-          fmt::format("cache {}: cannot open it: {}", root_.string(), std::strerror(errno)));
+      throw IoError(fmt::format("cache {}: cannot open it: {}", root_.string(),
+                                std::error_code(errno, std::generic_category()).message()));
   }
 
   const fs::path& root() const override { return root_; }
@@ -356,8 +357,8 @@ class PosixEnv final : public Env {
 
  private:
   IoError io_error(std::string_view path, std::string_view action, int err) const {
-    return IoError(
-        fmt::format("file {}: cannot {}: {}", describe(path), action, std::strerror(err)));
+    return IoError(fmt::format("file {}: cannot {}: {}", describe(path), action,
+                               std::error_code(err, std::generic_category()).message()));
   }
 
   CorruptionError damage(std::string_view path, EntryKind found, std::string_view expected) const {
@@ -432,7 +433,8 @@ class PosixEnv final : public Env {
     }
     while (true) {
       errno = 0;
-      const dirent* e = ::readdir(d);
+      // Thread-safe here: this DIR stream is private to the call (glibc).
+      const dirent* e = ::readdir(d);  // NOLINT(concurrency-mt-unsafe)
       if (e == nullptr) {
         const int err = errno;
         ::closedir(d);
