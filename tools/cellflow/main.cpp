@@ -6,7 +6,10 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -21,10 +24,9 @@ namespace {
 using cellflow::cli::kExitFailed;
 using cellflow::cli::kExitUsage;
 
-int fail(int code, std::string message) {
-  // One line, whatever the message holds.
-  std::replace(message.begin(), message.end(), '\n', ' ');
-  fmt::print(stderr, "cellflow: error: {}\n", message);
+int fail(int code, const std::string& message) {
+  // One line, whatever the message holds, and no control characters.
+  fmt::print(stderr, "cellflow: error: {}\n", cellflow::cli::terminal_text(message));
   return code;
 }
 
@@ -279,13 +281,29 @@ int cli_main(int argc, char** argv) {
   }
 }
 
+/// A write to stdout or stderr that failed (a full disk, a closed pipe) fails
+/// the command: output that was lost is not a success.
+int check_streams(int code) {
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) {
+    const int err = errno;
+    fmt::print(stderr, "cellflow: error: cannot write to standard output: {}\n",
+               err != 0 ? std::strerror(err) : "write error");
+    code = kExitFailed;
+  }
+  if (std::fflush(stderr) != 0 || std::ferror(stderr) != 0) code = kExitFailed;
+  return code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  int code = kExitFailed;
   try {
-    return cli_main(argc, argv);
+    code = cli_main(argc, argv);
   } catch (...) {
     // Only reachable if setting up the command line itself failed.
-    return kExitFailed;
+    code = kExitFailed;
   }
+  return check_streams(code);
 }
