@@ -142,20 +142,21 @@ void print_summary_table(const Graph& graph, const std::vector<NodeReport>& repo
   size_t id_width = 4;
   size_t op_width = 2;
   for (const GraphNode& node : graph.nodes()) {
-    id_width = std::max(id_width, node.def.id.size());
-    op_width = std::max(op_width, node.def.op.size());
+    id_width = std::max(id_width, terminal_text(node.def.id).size());
+    op_width = std::max(op_width, terminal_text(node.def.op).size());
   }
   fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9}\n", "node", id_width, "op",
              op_width, "hash", "computed", "loaded", "total", "seconds");
   for (size_t i = 0; i < graph.nodes().size(); ++i) {
     const GraphNode& node = graph.nodes()[i];
     const NodeReport& r = reports[i];
-    fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n", node.def.id, id_width,
-               node.def.op, op_width, node.hash, r.cells_computed, r.cells_loaded, r.cells_total,
-               r.seconds);
+    fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n",
+               terminal_text(node.def.id), id_width, terminal_text(node.def.op), op_width,
+               node.hash, r.cells_computed, r.cells_loaded, r.cells_total, r.seconds);
   }
   fmt::print("wall time {:.3f} s, peak RSS {:.1f} MiB, cache {}\n", report.wall_seconds,
-             static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0), cache_root.string());
+             static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0),
+             terminal_text(cache_root.string()));
 }
 
 void write_summary_json(const std::string& file, const std::string& graph_path, const Graph& graph,
@@ -204,11 +205,30 @@ std::string arity(const Op& op) {
 
 }  // namespace
 
+std::string terminal_text(std::string_view text, bool one_line) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\n' && !one_line) {
+      out += '\n';
+    } else if (c == '\n' || c == '\t') {
+      out += ' ';
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 LogSink stderr_log_sink(TerminalProgress* progress) {
   return [progress](LogLevel level, const std::string& message) {
     if (level < LogLevel::kWarning) return;
     const std::string line =
-        fmt::format("cellflow: {}: {}", level == LogLevel::kWarning ? "warning" : "error", message);
+        fmt::format("cellflow: {}: {}", level == LogLevel::kWarning ? "warning" : "error",
+                    terminal_text(message));
     if (progress != nullptr) {
       progress->message(line);
     } else {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cellflow/cache/error.hpp"
@@ -60,6 +61,12 @@ struct ExportArgs {
 };
 
 class TerminalProgress;
+
+/// `text` safe to print on a terminal: control characters (ESC, CR, BEL, DEL...)
+/// are written as "\\x1b" and friends, so that node ids, params and messages
+/// cannot move the cursor or change colours. Newlines become spaces when
+/// `one_line`, else stay.
+std::string terminal_text(std::string_view text, bool one_line = true);
 
 /// Prints warnings and errors of the library on stderr as "cellflow: warning:
 /// ...", above `progress` when it is given (and outlives the sink).
