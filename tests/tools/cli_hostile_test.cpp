@@ -104,17 +104,20 @@ void write_zarr(const fs::path& dir, const std::string& compressor) {
                                  R"(, "fill_value": 0, "order": "C", "filters": null})");
 }
 
+/// A graph reading the Zarr array at `dir`.
+std::string read_zarr_graph(const fs::path& dir) {
+  return R"({"cellflow": 1, "nodes": [
+    {"id": "z", "op": "read.zarr", "params": {"path": )" +
+         to_json_compact(Value(dir.string())) + "}}]}";
+}
+
 TEST(CliHostile, TruncatedZarrChunkFails) {
   TempDir tmp;
   const fs::path arr = tmp / "a.zarr";
   write_zarr(arr, "null");
   write_all(arr / "0.0", std::string(16, '\x07'));
   write_all(arr / "0.1", std::string(10, '\x07'));  // 6 bytes short
-  const fs::path g = write_graph(tmp, "z.json",
-                                 R"({"cellflow": 1, "nodes": [
-    {"id": "z", "op": "read.zarr", "params": {"path": ")" +
-                                     arr.string() + R"("}}],
-    "outputs": ["z"]})");
+  const fs::path g = write_graph(tmp, "z.json", read_zarr_graph(arr));
   const fs::path cache = tmp / "cache";
   const CommandResult r =
       run_cli({"run", g.string(), "--cache", cache.string(), "--quiet"}, tmp.path());
@@ -122,6 +125,164 @@ TEST(CliHostile, TruncatedZarrChunkFails) {
   EXPECT_NE(r.err.find((arr / "0.1").string()), std::string::npos) << r.err;
   for (const auto& rel : node_entries(cache))
     EXPECT_EQ(rel.find("/0/0/1"), std::string::npos) << "the short chunk was cached: " << rel;
+}
+
+std::string one_node(const std::string& id, const std::string& op, const std::string& params,
+                     const std::string& more = "") {
+  return R"({"cellflow": 1, "nodes": [
+  {"id": ")" +
+         id + R"(", "op": ")" + op + R"(", "params": )" + params + "}" + more + "\n]}\n";
+}
+
+TEST(CliHostile, SizesThatOverflowAreRefusedWhenTheGraphIsBuilt) {
+  TempDir tmp;
+  const fs::path cache = tmp / "cache";
+  struct Case {
+    std::string json;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      // 2^66 elements in 1^3 cells: the cell count wraps to 0.
+      {one_node("raw", "synthetic.blobs",
+                R"({"shape": [4194304, 4194304, 4194304], "cell_shape": [1, 1, 1]})"),
+       "shape"},
+      // One cell of 10^12 elements.
+      {one_node("raw", "synthetic.blobs",
+                R"({"shape": [1000000000000], "cell_shape": [1000000000000]})"),
+       "cell shape"},
+      {one_node("raw", "synthetic.blobs", R"({"shape": [16, 16], "cell_shape": [8, 8]})",
+                R"(, {"id": "d", "op": "region.density", "inputs": ["raw"],
+                      "params": {"region": [9223372036854775807, 1]}})"),
+       "region"},
+      {one_node("raw", "synthetic.blobs", R"({"shape": [16, 16], "cell_shape": [8, 8]})",
+                R"(, {"id": "d", "op": "downsample", "inputs": ["raw"],
+                      "params": {"factors": 9223372036854775000}})"),
+       "factors"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.json);
+    const fs::path g = write_graph(tmp, "big.json", c.json);
+    const CommandResult r =
+        run_cli({"run", g.string(), "--cache", cache.string(), "--quiet"}, tmp.path());
+    EXPECT_EQ(r.exit_code, 2) << describe(r);
+    EXPECT_NE(r.err.find(c.field), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(cache)) << "nothing written";
+  }
+}
+
+TEST(CliHostile, OutOfMemorySaysWhichNodeAndHowMuch) {
+  TempDir tmp;
+  // One cell of 2^35 f64 = 256 GiB: valid, but no test machine has it.
+  const fs::path g = write_graph(
+      tmp, "huge.json",
+      one_node("huge", "synthetic.blobs",
+               R"({"shape": [34359738368], "cell_shape": [34359738368], "dtype": "f64"})"));
+  const CommandResult r =
+      run_cli({"run", g.string(), "--cache", (tmp / "cache").string(), "--quiet"}, tmp.path());
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("\"huge\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("274877906944 bytes"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("std::bad_alloc"), std::string::npos) << r.err;
+}
+
+/// Runs the CLI with stdout on /dev/full; returns the exit code.
+int run_to_dev_full(const std::vector<std::string>& args, const TempDir& tmp) {
+  std::vector<std::string> argv{CELLFLOW_CLI};
+  if (const char* other = std::getenv("CELLFLOW_TEST_CLI"); other != nullptr && *other != 0)
+    argv[0] = other;
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string cmd;
+  for (const auto& a : argv) cmd += shell_quote(a) + " ";
+  cmd += "</dev/null >/dev/full 2>" + shell_quote((tmp / "full.err").string());
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(CliHostile, FailedWritesToStdoutExitOne) {
+  TempDir tmp;
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this system";
+  const fs::path g = write_graph(tmp, "g.json", example_graph_json(0.5, 31));
+  const std::string cache = (tmp / "cache").string();
+  EXPECT_EQ(run_to_dev_full({"graph", g.string(), "--hashes"}, tmp), 1);
+  EXPECT_NE(read_all(tmp / "full.err").find("standard output"), std::string::npos)
+      << read_all(tmp / "full.err");
+  EXPECT_EQ(run_to_dev_full({"run", g.string(), "--cache", cache}, tmp), 1);
+  EXPECT_EQ(run_to_dev_full({"cache", "ls", "--cache", cache}, tmp), 1);
+  EXPECT_EQ(run_to_dev_full({"ops"}, tmp), 1);
+}
+
+/// Runs the CLI in a child that is killed after 20 s; returns its exit code
+/// (-1 when it had to be killed) and its stderr.
+std::pair<int, std::string> run_bounded(const std::vector<std::string>& args, const TempDir& tmp) {
+  std::vector<std::string> argv{CELLFLOW_CLI};
+  if (const char* other = std::getenv("CELLFLOW_TEST_CLI"); other != nullptr && *other != 0)
+    argv[0] = other;
+  argv.insert(argv.end(), args.begin(), args.end());
+  Child child(argv, tmp / "bounded.out", tmp / "bounded.err");
+  if (!child.wait_for(20)) {
+    child.kill9();
+    child.wait();
+    return {-1, read_all(tmp / "bounded.err")};
+  }
+  return {child.code(), read_all(tmp / "bounded.err")};
+}
+
+TEST(CliHostile, FifoWhereAFileBelongsIsRefusedWithoutBlocking) {
+  TempDir tmp;
+  const std::string cache = (tmp / "cache").string();
+  // The graph file itself.
+  ASSERT_EQ(::mkfifo((tmp / "fifo.json").c_str(), 0644), 0);
+  auto [code, err] = run_bounded({"run", (tmp / "fifo.json").string(), "--cache", cache}, tmp);
+  EXPECT_NE(code, -1) << "blocked on a FIFO";
+  EXPECT_NE(code, 0) << err;
+  EXPECT_NE(err.find("regular file"), std::string::npos) << err;
+  // A Zarr array's .zarray and one of its chunks.
+  fs::create_directories(tmp / "a.zarr");
+  ASSERT_EQ(::mkfifo((tmp / "a.zarr" / ".zarray").c_str(), 0644), 0);
+  const fs::path zg = write_graph(tmp, "z.json", read_zarr_graph(tmp / "a.zarr"));
+  std::tie(code, err) = run_bounded({"run", zg.string(), "--cache", cache}, tmp);
+  EXPECT_NE(code, -1) << "blocked on a FIFO .zarray";
+  EXPECT_NE(code, 0) << err;
+  EXPECT_NE(err.find(".zarray"), std::string::npos) << err;
+  fs::remove(tmp / "a.zarr" / ".zarray");
+  write_zarr(tmp / "b.zarr", "null");
+  ASSERT_EQ(::mkfifo((tmp / "b.zarr" / "0.0").c_str(), 0644), 0);
+  const fs::path bg = write_graph(tmp, "b.json", read_zarr_graph(tmp / "b.zarr"));
+  std::tie(code, err) = run_bounded({"run", bg.string(), "--cache", cache}, tmp);
+  EXPECT_NE(code, -1) << "blocked on a FIFO chunk";
+  EXPECT_EQ(code, 1) << err;
+  EXPECT_NE(err.find("0.0"), std::string::npos) << err;
+  // A plugin.
+  ASSERT_EQ(::mkfifo((tmp / "plugin.so").c_str(), 0644), 0);
+  std::tie(code, err) = run_bounded({"ops", "--plugin", (tmp / "plugin.so").string()}, tmp);
+  EXPECT_NE(code, -1) << "blocked on a FIFO plugin";
+  EXPECT_NE(code, 0) << err;
+  EXPECT_NE(err.find("regular file"), std::string::npos) << err;
+}
+
+TEST(CliHostile, ControlCharactersNeverReachTheTerminalRaw) {
+  TempDir tmp;
+  // A node id with ESC (colour change) and BEL; a param with ESC in an error.
+  const std::string id = "raw\\u001b[31m\\u0007";
+  const fs::path g =
+      write_graph(tmp, "esc.json",
+                  one_node(id, "synthetic.blobs", R"({"shape": [16, 16], "cell_shape": [8, 8]})"));
+  const CommandResult r =
+      run_cli({"run", g.string(), "--cache", (tmp / "cache").string()}, tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x07'), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("raw\\x1b[31m\\x07"), std::string::npos) << r.out;
+  const fs::path bad =
+      write_graph(tmp, "bad.json",
+                  one_node("x\\u001b]0;pwned\\u0007", "synthetic.blobs",
+                           R"({"shape": [16, 16], "cell_shape": [8, 8], "dtype": "\u001b[2J"})"));
+  const CommandResult e =
+      run_cli({"run", bad.string(), "--cache", (tmp / "cache").string()}, tmp.path());
+  EXPECT_EQ(e.exit_code, 2) << describe(e);
+  EXPECT_EQ(e.err.find('\x1b'), std::string::npos) << e.err;
+  EXPECT_EQ(e.err.find('\x07'), std::string::npos) << e.err;
+  EXPECT_NE(e.err.find("\\x1b"), std::string::npos) << e.err;
 }
 
 }  // namespace
