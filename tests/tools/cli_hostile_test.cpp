@@ -285,5 +285,45 @@ TEST(CliHostile, ControlCharactersNeverReachTheTerminalRaw) {
   EXPECT_NE(e.err.find("\\x1b"), std::string::npos) << e.err;
 }
 
+/// Exports synthetic.blobs of `shape` (u16) to `to`.
+CommandResult export_blobs(const TempDir& tmp, const std::string& shape, const fs::path& to) {
+  const fs::path g = write_graph(
+      tmp, "blobs.json",
+      one_node("raw", "synthetic.blobs",
+               R"({"shape": )" + shape + R"(, "cell_shape": [16, 64, 64], "dtype": "u16"})"));
+  return run_cli(
+      {"export", g.string(), "raw", "--to", to.string(), "--cache", (tmp / "cache").string()},
+      tmp.path());
+}
+
+TEST(CliHostile, ImageExportOnAFullDiskFailsAndKeepsThePreviousExport) {
+  TempDir tmp;
+  ScopedMount small("-t tmpfs -o size=1M tmpfs", tmp / "small");
+  if (!small.ok()) GTEST_SKIP() << "cannot mount a 1 MiB tmpfs (needs root): not tested here";
+  for (const char* name : {"out.mha", "out.tif"}) {
+    SCOPED_TRACE(name);
+    const fs::path to = tmp / "small" / name;
+    const CommandResult first = export_blobs(tmp, "[16, 64, 64]", to);  // 128 KiB
+    ASSERT_EQ(first.exit_code, 0) << describe(first);
+    const std::string before = read_all(to);
+    const CommandResult big = export_blobs(tmp, "[64, 128, 128]", to);  // 2 MiB
+    EXPECT_EQ(big.exit_code, 1) << describe(big);
+    EXPECT_EQ(big.out.find("wrote"), std::string::npos) << big.out;
+    EXPECT_TRUE(read_all(to) == before) << "the previous export must stay intact";
+    EXPECT_EQ(temp_files(tmp / "small"), std::vector<std::string>{});
+    fs::remove(to);
+  }
+}
+
+TEST(CliHostile, MhdExportNeverOverwritesAnUnrelatedRawFile) {
+  TempDir tmp;
+  write_all(tmp / "scan.raw", "precious data");
+  const CommandResult r = export_blobs(tmp, "[16, 64, 64]", tmp / "scan.mhd");
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("scan.raw"), std::string::npos) << r.err;
+  EXPECT_EQ(read_all(tmp / "scan.raw"), "precious data");
+  EXPECT_FALSE(fs::exists(tmp / "scan.mhd"));
+}
+
 }  // namespace
 }  // namespace cellflow::test
