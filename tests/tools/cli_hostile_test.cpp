@@ -325,5 +325,32 @@ TEST(CliHostile, MhdExportNeverOverwritesAnUnrelatedRawFile) {
   EXPECT_FALSE(fs::exists(tmp / "scan.mhd"));
 }
 
+TEST(CliHostile, CsvExportOnAFullDiskFailsAndKeepsThePreviousExport) {
+  TempDir tmp;
+  ScopedMount small("-t tmpfs -o size=1M tmpfs", tmp / "small");
+  if (!small.ok()) GTEST_SKIP() << "cannot mount a 1 MiB tmpfs (needs root): not tested here";
+  const fs::path g = write_graph(tmp, "objects.json", R"({"cellflow": 1, "nodes": [
+    {"id": "raw", "op": "synthetic.blobs",
+     "params": {"shape": [32, 32, 32], "cell_shape": [16, 16, 16], "dtype": "f32", "seed": 4}},
+    {"id": "mask", "op": "threshold", "inputs": ["raw"], "params": {"above": 0.5}},
+    {"id": "labels", "op": "label", "inputs": ["mask"]},
+    {"id": "objects", "op": "label.stats", "inputs": ["labels", "raw"]}]})");
+  const fs::path to = tmp / "small" / "objects.csv";
+  const std::vector<std::string> args{
+      "export", g.string(), "objects", "--to", to.string(), "--cache", (tmp / "cache").string()};
+  const CommandResult first = run_cli(args, tmp.path());
+  ASSERT_EQ(first.exit_code, 0) << describe(first);
+  const std::string before = read_all(to);
+  ASSERT_FALSE(before.empty());
+  // Fill the disk, then export again.
+  std::system(("dd if=/dev/zero of=" + shell_quote((tmp / "small" / "fill").string()) +
+               " bs=4096 2>/dev/null")
+                  .c_str());
+  const CommandResult again = run_cli(args, tmp.path());
+  EXPECT_EQ(again.exit_code, 1) << describe(again);
+  EXPECT_TRUE(read_all(to) == before) << "the previous export must stay intact";
+  EXPECT_EQ(temp_files(tmp / "small"), std::vector<std::string>{});
+}
+
 }  // namespace
 }  // namespace cellflow::test

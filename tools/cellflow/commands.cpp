@@ -13,6 +13,7 @@
 
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/cell_grid.hpp"
+#include "cellflow/cache/files.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/cache/memory_cache.hpp"
 #include "cellflow/graph/executor.hpp"
@@ -395,10 +396,9 @@ int export_command(const ExportArgs& args) {
   }
   if (table) {
     const std::string text = graph.table(node).to_csv();
-    std::ofstream out(to, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) throw IoError(fmt::format("{}: cannot write the table", to.string()));
+    // Written aside and renamed into place: a failed write (a full disk)
+    // leaves the previous export as it was.
+    write_file_atomic(to, text);
     fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
     return kExitOk;
   }
