@@ -352,5 +352,26 @@ TEST(CliHostile, CsvExportOnAFullDiskFailsAndKeepsThePreviousExport) {
   EXPECT_EQ(temp_files(tmp / "small"), std::vector<std::string>{});
 }
 
+TEST(CliHostile, NonsensicalSettingsAreRefusedWithOneClearLine) {
+  TempDir tmp;
+  const fs::path g = write_graph(tmp, "g.json", example_graph_json(0.5, 32));
+  const std::string cache = (tmp / "cache").string();
+  const auto refused = [&](const std::vector<std::string>& args, const std::string& mention) {
+    SCOPED_TRACE(mention);
+    const CommandResult r = run_cli(args, tmp.path());
+    EXPECT_EQ(r.exit_code, 2) << describe(r);
+    EXPECT_NE(r.err.find(mention), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+    EXPECT_LT(r.err.size(), 200u) << "short: " << r.err;
+    EXPECT_FALSE(fs::exists(cache));
+  };
+  refused({"run", g.string(), "--cache", cache, "--memory", "10"}, "--memory 10");
+  refused({"run", g.string(), "--cache", cache, "--timeout", "-1"}, "--timeout");
+  refused({"run", g.string(), "--cache", ""}, "--cache");
+  refused({"export", g.string(), "density", "--to", (tmp / "d.tif").string(), "--cache", ""},
+          "--cache");
+  refused({"cache", "ls", "--cache", ""}, "--cache");
+}
+
 }  // namespace
 }  // namespace cellflow::test

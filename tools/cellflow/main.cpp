@@ -80,7 +80,14 @@ int cli_main(int argc, char** argv) {
                    "Time limit in seconds per cell attempt, 0 = none (an op's own policy wins). "
                    "Cooperative in-process (ops that check for cancellation stop); with "
                    "--isolate the worker is killed")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            double v = 0;
+            if (!CLI::detail::lexical_cast(text, v) || !(v >= 0))
+              return fmt::format("must be a number of seconds >= 0 (0 = none), got \"{}\"", text);
+            return std::string();
+          },
+          "SECONDS>=0"))
       ->capture_default_str();
   run_cmd->add_flag(
       "--mpi", run.policy.mpi,
@@ -247,6 +254,17 @@ int cli_main(int argc, char** argv) {
     const std::string help =
         parsed.empty() ? "cellflow --help" : "cellflow " + parsed.front()->get_name() + " --help";
     return fail(kExitUsage, fmt::format("{} (see '{}')", e.what(), help));
+  }
+
+  // An empty --cache would resolve to the current folder's parent confusion
+  // ("cannot make absolute path"): refuse it in words.
+  for (const std::optional<std::string>* cache :
+       {&run.compute.cache, &exp.compute.cache, &cache_args.cache, &graph.cache, &prov.cache,
+        &worker.cache}) {
+    if (*cache && (*cache)->empty())
+      return fail(kExitUsage,
+                  "--cache must name a folder (got \"\"); leave it out to use $CELLFLOW_CACHE, "
+                  "else ./cellflow-cache");
   }
 
   try {
