@@ -18,6 +18,7 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/parallel.hpp"
 #include "cellflow/graph/code_identity.hpp"
+#include "cellflow/graph/suggest.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -213,9 +214,12 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
     GraphNode& n = m.nodes[i];
     n.def = nd;
     n.op = registry.find(nd.op);
-    if (!n.op)
-      throw fail(where,
-                 fmt::format("unknown op \"{}\" (`cellflow ops` lists the known ops)", nd.op));
+    if (!n.op) {
+      std::vector<std::string> names;
+      for (const auto& op : registry.list()) names.emplace_back(op->name());
+      throw fail(where, fmt::format("unknown op \"{}\"{} (`cellflow ops` lists the known ops)",
+                                    nd.op, did_you_mean(nd.op, names)));
+    }
     const int count = static_cast<int>(nd.inputs.size());
     if (count < n.op->min_inputs() || count > n.op->max_inputs()) {
       const std::string expected =

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/graph/suggest.hpp"
 
 namespace cellflow {
 namespace {
@@ -118,9 +119,14 @@ Params validate_params(const std::vector<ParamSpec>& specs, const Value& given,
     for (const auto& s : specs) known = known || s.name == name;
     if (!known) {
       std::string names;
-      for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
-      throw param_error(name, fmt::format("is not a param of this op (known: {})",
-                                          names.empty() ? "none" : names));
+      std::vector<std::string> list;
+      for (const auto& s : specs) {
+        names += (names.empty() ? "" : ", ") + s.name;
+        list.push_back(s.name);
+      }
+      throw param_error(
+          name, fmt::format("is not a param of this op{} (known: {})", did_you_mean(name, list),
+                            names.empty() ? "none" : names));
     }
   }
   // Canonical order: the op's declaration order.

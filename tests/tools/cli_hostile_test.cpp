@@ -373,5 +373,27 @@ TEST(CliHostile, NonsensicalSettingsAreRefusedWithOneClearLine) {
   refused({"cache", "ls", "--cache", ""}, "--cache");
 }
 
+TEST(CliHostile, MisspeltNamesGetADidYouMean) {
+  TempDir tmp;
+  const fs::path good = write_graph(tmp, "g.json", example_graph_json(0.5, 33));
+  const auto suggests = [&](const std::vector<std::string>& args, const std::string& hint) {
+    SCOPED_TRACE(hint);
+    const CommandResult r = run_cli(args, tmp.path());
+    EXPECT_EQ(r.exit_code, 2) << describe(r);
+    EXPECT_NE(r.err.find("did you mean " + hint), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "cache"));
+  };
+  const std::string cache = (tmp / "cache").string();
+  suggests({"rnu", good.string()}, "\"run\"");
+  suggests({"run", good.string(), "--cache", cache, "--qiet"}, "\"--quiet\"");
+  suggests({"cache", "lss", "--cache", cache}, "\"ls\"");
+  std::string json = example_graph_json(0.5, 33);
+  json.replace(json.find("\"gaussian\""), 10, "\"gausian\"");
+  suggests({"run", write_graph(tmp, "op.json", json).string(), "--cache", cache}, "\"gaussian\"");
+  json = example_graph_json(0.5, 33);
+  json.replace(json.find("\"sigma\""), 7, "\"sigam\"");
+  suggests({"run", write_graph(tmp, "param.json", json).string(), "--cache", cache}, "\"sigma\"");
+}
+
 }  // namespace
 }  // namespace cellflow::test

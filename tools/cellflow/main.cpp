@@ -15,6 +15,7 @@
 
 #include "cache_commands.hpp"
 #include "cellflow/cache/error.hpp"
+#include "cellflow/graph/suggest.hpp"
 #include "commands.hpp"
 #include "provenance_commands.hpp"
 #include "worker.hpp"
@@ -247,13 +248,42 @@ int cli_main(int argc, char** argv) {
     }
     const auto parsed = app.get_subcommands();
     if (parsed.empty() && argc > 1 && argv[1][0] != '-') {
-      return fail(kExitUsage, fmt::format("unknown command \"{}\" (commands: run, ops, graph, "
-                                          "export, cache, replay; see 'cellflow --help')",
-                                          argv[1]));
+      return fail(kExitUsage,
+                  fmt::format("unknown command \"{}\"{} (commands: run, ops, graph, "
+                              "export, cache, replay; see 'cellflow --help')",
+                              argv[1],
+                              cellflow::did_you_mean(
+                                  argv[1], {"run", "ops", "graph", "export", "cache", "replay"})));
     }
-    const std::string help =
-        parsed.empty() ? "cellflow --help" : "cellflow " + parsed.front()->get_name() + " --help";
-    return fail(kExitUsage, fmt::format("{} (see '{}')", e.what(), help));
+    // The deepest command given, for its help and its names.
+    CLI::App* cmd = parsed.empty() ? &app : parsed.front();
+    while (!cmd->get_subcommands().empty()) cmd = cmd->get_subcommands().front();
+    std::string hint;
+    std::vector<std::string> flags;
+    for (const CLI::Option* o : cmd->get_options())
+      for (const std::string& n : o->get_lnames()) flags.push_back("--" + n);
+    std::vector<std::string> subcommands;
+    for (const CLI::App* sub : cmd->get_subcommands({}))
+      if (!sub->get_group().empty()) subcommands.push_back(sub->get_name());
+    for (int i = 1; i < argc && hint.empty(); ++i) {
+      const std::string arg = argv[i];
+      const std::string flag = arg.substr(0, arg.find('='));
+      if (flag.starts_with("--") && std::find(flags.begin(), flags.end(), flag) == flags.end()) {
+        hint = cellflow::did_you_mean(flag, flags);
+      } else if (!subcommands.empty() && !arg.starts_with("-") && arg != cmd->get_name() &&
+                 std::find(subcommands.begin(), subcommands.end(), arg) == subcommands.end()) {
+        hint = cellflow::did_you_mean(arg, subcommands);
+        if (!hint.empty()) hint = fmt::format(": unknown command \"{}\"{}", arg, hint);
+      }
+    }
+    std::string help = "cellflow --help";
+    if (cmd != &app) {
+      help = " " + cmd->get_name() + " --help";
+      for (CLI::App* p = cmd->get_parent(); p != nullptr && p != &app; p = p->get_parent())
+        help = " " + p->get_name() + help;
+      help = "cellflow" + help;
+    }
+    return fail(kExitUsage, fmt::format("{}{} (see '{}')", e.what(), hint, help));
   }
 
   // An empty --cache would resolve to the current folder's parent confusion
