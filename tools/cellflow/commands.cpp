@@ -81,11 +81,11 @@ size_t find_node(const Graph& graph, const std::string& graph_path, const std::s
 void apply_memory_budget(const std::optional<std::string>& memory) {
   if (!memory) return;
   const uint64_t budget = parse_size(*memory, "--memory");
-  // Below a megabyte no useful cell fits: almost always a missing unit.
-  constexpr uint64_t kMinBudget = uint64_t{1} << 20;
+  // Below 64 KiB hardly a cell fits: almost always a missing unit.
+  constexpr uint64_t kMinBudget = uint64_t{64} << 10;
   if (budget < kMinBudget)
     throw UsageError(fmt::format(
-        "--memory {} is {} bytes, too small to hold a cell: give at least 1M (e.g. 512M, 2G)",
+        "--memory {} is {} bytes, too small to hold a cell: give at least 64K (e.g. 512M, 2G)",
         *memory, budget));
   MemoryCache::global().set_budget(budget);
 }
