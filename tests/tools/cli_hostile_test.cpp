@@ -395,5 +395,36 @@ TEST(CliHostile, MisspeltNamesGetADidYouMean) {
   suggests({"run", write_graph(tmp, "param.json", json).string(), "--cache", cache}, "\"sigma\"");
 }
 
+TEST(CliHostile, ZarrExportNeverRemovesWhatItDidNotWrite) {
+  TempDir tmp;
+  const fs::path to = tmp / "out.ome.zarr";
+  ASSERT_EQ(export_blobs(tmp, "[16, 64, 64]", to).exit_code, 0);
+  // Re-exporting replaces an export...
+  const CommandResult again = export_blobs(tmp, "[16, 64, 64]", to);
+  ASSERT_EQ(again.exit_code, 0) << describe(again);
+  EXPECT_TRUE(fs::exists(to / "0" / ".zarray"));
+  // ... but not a group that holds something else (a labels folder).
+  write_all(to / "labels" / "notes.txt", "hand-made labels");
+  const auto before = snapshot(to);
+  const CommandResult r = export_blobs(tmp, "[16, 64, 64]", to);
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("labels"), std::string::npos) << r.err;
+  EXPECT_TRUE(snapshot(to) == before) << "the group must be untouched";
+  EXPECT_EQ(temp_files(tmp.path()), std::vector<std::string>{});
+}
+
+TEST(CliHostile, ZarrExportOnAFullDiskKeepsThePreviousExport) {
+  TempDir tmp;
+  ScopedMount small("-t tmpfs -o size=1M tmpfs", tmp / "small");
+  if (!small.ok()) GTEST_SKIP() << "cannot mount a 1 MiB tmpfs (needs root): not tested here";
+  const fs::path to = tmp / "small" / "out.zarr";
+  ASSERT_EQ(export_blobs(tmp, "[16, 64, 64]", to).exit_code, 0);
+  const auto before = snapshot(to);
+  const CommandResult big = export_blobs(tmp, "[64, 128, 128]", to);  // 2 MiB
+  EXPECT_EQ(big.exit_code, 1) << describe(big);
+  EXPECT_TRUE(snapshot(to) == before) << "the previous export must stay intact";
+  EXPECT_EQ(temp_files(tmp / "small"), std::vector<std::string>{});
+}
+
 }  // namespace
 }  // namespace cellflow::test
