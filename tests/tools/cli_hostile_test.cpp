@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -424,6 +425,23 @@ TEST(CliHostile, ZarrExportOnAFullDiskKeepsThePreviousExport) {
   EXPECT_EQ(big.exit_code, 1) << describe(big);
   EXPECT_TRUE(snapshot(to) == before) << "the previous export must stay intact";
   EXPECT_EQ(temp_files(tmp / "small"), std::vector<std::string>{});
+}
+
+TEST(CliHostile, ProgressJsonOnStdoutIsOnlyJsonLines) {
+  TempDir tmp;
+  const fs::path g = write_graph(tmp, "g.json", example_graph_json(0.5, 34));
+  const CommandResult r = run_cli(
+      {"run", g.string(), "--cache", (tmp / "cache").string(), "--progress-json", "-"}, tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  std::istringstream lines(r.out);
+  std::string line;
+  int events = 0;
+  while (std::getline(lines, line)) {
+    EXPECT_NO_THROW(parse_json(line, "stdout")) << "not JSON: " << line;
+    ++events;
+  }
+  EXPECT_GT(events, 2);
+  EXPECT_NE(r.err.find("wall time"), std::string::npos) << "the table goes to stderr: " << r.err;
 }
 
 }  // namespace

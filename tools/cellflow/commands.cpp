@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -147,23 +148,23 @@ std::vector<NodeReport> reports_by_node(const Graph& graph, const RunReport& rep
 }
 
 void print_summary_table(const Graph& graph, const std::vector<NodeReport>& reports,
-                         const RunReport& report, const fs::path& cache_root) {
+                         const RunReport& report, const fs::path& cache_root, std::FILE* out) {
   size_t id_width = 4;
   size_t op_width = 2;
   for (const GraphNode& node : graph.nodes()) {
     id_width = std::max(id_width, terminal_text(node.def.id).size());
     op_width = std::max(op_width, terminal_text(node.def.op).size());
   }
-  fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9}\n", "node", id_width, "op",
+  fmt::print(out, "{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9}\n", "node", id_width, "op",
              op_width, "hash", "computed", "loaded", "total", "seconds");
   for (size_t i = 0; i < graph.nodes().size(); ++i) {
     const GraphNode& node = graph.nodes()[i];
     const NodeReport& r = reports[i];
-    fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n",
+    fmt::print(out, "{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n",
                terminal_text(node.def.id), id_width, terminal_text(node.def.op), op_width,
                node.hash, r.cells_computed, r.cells_loaded, r.cells_total, r.seconds);
   }
-  fmt::print("wall time {:.3f} s, peak RSS {:.1f} MiB, cache {}\n", report.wall_seconds,
+  fmt::print(out, "wall time {:.3f} s, peak RSS {:.1f} MiB, cache {}\n", report.wall_seconds,
              static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0),
              terminal_text(cache_root.string()));
 }
@@ -295,7 +296,11 @@ int run_command(const RunArgs& args_in) {
   if (args.summary_json && lead_rank) {
     write_summary_json(*args.summary_json, c.graph_path, graph, reports, report, cache_root);
   }
-  if (!args.quiet) print_summary_table(graph, reports, report, cache_root);
+  // With --progress-json -, stdout holds JSON lines only: the table goes to stderr.
+  if (!args.quiet) {
+    const bool json_on_stdout = args.policy.progress_json && *args.policy.progress_json == "-";
+    print_summary_table(graph, reports, report, cache_root, json_on_stdout ? stderr : stdout);
+  }
   return kExitOk;
 }
 
