@@ -444,5 +444,20 @@ TEST(CliHostile, ProgressJsonOnStdoutIsOnlyJsonLines) {
   EXPECT_NE(r.err.find("wall time"), std::string::npos) << "the table goes to stderr: " << r.err;
 }
 
+TEST(CliHostile, OpsNameShowsOneOp) {
+  TempDir tmp;
+  const CommandResult one = run_cli({"ops", "gaussian"}, tmp.path());
+  ASSERT_EQ(one.exit_code, 0) << describe(one);
+  EXPECT_TRUE(one.out.starts_with("gaussian (version")) << one.out;
+  EXPECT_NE(one.out.find("sigma"), std::string::npos) << one.out;
+  EXPECT_EQ(one.out.find("\nthreshold ("), std::string::npos) << "only the op asked for";
+  const CommandResult json = run_cli({"ops", "--json", "gaussian"}, tmp.path());
+  ASSERT_EQ(json.exit_code, 0) << describe(json);
+  EXPECT_EQ(parse_json(json.out, "ops").find("ops")->as_array().size(), 1u);
+  const CommandResult typo = run_cli({"ops", "gausian"}, tmp.path());
+  EXPECT_EQ(typo.exit_code, 2) << describe(typo);
+  EXPECT_NE(typo.err.find("did you mean \"gaussian\""), std::string::npos) << typo.err;
+}
+
 }  // namespace
 }  // namespace cellflow::test

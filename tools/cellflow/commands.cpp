@@ -21,6 +21,7 @@
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/graph/graph_def.hpp"
 #include "cellflow/graph/mpi.hpp"
+#include "cellflow/graph/suggest.hpp"
 #include "cellflow/graph/value.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "cellflow/nodes/image_export.hpp"
@@ -304,8 +305,17 @@ int run_command(const RunArgs& args_in) {
   return kExitOk;
 }
 
-int ops_command(bool json) {
-  const auto ops = nodes::builtin_registry().list();
+int ops_command(bool json, const std::optional<std::string>& name) {
+  auto ops = nodes::builtin_registry().list();
+  if (name) {
+    // One op: NAME exactly, else a usage error naming the nearest ones.
+    std::vector<std::string> names;
+    for (const auto& op : ops) names.emplace_back(op->name());
+    std::erase_if(ops, [&](const auto& op) { return op->name() != *name; });
+    if (ops.empty())
+      throw UsageError(fmt::format("ops: unknown op \"{}\"{} (`cellflow ops` lists them all)",
+                                   *name, did_you_mean(*name, names)));
+  }
   if (json) {
     Value list = Value::array();
     for (const auto& op : ops) {

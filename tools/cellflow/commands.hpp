@@ -87,7 +87,8 @@ std::filesystem::path cache_root_of(const std::optional<std::string>& cache);
 Graph load_cli_graph(const std::string& path, std::optional<std::filesystem::path> cache_root);
 
 int run_command(const RunArgs& args);
-int ops_command(bool json);
+/// Lists every op, or only `name` (a UsageError naming the nearest when unknown).
+int ops_command(bool json, const std::optional<std::string>& name = std::nullopt);
 int graph_command(const GraphArgs& args);
 int export_command(const ExportArgs& args);
 

@@ -161,6 +161,8 @@ int cli_main(int argc, char** argv) {
   bool ops_json = false;
   CLI::App* ops_cmd = app.add_subcommand("ops", "List the available ops with their params");
   ops_cmd->add_flag("--json", ops_json, "As JSON");
+  std::optional<std::string> ops_name;
+  ops_cmd->add_option("NAME", ops_name, "Show only this op");
   add_plugin_option(ops_cmd);
 
   cellflow::cli::GraphArgs graph;
@@ -303,7 +305,7 @@ int cli_main(int argc, char** argv) {
     cellflow::cli::load_plugins(plugin_paths);
     run.policy.plugins = plugin_paths;  // worker processes load them too
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
-    if (ops_cmd->parsed()) return cellflow::cli::ops_command(ops_json);
+    if (ops_cmd->parsed()) return cellflow::cli::ops_command(ops_json, ops_name);
     if (graph_cmd->parsed()) return cellflow::cli::graph_command(graph);
     if (export_cmd->parsed()) return cellflow::cli::export_command(exp);
     if (worker_cmd->parsed()) return cellflow::cli::worker_command(worker);
