@@ -22,6 +22,14 @@
 
 namespace cellflow {
 namespace fs = std::filesystem;
+
+namespace {
+std::vector<std::string> node_ids(const GraphDef& def) {
+  std::vector<std::string> ids;
+  for (const NodeDef& nd : def.nodes) ids.push_back(nd.id);
+  return ids;
+}
+}  // namespace
 namespace {
 
 using BoostGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS>;
@@ -232,14 +240,16 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
     for (const auto& in : nd.inputs) {
       auto it = m.by_id.find(in);
       if (it == m.by_id.end())
-        throw fail(where, fmt::format("field \"inputs\": \"{}\" is not a node of the graph", in));
+        throw fail(where, fmt::format("field \"inputs\": \"{}\" is not a node of the graph{}", in,
+                                      did_you_mean(in, node_ids(def))));
       n.inputs.push_back(it->second);
       boost::add_edge(it->second, i, m.bg);
     }
   }
   for (const auto& out : def.outputs)
     if (!m.by_id.count(out))
-      throw fail("field \"outputs\"", fmt::format("\"{}\" is not a node of the graph", out));
+      throw fail("field \"outputs\"", fmt::format("\"{}\" is not a node of the graph{}", out,
+                                                  did_you_mean(out, node_ids(def))));
 
   // Cycles: a back edge found by depth-first search closes one.
   struct CycleFinder : boost::default_dfs_visitor {

@@ -394,6 +394,9 @@ TEST(CliHostile, MisspeltNamesGetADidYouMean) {
   json = example_graph_json(0.5, 33);
   json.replace(json.find("\"sigma\""), 7, "\"sigam\"");
   suggests({"run", write_graph(tmp, "param.json", json).string(), "--cache", cache}, "\"sigma\"");
+  json = example_graph_json(0.5, 33);
+  json.replace(json.find("\"inputs\": [\"raw\"]"), 17, "\"inputs\": [\"rwa\"]");
+  suggests({"run", write_graph(tmp, "input.json", json).string(), "--cache", cache}, "\"raw\"");
 }
 
 TEST(CliHostile, ZarrExportNeverRemovesWhatItDidNotWrite) {
