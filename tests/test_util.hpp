@@ -144,8 +144,11 @@ inline CommandResult run_command(const std::vector<std::string>& argv, const fs:
 }
 
 /// Runs the `cellflow` CLI with `args`.
+/// $CELLFLOW_TEST_CLI, when set, replaces the built program (to check that a
+/// test fails against an older build).
 inline CommandResult run_cli(const std::vector<std::string>& args, const fs::path& scratch) {
-  std::vector<std::string> argv{CELLFLOW_CLI};
+  const char* other = std::getenv("CELLFLOW_TEST_CLI");
+  std::vector<std::string> argv{other != nullptr && *other != 0 ? other : CELLFLOW_CLI};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(argv, scratch);
 }

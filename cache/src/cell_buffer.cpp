@@ -1,5 +1,6 @@
 #include "cellflow/cache/cell_buffer.hpp"
 
+#include <fmt/format.h>
 #include <sanitizer/asan_interface.h>  // no-op macros unless built with ASan
 #include <sys/mman.h>
 
@@ -11,6 +12,8 @@
 #include <new>
 #include <unordered_map>
 #include <vector>
+
+#include "cellflow/cache/error.hpp"
 
 namespace cellflow {
 namespace {
@@ -138,7 +141,7 @@ class BufferPool {
 
 }  // namespace
 
-CellBuffer CellBuffer::allocate(DType dtype, const Shape& shape) {
+CellBuffer CellBuffer::allocate(DType dtype, const Shape& shape) try {
   CellBuffer b;
   b.dtype_ = dtype;
   b.shape_ = shape;
@@ -157,6 +160,12 @@ CellBuffer CellBuffer::allocate(DType dtype, const Shape& shape) {
   b.data_ =
       std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
   return b;
+} catch (const std::bad_alloc&) {
+  // Say how much; the context added on the way out names the node and cell.
+  throw Error(
+      fmt::format("out of memory: cannot allocate {} bytes for a cell of {} {}",
+                  static_cast<uint64_t>(std::max<int64_t>(shape.product(), 0)) * dtype_size(dtype),
+                  dtype_name(dtype), shape.str()));
 }
 
 CellBuffer CellBuffer::zeros(DType dtype, const Shape& shape) {

@@ -15,15 +15,37 @@ CellGrid::CellGrid(Shape shape, Shape cell_shape) : shape_(shape), cell_shape_(c
     throw InvalidArgument(fmt::format("cell shape {} has rank {}, image shape {} has rank {}",
                                       cell_shape.str(), cell_shape.rank(), shape.str(),
                                       shape.rank()));
+  // Sizes beyond these overflow int64 somewhere (elements, bytes, offsets): refused
+  // here, when a graph is built, rather than wrapping around at run time.
+  constexpr int64_t kMaxExtent = int64_t{1} << 48;
+  constexpr int64_t kMaxElements = int64_t{1} << 56;
+  constexpr int64_t kMaxCellElements = int64_t{1} << 36;
   grid_shape_ = Dims(shape.rank());
+  int64_t elements = 1;
+  int64_t cell_elements = 1;
   for (int i = 0; i < shape.rank(); ++i) {
     if (shape[i] < 0)
       throw InvalidArgument(fmt::format("shape {} has a negative size", shape.str()));
     if (cell_shape[i] < 1)
       throw InvalidArgument(
           fmt::format("cell shape {} must be >= 1 on every axis", cell_shape.str()));
+    if (shape[i] > kMaxExtent || cell_shape[i] > kMaxExtent)
+      throw InvalidArgument(fmt::format("shape {} (cell shape {}) exceeds 2^48 on axis {}",
+                                        shape.str(), cell_shape.str(), i));
+    elements = shape[i] == 0 || elements <= kMaxElements / shape[i] ? elements * shape[i]
+                                                                    : kMaxElements + 1;
+    cell_elements = cell_elements <= kMaxCellElements / cell_shape[i]
+                        ? cell_elements * cell_shape[i]
+                        : kMaxCellElements + 1;
     grid_shape_[i] = (shape[i] + cell_shape[i] - 1) / cell_shape[i];
   }
+  if (elements > kMaxElements)
+    throw InvalidArgument(fmt::format(
+        "shape {} has more than 2^56 elements (its size overflows): use a smaller shape",
+        shape.str()));
+  if (cell_elements > kMaxCellElements)
+    throw InvalidArgument(fmt::format(
+        "cell shape {} has more than 2^36 elements per cell: use smaller cells", cell_shape.str()));
 }
 
 Box CellGrid::cell_box(const CellIndex& cell) const {

@@ -17,13 +17,22 @@
 #include "cellflow/cache/artifacts.hpp"
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/parallel.hpp"
 #include "cellflow/cache/node_use_lock.hpp"
+#include "cellflow/cache/parallel.hpp"
 #include "cellflow/graph/code_identity.hpp"
+#include "cellflow/graph/suggest.hpp"
 #include "cellflow/store/layout.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
+
+namespace {
+std::vector<std::string> node_ids(const GraphDef& def) {
+  std::vector<std::string> ids;
+  for (const NodeDef& nd : def.nodes) ids.push_back(nd.id);
+  return ids;
+}
+}  // namespace
 namespace {
 
 using BoostGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS>;
@@ -260,9 +269,12 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
     GraphNode& n = m.nodes[i];
     n.def = nd;
     n.op = registry.find(nd.op);
-    if (!n.op)
-      throw fail(where,
-                 fmt::format("unknown op \"{}\" (`cellflow ops` lists the known ops)", nd.op));
+    if (!n.op) {
+      std::vector<std::string> names;
+      for (const auto& op : registry.list()) names.emplace_back(op->name());
+      throw fail(where, fmt::format("unknown op \"{}\"{} (`cellflow ops` lists the known ops)",
+                                    nd.op, did_you_mean(nd.op, names)));
+    }
     const int count = static_cast<int>(nd.inputs.size());
     if (count < n.op->min_inputs() || count > n.op->max_inputs()) {
       const std::string expected =
@@ -275,14 +287,16 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
     for (const auto& in : nd.inputs) {
       auto it = m.by_id.find(in);
       if (it == m.by_id.end())
-        throw fail(where, fmt::format("field \"inputs\": \"{}\" is not a node of the graph", in));
+        throw fail(where, fmt::format("field \"inputs\": \"{}\" is not a node of the graph{}", in,
+                                      did_you_mean(in, node_ids(def))));
       n.inputs.push_back(it->second);
       boost::add_edge(it->second, i, m.bg);
     }
   }
   for (const auto& out : def.outputs)
     if (!m.by_id.count(out))
-      throw fail("field \"outputs\"", fmt::format("\"{}\" is not a node of the graph", out));
+      throw fail("field \"outputs\"", fmt::format("\"{}\" is not a node of the graph{}", out,
+                                                  did_you_mean(out, node_ids(def))));
 
   // Cycles: a back edge found by depth-first search closes one.
   struct CycleFinder : boost::default_dfs_visitor {

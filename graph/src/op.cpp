@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/graph/suggest.hpp"
 
 namespace cellflow {
 namespace {
@@ -118,9 +119,14 @@ Params validate_params(const std::vector<ParamSpec>& specs, const Value& given,
     for (const auto& s : specs) known = known || s.name == name;
     if (!known) {
       std::string names;
-      for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
-      throw param_error(name, fmt::format("is not a param of this op (known: {})",
-                                          names.empty() ? "none" : names));
+      std::vector<std::string> list;
+      for (const auto& s : specs) {
+        names += (names.empty() ? "" : ", ") + s.name;
+        list.push_back(s.name);
+      }
+      throw param_error(
+          name, fmt::format("is not a param of this op{} (known: {})", did_you_mean(name, list),
+                            names.empty() ? "none" : names));
     }
   }
   // Canonical order: the op's declaration order.
@@ -181,11 +187,17 @@ std::vector<double> Params::get_floats_per_axis(std::string_view name, int rank)
 
 std::vector<int64_t> Params::get_ints_per_axis(std::string_view name, int rank) const {
   const Value& v = get(name);
-  if (v.is_int()) return std::vector<int64_t>(static_cast<size_t>(rank), v.as_int());
-  auto out = get_ints(name);
+  auto out =
+      v.is_int() ? std::vector<int64_t>(static_cast<size_t>(rank), v.as_int()) : get_ints(name);
   if (out.size() != static_cast<size_t>(rank))
     throw param_error(name,
                       fmt::format("has {} values but the image has {} axes", out.size(), rank));
+  // A size per axis (region, factors, radius...): beyond 2^48, arithmetic on it overflows.
+  constexpr int64_t kMaxExtent = int64_t{1} << 48;
+  for (int64_t x : out) {
+    if (x > kMaxExtent || x < -kMaxExtent)
+      throw param_error(name, fmt::format("must be within +-2^48 on every axis (got {})", x));
+  }
   return out;
 }
 

@@ -4,10 +4,13 @@
 #include "cellflow/nodes/image_export.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -16,6 +19,7 @@
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/cache/error.hpp"
 #include "convert.hpp"
+#include "image_file_check.hpp"
 #include "itkImage.h"
 #include "itkImageFileWriter.h"
 
@@ -148,6 +152,11 @@ Format format_of(const std::filesystem::path& file) {
                   ext, kSupported));
 }
 
+void write_and_verify(const CellBuffer& buffer, Format format, const ExportOptions& opts,
+                      const std::filesystem::path& file);
+void write_formatted(const CellBuffer& buffer, Format format, const ExportOptions& opts,
+                     const std::filesystem::path& file);
+
 }  // namespace
 
 void export_image(CachedCellImage& image, const std::filesystem::path& file,
@@ -171,6 +180,62 @@ void export_image(CachedCellImage& image, const std::filesystem::path& file,
   const CellBuffer buffer = image.read(Box::from_shape(shape));
   const DType dtype = buffer.dtype();
 
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (format == Format::kMeta && file.extension() == ".mhd") {
+    // ITK names the data file after the header: never overwrite one that is
+    // not ours (no header of that name beside it).
+    for (const char* ext : {".raw", ".zraw"}) {
+      const fs::path data = fs::path(file).replace_extension(ext);
+      if (fs::exists(data, ec) && !fs::exists(file, ec)) {
+        throw IoError(fmt::format(
+            "cannot export \"{}\": {} exists and is not the data of an earlier export: move it "
+            "or export to another name",
+            file.string(), data.string()));
+      }
+    }
+    write_and_verify(buffer, format, opts, file);
+    return;
+  }
+  // Written aside (same folder, same extension), checked whole, then renamed
+  // into place: the previous export stays intact until then.
+  const fs::path aside = file.parent_path() / fmt::format(".{}.tmp.{}{}", file.stem().string(),
+                                                          ::getpid(), file.extension().string());
+  try {
+    write_and_verify(buffer, format, opts, aside);
+    if (::rename(aside.c_str(), file.c_str()) != 0) {
+      throw IoError(fmt::format("file {}: cannot rename {} into place: {}", file.string(),
+                                aside.string(), std::strerror(errno)));
+    }
+  } catch (...) {
+    fs::remove(aside, ec);
+    throw;
+  }
+}
+
+namespace {
+
+void write_and_verify(const CellBuffer& buffer, Format format, const ExportOptions& opts,
+                      const std::filesystem::path& file) {
+  const Shape& shape = buffer.shape();
+  const DType dtype = buffer.dtype();
+  write_formatted(buffer, format, opts, file);
+  // ITK does not always report a short write (a full disk): the file must
+  // hold what its header promises.
+  if (format == Format::kMeta || format == Format::kTiff) {
+    const DType written = format == Format::kTiff && dtype_size(dtype) > 2 ? DType::kF32 : dtype;
+    try {
+      detail::check_image_file_whole(file, shape, written);
+    } catch (const IoError& e) {
+      throw IoError(fmt::format("cannot write the image (disk full?): {}", e.message()));
+    }
+  }
+}
+
+void write_formatted(const CellBuffer& buffer, Format format, const ExportOptions& opts,
+                     const std::filesystem::path& file) {
+  const Shape& shape = buffer.shape();
+  const DType dtype = buffer.dtype();
   switch (format) {
     case Format::kNrrd:
     case Format::kMeta:
@@ -203,5 +268,7 @@ void export_image(CachedCellImage& image, const std::filesystem::path& file,
       return;
   }
 }
+
+}  // namespace
 
 }  // namespace cellflow::nodes

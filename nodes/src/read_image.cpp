@@ -27,6 +27,7 @@
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/error.hpp"
 #include "file_identity.hpp"
+#include "image_file_check.hpp"
 #include "itkImageFileReader.h"  // registers the IO factories (ITK_IO_FACTORY_REGISTER_MANAGER)
 #include "itkImageIOBase.h"
 #include "itkImageIOFactory.h"
@@ -137,6 +138,7 @@ struct RawLayout {
 
 /// Reads a NRRD header; returns the layout when the data is raw, in one file,
 /// of exactly `shape` elements of `dtype` (nullopt otherwise: ITK reads it whole).
+/// Throws IoError naming the data file when it is shorter than the header says.
 std::optional<RawLayout> nrrd_raw_layout(const fs::path& file, const Shape& shape, DType dtype) {
   if (!has_extension(file, {".nrrd", ".nhdr"})) return std::nullopt;
   size_t header_end = 0;
@@ -196,12 +198,17 @@ std::optional<RawLayout> nrrd_raw_layout(const fs::path& file, const Shape& shap
   if (ec) return std::nullopt;
   const uint64_t data_bytes = static_cast<uint64_t>(product) * dtype_size(dtype);
   if (byte_skip == -1) {
-    if (file_size < data_bytes) return std::nullopt;
-    layout.offset = file_size - data_bytes;
+    layout.offset = file_size < data_bytes ? 0 : file_size - data_bytes;
   } else {
     layout.offset += static_cast<uint64_t>(byte_skip);
   }
-  if (layout.offset + data_bytes > file_size) return std::nullopt;
+  if (layout.offset + data_bytes > file_size) {
+    throw IoError(fmt::format(
+        "file {}: truncated: the raw data of {} ({}) needs {} bytes, the file has {} (an "
+        "incomplete copy or download?)",
+        layout.data_file.string(), shape.str(), dtype_name(dtype), layout.offset + data_bytes,
+        file_size));
+  }
   return layout;
 }
 
@@ -543,6 +550,10 @@ class ReadImageOp final : public Op {
       }
     }
 
+    // A file shorter than its header says is refused before any cell is read.
+    detail::check_image_file_whole(file, info.shape, info.dtype);
+    const std::optional<RawLayout> nrrd_layout = nrrd_raw_layout(file, info.shape, info.dtype);
+
     // How cells are read: by ITK streaming if it can give one cell without the
     // whole image, else raw NRRD by hand, else the whole image once.
     Mode read_mode = Mode::kWhole;
@@ -555,9 +566,9 @@ class ReadImageOp final : public Op {
                !(from_io_region(io->GenerateStreamableReadRegionFromRequestedRegion(
                      to_io_region(first_cell))) == grid.bounds())) {
       read_mode = Mode::kItkStream;
-    } else if (auto layout = nrrd_raw_layout(file, info.shape, info.dtype)) {
+    } else if (nrrd_layout) {
       read_mode = Mode::kRawStream;
-      raw = *layout;
+      raw = *nrrd_layout;
     }
 
     const std::vector<fs::path> data_files = detached_data_files(file);

@@ -7,9 +7,11 @@
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -51,35 +53,85 @@ Value axes_for_rank(int rank) {
   return Value(std::move(axes));
 }
 
-/// Makes `folder` ready to receive an export: created if absent, replaced if
-/// it holds a Zarr array or group, refused otherwise.
-void prepare_folder(const fs::path& folder) {
+/// True for the names an export writes: metadata files, chunk keys ("0.1.2")
+/// and folders of them ("0/1/2" chunk keys, "0" levels) holding only such names.
+bool written_by_export(const fs::directory_entry& e, int depth) {
+  const std::string name = e.path().filename().string();
+  if (name == ".zarray" || name == ".zattrs" || name == ".zgroup") return e.is_regular_file();
+  const bool key = !name.empty() && name.find_first_not_of("0123456789.") == std::string::npos;
+  if (!key) return false;
+  if (e.is_regular_file()) return true;
+  if (!e.is_directory() || e.is_symlink() || depth > 6)
+    return false;  // level, then rank-deep chunk keys
   std::error_code ec;
-  const fs::file_status st = fs::status(folder, ec);
-  if (fs::exists(st)) {
-    if (!fs::is_directory(st)) {
+  for (const auto& inner : fs::directory_iterator(e.path(), ec))
+    if (!written_by_export(inner, depth + 1)) return false;
+  return !ec;
+}
+
+/// Checks that `folder` may receive an export: absent, empty, or a Zarr array
+/// or group holding only what an export writes (anything else is not ours to
+/// replace).
+void check_target(const fs::path& folder) {
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(folder, ec);
+  if (!fs::exists(st)) return;
+  if (!fs::is_directory(st)) {
+    throw InvalidArgument(fmt::format(
+        "cannot export to {}: it exists and is not a folder; remove it first", folder.string()));
+  }
+  if (fs::is_empty(folder, ec)) return;
+  if (!fs::exists(folder / ".zarray") && !fs::exists(folder / ".zgroup")) {
+    throw InvalidArgument(fmt::format(
+        "cannot export to {}: the folder exists and is not a Zarr array or group; remove it "
+        "first",
+        folder.string()));
+  }
+  for (const auto& e : fs::directory_iterator(folder, ec)) {
+    if (!written_by_export(e, 0)) {
       throw InvalidArgument(fmt::format(
-          "cannot export to {}: it exists and is not a folder; remove it first", folder.string()));
-    }
-    const bool empty = fs::is_empty(folder, ec);
-    if (!empty) {
-      if (!fs::exists(folder / ".zarray") && !fs::exists(folder / ".zgroup")) {
-        throw InvalidArgument(fmt::format(
-            "cannot export to {}: the folder exists and is not a Zarr array or group; remove it "
-            "first",
-            folder.string()));
-      }
-      fs::remove_all(folder, ec);
-      if (ec) {
-        throw IoError(fmt::format("cannot export to {}: cannot replace the previous export: {}",
-                                  folder.string(), ec.message()));
-      }
+          "cannot export to {}: it holds {}, which an export does not write; remove it or "
+          "export elsewhere (an export replaces the whole folder)",
+          folder.string(), e.path().filename().string()));
     }
   }
-  fs::create_directories(folder, ec);
+}
+
+/// Writes an export into a fresh folder beside `folder` (`write(dir)`), then
+/// swaps it into place: until then the previous export is intact, and a
+/// failed or killed export leaves only a hidden temporary folder.
+template <class Write>
+void export_aside(const fs::path& folder, Write&& write) {
+  check_target(folder);
+  const fs::path target = folder.has_filename() ? folder : folder.parent_path();
+  const std::string stem = target.filename().string();
+  const fs::path aside =
+      target.parent_path() / fmt::format(".{}.tmp.{}", stem, static_cast<long>(::getpid()));
+  const fs::path old =
+      target.parent_path() / fmt::format(".{}.old.{}", stem, static_cast<long>(::getpid()));
+  std::error_code ec;
+  fs::remove_all(aside, ec);
+  fs::create_directories(aside, ec);
   if (ec) {
-    throw IoError(fmt::format("cannot export to {}: cannot create the folder: {}", folder.string(),
-                              ec.message()));
+    throw IoError(fmt::format("cannot export to {}: cannot create {}: {}", target.string(),
+                              aside.string(), ec.message()));
+  }
+  try {
+    with_context("file " + target.string(), [&] { write(aside); });
+    const bool had_previous = fs::exists(fs::symlink_status(target, ec));
+    if (had_previous && ::rename(target.c_str(), old.c_str()) != 0)
+      throw IoError(fmt::format("cannot export to {}: cannot move the previous export aside: {}",
+                                target.string(), std::strerror(errno)));
+    if (::rename(aside.c_str(), target.c_str()) != 0) {
+      const int err = errno;
+      if (had_previous) ::rename(old.c_str(), target.c_str());
+      throw IoError(fmt::format("cannot export to {}: cannot rename {} into place: {}",
+                                target.string(), aside.string(), std::strerror(err)));
+    }
+    if (had_previous) fs::remove_all(old, ec);
+  } catch (...) {
+    fs::remove_all(aside, ec);
+    throw;
   }
 }
 
@@ -243,8 +295,7 @@ bool is_ome_zarr_path(const fs::path& path) { return lowercase_name(path).ends_w
 
 void export_zarr(CachedCellImage& image, const fs::path& folder, const ZarrExportOptions& opts) {
   require_exportable(image, folder);
-  prepare_folder(folder);
-  with_context("file " + folder.string(), [&] { write_array(image, folder, opts.threads); });
+  export_aside(folder, [&](const fs::path& dir) { write_array(image, dir, opts.threads); });
 }
 
 void export_ome_zarr(CachedCellImage& image, const fs::path& folder,
@@ -260,9 +311,8 @@ void export_ome_zarr(CachedCellImage& image, const fs::path& folder,
   Dims factor(rank, 1);
   for (int d = std::max(0, rank - kSpatialAxes); d < rank; ++d) factor[d] = 2;
 
-  prepare_folder(folder);
-  with_context("file " + folder.string(), [&] {
-    write_file_atomic(folder / ".zgroup", to_json(Value(Value::Object{{"zarr_format", 2}})));
+  export_aside(folder, [&](const fs::path& dir) {
+    write_file_atomic(dir / ".zgroup", to_json(Value(Value::Object{{"zarr_format", 2}})));
     Value::Array datasets;
     std::vector<std::unique_ptr<CachedCellImage>> levels;
     CachedCellImage* current = &image;
@@ -271,7 +321,7 @@ void export_ome_zarr(CachedCellImage& image, const fs::path& folder,
         levels.push_back(make_level(*current, level, factor, method));
         current = levels.back().get();
       }
-      write_array(*current, folder / std::to_string(level), opts.threads);
+      write_array(*current, dir / std::to_string(level), opts.threads);
       Value::Array scale;
       for (int d = 0; d < rank; ++d)
         scale.emplace_back(std::ldexp(1.0, factor[d] == 2 ? level : 0));
@@ -297,7 +347,7 @@ void export_ome_zarr(CachedCellImage& image, const fs::path& folder,
                                                          method_name(method))}})},
     });
     write_file_atomic(
-        folder / ".zattrs",
+        dir / ".zattrs",
         to_json(Value(Value::Object{{"multiscales", Value(Value::Array{std::move(multiscale)})}})));
   });
 }

@@ -52,6 +52,8 @@ PluginInfo load_plugin(const fs::path& path, Registry& registry) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail(path, "no such file");
   if (fs::is_directory(path, ec)) fail(path, "is a folder, not a shared library");
+  if (!fs::is_regular_file(path, ec))
+    fail(path, "is not a regular file (a FIFO or device?): a plugin is a shared library file");
   const fs::path canonical = fs::canonical(path, ec);
   if (ec) fail(path, "cannot resolve the path: " + ec.message());
 

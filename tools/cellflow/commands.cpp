@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -13,12 +14,14 @@
 
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/cell_grid.hpp"
+#include "cellflow/cache/files.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/cache/memory_cache.hpp"
 #include "cellflow/graph/executor.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/graph/graph_def.hpp"
 #include "cellflow/graph/mpi.hpp"
+#include "cellflow/graph/suggest.hpp"
 #include "cellflow/graph/value.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "cellflow/nodes/image_export.hpp"
@@ -78,7 +81,15 @@ size_t find_node(const Graph& graph, const std::string& graph_path, const std::s
 }
 
 void apply_memory_budget(const std::optional<std::string>& memory) {
-  if (memory) MemoryCache::global().set_budget(parse_size(*memory, "--memory"));
+  if (!memory) return;
+  const uint64_t budget = parse_size(*memory, "--memory");
+  // Below 64 KiB hardly a cell fits: almost always a missing unit.
+  constexpr uint64_t kMinBudget = uint64_t{64} << 10;
+  if (budget < kMinBudget)
+    throw UsageError(fmt::format(
+        "--memory {} is {} bytes, too small to hold a cell: give at least 64K (e.g. 512M, 2G)",
+        *memory, budget));
+  MemoryCache::global().set_budget(budget);
 }
 
 int64_t peak_rss_bytes() {
@@ -138,24 +149,25 @@ std::vector<NodeReport> reports_by_node(const Graph& graph, const RunReport& rep
 }
 
 void print_summary_table(const Graph& graph, const std::vector<NodeReport>& reports,
-                         const RunReport& report, const fs::path& cache_root) {
+                         const RunReport& report, const fs::path& cache_root, std::FILE* out) {
   size_t id_width = 4;
   size_t op_width = 2;
   for (const GraphNode& node : graph.nodes()) {
-    id_width = std::max(id_width, node.def.id.size());
-    op_width = std::max(op_width, node.def.op.size());
+    id_width = std::max(id_width, terminal_text(node.def.id).size());
+    op_width = std::max(op_width, terminal_text(node.def.op).size());
   }
-  fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9}\n", "node", id_width, "op",
+  fmt::print(out, "{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9}\n", "node", id_width, "op",
              op_width, "hash", "computed", "loaded", "total", "seconds");
   for (size_t i = 0; i < graph.nodes().size(); ++i) {
     const GraphNode& node = graph.nodes()[i];
     const NodeReport& r = reports[i];
-    fmt::print("{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n", node.def.id, id_width,
-               node.def.op, op_width, node.hash, r.cells_computed, r.cells_loaded, r.cells_total,
-               r.seconds);
+    fmt::print(out, "{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n",
+               terminal_text(node.def.id), id_width, terminal_text(node.def.op), op_width,
+               node.hash, r.cells_computed, r.cells_loaded, r.cells_total, r.seconds);
   }
-  fmt::print("wall time {:.3f} s, peak RSS {:.1f} MiB, cache {}\n", report.wall_seconds,
-             static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0), cache_root.string());
+  fmt::print(out, "wall time {:.3f} s, peak RSS {:.1f} MiB, cache {}\n", report.wall_seconds,
+             static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0),
+             terminal_text(cache_root.string()));
 }
 
 void write_summary_json(const std::string& file, const std::string& graph_path, const Graph& graph,
@@ -204,11 +216,30 @@ std::string arity(const Op& op) {
 
 }  // namespace
 
+std::string terminal_text(std::string_view text, bool one_line) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\n' && !one_line) {
+      out += '\n';
+    } else if (c == '\n' || c == '\t') {
+      out += ' ';
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 LogSink stderr_log_sink(TerminalProgress* progress) {
   return [progress](LogLevel level, const std::string& message) {
     if (level < LogLevel::kWarning) return;
     const std::string line =
-        fmt::format("cellflow: {}: {}", level == LogLevel::kWarning ? "warning" : "error", message);
+        fmt::format("cellflow: {}: {}", level == LogLevel::kWarning ? "warning" : "error",
+                    terminal_text(message));
     if (progress != nullptr) {
       progress->message(line);
     } else {
@@ -266,12 +297,25 @@ int run_command(const RunArgs& args_in) {
   if (args.summary_json && lead_rank) {
     write_summary_json(*args.summary_json, c.graph_path, graph, reports, report, cache_root);
   }
-  if (!args.quiet) print_summary_table(graph, reports, report, cache_root);
+  // With --progress-json -, stdout holds JSON lines only: the table goes to stderr.
+  if (!args.quiet) {
+    const bool json_on_stdout = args.policy.progress_json && *args.policy.progress_json == "-";
+    print_summary_table(graph, reports, report, cache_root, json_on_stdout ? stderr : stdout);
+  }
   return kExitOk;
 }
 
-int ops_command(bool json) {
-  const auto ops = nodes::builtin_registry().list();
+int ops_command(bool json, const std::optional<std::string>& name) {
+  auto ops = nodes::builtin_registry().list();
+  if (name) {
+    // One op: NAME exactly, else a usage error naming the nearest ones.
+    std::vector<std::string> names;
+    for (const auto& op : ops) names.emplace_back(op->name());
+    std::erase_if(ops, [&](const auto& op) { return op->name() != *name; });
+    if (ops.empty())
+      throw UsageError(fmt::format("ops: unknown op \"{}\"{} (`cellflow ops` lists them all)",
+                                   *name, did_you_mean(*name, names)));
+  }
   if (json) {
     Value list = Value::array();
     for (const auto& op : ops) {
@@ -375,10 +419,9 @@ int export_command(const ExportArgs& args) {
   }
   if (table) {
     const std::string text = graph.table(node).to_csv();
-    std::ofstream out(to, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) throw IoError(fmt::format("{}: cannot write the table", to.string()));
+    // Written aside and renamed into place: a failed write (a full disk)
+    // leaves the previous export as it was.
+    write_file_atomic(to, text);
     fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
     return kExitOk;
   }

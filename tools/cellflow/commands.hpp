@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cellflow/cache/error.hpp"
@@ -61,6 +62,12 @@ struct ExportArgs {
 
 class TerminalProgress;
 
+/// `text` safe to print on a terminal: control characters (ESC, CR, BEL, DEL...)
+/// are written as "\\x1b" and friends, so that node ids, params and messages
+/// cannot move the cursor or change colours. Newlines become spaces when
+/// `one_line`, else stay.
+std::string terminal_text(std::string_view text, bool one_line = true);
+
 /// Prints warnings and errors of the library on stderr as "cellflow: warning:
 /// ...", above `progress` when it is given (and outlives the sink).
 LogSink stderr_log_sink(TerminalProgress* progress = nullptr);
@@ -80,7 +87,8 @@ std::filesystem::path cache_root_of(const std::optional<std::string>& cache);
 Graph load_cli_graph(const std::string& path, std::optional<std::filesystem::path> cache_root);
 
 int run_command(const RunArgs& args);
-int ops_command(bool json);
+/// Lists every op, or only `name` (a UsageError naming the nearest when unknown).
+int ops_command(bool json, const std::optional<std::string>& name = std::nullopt);
 int graph_command(const GraphArgs& args);
 int export_command(const ExportArgs& args);
 

@@ -6,12 +6,16 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 
 #include "cache_commands.hpp"
 #include "cellflow/cache/error.hpp"
+#include "cellflow/graph/suggest.hpp"
 #include "commands.hpp"
 #include "provenance_commands.hpp"
 #include "worker.hpp"
@@ -21,10 +25,9 @@ namespace {
 using cellflow::cli::kExitFailed;
 using cellflow::cli::kExitUsage;
 
-int fail(int code, std::string message) {
-  // One line, whatever the message holds.
-  std::replace(message.begin(), message.end(), '\n', ' ');
-  fmt::print(stderr, "cellflow: error: {}\n", message);
+int fail(int code, const std::string& message) {
+  // One line, whatever the message holds, and no control characters.
+  fmt::print(stderr, "cellflow: error: {}\n", cellflow::cli::terminal_text(message));
   return code;
 }
 
@@ -78,7 +81,14 @@ int cli_main(int argc, char** argv) {
                    "Time limit in seconds per cell attempt, 0 = none (an op's own policy wins). "
                    "Cooperative in-process (ops that check for cancellation stop); with "
                    "--isolate the worker is killed")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            double v = 0;
+            if (!CLI::detail::lexical_cast(text, v) || !(v >= 0))
+              return fmt::format("must be a number of seconds >= 0 (0 = none), got \"{}\"", text);
+            return std::string();
+          },
+          "SECONDS>=0"))
       ->capture_default_str();
   run_cmd->add_flag(
       "--mpi", run.policy.mpi,
@@ -151,6 +161,8 @@ int cli_main(int argc, char** argv) {
   bool ops_json = false;
   CLI::App* ops_cmd = app.add_subcommand("ops", "List the available ops with their params");
   ops_cmd->add_flag("--json", ops_json, "As JSON");
+  std::optional<std::string> ops_name;
+  ops_cmd->add_option("NAME", ops_name, "Show only this op");
   add_plugin_option(ops_cmd);
 
   cellflow::cli::GraphArgs graph;
@@ -238,13 +250,53 @@ int cli_main(int argc, char** argv) {
     }
     const auto parsed = app.get_subcommands();
     if (parsed.empty() && argc > 1 && argv[1][0] != '-') {
-      return fail(kExitUsage, fmt::format("unknown command \"{}\" (commands: run, ops, graph, "
-                                          "export, cache, replay; see 'cellflow --help')",
-                                          argv[1]));
+      return fail(kExitUsage,
+                  fmt::format("unknown command \"{}\"{} (commands: run, ops, graph, "
+                              "export, cache, replay; see 'cellflow --help')",
+                              argv[1],
+                              cellflow::did_you_mean(
+                                  argv[1], {"run", "ops", "graph", "export", "cache", "replay"})));
     }
-    const std::string help =
-        parsed.empty() ? "cellflow --help" : "cellflow " + parsed.front()->get_name() + " --help";
-    return fail(kExitUsage, fmt::format("{} (see '{}')", e.what(), help));
+    // The deepest command given, for its help and its names.
+    CLI::App* cmd = parsed.empty() ? &app : parsed.front();
+    while (!cmd->get_subcommands().empty()) cmd = cmd->get_subcommands().front();
+    std::string hint;
+    std::vector<std::string> flags;
+    for (const CLI::Option* o : cmd->get_options())
+      for (const std::string& n : o->get_lnames()) flags.push_back("--" + n);
+    std::vector<std::string> subcommands;
+    for (const CLI::App* sub : cmd->get_subcommands({}))
+      if (!sub->get_group().empty()) subcommands.push_back(sub->get_name());
+    for (int i = 1; i < argc && hint.empty(); ++i) {
+      const std::string arg = argv[i];
+      const std::string flag = arg.substr(0, arg.find('='));
+      if (flag.starts_with("--") && std::find(flags.begin(), flags.end(), flag) == flags.end()) {
+        hint = cellflow::did_you_mean(flag, flags);
+      } else if (!subcommands.empty() && !arg.starts_with("-") && arg != cmd->get_name() &&
+                 std::find(subcommands.begin(), subcommands.end(), arg) == subcommands.end()) {
+        hint = cellflow::did_you_mean(arg, subcommands);
+        if (!hint.empty()) hint = fmt::format(": unknown command \"{}\"{}", arg, hint);
+      }
+    }
+    std::string help = "cellflow --help";
+    if (cmd != &app) {
+      help = " " + cmd->get_name() + " --help";
+      for (CLI::App* p = cmd->get_parent(); p != nullptr && p != &app; p = p->get_parent())
+        help = " " + p->get_name() + help;
+      help = "cellflow" + help;
+    }
+    return fail(kExitUsage, fmt::format("{}{} (see '{}')", e.what(), hint, help));
+  }
+
+  // An empty --cache would resolve to the current folder's parent confusion
+  // ("cannot make absolute path"): refuse it in words.
+  for (const std::optional<std::string>* cache :
+       {&run.compute.cache, &exp.compute.cache, &cache_args.cache, &graph.cache, &prov.cache,
+        &worker.cache}) {
+    if (*cache && (*cache)->empty())
+      return fail(kExitUsage,
+                  "--cache must name a folder (got \"\"); leave it out to use $CELLFLOW_CACHE, "
+                  "else ./cellflow-cache");
   }
 
   try {
@@ -253,7 +305,7 @@ int cli_main(int argc, char** argv) {
     cellflow::cli::load_plugins(plugin_paths);
     run.policy.plugins = plugin_paths;  // worker processes load them too
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
-    if (ops_cmd->parsed()) return cellflow::cli::ops_command(ops_json);
+    if (ops_cmd->parsed()) return cellflow::cli::ops_command(ops_json, ops_name);
     if (graph_cmd->parsed()) return cellflow::cli::graph_command(graph);
     if (export_cmd->parsed()) return cellflow::cli::export_command(exp);
     if (worker_cmd->parsed()) return cellflow::cli::worker_command(worker);
@@ -279,13 +331,29 @@ int cli_main(int argc, char** argv) {
   }
 }
 
+/// A write to stdout or stderr that failed (a full disk, a closed pipe) fails
+/// the command: output that was lost is not a success.
+int check_streams(int code) {
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) {
+    const int err = errno;
+    fmt::print(stderr, "cellflow: error: cannot write to standard output: {}\n",
+               err != 0 ? std::strerror(err) : "write error");
+    code = kExitFailed;
+  }
+  if (std::fflush(stderr) != 0 || std::ferror(stderr) != 0) code = kExitFailed;
+  return code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  int code = kExitFailed;
   try {
-    return cli_main(argc, argv);
+    code = cli_main(argc, argv);
   } catch (...) {
     // Only reachable if setting up the command line itself failed.
-    return kExitFailed;
+    code = kExitFailed;
   }
+  return check_streams(code);
 }

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "commands.hpp"
+
 namespace cellflow::cli {
 
 CellTally::CellTally(size_t nodes) : nodes_(nodes) {}
@@ -60,7 +62,8 @@ std::string format_duration(double seconds) {
 
 TerminalProgress::TerminalProgress(const Graph& graph, const CellTally* tally)
     : graph_(graph), tally_(tally) {
-  for (const GraphNode& node : graph.nodes()) id_width_ = std::max(id_width_, node.def.id.size());
+  for (const GraphNode& node : graph.nodes())
+    id_width_ = std::max(id_width_, terminal_text(node.def.id).size());
 }
 
 void TerminalProgress::update(const std::vector<NodeProgress>& progress) {
@@ -74,7 +77,7 @@ void TerminalProgress::update(const std::vector<NodeProgress>& progress) {
     const int64_t filled = todo > 0 ? kBarWidth * p.cells_done / todo : kBarWidth;
     // "\x1b[2K" clears the line so a shorter line leaves no residue.
     block +=
-        fmt::format("\x1b[2K  {:<{}}  [{}{}] {}/{} cells", node.def.id, id_width_,
+        fmt::format("\x1b[2K  {:<{}}  [{}{}] {}/{} cells", terminal_text(node.def.id), id_width_,
                     std::string(static_cast<size_t>(filled), '#'),
                     std::string(static_cast<size_t>(kBarWidth - filled), '.'), p.cells_done, todo);
     if (tally_ != nullptr) {
