@@ -10,10 +10,10 @@
 // once from main().
 #pragma once
 
-#include "cellflow/store/env.hpp"
-
 #include <optional>
 #include <string>
+
+#include "cellflow/store/env.hpp"
 
 namespace cellflow::cli {
 
