@@ -37,43 +37,15 @@ py::dtype numpy_dtype(DType t) {
 }
 
 DType dtype_from_numpy(const py::dtype& d) {
-  const char kind = d.kind();
-  const auto size = static_cast<int>(d.itemsize());
   const auto fail = [&] {
     return py::type_error("cellflow has no element type for numpy dtype " +
                           py::str(py::handle(d)).cast<std::string>() +
                           " (supported: u8 u16 u32 u64 i8 i16 i32 i64 f32 f64)");
   };
-  // Byte order: numpy arrays handed to cellflow are native (little-endian here).
-  if (d.attr("byteorder").cast<std::string>() == ">") throw fail();
-  if (kind == 'u') {
-    switch (size) {
-      case 1:
-        return DType::kU8;
-      case 2:
-        return DType::kU16;
-      case 4:
-        return DType::kU32;
-      case 8:
-        return DType::kU64;
-    }
-  } else if (kind == 'i') {
-    switch (size) {
-      case 1:
-        return DType::kI8;
-      case 2:
-        return DType::kI16;
-      case 4:
-        return DType::kI32;
-      case 8:
-        return DType::kI64;
-    }
-  } else if (kind == 'f') {
-    if (size == 4) return DType::kF32;
-    if (size == 8) return DType::kF64;
-  } else if (kind == 'b') {
-    return DType::kU8;
-  }
+  if (d.kind() == 'b') return DType::kU8;  // numpy bool: one byte, 0 or 1
+  // numpy's dtype.str is the Zarr v2 spelling ("<u2", "|u1"); a big-endian
+  // array has none (cellflow's buffers are native, little-endian here).
+  if (const auto t = parse_zarr_dtype(d.attr("str").cast<std::string>())) return *t;
   throw fail();
 }
 
