@@ -89,7 +89,7 @@ MigrationReport migrate_cache(Env& env) {
   for (const DirEntry& e : env.list(layout::kMemo)) {
     if (e.kind != EntryKind::kFolder || !layout::is_node_name(e.name)) continue;
     ++report.memo_entries;
-    migrate_cells(env, join_path(join_path(layout::kMemo, e.name), "result"),
+    migrate_cells(env, join_path(layout::memo_entry(e.name), layout::kMemoImage),
                   std::string(layout::kMemoResultOwner), index, report);
   }
   env.write_atomic(layout::kFormatFile, fmt::format("{{\"format\": {}}}\n", layout::kFormat),

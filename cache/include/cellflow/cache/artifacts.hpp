@@ -55,7 +55,9 @@ class ArtifactWriter {
   /// (the suffix is added when missing) that napari and zarr-python open:
   /// .zgroup, .zattrs with one-level multiscales, and the Zarr v2 array "0"
   /// in chunks of at most 64 per axis. Written aside and renamed into place:
-  /// a reader sees the previous image or the whole new one.
+  /// a reader sees the previous image, the whole new one, or — for the moment
+  /// between removing the old folder and renaming the new one in — none;
+  /// never a partial image. A failed write leaves the previous image.
   void write_image(std::string_view name, const CellBuffer& image) const;
   /// Appends `line` (a newline is added) to the log `name`. Waits for other
   /// appenders to this folder (each holds the log lock for one read and one
