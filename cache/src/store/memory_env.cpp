@@ -176,6 +176,15 @@ void MemoryEnv::make_folders(std::string_view path) {
 }
 
 void MemoryEnv::write_atomic(std::string_view path, std::string_view data, Durability durability) {
+  commit(path, data, durability, false);
+}
+
+bool MemoryEnv::write_new(std::string_view path, std::string_view data, Durability durability) {
+  return commit(path, data, durability, true);
+}
+
+bool MemoryEnv::commit(std::string_view path, std::string_view data, Durability durability,
+                       bool only_if_new) {
   const std::string parent = parent_of(path);
   if (!parent.empty()) make_folders(parent);
   std::lock_guard lock(impl_->mu);
@@ -199,6 +208,12 @@ void MemoryEnv::write_atomic(std::string_view path, std::string_view data, Durab
       cleanup();
       throw damage(*this, path, EntryKind::kFolder, "a file");
     }
+    // A no-replace rename finds the place taken: nothing is committed (checked
+    // under the same lock as the rename, like renameat2(RENAME_NOREPLACE)).
+    if (existing != nullptr && only_if_new) {
+      cleanup();
+      return false;
+    }
   }
   step(*impl_, *this, path, cleanup);  // rename
   impl_->entries[std::string(path)] = impl_->entries[tmp];
@@ -206,14 +221,6 @@ void MemoryEnv::write_atomic(std::string_view path, std::string_view data, Durab
   if (durability == Durability::kPowerCut) {
     step(*impl_, *this, path, [] {});  // sync the folder
   }
-}
-
-bool MemoryEnv::write_new(std::string_view path, std::string_view data, Durability durability) {
-  {
-    std::lock_guard lock(impl_->mu);
-    if (impl_->find(std::string(path)) != nullptr) return false;
-  }
-  write_atomic(path, data, durability);
   return true;
 }
 

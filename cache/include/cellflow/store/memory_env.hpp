@@ -68,6 +68,8 @@ class MemoryEnv final : public Env {
   struct Impl;  // private to memory_env.cpp
 
  private:
+  bool commit(std::string_view path, std::string_view data, Durability durability,
+              bool only_if_new);
   std::filesystem::path root_;
   std::unique_ptr<Impl> impl_;
 };
