@@ -5,11 +5,15 @@
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <exception>
+#include <limits>
 #include <mutex>
+#include <type_traits>
 #include <unordered_map>
 
 #include "cellflow/cache/dtype_dispatch.hpp"
@@ -320,7 +324,14 @@ CachedCellImage::PartialRead CachedCellImage::read_available(const Box& region, 
   dispatch_dtype(impl_->dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* p = result.data.template mutable_as<T>();
-    std::fill(p, p + region.volume(), static_cast<T>(fill));
+    T value = static_cast<T>(0);
+    if constexpr (std::is_floating_point_v<T>) {
+      value = static_cast<T>(fill);
+    } else if (!std::isnan(fill)) {  // out-of-range conversions are undefined: clamp
+      value = static_cast<T>(std::clamp(fill, static_cast<double>(std::numeric_limits<T>::lowest()),
+                                        static_cast<double>(std::numeric_limits<T>::max())));
+    }
+    std::fill(p, p + region.volume(), value);
   });
   for_each_index(impl_->grid.cells_touching(region), [&](const CellIndex& cell) {
     const int64_t linear = impl_->grid.linear(cell);
