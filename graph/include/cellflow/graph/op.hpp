@@ -16,6 +16,7 @@
 #include "cellflow/cache/cell_buffer.hpp"
 #include "cellflow/cache/dims.hpp"
 #include "cellflow/cache/dtype.hpp"
+#include "cellflow/cache/space.hpp"
 #include "cellflow/cache/table.hpp"
 #include "cellflow/graph/value.hpp"
 
@@ -95,6 +96,9 @@ struct ImageInfo {
   Shape shape;
   Shape cell_shape;
   OutputKind kind = OutputKind::kImage;
+  /// Where the voxels lie (image nodes). Empty: not set by the op; Graph::build
+  /// then gives the node its first image input's space (voxel space for sources).
+  Space space;
 };
 
 /// One input region handed to compute: the box (image coordinates) and its data.
