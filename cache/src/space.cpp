@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "cellflow/cache/error.hpp"
 
 namespace cellflow {
@@ -14,6 +17,20 @@ std::vector<std::string> default_axis_names(int rank) {
     names.push_back(from_end <= 3 ? kLast[3 - from_end] : fmt::format("d{}", i));
   }
   return names;
+}
+
+const std::vector<std::string>& space_units() {
+  static const std::vector<std::string> units = {
+      "angstrom",   "attometer",  "centimeter", "decimeter",  "exameter",   "femtometer",
+      "foot",       "gigameter",  "hectometer", "inch",       "kilometer",  "megameter",
+      "meter",      "micrometer", "mile",       "millimeter", "nanometer",  "parsec",
+      "petameter",  "picometer",  "terameter",  "yard",       "yoctometer", "yottameter",
+      "zeptometer", "zettameter"};
+  return units;
+}
+
+bool is_space_unit(const std::string& unit) {
+  return std::binary_search(space_units().begin(), space_units().end(), unit);
 }
 
 Space Space::voxels(int rank) {
@@ -45,12 +62,34 @@ Space Space::filled(int rank) const {
   check(origin.size(), "origin");
   check(axis_names.size(), "axis_names");
   check(units.size(), "units");
+  for (size_t i = 0; i < spacing.size(); ++i)
+    if (!(spacing[i] > 0.0) || !std::isfinite(spacing[i]))
+      throw InvalidArgument(
+          fmt::format("space: spacing must be finite and > 0 (got {} on axis {})", spacing[i], i));
+  for (size_t i = 0; i < origin.size(); ++i)
+    if (!std::isfinite(origin[i]))
+      throw InvalidArgument(
+          fmt::format("space: origin must be finite (got {} on axis {})", origin[i], i));
   Space out = voxels(rank);
   if (!spacing.empty()) out.spacing = spacing;
   if (!origin.empty()) out.origin = origin;
   if (!axis_names.empty()) out.axis_names = axis_names;
   if (!units.empty()) out.units = units;
   return out;
+}
+
+bool Space::same_grid(const Space& other) const {
+  const auto close = [](double a, double b, double scale) {
+    return std::abs(a - b) <= 1e-9 * std::max({std::abs(a), std::abs(b), scale});
+  };
+  if (spacing.size() != other.spacing.size() || origin.size() != other.origin.size()) return false;
+  for (size_t i = 0; i < spacing.size(); ++i)
+    if (!close(spacing[i], other.spacing[i], 0.0)) return false;
+  for (size_t i = 0; i < origin.size(); ++i)
+    if (!close(origin[i], other.origin[i], spacing.empty() ? 1.0 : spacing[i])) return false;
+  for (size_t i = 0; i < std::min(units.size(), other.units.size()); ++i)
+    if (!units[i].empty() && !other.units[i].empty() && units[i] != other.units[i]) return false;
+  return true;
 }
 
 std::string Space::describe() const {

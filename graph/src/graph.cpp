@@ -157,6 +157,35 @@ class NodeImages {
       kept_index_;
 };
 
+/// The physical space of node `n` just bound: the op's own when it set one;
+/// else its first image input's of the same shape (ops that keep the grid);
+/// else voxel space (a plugin op that changes the shape without saying how
+/// the grid changes). Image inputs of one shape must lie on one grid.
+Space node_space(const GraphNode& n, const std::vector<GraphNode>& nodes) {
+  const int rank = n.info.shape.rank();
+  const GraphNode* first_of_shape = nullptr;
+  for (size_t a = 0; a < n.inputs.size(); ++a) {
+    const GraphNode& in_a = nodes[n.inputs[a]];
+    if (in_a.info.kind != OutputKind::kImage) continue;
+    if (first_of_shape == nullptr && in_a.info.shape == n.info.shape) first_of_shape = &in_a;
+    for (size_t b = a + 1; b < n.inputs.size(); ++b) {
+      const GraphNode& in_b = nodes[n.inputs[b]];
+      if (in_b.info.kind != OutputKind::kImage || !(in_b.info.shape == in_a.info.shape)) continue;
+      if (!in_a.info.space.same_grid(in_b.info.space)) {
+        throw GraphError(fmt::format(
+            "field \"inputs\": \"{}\" and \"{}\" have the same shape but lie on different grids "
+            "(spacing {} against {}); resample one onto the other's grid first",
+            in_a.def.id, in_b.def.id, in_a.info.space.describe(), in_b.info.space.describe()));
+      }
+    }
+  }
+  if (!n.info.space.spacing.empty() || !n.info.space.origin.empty() ||
+      !n.info.space.units.empty() || !n.info.space.axis_names.empty())
+    return n.info.space.filled(rank);
+  if (first_of_shape != nullptr) return first_of_shape->info.space;
+  return Space::voxels(rank);
+}
+
 }  // namespace
 
 size_t drop_node_images() { return NodeImages::global().drop(); }
@@ -337,6 +366,7 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
       }
       n.kernel = std::shared_ptr<NodeKernel>(n.op->bind(params, infos));
       n.info = n.kernel->output();
+      n.info.space = node_space(n, m.nodes);
       // A table's cells are stored as serialized rows (bytes), whatever the op declared.
       if (n.info.kind == OutputKind::kTable) n.info.dtype = DType::kU8;
       (void)CellGrid(n.info.shape, n.info.cell_shape);  // validates rank and sizes

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
+#include "cellflow/graph/suggest.hpp"
 #include "ops.hpp"
 
 namespace cellflow::nodes {
@@ -57,6 +60,47 @@ void require_inputs(std::string_view op, std::span<const ImageInfo> inputs, size
     throw InvalidArgument(fmt::format("op \"{}\" takes {} input{} (got {})", op, n,
                                       n == 1 ? "" : "s", inputs.size()));
   }
+}
+
+std::vector<ParamSpec> space_param_specs() {
+  // No default values: a graph that does not set them keeps its hash.
+  return {
+      {"spacing", ParamType::kFloatOrList, Value(),
+       "physical size of a voxel: one number, or one per axis (default 1)"},
+      {"origin", ParamType::kFloatOrList, Value(),
+       "physical position of the first voxel's centre: one number, or one per axis (default 0)"},
+      {"unit", ParamType::kString, Value(),
+       "unit of spacing and origin, an OME-NGFF space unit such as \"micrometer\" (default: "
+       "none)"},
+  };
+}
+
+Space space_from_params(const Params& params, int rank) {
+  Space space = Space::voxels(rank);
+  if (params.has("spacing")) {
+    space.spacing = params.get_floats_per_axis("spacing", rank);
+    for (double v : space.spacing)
+      if (!(v > 0.0) || !std::isfinite(v))
+        throw InvalidArgument(
+            fmt::format("param \"spacing\" must be finite and > 0 on every axis (got {})", v));
+  }
+  if (params.has("origin")) {
+    space.origin = params.get_floats_per_axis("origin", rank);
+    for (double v : space.origin)
+      if (!std::isfinite(v))
+        throw InvalidArgument(fmt::format("param \"origin\" must be finite (got {})", v));
+  }
+  if (params.has("unit")) {
+    const std::string& unit = params.get_string("unit");
+    if (!is_space_unit(unit)) {
+      throw InvalidArgument(
+          fmt::format("param \"unit\": \"{}\" is not an OME-NGFF space unit (e.g. \"micrometer\", "
+                      "\"nanometer\", \"millimeter\"){}",
+                      unit, did_you_mean(unit, space_units())));
+    }
+    space.units.assign(static_cast<size_t>(rank), unit);
+  }
+  return space;
 }
 
 }  // namespace detail

@@ -11,6 +11,7 @@
 
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/nodes/gaussian_kernel.hpp"
+#include "gaussian_derivative.hpp"
 #include "ops.hpp"
 
 namespace cellflow::nodes {
@@ -18,18 +19,14 @@ namespace {
 
 class GaussianKernel final : public NodeKernel {
  public:
-  GaussianKernel(ImageInfo info, std::vector<double> sigma, std::vector<int64_t> radius,
-                 double max_error, int max_width, bool native)
-      : NodeKernel(std::move(info)),
-        sigma_(std::move(sigma)),
-        radius_(std::move(radius)),
-        max_error_(max_error),
-        max_width_(max_width),
-        native_(native) {}
+  GaussianKernel(ImageInfo info, detail::GaussianSettings settings, bool native)
+      : NodeKernel(std::move(info)), settings_(std::move(settings)), native_(native) {}
+
+  std::string identity() const override { return detail::gaussian_identity(settings_); }
 
   Box input_region(size_t /*input*/, const Box& out_box,
                    const ImageInfo& input_info) const override {
-    return out_box.grow(Dims::from(radius_)).intersect(Box::from_shape(input_info.shape));
+    return detail::grow_clipped(out_box, settings_.radius, input_info.shape);
   }
 
   void compute(const Box& out_box, std::span<const InputRegion> inputs,
@@ -51,17 +48,17 @@ class GaussianKernel final : public NodeKernel {
 
  private:
   void filter(const float* in, const Box& in_box, float* out, const Box& out_box) const {
+    const detail::GaussianSettings& s = settings_;
     if (native_) {
-      gaussian_filter_region_native(in, in_box, out, out_box, sigma_, max_error_, max_width_);
+      gaussian_filter_region_native(in, in_box, out, out_box, s.sigma, s.max_error, s.max_width,
+                                    s.spacing);
     } else {
-      gaussian_filter_region(in, in_box, out, out_box, sigma_, max_error_, max_width_);
+      gaussian_filter_region(in, in_box, out, out_box, s.sigma, s.max_error, s.max_width, 1,
+                             s.spacing);
     }
   }
 
-  std::vector<double> sigma_;  // array axis order
-  std::vector<int64_t> radius_;
-  double max_error_;
-  int max_width_;
+  detail::GaussianSettings settings_;
   bool native_;
 };
 
@@ -71,26 +68,19 @@ class GaussianOp final : public Op {
   int version() const override { return 1; }
   std::string_view doc() const override {
     return "Discrete Gaussian smoothing (ITK DiscreteGaussianImageFilter's kernel and "
-           "zero-flux Neumann boundaries, no image spacing) of an image of rank 1 to 3; output "
-           "f32, same shape and cells as the input.";
+           "zero-flux Neumann boundaries; sigma in voxels, or in physical units as ITK with "
+           "image spacing on) of an image of rank 1 to 3; output f32, same shape and cells as "
+           "the input.";
   }
   std::vector<ParamSpec> params() const override {
-    return {
-        {"sigma", ParamType::kFloatOrList, Value(),
-         "standard deviation in voxels: one number, or one per axis (0: no smoothing on that "
-         "axis)",
-         true},
-        {"max_error", ParamType::kFloat, Value(1e-4),
-         "largest weight of the Gaussian the truncated kernel may miss, in (0, 1)"},
-        {"max_kernel_width", ParamType::kInt, Value(128),
-         "largest kernel half-width ITK may build; a sigma that needs more is an error"},
-        // No default value: a graph that does not name an engine keeps the
-        // hash it had before engines existed (both give the same result).
-        {"engine", ParamType::kString, Value(),
-         "\"native\" (default when absent: cellflow's separable kernel, ITK's result bit for "
-         "bit, several times faster) or \"itk\" (ITK's DiscreteGaussianImageFilter itself, "
-         "the reference)"},
-    };
+    std::vector<ParamSpec> specs = detail::gaussian_param_specs();
+    // No default value: a graph that does not name an engine keeps the
+    // hash it had before engines existed (both give the same result).
+    specs.push_back({"engine", ParamType::kString, Value(),
+                     "\"native\" (default when absent: cellflow's separable kernel, ITK's result "
+                     "bit for bit, several times faster) or \"itk\" (ITK's "
+                     "DiscreteGaussianImageFilter itself, the reference)"});
+    return specs;
   }
   int min_inputs() const override { return 1; }
 
@@ -98,46 +88,7 @@ class GaussianOp final : public Op {
                                    std::span<const ImageInfo> inputs) const override {
     detail::require_inputs(name(), inputs, 1);
     const ImageInfo& in = inputs[0];
-    const int rank = in.shape.rank();
-    if (rank < 1 || rank > 3) {
-      throw InvalidArgument(
-          fmt::format("op \"gaussian\" supports images of rank 1 to 3 (got rank {})", rank));
-    }
-    std::vector<double> sigma = params.get_floats_per_axis("sigma", rank);
-    for (double s : sigma) {
-      if (!(s >= 0.0) || !std::isfinite(s)) {
-        throw InvalidArgument(fmt::format("param \"sigma\" must be >= 0 (got {})", s));
-      }
-    }
-    const double max_error = params.get_float("max_error");
-    if (!(max_error > 0.0 && max_error < 1.0)) {
-      throw InvalidArgument(
-          fmt::format("param \"max_error\" must be in (0, 1) (got {})", max_error));
-    }
-    const int64_t max_width = params.get_int("max_kernel_width");
-    if (max_width < 1 || max_width > 100000) {
-      throw InvalidArgument(
-          fmt::format("param \"max_kernel_width\" must be in [1, 100000] (got {})", max_width));
-    }
-    std::vector<int64_t> radius;
-    try {
-      radius = gaussian_radius(sigma, max_error, static_cast<int>(max_width));
-    } catch (const InvalidArgument& e) {
-      throw InvalidArgument(fmt::format("param \"sigma\": {}", e.message()));
-    }
-    for (size_t d = 0; d < radius.size(); ++d) {
-      // ITK truncates a kernel that reaches max_width and warns on every
-      // filter run (so on every cell); refuse instead. Beyond sigma ~10 at
-      // max_error 1e-4 ITK's Bessel sums lose precision and its kernels grow
-      // to ~50 sigma, so this is where large sigmas end up.
-      if (radius[d] >= max_width) {
-        throw InvalidArgument(fmt::format(
-            "param \"sigma\" ({}) needs a kernel wider than max_kernel_width {} at max_error {} "
-            "(ITK's discrete Gaussian loses precision above sigma ~10); raise max_kernel_width "
-            "or max_error, or smooth a downsampled image",
-            sigma[d], max_width, max_error));
-      }
-    }
+    detail::GaussianSettings settings = detail::gaussian_settings(name(), params, in);
     bool native = true;
     if (params.has("engine")) {
       const std::string& engine = params.get_string("engine");
@@ -148,8 +99,7 @@ class GaussianOp final : public Op {
       native = engine == "native";
     }
     ImageInfo info{DType::kF32, in.shape, in.cell_shape};
-    return std::make_unique<GaussianKernel>(std::move(info), std::move(sigma), std::move(radius),
-                                            max_error, static_cast<int>(max_width), native);
+    return std::make_unique<GaussianKernel>(std::move(info), std::move(settings), native);
   }
 };
 

@@ -1,5 +1,5 @@
-// Private to cellflow_nodes: what gradient_magnitude and log share — the
-// `gaussian` op's smoothing params (sigma, max_error, max_kernel_width) and
+// Private to cellflow_nodes: what gaussian, gradient_magnitude and log share —
+// the smoothing params (sigma, units, max_error, max_kernel_width) and
 // the smoothing of a cell's box grown by one voxel, the support of a central
 // difference. Header-only; reentrant.
 #pragma once
@@ -18,7 +18,8 @@ namespace cellflow::nodes::detail {
 
 /// The gaussian op's params, validated, and the kernel radius they give.
 struct GaussianSettings {
-  std::vector<double> sigma;  // array axis order
+  std::vector<double> sigma;    // array axis order, in voxels or in the units of `spacing`
+  std::vector<double> spacing;  // empty: sigma in voxels; else the input's spacing
   std::vector<int64_t> radius;
   double max_error = 1e-4;
   int max_width = 128;
@@ -27,9 +28,13 @@ struct GaussianSettings {
 inline std::vector<ParamSpec> gaussian_param_specs() {
   return {
       {"sigma", ParamType::kFloatOrList, Value(),
-       "standard deviation of the Gaussian in voxels: one number, or one per axis (0: no "
-       "smoothing on that axis)",
+       "standard deviation of the Gaussian in voxels (or, with units \"physical\", in the "
+       "image's physical units): one number, or one per axis (0: no smoothing on that axis)",
        true},
+      // No default value: graphs that do not name units keep their hashes.
+      {"units", ParamType::kString, Value(),
+       "\"voxels\" (default when absent) or \"physical\": sigma in the units of the input's "
+       "spacing, as ITK's filters with UseImageSpacing on (derivatives per physical unit too)"},
       {"max_error", ParamType::kFloat, Value(1e-4),
        "largest weight of the Gaussian the truncated kernel may miss, in (0, 1)"},
       {"max_kernel_width", ParamType::kInt, Value(128),
@@ -37,8 +42,10 @@ inline std::vector<ParamSpec> gaussian_param_specs() {
   };
 }
 
-/// Validates the smoothing params of op `op` for an image of `rank` (1 to 3).
-inline GaussianSettings gaussian_settings(std::string_view op, const Params& params, int rank) {
+/// Validates the smoothing params of op `op` for the image `in` (rank 1 to 3).
+inline GaussianSettings gaussian_settings(std::string_view op, const Params& params,
+                                          const ImageInfo& in) {
+  const int rank = in.shape.rank();
   if (rank < 1 || rank > 3) {
     throw InvalidArgument(
         fmt::format("op \"{}\" supports images of rank 1 to 3 (got rank {})", op, rank));
@@ -48,6 +55,15 @@ inline GaussianSettings gaussian_settings(std::string_view op, const Params& par
   for (double v : s.sigma) {
     if (!(v >= 0.0) || !std::isfinite(v)) {
       throw InvalidArgument(fmt::format("param \"sigma\" must be >= 0 (got {})", v));
+    }
+  }
+  if (params.has("units")) {
+    const std::string& units = params.get_string("units");
+    if (units == "physical") {
+      s.spacing = in.space.filled(rank).spacing;
+    } else if (units != "voxels") {
+      throw InvalidArgument(
+          fmt::format("param \"units\" must be \"voxels\" or \"physical\" (got \"{}\")", units));
     }
   }
   s.max_error = params.get_float("max_error");
@@ -62,7 +78,7 @@ inline GaussianSettings gaussian_settings(std::string_view op, const Params& par
   }
   s.max_width = static_cast<int>(max_width);
   try {
-    s.radius = gaussian_radius(s.sigma, s.max_error, s.max_width);
+    s.radius = gaussian_radius(s.sigma, s.max_error, s.max_width, s.spacing);
   } catch (const InvalidArgument& e) {
     throw InvalidArgument(fmt::format("param \"sigma\": {}", e.message()));
   }
@@ -75,6 +91,22 @@ inline GaussianSettings gaussian_settings(std::string_view op, const Params& par
     }
   }
   return s;
+}
+
+/// What of the input's space the result depends on (NodeKernel::identity()):
+/// its spacing when sigma is physical (the node hash covers the input's data,
+/// not the metadata its grid may come from), else nothing.
+inline std::string gaussian_identity(const GaussianSettings& s) {
+  if (s.spacing.empty()) return {};
+  std::string text = "spacing";
+  for (double v : s.spacing) text += fmt::format(" {:.17g}", v);
+  return text;
+}
+
+/// The factor that turns a difference of neighbours along `axis` into one
+/// per unit of sigma's units: 1 in voxels, 1 / spacing when physical.
+inline double per_unit(const GaussianSettings& s, int axis) {
+  return s.spacing.empty() ? 1.0 : 1.0 / s.spacing[static_cast<size_t>(axis)];
 }
 
 /// The input region a derivative of the smoothed image needs for `out_box`:
@@ -93,7 +125,7 @@ inline std::vector<float> smooth_box(const GaussianSettings& s, const InputRegio
   std::vector<float> out(static_cast<size_t>(box.volume()));
   if (in.data.dtype() == DType::kF32) {
     gaussian_filter_region(in.data.as<float>(), in.box, out.data(), box, s.sigma, s.max_error,
-                           s.max_width);
+                           s.max_width, 1, s.spacing);
     return out;
   }
   std::vector<float> converted(static_cast<size_t>(in.data.num_elements()));
@@ -103,7 +135,7 @@ inline std::vector<float> smooth_box(const GaussianSettings& s, const InputRegio
     for (size_t i = 0; i < converted.size(); ++i) converted[i] = static_cast<float>(src[i]);
   });
   gaussian_filter_region(converted.data(), in.box, out.data(), box, s.sigma, s.max_error,
-                         s.max_width);
+                         s.max_width, 1, s.spacing);
   return out;
 }
 

@@ -156,7 +156,8 @@ thread_local std::vector<float> Scratch::kept_[3];
 
 void gaussian_filter_region_native(const float* in, const Box& in_box, float* out,
                                    const Box& out_box, const std::vector<double>& sigma,
-                                   double max_error, int max_width) {
+                                   double max_error, int max_width,
+                                   const std::vector<double>& spacing) {
   const int rank = in_box.rank();
   if (rank < 1 || rank > 3) {
     throw InvalidArgument(fmt::format("gaussian supports images of rank 1 to 3 (got {})", rank));
@@ -164,6 +165,10 @@ void gaussian_filter_region_native(const float* in, const Box& in_box, float* ou
   if (static_cast<int>(sigma.size()) != rank) {
     throw InvalidArgument(
         fmt::format("sigma must have one value per axis ({}) (got {})", rank, sigma.size()));
+  }
+  if (!spacing.empty() && static_cast<int>(spacing.size()) != rank) {
+    throw InvalidArgument(
+        fmt::format("spacing must have one value per axis ({}) (got {})", rank, spacing.size()));
   }
   if (out_box.rank() != rank || !in_box.contains(out_box)) {
     throw InvalidArgument(
@@ -176,7 +181,8 @@ void gaussian_filter_region_native(const float* in, const Box& in_box, float* ou
   int64_t radius[3] = {0, 0, 0};
   for (int i = 0; i < rank; ++i) {
     coefficients[lead + i] =
-        gaussian_coefficients(sigma[static_cast<size_t>(i)], max_error, max_width);
+        gaussian_coefficients(sigma[static_cast<size_t>(i)], max_error, max_width,
+                              spacing.empty() ? 1.0 : spacing.at(static_cast<size_t>(i)));
     radius[lead + i] = (static_cast<int64_t>(coefficients[lead + i].size()) - 1) / 2;
   }
   const Region3 whole_in = to_region3(in_box);

@@ -14,7 +14,12 @@ namespace {
 class GradientMagnitudeKernel final : public NodeKernel {
  public:
   GradientMagnitudeKernel(ImageInfo info, detail::GaussianSettings settings)
-      : NodeKernel(std::move(info)), settings_(std::move(settings)) {}
+      : NodeKernel(std::move(info)), settings_(std::move(settings)) {
+    for (size_t d = 0; d < settings_.sigma.size(); ++d)
+      half_per_unit_.push_back(0.5 * detail::per_unit(settings_, static_cast<int>(d)));
+  }
+
+  std::string identity() const override { return detail::gaussian_identity(settings_); }
 
   Box input_region(size_t /*input*/, const Box& out_box,
                    const ImageInfo& input_info) const override {
@@ -31,8 +36,8 @@ class GradientMagnitudeKernel final : public NodeKernel {
     double sum = 0.0;
     detail::for_each_stencil(
         g, box, out_box,
-        [&](int /*axis*/, double /*center*/, double minus, double plus) {
-          const double d = 0.5 * (plus - minus);
+        [&](int axis, double /*center*/, double minus, double plus) {
+          const double d = half_per_unit_[static_cast<size_t>(axis)] * (plus - minus);
           sum += d * d;
         },
         [&] {
@@ -43,6 +48,7 @@ class GradientMagnitudeKernel final : public NodeKernel {
 
  private:
   detail::GaussianSettings settings_;
+  std::vector<double> half_per_unit_;  // 1/2, or 1 / (2 spacing) when physical
 };
 
 class GradientMagnitudeOp final : public Op {
@@ -61,7 +67,7 @@ class GradientMagnitudeOp final : public Op {
                                    std::span<const ImageInfo> inputs) const override {
     detail::require_inputs(name(), inputs, 1);
     const ImageInfo& in = inputs[0];
-    auto settings = detail::gaussian_settings(name(), params, in.shape.rank());
+    auto settings = detail::gaussian_settings(name(), params, in);
     ImageInfo info{DType::kF32, in.shape, in.cell_shape};
     return std::make_unique<GradientMagnitudeKernel>(std::move(info), std::move(settings));
   }

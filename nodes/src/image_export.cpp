@@ -31,8 +31,11 @@ constexpr const char* kSupported = ".tif, .tiff, .nrrd, .mha, .mhd, .png";
 enum class Format { kTiff, kNrrd, kMeta, kPng };
 
 /// Writes a C-contiguous array (cellflow axis order) without copying it.
+/// With `space` filled to D axes, the image carries its spacing and origin
+/// (ITK's axis order); empty: ITK's defaults (spacing 1, origin 0).
 template <class T, unsigned D>
-void write_itk(const T* data, const Shape& shape, const std::filesystem::path& file) {
+void write_itk(const T* data, const Shape& shape, const Space& space,
+               const std::filesystem::path& file) {
   using Image = itk::Image<T, D>;
   typename Image::RegionType region;
   for (unsigned i = 0; i < D; ++i) {
@@ -41,6 +44,16 @@ void write_itk(const T* data, const Shape& shape, const std::filesystem::path& f
   }
   auto image = Image::New();
   image->SetRegions(region);
+  if (space.spacing.size() == D) {
+    typename Image::SpacingType spacing;
+    typename Image::PointType origin;
+    for (unsigned i = 0; i < D; ++i) {
+      spacing[i] = space.spacing[D - 1 - i];
+      origin[i] = space.origin[D - 1 - i];
+    }
+    image->SetSpacing(spacing);
+    image->SetOrigin(origin);
+  }
   auto container = Image::PixelContainer::New();
   container->SetImportPointer(
       const_cast<T*>(data),
@@ -63,11 +76,12 @@ void write_itk(const T* data, const Shape& shape, const std::filesystem::path& f
 }
 
 template <class T>
-void write_any_rank(const T* data, const Shape& shape, const std::filesystem::path& file) {
+void write_any_rank(const T* data, const Shape& shape, const Space& space,
+                    const std::filesystem::path& file) {
   if (shape.rank() == 2) {
-    write_itk<T, 2>(data, shape, file);
+    write_itk<T, 2>(data, shape, space, file);
   } else {
-    write_itk<T, 3>(data, shape, file);
+    write_itk<T, 3>(data, shape, space, file);
   }
 }
 
@@ -123,20 +137,20 @@ std::vector<T> enlarge(const T* data, const Shape& shape, int k, Shape& out_shap
 template <class T>
 void write_png(const T* data, const Shape& shape, int upscale, const std::filesystem::path& file) {
   if (upscale == 1) {
-    write_itk<T, 2>(data, shape, file);
+    write_itk<T, 2>(data, shape, Space{}, file);
     return;
   }
   Shape big;
   const std::vector<T> enlarged = enlarge(data, shape, upscale, big);
-  write_itk<T, 2>(enlarged.data(), big, file);
+  write_itk<T, 2>(enlarged.data(), big, Space{}, file);
 }
 
 template <class T>
-void write_as_f32(const CellBuffer& buffer, const std::filesystem::path& file) {
+void write_as_f32(const CellBuffer& buffer, const Space& space, const std::filesystem::path& file) {
   const T* src = buffer.as<T>();
   std::vector<float> f(static_cast<size_t>(buffer.num_elements()));
   for (size_t i = 0; i < f.size(); ++i) f[i] = detail::convert_value<float>(src[i]);
-  write_any_rank(f.data(), buffer.shape(), file);
+  write_any_rank(f.data(), buffer.shape(), space, file);
 }
 
 Format format_of(const std::filesystem::path& file) {
@@ -236,12 +250,13 @@ void write_formatted(const CellBuffer& buffer, Format format, const ExportOption
                      const std::filesystem::path& file) {
   const Shape& shape = buffer.shape();
   const DType dtype = buffer.dtype();
+  const Space space = opts.space.filled(shape.rank());
   switch (format) {
     case Format::kNrrd:
     case Format::kMeta:
       dispatch_dtype(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        write_any_rank(buffer.as<T>(), shape, file);
+        write_any_rank(buffer.as<T>(), shape, space, file);
       });
       return;
     case Format::kTiff:
@@ -249,9 +264,9 @@ void write_formatted(const CellBuffer& buffer, Format format, const ExportOption
       dispatch_dtype(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
         if constexpr (sizeof(T) <= 2 || std::is_same_v<T, float>) {
-          write_any_rank(buffer.as<T>(), shape, file);
+          write_any_rank(buffer.as<T>(), shape, space, file);
         } else {
-          write_as_f32<T>(buffer, file);
+          write_as_f32<T>(buffer, space, file);
         }
       });
       return;

@@ -38,11 +38,26 @@ void init_itk_threads() {
 // Wider than any kernel ITK builds before its coefficients underflow.
 constexpr unsigned kUnlimitedWidth = 1u << 16;
 
-std::mutex g_threads_mu;  // serializes callers that change the global thread count
+std::mutex g_threads_mu;
+
+/// Spacing, when given, must have one finite value > 0 per axis.
+void check_spacing(const std::vector<double>& spacing, size_t rank) {
+  if (spacing.empty()) return;
+  if (spacing.size() != rank) {
+    throw InvalidArgument(
+        fmt::format("spacing must have one value per axis ({}) (got {})", rank, spacing.size()));
+  }
+  for (double v : spacing) {
+    if (!(v > 0.0) || !std::isfinite(v)) {
+      throw InvalidArgument(fmt::format("spacing must be finite and > 0 (got {})", v));
+    }
+  }
+}  // serializes callers that change the global thread count
 
 template <unsigned D>
 void run_filter(const float* in, const Box& in_box, float* out, const Box& out_box,
-                const std::vector<double>& sigma, double max_error, int max_width, int work_units) {
+                const std::vector<double>& sigma, const std::vector<double>& spacing,
+                double max_error, int max_width, int work_units) {
   using Image = itk::Image<float, D>;
   using Filter = itk::DiscreteGaussianImageFilter<Image, Image>;
 
@@ -53,8 +68,7 @@ void run_filter(const float* in, const Box& in_box, float* out, const Box& out_b
   typename Filter::ArrayType variance;
   typename Filter::ArrayType error;
   for (unsigned i = 0; i < D; ++i) {
-    const double s = sigma[D - 1 - i];
-    variance[i] = s * s;
+    variance[i] = gaussian_voxel_variance(sigma[D - 1 - i], spacing[D - 1 - i]);
     error[i] = max_error;
   }
   filter->SetVariance(variance);
@@ -88,7 +102,8 @@ void run_filter(const float* in, const Box& in_box, float* out, const Box& out_b
 }  // namespace
 
 std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double max_error,
-                                     int max_width) {
+                                     int max_width, const std::vector<double>& spacing) {
+  check_spacing(spacing, sigma.size());
   if (!(max_error > 0.0 && max_error < 1.0)) {
     throw InvalidArgument(fmt::format("max_error must be in (0, 1) (got {})", max_error));
   }
@@ -97,14 +112,15 @@ std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double ma
   }
   std::vector<int64_t> radius;
   radius.reserve(sigma.size());
-  for (double s : sigma) {
+  for (size_t a = 0; a < sigma.size(); ++a) {
+    const double s = sigma[a];
     if (!(s >= 0.0) || !std::isfinite(s)) {
       throw InvalidArgument(fmt::format("sigma must be >= 0 (got {})", s));
     }
     // The same operator DiscreteGaussianImageFilter builds per axis.
     itk::GaussianOperator<float, 1> op;
     op.SetDirection(0);
-    op.SetVariance(s * s);
+    op.SetVariance(gaussian_voxel_variance(s, spacing.empty() ? 1.0 : spacing[a]));
     op.SetMaximumError(max_error);
     // Built without a width limit (ITK would warn on truncation); ITK's own
     // kernel stops at max_width, so its radius is min(natural, max_width).
@@ -127,7 +143,9 @@ std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double ma
   return radius;
 }
 
-std::vector<double> gaussian_coefficients(double sigma, double max_error, int max_width) {
+std::vector<double> gaussian_coefficients(double sigma, double max_error, int max_width,
+                                          double spacing) {
+  check_spacing({spacing}, 1);
   if (!(sigma >= 0.0) || !std::isfinite(sigma)) {
     throw InvalidArgument(fmt::format("sigma must be >= 0 (got {})", sigma));
   }
@@ -140,8 +158,8 @@ std::vector<double> gaussian_coefficients(double sigma, double max_error, int ma
   // Building the operator costs Bessel sums (microseconds to milliseconds);
   // kernels are bound once per node but the bench and tests call this often.
   static std::mutex mu;
-  static std::map<std::tuple<double, double, int>, std::vector<double>> cache;
-  const auto key = std::make_tuple(sigma, max_error, max_width);
+  static std::map<std::tuple<double, double, int, double>, std::vector<double>> cache;
+  const auto key = std::make_tuple(sigma, max_error, max_width, spacing);
   {
     std::lock_guard lock(mu);
     if (auto it = cache.find(key); it != cache.end()) return it->second;
@@ -150,7 +168,7 @@ std::vector<double> gaussian_coefficients(double sigma, double max_error, int ma
   // axis: GaussianOperator<double> (NumericTraits<float>::RealType), no spacing.
   itk::GaussianOperator<double, 1> op;
   op.SetDirection(0);
-  op.SetVariance(sigma * sigma);
+  op.SetVariance(gaussian_voxel_variance(sigma, spacing));
   op.SetMaximumError(max_error);
   op.SetMaximumKernelWidth(static_cast<unsigned>(max_width));
   op.CreateDirectional();
@@ -164,7 +182,10 @@ std::vector<double> gaussian_coefficients(double sigma, double max_error, int ma
 
 void gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,
                             const std::vector<double>& sigma, double max_error, int max_width,
-                            int itk_threads) {
+                            int itk_threads, const std::vector<double>& spacing) {
+  check_spacing(spacing, sigma.size());
+  const std::vector<double> axis_spacing =
+      spacing.empty() ? std::vector<double>(sigma.size(), 1.0) : spacing;
   const int rank = in_box.rank();
   if (rank < 1 || rank > 3) {
     throw InvalidArgument(fmt::format("gaussian supports images of rank 1 to 3 (got {})", rank));
@@ -186,13 +207,16 @@ void gaussian_filter_region(const float* in, const Box& in_box, float* out, cons
   auto run = [&] {
     switch (rank) {
       case 1:
-        run_filter<1>(in, in_box, out, out_box, sigma, max_error, max_width, itk_threads);
+        run_filter<1>(in, in_box, out, out_box, sigma, axis_spacing, max_error, max_width,
+                      itk_threads);
         break;
       case 2:
-        run_filter<2>(in, in_box, out, out_box, sigma, max_error, max_width, itk_threads);
+        run_filter<2>(in, in_box, out, out_box, sigma, axis_spacing, max_error, max_width,
+                      itk_threads);
         break;
       default:
-        run_filter<3>(in, in_box, out, out_box, sigma, max_error, max_width, itk_threads);
+        run_filter<3>(in, in_box, out, out_box, sigma, axis_spacing, max_error, max_width,
+                      itk_threads);
     }
   };
   try {

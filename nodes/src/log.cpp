@@ -15,8 +15,14 @@ class LaplacianOfGaussianKernel final : public NodeKernel {
  public:
   LaplacianOfGaussianKernel(ImageInfo info, detail::GaussianSettings settings, bool normalize)
       : NodeKernel(std::move(info)), settings_(std::move(settings)) {
-    for (double s : settings_.sigma) weight_.push_back(normalize ? s * s : 1.0);
+    for (size_t d = 0; d < settings_.sigma.size(); ++d) {
+      const double s = settings_.sigma[d];
+      const double u = detail::per_unit(settings_, static_cast<int>(d));
+      weight_.push_back((normalize ? s * s : 1.0) * u * u);
+    }
   }
+
+  std::string identity() const override { return detail::gaussian_identity(settings_); }
 
   Box input_region(size_t /*input*/, const Box& out_box,
                    const ImageInfo& input_info) const override {
@@ -44,7 +50,8 @@ class LaplacianOfGaussianKernel final : public NodeKernel {
 
  private:
   detail::GaussianSettings settings_;
-  std::vector<double> weight_;  // per axis: 1, or sigma^2 when normalized
+  // per axis: 1, or sigma^2 when normalized, per physical unit^2 when physical
+  std::vector<double> weight_;
 };
 
 class LaplacianOfGaussianOp final : public Op {
@@ -69,7 +76,7 @@ class LaplacianOfGaussianOp final : public Op {
                                    std::span<const ImageInfo> inputs) const override {
     detail::require_inputs(name(), inputs, 1);
     const ImageInfo& in = inputs[0];
-    auto settings = detail::gaussian_settings(name(), params, in.shape.rank());
+    auto settings = detail::gaussian_settings(name(), params, in);
     ImageInfo info{DType::kF32, in.shape, in.cell_shape};
     return std::make_unique<LaplacianOfGaussianKernel>(std::move(info), std::move(settings),
                                                        params.get_bool("normalize"));

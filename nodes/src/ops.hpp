@@ -52,6 +52,24 @@ namespace detail {
 /// layer checks counts too; kernels must not index past the span).
 void require_inputs(std::string_view op, std::span<const ImageInfo> inputs, size_t n);
 
+/// The params a source op takes for its physical space (spacing, origin,
+/// unit), all optional, and the Space they give for an image of `rank`.
+std::vector<ParamSpec> space_param_specs();
+Space space_from_params(const Params& params, int rank);
+
+/// The space of an image whose voxel i stands for the block of `factors`
+/// voxels of `in` starting at i * factors: spacing times the factor, the
+/// origin at the first block's centre (where a mean puts it).
+inline Space block_space(const Space& in, const std::vector<int64_t>& factors) {
+  Space out = in.filled(static_cast<int>(factors.size()));
+  for (size_t d = 0; d < factors.size(); ++d) {
+    const auto f = static_cast<double>(factors[d]);
+    out.origin[d] += 0.5 * (f - 1.0) * out.spacing[d];
+    out.spacing[d] *= f;
+  }
+  return out;
+}
+
 /// Calls fn(row, offset) for each row of a C-contiguous array of `shape`: `row`
 /// is the index of the row's first element (last coordinate 0) relative to the
 /// array and `offset` its linear position. Rows run along the last axis.

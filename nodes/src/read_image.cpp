@@ -11,12 +11,14 @@
 //    dropped once every cell has been served (a later miss reads it again).
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <bit>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -443,6 +445,52 @@ class ReadImageKernel final : public NodeKernel {
   mutable int64_t served_count_ = 0;
 };
 
+/// The physical space of the file `io` has read the header of: ITK's spacing
+/// and origin in array order. Rotated axes are refused unless param
+/// "direction" is "ignore" (a rotation dropped silently would misplace every
+/// voxel in physical space). Units: none (ITK's formats do not record them).
+Space file_space(itk::ImageIOBase& io, const fs::path& file, const Params& params) {
+  const int rank = static_cast<int>(io.GetNumberOfDimensions());
+  bool ignore_direction = false;
+  if (params.has("direction")) {
+    const std::string& d = params.get_string("direction");
+    if (d != "refuse" && d != "ignore") {
+      throw InvalidArgument(
+          fmt::format("param \"direction\" must be \"refuse\" or \"ignore\" (got \"{}\")", d));
+    }
+    ignore_direction = d == "ignore";
+  }
+  Space space = Space::voxels(rank);
+  for (int i = 0; i < rank; ++i) {
+    const auto axis = static_cast<unsigned>(i);
+    const int d = rank - 1 - i;  // ITK's axis i is cellflow's axis rank-1-i
+    space.spacing[static_cast<size_t>(d)] = io.GetSpacing(axis);
+    space.origin[static_cast<size_t>(d)] = io.GetOrigin(axis);
+    if (!(io.GetSpacing(axis) > 0.0) || !std::isfinite(io.GetSpacing(axis))) {
+      throw InvalidArgument(
+          fmt::format("param \"path\": file {}: spacing {} on ITK axis {} (must be finite and > 0)",
+                      file.string(), io.GetSpacing(axis), i));
+    }
+    if (!std::isfinite(io.GetOrigin(axis))) {
+      throw InvalidArgument(fmt::format("param \"path\": file {}: origin {} on ITK axis {}",
+                                        file.string(), io.GetOrigin(axis), i));
+    }
+    if (ignore_direction) continue;
+    const std::vector<double> cosines = io.GetDirection(axis);
+    for (size_t j = 0; j < cosines.size(); ++j) {
+      const double expected = j == axis ? 1.0 : 0.0;
+      if (std::abs(cosines[j] - expected) > 1e-6) {
+        throw InvalidArgument(fmt::format(
+            "param \"path\": file {}: its axes are rotated (direction of ITK axis {} is ({})); "
+            "cellflow's grids are axis-aligned: resample the image first, or set param "
+            "\"direction\" to \"ignore\" to read it on its own axes",
+            file.string(), i, fmt::join(cosines, ", ")));
+      }
+    }
+  }
+  return space;
+}
+
 /// Default cells: about a million voxels, in cubes for 3-D and above.
 Shape default_cell_shape(const Shape& shape) {
   const int r = shape.rank();
@@ -472,6 +520,10 @@ class ReadImageOp final : public Op {
          "cell shape, one entry per axis (default: 64 per axis for 3-D and above, 1024 for 2-D, "
          "clipped to the image)"},
         detail::hash_mode_param(),
+        {"direction", ParamType::kString, Value(),
+         "\"refuse\" (default when absent): a file whose axes are rotated (direction cosines "
+         "not the identity) is an error, since cellflow's grids are axis-aligned; \"ignore\": "
+         "read it on its own axes, keeping spacing and origin"},
     };
   }
   int min_inputs() const override { return 0; }
@@ -533,6 +585,7 @@ class ReadImageOp final : public Op {
         throw InvalidArgument(fmt::format("param \"path\": file {}: empty image", file.string()));
       }
     }
+    info.space = file_space(*io, file, params);
     info.cell_shape = default_cell_shape(info.shape);
     if (params.has("cell_shape") && !params.get("cell_shape").is_null()) {
       const std::vector<int64_t> cs = params.get_ints("cell_shape");

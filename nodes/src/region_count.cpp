@@ -118,6 +118,7 @@ class RegionCountOp final : public Op {
     }
     ImageInfo info;
     info.dtype = DType::kU32;
+    info.space = detail::block_space(in.space, region);
     info.shape = Shape(r);
     info.cell_shape = Shape(r);
     for (int d = 0; d < r; ++d) {

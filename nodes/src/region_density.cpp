@@ -113,6 +113,7 @@ class RegionDensityOp final : public Op {
     }
     ImageInfo info;
     info.dtype = DType::kF32;
+    info.space = detail::block_space(in.space, region);
     info.shape = Shape(r);
     info.cell_shape = Shape(r);
     for (int d = 0; d < r; ++d) {

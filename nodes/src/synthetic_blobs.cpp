@@ -149,7 +149,7 @@ class SyntheticBlobsOp final : public Op {
            "1.0 to half the type's maximum, rounding and saturating.";
   }
   std::vector<ParamSpec> params() const override {
-    return {
+    std::vector<ParamSpec> specs = {
         {"shape", ParamType::kIntList, Value(), "image shape, rank 1 to 5 (array order)", true},
         {"cell_shape", ParamType::kIntList, Value(), "cell shape, same rank as shape", true},
         {"dtype", ParamType::kDType, Value("f32"), "output element type"},
@@ -159,6 +159,8 @@ class SyntheticBlobsOp final : public Op {
          "[min, max] blob radius in voxels, drawn per blob and axis"},
         {"noise", ParamType::kFloat, Value(0.05), "standard deviation of the Gaussian noise"},
     };
+    for (ParamSpec& spec : detail::space_param_specs()) specs.push_back(std::move(spec));
+    return specs;
   }
   int min_inputs() const override { return 0; }
 
@@ -211,6 +213,7 @@ class SyntheticBlobsOp final : public Op {
     info.dtype = params.get_dtype("dtype");
     info.shape = Shape::from(shape);
     info.cell_shape = Shape::from(cell_shape);
+    info.space = detail::space_from_params(params, static_cast<int>(shape.size()));
 
     const int r = static_cast<int>(shape.size());
     const Box image = Box::from_shape(info.shape);

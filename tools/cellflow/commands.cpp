@@ -440,6 +440,7 @@ int export_command(const ExportArgs& args) {
   }
   nodes::ExportOptions options;
   options.upscale = args.upscale;
+  options.space = graph.nodes()[node].info.space;
   nodes::export_image(*graph.image(node), to, options);
   fmt::print("wrote {} (node {}, {})\n", args.to, args.node_id, graph.nodes()[node].hash);
   return kExitOk;

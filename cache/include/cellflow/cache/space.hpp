@@ -24,8 +24,14 @@ struct Space {
 
   /// This space with every per-axis vector filled to `rank` entries (missing
   /// spacing 1, origin 0, axis names the defaults, units ""). Throws
-  /// InvalidArgument if a non-empty vector has another size.
+  /// InvalidArgument if a non-empty vector has another size, a spacing is not
+  /// finite and > 0, or an origin is not finite.
   Space filled(int rank) const;
+
+  /// Whether `other` puts voxels at the same places: spacing and origin equal
+  /// within a relative 1e-9 (metadata written as decimal text rounds), and
+  /// units equal where both are known. Both must be filled to one rank.
+  bool same_grid(const Space& other) const;
 
   /// "0.2 x 0.2 x 1 micrometer, origin (1, 2, 3)" (for messages and summaries).
   std::string describe() const;
@@ -36,5 +42,10 @@ struct Space {
 /// The default axis names of a rank-`rank` image: "x"; "y","x"; "z","y","x";
 /// more axes get "d0", "d1", ... before them.
 std::vector<std::string> default_axis_names(int rank);
+
+/// The space units OME-NGFF allows on space axes (UDUNITS-2 names:
+/// "micrometer", "nanometer", ...), sorted.
+const std::vector<std::string>& space_units();
+bool is_space_unit(const std::string& unit);
 
 }  // namespace cellflow

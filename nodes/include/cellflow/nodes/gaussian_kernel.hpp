@@ -18,8 +18,19 @@ namespace cellflow::nodes {
 /// that axis, which still has a radius of 1), the maximum truncation error and
 /// the maximum kernel width.
 /// REQUIRES: every sigma >= 0, 0 < max_error < 1, max_width >= 1.
+/// With `spacing` (one per axis, > 0), sigma is in its physical units: the
+/// voxel variance is sigma^2 / spacing^2, computed as ITK's filter does with
+/// UseImageSpacing on (gaussian_voxel_variance), so results match it bit for bit.
 std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double max_error,
-                                     int max_width);
+                                     int max_width, const std::vector<double>& spacing = {});
+
+/// The variance in voxels^2 DiscreteGaussianImageFilter uses on an axis of
+/// spacing `spacing` for a standard deviation `sigma` in physical units (its
+/// arithmetic exactly: sigma^2 / (spacing * spacing); spacing 1 gives sigma^2).
+inline double gaussian_voxel_variance(double sigma, double spacing) {
+  const double q = spacing * spacing;
+  return (sigma * sigma) / q;
+}
 
 /// Smooths `in` (a C-contiguous float buffer covering `in_box`) and writes the
 /// region `out_box` of the result into `out` (C-contiguous, out_box.shape()).
@@ -35,13 +46,15 @@ std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double ma
 /// Throws InvalidArgument on bad arguments and NodeError if ITK fails.
 void gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,
                             const std::vector<double>& sigma, double max_error, int max_width,
-                            int itk_threads = 1);
+                            int itk_threads = 1, const std::vector<double>& spacing = {});
 
 /// The kernel weights ITK's GaussianOperator<double> builds for one axis of
 /// DiscreteGaussianImageFilter (2 * radius + 1 values, symmetric, summing to
-/// 1), cached per (sigma, max_error, max_width).
-/// REQUIRES: sigma >= 0, 0 < max_error < 1, max_width >= 1.
-std::vector<double> gaussian_coefficients(double sigma, double max_error, int max_width);
+/// 1), cached per (sigma, max_error, max_width, spacing); sigma in the units of
+/// `spacing` (1: voxels).
+/// REQUIRES: sigma >= 0, 0 < max_error < 1, max_width >= 1, spacing > 0.
+std::vector<double> gaussian_coefficients(double sigma, double max_error, int max_width,
+                                          double spacing = 1.0);
 
 /// The same contract and result as gaussian_filter_region(), computed without
 /// ITK: one separable pass per axis (axis 0 first, as ITK does), each voxel
@@ -52,6 +65,7 @@ std::vector<double> gaussian_coefficients(double sigma, double max_error, int ma
 /// Throws InvalidArgument on bad arguments.
 void gaussian_filter_region_native(const float* in, const Box& in_box, float* out,
                                    const Box& out_box, const std::vector<double>& sigma,
-                                   double max_error, int max_width);
+                                   double max_error, int max_width,
+                                   const std::vector<double>& spacing = {});
 
 }  // namespace cellflow::nodes

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 
+#include "cellflow/cache/space.hpp"
+
 namespace cellflow {
 class CachedCellImage;
 }
@@ -18,6 +20,10 @@ struct ExportOptions {
   /// PNG only: also scale 2-D u8/u16 images from their min..max to 8 bits
   /// (by default they are written as they are; other types are always scaled).
   bool png_rescale = false;
+  /// Where the voxels lie (Graph node info's space): NRRD, MetaImage and TIFF
+  /// record spacing and origin (TIFF: as ITK writes its resolution); PNG does
+  /// not. Empty: spacing 1, origin 0.
+  Space space;
 };
 
 /// Writes the whole image (rank 2 or 3) to `file`; the format follows the
