@@ -163,6 +163,7 @@ class DownsampleOp final : public Op {
     ImageInfo info;
     info.dtype = method == Reduction::kMean ? DType::kF32 : in.dtype;
     info.space = detail::block_space(in.space, factors);
+    info.labels = in.labels && method != Reduction::kMean;
     info.shape = Shape(r);
     info.cell_shape = Shape(r);
     for (int d = 0; d < r; ++d) {

@@ -431,6 +431,7 @@ class LabelOp final : public Op {
           in.cell_shape.str()));
     }
     ImageInfo info{dtype, in.shape, in.cell_shape};
+    info.labels = true;
     return std::make_unique<LabelKernel>(std::move(info), connectivity == "full");
   }
 };

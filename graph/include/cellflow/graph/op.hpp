@@ -99,6 +99,11 @@ struct ImageInfo {
   /// Where the voxels lie (image nodes). Empty: not set by the op; Graph::build
   /// then gives the node its first image input's space (voxel space for sources).
   Space space;
+  /// Whether the voxels are labels (ids of objects, 0 = background) rather
+  /// than intensities: exports write them as OME-NGFF label images and
+  /// pyramids reduce them by mode. Set by the op (`label`; `downsample` by
+  /// mode or max of labels); not inherited.
+  bool labels = false;
 };
 
 /// One input region handed to compute: the box (image coordinates) and its data.
