@@ -1,5 +1,7 @@
-// read.zarr: arrays written by zarr-python (every codec, both separators,
-// every dtype, big-endian types, missing chunks with a fill_value) read back
+// read.zarr: Zarr v2 arrays written by zarr-python (every codec, both
+// separators, every dtype, big-endian types, missing chunks with a
+// fill_value) and Zarr v3 arrays written by zarrita or encoded in Python
+// (sharding, crc32c, gzip, transpose, chunk key encodings) read back
 // bit-exactly with their own chunks and with cells that cut across them; clear
 // errors for what it cannot read; the node hash follows the array's data.
 #include <gtest/gtest.h>
@@ -7,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -23,6 +26,8 @@ using test::TempDir;
 
 const std::string kMakeArrays =
     std::string(CELLFLOW_SOURCE_DIR) + "/tests/nodes/make_zarr_arrays.py";
+const std::string kMakeV3Arrays =
+    std::string(CELLFLOW_SOURCE_DIR) + "/tests/nodes/make_zarr_v3_arrays.py";
 
 Graph build_reader(const fs::path& path, const Value& cell_shape = Value(),
                    const std::string& hash = "stat") {
@@ -57,13 +62,10 @@ void python_array(const TempDir& tmp, const fs::path& path, const std::string& c
   ASSERT_EQ(r.exit_code, 0) << test::describe(r);
 }
 
-TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
-  TempDir tmp;
-  const test::CommandResult made =
-      test::run_command({CELLFLOW_PYTHON, kMakeArrays, tmp.path().string()}, tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
-  const Value cases = parse_json(made.out, "manifest");
-  ASSERT_GE(cases.as_array().size(), 30u);
+/// Reads every array of a manifest ({name, path, raw, dtype} of 13x17x10
+/// arrays) with its own chunks and with cells that straddle them, against the
+/// raw values the writer recorded.
+void expect_manifest_reads(const Value& cases, const Shape& own_chunks) {
   for (const Value& c : cases.as_array()) {
     const std::string name = c.find("name")->as_string();
     const fs::path path = c.find("path")->as_string();
@@ -71,10 +73,10 @@ TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
     const Shape shape = Shape{13, 17, 10};
     const CellBuffer expected = raw_buffer(c.find("raw")->as_string(), dtype, shape);
 
-    const Graph own_chunks = build_reader(path);
-    EXPECT_EQ(own_chunks.node("in").info.cell_shape, (Shape{5, 8, 4})) << name;
-    EXPECT_EQ(own_chunks.node("in").info.dtype, dtype) << name;
-    EXPECT_TRUE(test::same_bytes(read_all_of(own_chunks), expected)) << name << " (own chunks)";
+    const Graph own = build_reader(path);
+    if (own_chunks.rank() > 0) EXPECT_EQ(own.node("in").info.cell_shape, own_chunks) << name;
+    EXPECT_EQ(own.node("in").info.dtype, dtype) << name;
+    EXPECT_TRUE(test::same_bytes(read_all_of(own), expected)) << name << " (own chunks)";
 
     // Cells that straddle chunks (and one cell holding the whole array).
     for (const Value& cs :
@@ -83,6 +85,85 @@ TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
       EXPECT_TRUE(test::same_bytes(read_all_of(g), expected))
           << name << " cells " << to_json_compact(cs);
     }
+  }
+}
+
+TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
+  TempDir tmp;
+  const test::CommandResult made =
+      test::run_command({CELLFLOW_PYTHON, kMakeArrays, tmp.path().string()}, tmp.path());
+  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
+  const Value cases = parse_json(made.out, "manifest");
+  ASSERT_GE(cases.as_array().size(), 30u);
+  expect_manifest_reads(cases, Shape{5, 8, 4});
+}
+
+// Zarr v3 chunks encoded by numpy + numcodecs + a Python CRC-32C, with
+// hand-written zarr.json (gzip, crc32c and sharding, which zarrita cannot
+// write; fill values; chunk key encodings; missing chunks and inner chunks).
+TEST(ReadZarr, V3ArraysEncodedInPythonReadBitExactly) {
+  TempDir tmp;
+  const test::CommandResult made =
+      test::run_command({CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string()}, tmp.path());
+  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
+  const Value cases = parse_json(made.out, "manifest");
+  ASSERT_GE(cases.as_array().size(), 11u);
+  expect_manifest_reads(cases, Shape());
+}
+
+// Zarr v3 arrays written by zarrita (the JavaScript implementation), one per
+// codec chain it can encode.
+TEST(ReadZarr, V3ArraysWrittenByZarritaReadBitExactly) {
+  TempDir tmp;
+  const test::CommandResult made =
+      test::run_command({"node", std::string(CELLFLOW_SOURCE_DIR) + "/tests/js/zarrita_tool.mjs",
+                         "write", tmp.path().string()},
+                        tmp.path());
+  ASSERT_EQ(made.exit_code, 0) << test::describe(made)
+                               << "\n(zarrita missing? run scripts/setup.sh)";
+  const Value cases = parse_json(made.out, "manifest");
+  ASSERT_GE(cases.as_array().size(), 13u);
+  Value::Array with_dtypes;
+  for (const Value& c : cases.as_array()) {
+    Value d = c;
+    std::string t = c.find("dtype")->as_string();  // "uint16" -> "u16", "int8" -> "i8"...
+    t = t.starts_with("uint")  ? "u" + t.substr(4)
+        : t.starts_with("int") ? "i" + t.substr(3)
+                               : "f" + t.substr(5);
+    d.set("dtype", t);
+    with_dtypes.push_back(std::move(d));
+  }
+  expect_manifest_reads(Value(std::move(with_dtypes)), Shape{5, 8, 4});
+}
+
+// Damaged or unreadable v3 arrays: an error naming the file (and for
+// metadata, the field), never zeros.
+TEST(ReadZarr, DamagedV3ArraysAreErrorsNamingTheFile) {
+  TempDir tmp;
+  const test::CommandResult made = test::run_command(
+      {CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string(), "errors"}, tmp.path());
+  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
+  const Value cases = parse_json(made.out, "manifest");
+  const std::map<std::string, std::string> why = {
+      {"bad-crc32c", "crc32c checksum mismatch"},
+      {"truncated-shard", "shorter than its index"},
+      {"half-shard", "(shard index): crc32c checksum mismatch"},
+      {"index-out-of-range", "points outside the file"},
+      {"short-chunk", "bytes after decoding, expected"},
+      {"unknown-codec", "\"codecs\"[1]: codec \"lz5\" is not supported"},
+      {"bad-json", "zarr.json"},
+  };
+  ASSERT_EQ(cases.as_object().size(), why.size());
+  for (const auto& [name, c] : cases.as_object()) {
+    const std::string file = c.find("file")->as_string();
+    std::string message;
+    try {
+      read_all_of(build_reader(c.find("path")->as_string()));
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find(file), std::string::npos) << name << ": " << message;
+    EXPECT_NE(message.find(why.at(name)), std::string::npos) << name << ": " << message;
   }
 }
 
@@ -99,7 +180,7 @@ TEST(ReadZarr, UnsupportedArraysAreClearErrors) {
   };
   expect_error(tmp / "absent.zarr", "is not a folder");
   fs::create_directories(tmp / "empty.zarr");
-  expect_error(tmp / "empty.zarr", "no .zarray");
+  expect_error(tmp / "empty.zarr", "no zarr.json or .zarray");
 
   python_array(tmp, tmp / "f.zarr", "shape=(4, 4), chunks=(2, 2), dtype='<u2', order='F'");
   expect_error(tmp / "f.zarr", "only C order");
