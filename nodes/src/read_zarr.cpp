@@ -20,6 +20,7 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/files.hpp"
 #include "file_identity.hpp"
+#include "ngff_space.hpp"
 #include "ops.hpp"
 #include "zarr_codec.hpp"
 #include "zarr_v3.hpp"
@@ -278,7 +279,8 @@ class ReadZarrOp final : public Op {
            "(verified) and sharding_indexed, read by inner chunk); dtypes bool/u8..u64/"
            "i8..i64/f32/f64 (bool reads as u8); missing chunks, shards and inner chunks read as "
            "fill_value. A chunk that does not decode to exactly its size is an error naming "
-           "its file.";
+           "its file. An array of an OME-NGFF 0.4/0.5 image group gets the group's physical "
+           "space (scale and translation of its dataset and multiscale, axis names, units).";
   }
   std::vector<ParamSpec> params() const override {
     return {
@@ -322,6 +324,10 @@ class ReadZarrOp final : public Op {
     for (int d = 0; d < info.shape.rank(); ++d) {
       info.cell_shape[d] = std::min(info.cell_shape[d], info.shape[d]);
     }
+
+    // The space of an NGFF image's array; not part of the identity (the
+    // consumers whose results depend on spacing hash it themselves).
+    if (std::optional<Space> space = ngff_space(dir, info.shape.rank())) info.space = *space;
 
     std::string identity;
     if (mode == detail::HashMode::kContent) {

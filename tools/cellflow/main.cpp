@@ -206,6 +206,12 @@ int cli_main(int argc, char** argv) {
           "for 32/64-bit integer labels), mean, mode or max")
       ->check(CLI::IsMember({"auto", "mean", "mode", "max"}))
       ->capture_default_str();
+  export_cmd
+      ->add_option("--format", exp.format,
+                   "Zarr flavour of a .zarr / .ome.zarr export: zarr2 or zarr3 (a plain array), "
+                   "ngff-0.4 (OME-Zarr on Zarr v2) or ngff-0.5 (OME-Zarr on Zarr v3). Default: "
+                   "ngff-0.4 for .ome.zarr, zarr2 for other .zarr paths")
+      ->check(CLI::IsMember({"zarr2", "zarr3", "ngff-0.4", "ngff-0.5"}));
 
   // Provenance: cache show, replay (provenance_commands.cpp).
   cellflow::cli::ProvenanceArgs prov;
