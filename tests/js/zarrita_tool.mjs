@@ -1,6 +1,7 @@
 // The independent Zarr v3 side of cellflow's interop tests, with zarrita.
 //   node zarrita_tool.mjs read PATH OUT.raw   reads the whole array at PATH (an array,
-//       or an OME-Zarr group: its first multiscale's first dataset) and writes its
+//       or an OME-Zarr group: its first multiscale's first dataset, found by its NGFF 0.5
+//       "ome" attributes or 0.4 "multiscales") and writes its
 //       elements to OUT.raw (C order, little-endian); prints {"shape", "dtype", "attributes"}.
 //   node zarrita_tool.mjs write DIR           writes test arrays with zarrita under DIR
 //       (one per codec chain zarrita can encode), each with NAME.raw holding the values
