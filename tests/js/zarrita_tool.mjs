@@ -15,6 +15,21 @@ function le_bytes(typed) {
   return Buffer.from(typed.buffer, typed.byteOffset, typed.byteLength);  // Node on x86/ARM: LE
 }
 
+// The elements of a zarrita chunk {data, shape, stride} in C order (zarrita
+// returns a transposed array's elements in their stored order, with strides).
+function c_order({ data, shape, stride }) {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const c_strides = shape.map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
+  if (c_strides.every((s, d) => s === stride[d] || shape[d] === 1)) return data;
+  const out = new data.constructor(n);
+  const index = new Array(shape.length).fill(0);
+  for (let i = 0; i < n; ++i) {
+    out[i] = data[index.reduce((acc, x, d) => acc + x * stride[d], 0)];
+    for (let d = shape.length - 1; d >= 0 && ++index[d] === shape[d]; --d) index[d] = 0;
+  }
+  return out;
+}
+
 async function read(where, out) {
   const store = new FileSystemStore(where);
   let node = await zarr.open(zarr.root(store));
@@ -25,7 +40,7 @@ async function read(where, out) {
     node = await zarr.open(zarr.root(store).resolve(first), { kind: "array" });
   }
   const chunk = await zarr.get(node);
-  fs.writeFileSync(out, le_bytes(chunk.data));
+  fs.writeFileSync(out, le_bytes(c_order(chunk)));
   console.log(JSON.stringify({ shape: chunk.shape, dtype: node.dtype, attributes }));
 }
 

@@ -184,6 +184,13 @@ def cases():
     ]
 
 
+# What zarrita 0.7.5 reads otherwise than the spec says (the tests cross-check
+# every other case with it): a hex fill value ("0x7fc00000", the bit pattern)
+# is taken as the number 2143289344, and the shard index is always read from
+# the end of the shard (index_location "start" is ignored).
+ZARRITA_CANNOT = {"dot-keys-nan-hex", "shard-start-gzip-crc-be"}
+
+
 def main():
     out = sys.argv[1]
     manifest = []
@@ -196,7 +203,8 @@ def main():
                                skip or (lambda idx: False))
         raw = os.path.join(out, name + ".raw")
         expected.astype(expected.dtype.newbyteorder("<")).tofile(raw)
-        manifest.append({"name": name, "path": path, "raw": raw, "dtype": CELLFLOW[dt]})
+        manifest.append({"name": name, "path": path, "raw": raw, "dtype": CELLFLOW[dt],
+                         "zarrita": name not in ZARRITA_CANNOT})
     json.dump(manifest, sys.stdout)
 
 
