@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/log.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "test_util.hpp"
@@ -180,6 +181,66 @@ TEST(ReadZarr, DamagedV3ArraysAreErrorsNamingTheFile) {
     EXPECT_NE(message.find(file), std::string::npos) << name << ": " << message;
     EXPECT_NE(message.find(why.at(name)), std::string::npos) << name << ": " << message;
   }
+}
+
+// An array that is a dataset of an OME-NGFF image group gets the group's
+// physical space (dataset transforms, then the multiscale's; axis names and
+// units), from NGFF 0.4 (.zattrs) and 0.5 (zarr.json); metadata that cannot
+// give one keeps voxel space with a warning; the hash does not change.
+TEST(ReadZarr, NgffImageArraysCarryTheGroupsSpace) {
+  TempDir tmp;
+  const fs::path g4 = tmp / "g4.ome.zarr";
+  python_array(tmp, g4 / "s0", "shape=(2, 3, 4, 5, 6), chunks=(1, 3, 4, 5, 6), dtype='<u1'");
+  const std::string before = build_reader(g4 / "s0").node("in").hash;
+  EXPECT_TRUE(build_reader(g4 / "s0").node("in").info.space.is_voxel_space());
+  test::write_all(g4 / ".zattrs", R"({"multiscales": [{"version": "0.4", "axes": [
+      {"name": "t", "type": "time", "unit": "second"}, {"name": "ch", "type": "channel"},
+      {"name": "z", "type": "space", "unit": "micrometer"}, {"name": "y", "type": "space"},
+      {"name": "x", "type": "space", "unit": "micrometer"}],
+    "datasets": [{"path": "s0", "coordinateTransformations": [
+      {"type": "scale", "scale": [60, 1, 1.5, 0.5, 0.25]},
+      {"type": "translation", "translation": [0, 0, 3, -1, 0.5]}]}],
+    "coordinateTransformations": [{"type": "scale", "scale": [2, 1, 2, 1, 1]}]}]})");
+  const Graph g = build_reader(g4 / "s0");
+  EXPECT_EQ(g.node("in").hash, before);
+  const Space& s = g.node("in").info.space;
+  EXPECT_EQ(s.spacing, (std::vector<double>{120, 1, 3, 0.5, 0.25}));
+  EXPECT_EQ(s.origin, (std::vector<double>{0, 0, 6, -1, 0.5}));
+  EXPECT_EQ(s.axis_names, (std::vector<std::string>{"t", "ch", "z", "y", "x"}));
+  EXPECT_EQ(s.units, (std::vector<std::string>{"second", "", "micrometer", "", "micrometer"}));
+
+  // NGFF 0.5: the group's zarr.json, a Zarr v3 array.
+  const test::CommandResult made =
+      test::run_command({CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string()}, tmp.path());
+  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
+  const fs::path g5 = tmp / "g5.ome.zarr";
+  fs::create_directories(g5);
+  fs::rename(tmp / "gzip-u16.zarr", g5 / "0");
+  test::write_all(g5 / "zarr.json", R"({"zarr_format": 3, "node_type": "group", "attributes":
+    {"ome": {"version": "0.5", "multiscales": [{"axes": [{"name": "z", "type": "space",
+      "unit": "nanometer"}, {"name": "y", "type": "space", "unit": "nanometer"},
+      {"name": "x", "type": "space", "unit": "nanometer"}],
+      "datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [40, 8, 8]}, {"type": "translation",
+        "translation": [100, 0, -4]}]}]}]}}})");
+  const Space s5 = build_reader(g5 / "0").node("in").info.space;
+  EXPECT_EQ(s5.spacing, (std::vector<double>{40, 8, 8}));
+  EXPECT_EQ(s5.origin, (std::vector<double>{100, 0, -4}));
+  EXPECT_EQ(s5.units, (std::vector<std::string>{"nanometer", "nanometer", "nanometer"}));
+
+  // Transforms in a file: voxel space, and a warning naming the metadata file.
+  test::write_all(g4 / ".zattrs", R"({"multiscales": [{"axes": ["t", "c", "z", "y", "x"],
+    "datasets": [{"path": "s0", "coordinateTransformations": [
+      {"type": "scale", "path": "scale.bin"}]}]}]})");
+  std::vector<std::string> warnings;
+  const LogSink previous =
+      set_log_sink([&](LogLevel, const std::string& message) { warnings.push_back(message); });
+  const Space unusable = build_reader(g4 / "s0").node("in").info.space;
+  set_log_sink(previous);
+  EXPECT_TRUE(unusable.is_voxel_space());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find((g4 / ".zattrs").string()), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("voxel space"), std::string::npos) << warnings[0];
 }
 
 TEST(ReadZarr, UnsupportedArraysAreClearErrors) {
