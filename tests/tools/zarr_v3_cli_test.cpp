@@ -176,6 +176,61 @@ TEST(ZarrV3Cli, V3AndNgff05ExportsReadByZarritaAsZarrPythonReadsV2) {
   expect_valid_ngff(tmp, groups);
 }
 
+// --format: usage errors exit 2 naming the option; a v3 export replaces an
+// earlier export (v2 or v3) at its path; a unit NGFF does not name is left
+// out of the metadata with a warning.
+TEST(ZarrV3Cli, ExportFormatRulesReplacementAndUnits) {
+  TempDir tmp;
+  const fs::path in = tmp / "in.ome.zarr";
+  const std::string script =
+      "import zarr, numpy as np\n"
+      "g = zarr.open_group(" +
+      to_json_compact(Value(in.string())) +
+      ", mode='w')\n"
+      "g.create_dataset('0', shape=(4, 6, 8), chunks=(2, 3, 4), dtype='<i2')[...] = 7\n"
+      "g.attrs['multiscales'] = [{'version': '0.4', 'axes': [\n"
+      "  {'name': 'z', 'type': 'space', 'unit': 'micron'},\n"
+      "  {'name': 'y', 'type': 'space'}, {'name': 'x', 'type': 'space'}],\n"
+      "  'datasets': [{'path': '0', 'coordinateTransformations': [\n"
+      "    {'type': 'scale', 'scale': [3.0, 1.0, 1.0]}]}]}]\n";
+  const CommandResult made = run_command({CELLFLOW_PYTHON, "-c", script}, tmp.path());
+  ASSERT_EQ(made.exit_code, 0) << describe(made);
+  const fs::path graph = write_graph(tmp, "g.json", reader_graph((in / "0").string()));
+  const std::string cache = (tmp / "cache").string();
+  const auto exp = [&](const fs::path& to, std::vector<std::string> extra) {
+    std::vector<std::string> args{"export",    graph.string(), "in", "--to",
+                                  to.string(), "--cache",      cache};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_cli(args, tmp.path());
+  };
+  CommandResult r = exp(tmp / "a.tif", {"--format", "zarr3"});
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("--format zarr3 is for .zarr and .ome.zarr outputs"), std::string::npos)
+      << describe(r);
+  r = exp(tmp / "a.zarr", {"--format", "zarr3", "--levels", "2"});
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("--levels needs"), std::string::npos) << describe(r);
+  r = exp(tmp / "a.zarr", {"--format", "zarr4"});
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+
+  const fs::path out = tmp / "out.ome.zarr";
+  for (const std::string format : {"ngff-0.4", "ngff-0.5", "ngff-0.5", "zarr3", "ngff-0.4"}) {
+    r = exp(out, {"--format", format, "--levels", format == "zarr3" ? "1" : "2"});
+    ASSERT_EQ(r.exit_code, 0) << format << "\n" << describe(r);
+    EXPECT_EQ(fs::exists(out / "zarr.json"), format == "ngff-0.5" || format == "zarr3") << format;
+    EXPECT_EQ(fs::exists(out / ".zattrs"), format == "ngff-0.4") << format;
+    if (format.starts_with("ngff")) {
+      EXPECT_NE(r.err.find("unit \"micron\" of axis \"z\" is not an NGFF space unit name"),
+                std::string::npos)
+          << describe(r);
+    }
+  }
+  const Value v4 = parse_json(read_all(out / ".zattrs"), ".zattrs");
+  const Value& z = v4.find("multiscales")->as_array()[0].find("axes")->as_array()[0];
+  EXPECT_EQ(z.find("unit"), nullptr);
+  expect_valid_ngff(tmp, {out});
+}
+
 /// The (scale, translation) of dataset `level` in a multiscale entry.
 std::pair<std::vector<double>, std::vector<double>> transforms(const Value& multiscale, int level) {
   std::pair<std::vector<double>, std::vector<double>> out;
