@@ -64,6 +64,15 @@ void python_array(const TempDir& tmp, const fs::path& path, const std::string& c
   ASSERT_EQ(r.exit_code, 0) << test::describe(r);
 }
 
+/// Runs a fixture writer (`argv`) and parses the JSON manifest it prints
+/// (null, with a failure, when it fails).
+Value manifest_of(const TempDir& tmp, const std::vector<std::string>& argv,
+                  const std::string& hint = "") {
+  const test::CommandResult made = test::run_command(argv, tmp.path());
+  EXPECT_EQ(made.exit_code, 0) << test::describe(made) << hint;
+  return made.exit_code == 0 ? parse_json(made.out, "manifest") : Value();
+}
+
 /// Reads every array of a manifest ({name, path, raw, dtype} of 13x17x10
 /// arrays) with its own chunks and with cells that straddle them, against the
 /// raw values the writer recorded.
@@ -92,10 +101,8 @@ void expect_manifest_reads(const Value& cases, const Shape& own_chunks) {
 
 TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
   TempDir tmp;
-  const test::CommandResult made =
-      test::run_command({CELLFLOW_PYTHON, kMakeArrays, tmp.path().string()}, tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
-  const Value cases = parse_json(made.out, "manifest");
+  const Value cases = manifest_of(tmp, {CELLFLOW_PYTHON, kMakeArrays, tmp.path().string()});
+  ASSERT_FALSE(cases.is_null());
   ASSERT_GE(cases.as_array().size(), 30u);
   expect_manifest_reads(cases, Shape{5, 8, 4});
 }
@@ -105,10 +112,8 @@ TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
 // write; fill values; chunk key encodings; missing chunks and inner chunks).
 TEST(ReadZarr, V3ArraysEncodedInPythonReadBitExactly) {
   TempDir tmp;
-  const test::CommandResult made =
-      test::run_command({CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string()}, tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
-  const Value cases = parse_json(made.out, "manifest");
+  const Value cases = manifest_of(tmp, {CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string()});
+  ASSERT_FALSE(cases.is_null());
   ASSERT_GE(cases.as_array().size(), 11u);
   expect_manifest_reads(cases, Shape());
   // The fixtures themselves, checked by another reader: zarrita reads the same
@@ -131,13 +136,9 @@ TEST(ReadZarr, V3ArraysEncodedInPythonReadBitExactly) {
 // codec chain it can encode.
 TEST(ReadZarr, V3ArraysWrittenByZarritaReadBitExactly) {
   TempDir tmp;
-  const test::CommandResult made =
-      test::run_command({"node", std::string(CELLFLOW_SOURCE_DIR) + "/tests/js/zarrita_tool.mjs",
-                         "write", tmp.path().string()},
-                        tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << test::describe(made)
-                               << "\n(zarrita missing? run scripts/setup.sh)";
-  const Value cases = parse_json(made.out, "manifest");
+  const Value cases = manifest_of(tmp, {"node", kZarritaTool, "write", tmp.path().string()},
+                                  "\n(zarrita missing? run scripts/setup.sh)");
+  ASSERT_FALSE(cases.is_null());
   ASSERT_GE(cases.as_array().size(), 13u);
   Value::Array with_dtypes;
   for (const Value& c : cases.as_array()) {
@@ -156,10 +157,9 @@ TEST(ReadZarr, V3ArraysWrittenByZarritaReadBitExactly) {
 // metadata, the field), never zeros.
 TEST(ReadZarr, DamagedV3ArraysAreErrorsNamingTheFile) {
   TempDir tmp;
-  const test::CommandResult made = test::run_command(
-      {CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string(), "errors"}, tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
-  const Value cases = parse_json(made.out, "manifest");
+  const Value cases =
+      manifest_of(tmp, {CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string(), "errors"});
+  ASSERT_FALSE(cases.is_null());
   const std::map<std::string, std::string> why = {
       {"bad-crc32c", "crc32c checksum mismatch"},
       {"truncated-shard", "shorter than its index"},
@@ -210,9 +210,7 @@ TEST(ReadZarr, NgffImageArraysCarryTheGroupsSpace) {
   EXPECT_EQ(s.units, (std::vector<std::string>{"second", "", "micrometer", "", "micrometer"}));
 
   // NGFF 0.5: the group's zarr.json, a Zarr v3 array.
-  const test::CommandResult made =
-      test::run_command({CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string()}, tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
+  ASSERT_FALSE(manifest_of(tmp, {CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string()}).is_null());
   const fs::path g5 = tmp / "g5.ome.zarr";
   fs::create_directories(g5);
   fs::rename(tmp / "gzip-u16.zarr", g5 / "0");

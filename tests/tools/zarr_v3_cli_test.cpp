@@ -176,25 +176,29 @@ TEST(ZarrV3Cli, V3AndNgff05ExportsReadByZarritaAsZarrPythonReadsV2) {
   expect_valid_ngff(tmp, groups);
 }
 
+/// Writes an NGFF 0.4 group with zarr-python: `array` creates its array "0"
+/// (in Python, with `g` the group), `multiscale` is the multiscales entry.
+void python_ngff04(const TempDir& tmp, const fs::path& group, const std::string& array,
+                   const std::string& multiscale) {
+  const std::string script = "import zarr, numpy as np\ng = zarr.open_group(" +
+                             to_json_compact(Value(group.string())) + ", mode='w')\n" + array +
+                             "\ng.attrs['multiscales'] = [" + multiscale + "]\n";
+  const CommandResult made = run_command({CELLFLOW_PYTHON, "-c", script}, tmp.path());
+  ASSERT_EQ(made.exit_code, 0) << describe(made);
+}
+
 // --format: usage errors exit 2 naming the option; a v3 export replaces an
 // earlier export (v2 or v3) at its path; a unit NGFF does not name is left
 // out of the metadata with a warning.
 TEST(ZarrV3Cli, ExportFormatRulesReplacementAndUnits) {
   TempDir tmp;
   const fs::path in = tmp / "in.ome.zarr";
-  const std::string script =
-      "import zarr, numpy as np\n"
-      "g = zarr.open_group(" +
-      to_json_compact(Value(in.string())) +
-      ", mode='w')\n"
-      "g.create_dataset('0', shape=(4, 6, 8), chunks=(2, 3, 4), dtype='<i2')[...] = 7\n"
-      "g.attrs['multiscales'] = [{'version': '0.4', 'axes': [\n"
-      "  {'name': 'z', 'type': 'space', 'unit': 'micron'},\n"
-      "  {'name': 'y', 'type': 'space'}, {'name': 'x', 'type': 'space'}],\n"
-      "  'datasets': [{'path': '0', 'coordinateTransformations': [\n"
-      "    {'type': 'scale', 'scale': [3.0, 1.0, 1.0]}]}]}]\n";
-  const CommandResult made = run_command({CELLFLOW_PYTHON, "-c", script}, tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << describe(made);
+  ASSERT_NO_FATAL_FAILURE(python_ngff04(
+      tmp, in, "g.create_dataset('0', shape=(4, 6, 8), chunks=(2, 3, 4), dtype='<i2')[...] = 7",
+      "{'version': '0.4', 'axes': [{'name': 'z', 'type': 'space', 'unit': 'micron'},"
+      " {'name': 'y', 'type': 'space'}, {'name': 'x', 'type': 'space'}],"
+      " 'datasets': [{'path': '0', 'coordinateTransformations': ["
+      "{'type': 'scale', 'scale': [3.0, 1.0, 1.0]}]}]}"));
   const fs::path graph = write_graph(tmp, "g.json", reader_graph((in / "0").string()));
   const std::string cache = (tmp / "cache").string();
   const auto exp = [&](const fs::path& to, std::vector<std::string> extra) {
@@ -255,23 +259,18 @@ void expect_near(const std::vector<double>& got, const std::vector<double>& want
 TEST(ZarrV3Cli, NgffSpaceRoundTripsThroughReadZarrAndExport) {
   TempDir tmp;
   const fs::path in = tmp / "in.ome.zarr";
-  const std::string script =
-      "import json, zarr, numpy as np\n"
-      "g = zarr.open_group(" +
-      to_json_compact(Value(in.string())) +
-      ", mode='w')\n"
+  ASSERT_NO_FATAL_FAILURE(python_ngff04(
+      tmp, in,
       "a = g.create_dataset('0', shape=(9, 12, 10), chunks=(4, 5, 6), dtype='<u2')\n"
-      "a[...] = np.arange(9 * 12 * 10, dtype='<u2').reshape(9, 12, 10)\n"
-      "g.attrs['multiscales'] = [{'version': '0.4', 'name': 'in', 'axes': [\n"
-      "  {'name': 'z', 'type': 'space', 'unit': 'micrometer'},\n"
-      "  {'name': 'y', 'type': 'space', 'unit': 'micrometer'},\n"
-      "  {'name': 'x', 'type': 'space', 'unit': 'nanometer'}],\n"
-      "  'datasets': [{'path': '0', 'coordinateTransformations': [\n"
-      "    {'type': 'scale', 'scale': [1.0, 0.2, 0.25]},\n"
-      "    {'type': 'translation', 'translation': [10.0, -5.0, 2.5]}]}],\n"
-      "  'coordinateTransformations': [{'type': 'scale', 'scale': [2.0, 1.0, 1.0]}]}]\n";
-  const CommandResult made = run_command({CELLFLOW_PYTHON, "-c", script}, tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << describe(made);
+      "a[...] = np.arange(9 * 12 * 10, dtype='<u2').reshape(9, 12, 10)",
+      "{'version': '0.4', 'name': 'in', 'axes': ["
+      "{'name': 'z', 'type': 'space', 'unit': 'micrometer'},"
+      " {'name': 'y', 'type': 'space', 'unit': 'micrometer'},"
+      " {'name': 'x', 'type': 'space', 'unit': 'nanometer'}],"
+      " 'datasets': [{'path': '0', 'coordinateTransformations': ["
+      "{'type': 'scale', 'scale': [1.0, 0.2, 0.25]},"
+      " {'type': 'translation', 'translation': [10.0, -5.0, 2.5]}]}],"
+      " 'coordinateTransformations': [{'type': 'scale', 'scale': [2.0, 1.0, 1.0]}]}"));
   // x = 2 * (1 * i + 10) on z: spacing 2, origin 20.
   const std::vector<double> spacing{2.0, 0.2, 0.25};
   const std::vector<double> origin{20.0, -5.0, 2.5};
