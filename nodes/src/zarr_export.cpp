@@ -89,6 +89,16 @@ std::vector<std::string> ngff_axis_names(const Space& space, int rank) {
   return names;
 }
 
+/// The NGFF type of axis `i`: the last three are the space axes the pyramid
+/// halves; a leading axis is time or channel by its name ("t"/"time",
+/// "c"/"ch"/"channel"), else by its position (time first, then channel).
+const char* axis_type(const std::string& name, int rank, int i) {
+  if (i >= rank - kSpatialAxes) return "space";
+  if (name == "t" || name == "time") return "time";
+  if (name == "c" || name == "ch" || name == "channel") return "channel";
+  return kAxisTypes[kMaxRank - rank + i];
+}
+
 Value::Array number_list(const std::vector<double>& v) {
   Value::Array out;
   for (double x : v) out.emplace_back(x);
@@ -464,7 +474,7 @@ Value ngff_multiscale(const Space& space, int rank, int levels, const Dims& fact
   const std::vector<std::string> names = ngff_axis_names(space, rank);
   Value::Array axes;
   for (int i = 0; i < rank; ++i) {
-    const char* type = kAxisTypes[kMaxRank - rank + i];
+    const char* type = axis_type(names[static_cast<size_t>(i)], rank, i);
     Value axis(Value::Object{{"name", names[static_cast<size_t>(i)]}, {"type", type}});
     const std::string& unit = s.units[static_cast<size_t>(i)];
     if (ngff_unit(type, unit)) {
