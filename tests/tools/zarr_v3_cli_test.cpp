@@ -327,5 +327,36 @@ TEST(ZarrV3Cli, NgffSpaceRoundTripsThroughReadZarrAndExport) {
   expect_valid_ngff(tmp, {out5, out4});
 }
 
+// A time series (t, z, y, x): the time axis keeps its type, unit, spacing
+// and origin on every level (the pyramid halves the space axes only).
+TEST(ZarrV3Cli, TimeAxisKeepsItsTypeAndSpacingOnEveryLevel) {
+  TempDir tmp;
+  const fs::path in = tmp / "t.ome.zarr";
+  ASSERT_NO_FATAL_FAILURE(python_ngff04(
+      tmp, in,
+      "g.create_dataset('0', shape=(3, 4, 6, 8), chunks=(1, 4, 6, 8), dtype='<u1')[...] = 5",
+      "{'version': '0.4', 'axes': [{'name': 't', 'type': 'time', 'unit': 'second'},"
+      " {'name': 'z', 'type': 'space'}, {'name': 'y', 'type': 'space'},"
+      " {'name': 'x', 'type': 'space'}],"
+      " 'datasets': [{'path': '0', 'coordinateTransformations': ["
+      "{'type': 'scale', 'scale': [30.0, 2.0, 1.0, 1.0]},"
+      " {'type': 'translation', 'translation': [60.0, 0.0, 0.0, 0.0]}]}]}"));
+  const fs::path graph = write_graph(tmp, "g.json", reader_graph((in / "0").string()));
+  const fs::path out = tmp / "out.ome.zarr";
+  const CommandResult r = run_cli({"export", graph.string(), "in", "--to", out.string(), "--format",
+                                   "ngff-0.5", "--levels", "2", "--cache", (tmp / "c").string()},
+                                  tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const Value meta = parse_json(read_all(out / "zarr.json"), "zarr.json");
+  const Value& ms = meta.find("attributes")->find("ome")->find("multiscales")->as_array()[0];
+  const Value& t = ms.find("axes")->as_array()[0];
+  EXPECT_EQ(t.find("type")->as_string(), "time");
+  EXPECT_EQ(t.find("unit")->as_string(), "second");
+  const auto [s1, t1] = transforms(ms, 1);
+  expect_near(s1, {30.0, 4.0, 2.0, 2.0}, "level 1 scale");
+  expect_near(t1, {60.0, 1.0, 0.5, 0.5}, "level 1 translation");
+  expect_valid_ngff(tmp, {out});
+}
+
 }  // namespace
 }  // namespace cellflow::test
