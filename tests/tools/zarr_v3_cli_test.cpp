@@ -77,7 +77,7 @@ TEST(ZarrV3Cli, V3ArraysExportToV2ThatZarrPythonReadsBitExactly) {
   ASSERT_GE(cases.size(), 13u);
   const Value python_cases = parse_json(encoded.out, "manifest");
   for (const Value& c : python_cases.as_array()) cases.push_back(c);
-  ASSERT_GE(cases.size(), 24u);
+  ASSERT_GE(cases.size(), 25u);
   std::string checks;
   for (const Value& c : cases) {
     const std::string name = c.find("name")->as_string();
