@@ -14,7 +14,7 @@ packages=(
   libgtest-dev libbenchmark-dev libtbb-dev libinsighttoolkit5-dev libfftw3-dev libgdcm-tools
   libboost-graph-dev libcereal-dev libfmt-dev libcli11-dev
   libblosc-dev libzstd-dev libxxhash-dev
-  python3-zarr python3-numcodecs
+  python3-zarr python3-numcodecs python3-jsonschema
   python3-dask python3-scipy python3-joblib
   pybind11-dev python3-pybind11 python3-dev python3-numpy python3-pytest
   clang-format clang-tidy
@@ -34,6 +34,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update
   "${sudo[@]}" apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+fi
+
+# zarrita (tests/js, pinned by its package-lock.json): the independent Zarr v3
+# reader and writer of the interop tests, under Node 20. Reinstalled only when
+# the lock file changed since the last install.
+if command -v npm >/dev/null 2>&1; then
+  if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.cellflow-installed-lock; then
+    echo "setup: installing zarrita into tests/js/node_modules"
+    (cd tests/js && npm ci --no-audit --no-fund &&
+      cp package-lock.json node_modules/.cellflow-installed-lock)
+  fi
+else
+  echo "setup: npm not found: install Node 20 and npm for the Zarr v3 interop tests" >&2
 fi
 
 # ccache keys on paths relative to the checkout, so a second clone (CI) reuses

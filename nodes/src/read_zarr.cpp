@@ -1,12 +1,10 @@
-// read.zarr: an existing Zarr v2 array (as zarr-python writes it) as a source
-// node. Chunks are decoded on demand (blosc with any codec, zstd, zlib, gzip or
-// none; "." or "/" dimension separator; little- or big-endian); a missing
-// chunk reads as the array's fill_value. Foreign arrays carry no checksum, so
-// a chunk is trusted as long as it decodes to the right size.
-#include <blosc.h>
+// read.zarr: an existing Zarr array as a source node. Zarr v2 (as zarr-python
+// 2 writes it: blosc with any codec, zstd, zlib, gzip or none; "." or "/"
+// dimension separator; little- or big-endian) here, Zarr v3 in zarr_v3.cpp.
+// Chunks are decoded on demand; a missing chunk reads as the array's
+// fill_value. A chunk without a checksum (v2, or v3 without crc32c) is
+// trusted as long as it decodes to exactly its size.
 #include <fmt/format.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <bit>
@@ -22,50 +20,29 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/files.hpp"
 #include "file_identity.hpp"
+#include "ngff_space.hpp"
 #include "ops.hpp"
+#include "zarr_codec.hpp"
+#include "zarr_v3.hpp"
 
 namespace fs = std::filesystem;
 
 namespace cellflow::nodes {
 namespace {
 
-enum class Codec { kNone, kBlosc, kZstd, kZlib, kGzip };
+using zarr::bad_array;
 
-/// What a .zarray says, reduced to what reading needs.
-struct ZarrMeta {
-  Shape shape;
+/// What a .zarray says, reduced to what reading its chunks needs.
+struct V2Layout {
   Shape chunks;
-  DType dtype = DType::kU8;
+  size_t elem = 1;
   bool big_endian = false;
-  Codec codec = Codec::kNone;
+  zarr::Compressor codec = zarr::Compressor::kNone;
   char separator = '.';
-  /// One element holding fill_value, in native byte order.
-  std::array<std::byte, 8> fill{};
-  bool fill_is_zero = true;
 };
 
-[[noreturn]] void bad_array(const fs::path& meta, const std::string& why) {
-  throw InvalidArgument(fmt::format("param \"path\": {}: {}", meta.string(), why));
-}
-
-Shape dims_field(const Value& z, const char* key, const fs::path& meta) {
-  const Value* v = z.find(key);
-  if (v == nullptr || !v->is_array()) bad_array(meta, fmt::format("\"{}\" must be a list", key));
-  const auto& a = v->as_array();
-  if (a.empty() || a.size() > static_cast<size_t>(kMaxRank)) {
-    bad_array(meta,
-              fmt::format("\"{}\" must have 1 to {} entries (got {})", key, kMaxRank, a.size()));
-  }
-  Shape out(static_cast<int>(a.size()));
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!a[i].is_int()) bad_array(meta, fmt::format("\"{}\" must hold integers", key));
-    out[static_cast<int>(i)] = a[i].as_int();
-  }
-  return out;
-}
-
 /// Parses a numpy type string such as "<u2", ">f8", "|u1", "|b1" (bool -> u8).
-void parse_type(const Value* v, const fs::path& meta, ZarrMeta& m) {
+DType parse_type(const Value* v, const fs::path& meta, V2Layout& m) {
   if (v == nullptr || !v->is_string()) {
     bad_array(meta,
               "\"dtype\" must be a type string such as \"<u2\" (structured dtypes are "
@@ -94,26 +71,27 @@ void parse_type(const Value* v, const fs::path& meta, ZarrMeta& m) {
     if (kind == 'f' && size == "1") t.reset();
   }
   if (!t) unsupported();
-  m.dtype = *t;
-  m.big_endian = order == '>' && dtype_size(*t) > 1;
+  m.elem = dtype_size(*t);
+  m.big_endian = order == '>' && m.elem > 1;
+  return *t;
 }
 
-void parse_compressor(const Value* v, const fs::path& meta, ZarrMeta& m) {
+void parse_compressor(const Value* v, const fs::path& meta, V2Layout& m) {
   if (v == nullptr || v->is_null()) {
-    m.codec = Codec::kNone;
+    m.codec = zarr::Compressor::kNone;
     return;
   }
   const Value* id = v->find("id");
   if (id == nullptr || !id->is_string()) bad_array(meta, "\"compressor\" has no \"id\"");
   const std::string& name = id->as_string();
   if (name == "blosc") {
-    m.codec = Codec::kBlosc;
+    m.codec = zarr::Compressor::kBlosc;
   } else if (name == "zstd") {
-    m.codec = Codec::kZstd;
+    m.codec = zarr::Compressor::kZstd;
   } else if (name == "zlib") {
-    m.codec = Codec::kZlib;
+    m.codec = zarr::Compressor::kZlib;
   } else if (name == "gzip") {
-    m.codec = Codec::kGzip;
+    m.codec = zarr::Compressor::kGzip;
   } else {
     bad_array(meta, fmt::format("compressor \"{}\" is not supported (supported: blosc, zstd, "
                                 "zlib, gzip, none)",
@@ -121,74 +99,41 @@ void parse_compressor(const Value* v, const fs::path& meta, ZarrMeta& m) {
   }
 }
 
-template <class T>
-T fill_as(const Value& v, const fs::path& meta) {
-  if (v.is_null()) return T{0};
-  if (v.is_bool()) return static_cast<T>(v.as_bool() ? 1 : 0);
-  if (v.is_int()) return static_cast<T>(v.as_int());
-  if (v.is_float()) return saturate_cast<T>(v.as_double());
-  if (v.is_string() && std::is_floating_point_v<T>) {
-    const std::string& s = v.as_string();
-    if (s == "NaN") return std::numeric_limits<T>::quiet_NaN();
-    if (s == "Infinity") return std::numeric_limits<T>::infinity();
-    if (s == "-Infinity") return -std::numeric_limits<T>::infinity();
+/// Chunks of a Zarr v2 array: one file per chunk, compressed as a whole.
+class V2ChunkFiles final : public zarr::ChunkSource {
+ public:
+  V2ChunkFiles(fs::path dir, V2Layout layout) : dir_(std::move(dir)), m_(std::move(layout)) {}
+
+  bool read(const CellIndex& chunk, std::byte* out) const override {
+    std::string key;
+    for (int d = 0; d < chunk.rank(); ++d) {
+      if (d > 0) key += m_.separator;
+      key += std::to_string(chunk[d]);
+    }
+    const fs::path file = dir_ / key;
+    std::optional<std::string> stored =
+        with_context("file " + file.string(), [&] { return read_file(file); });
+    if (!stored) return false;
+    const auto n = static_cast<size_t>(m_.chunks.product());
+    zarr::decompress(m_.codec, *stored, out, n * m_.elem, "file " + file.string());
+    if (m_.big_endian) zarr::swap_bytes(out, n, m_.elem);
+    return true;
   }
-  bad_array(meta, fmt::format("fill_value {} is not supported", to_json_compact(v)));
-}
 
-void parse_fill(const Value* v, const fs::path& meta, ZarrMeta& m) {
-  const Value fill = v != nullptr ? *v : Value();
-  dispatch_dtype(m.dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T x = fill_as<T>(fill, meta);
-    std::memcpy(m.fill.data(), &x, sizeof(T));
-    m.fill_is_zero = std::all_of(m.fill.begin(), m.fill.begin() + sizeof(T),
-                                 [](std::byte b) { return b == std::byte{0}; });
-  });
-}
+ private:
+  fs::path dir_;
+  V2Layout m_;
+};
 
-ZarrMeta read_meta(const fs::path& dir, std::string& text) {
+zarr::OpenedArray open_v2(const fs::path& dir, std::string text) {
   const fs::path meta = dir / ".zarray";
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
-    throw InvalidArgument(
-        fmt::format("param \"path\": {} is not a folder (a Zarr v2 array is a folder with a "
-                    ".zarray file)",
-                    dir.string()));
-  }
-  std::optional<std::string> content;
-  try {
-    content = read_file(meta);
-  } catch (const IoError& e) {
-    throw InvalidArgument(fmt::format("param \"path\": {}", e.what()));
-  }
-  if (!content) {
-    throw InvalidArgument(fmt::format(
-        "param \"path\": {} is not a Zarr v2 array (no .zarray; a group or a Zarr v3 array "
-        "cannot be read: give the array's own folder)",
-        dir.string()));
-  }
-  text = std::move(*content);
-  Value z;
-  try {
-    z = parse_json(text, meta.string());
-  } catch (const Error& e) {
-    bad_array(meta, e.what());
-  }
-  if (!z.is_object()) bad_array(meta, "not a JSON object");
-  const Value* format = z.find("zarr_format");
-  if (format == nullptr || !format->is_int() || format->as_int() != 2) {
-    bad_array(meta, "\"zarr_format\" must be 2");
-  }
-  ZarrMeta m;
-  m.shape = dims_field(z, "shape", meta);
-  m.chunks = dims_field(z, "chunks", meta);
-  if (m.chunks.rank() != m.shape.rank()) bad_array(meta, "\"chunks\" and \"shape\" differ in rank");
-  for (int d = 0; d < m.shape.rank(); ++d) {
-    if (m.shape[d] < 1) bad_array(meta, "\"shape\" must be >= 1 on every axis");
-    if (m.chunks[d] < 1) bad_array(meta, "\"chunks\" must be >= 1 on every axis");
-  }
-  parse_type(z.find("dtype"), meta, m);
+  const Value z = zarr::parse_metadata(meta, text, 2);
+  zarr::OpenedArray a;
+  V2Layout m;
+  a.shape = zarr::dims_field(z, "shape", meta, true);
+  m.chunks = zarr::dims_field(z, "chunks", meta, true);
+  if (m.chunks.rank() != a.shape.rank()) bad_array(meta, "\"chunks\" and \"shape\" differ in rank");
+  a.dtype = parse_type(z.find("dtype"), meta, m);
   parse_compressor(z.find("compressor"), meta, m);
   if (const Value* order = z.find("order");
       order != nullptr && !(order->is_string() && order->as_string() == "C")) {
@@ -209,131 +154,64 @@ ZarrMeta read_meta(const fs::path& dir, std::string& text) {
     }
     m.separator = sep->as_string()[0];
   }
-  parse_fill(z.find("fill_value"), meta, m);
-  return m;
+  a.fill = zarr::parse_fill(z.find("fill_value"), a.dtype, meta);
+  a.chunks = m.chunks;
+  a.meta_file = meta;
+  a.meta_text = std::move(text);
+  a.source = std::make_unique<V2ChunkFiles>(dir, std::move(m));
+  return a;
 }
 
-/// Inflates a zlib or gzip stream (the header says which) into exactly `bytes`.
-void inflate_into(const std::string& stored, std::byte* out, size_t bytes,
-                  const std::string& what) {
-  z_stream zs{};
-  if (inflateInit2(&zs, 15 + 32) != Z_OK) throw CorruptionError(what + ": zlib init failed");
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(stored.data()));
-  zs.avail_in = static_cast<uInt>(stored.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out);
-  zs.avail_out = static_cast<uInt>(bytes);
-  const int rc = inflate(&zs, Z_FINISH);
-  const size_t produced = bytes - zs.avail_out;
-  inflateEnd(&zs);
-  if (rc != Z_STREAM_END || produced != bytes) {
-    throw CorruptionError(
-        fmt::format("{}: cannot inflate the chunk (zlib status {}, {} of {} bytes)", what, rc,
-                    produced, bytes));
+/// Opens the array in `dir`: Zarr v3 when it has a zarr.json, else v2 (.zarray).
+zarr::OpenedArray open_array(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw InvalidArgument(
+        fmt::format("param \"path\": {} is not a folder (a Zarr array is a folder with a "
+                    "zarr.json (v3) or .zarray (v2) file)",
+                    dir.string()));
   }
-}
-
-/// Decodes a stored chunk into `out` (exactly `bytes`, a whole chunk).
-void decode_chunk(Codec codec, const std::string& stored, std::byte* out, size_t bytes,
-                  const std::string& what) {
-  switch (codec) {
-    case Codec::kNone:
-      if (stored.size() != bytes) {
-        throw CorruptionError(fmt::format("{}: {} bytes, expected {} (uncompressed chunk)", what,
-                                          stored.size(), bytes));
-      }
-      std::memcpy(out, stored.data(), bytes);
-      return;
-    case Codec::kBlosc: {
-      size_t nbytes = 0;
-      size_t cbytes = 0;
-      size_t blocksize = 0;
-      if (stored.size() < BLOSC_MIN_HEADER_LENGTH)
-        throw CorruptionError(what + ": not a blosc frame");
-      blosc_cbuffer_sizes(stored.data(), &nbytes, &cbytes, &blocksize);
-      if (nbytes != bytes || cbytes > stored.size()) {
-        throw CorruptionError(fmt::format("{}: blosc frame of {} bytes ({} stored), expected {}",
-                                          what, nbytes, cbytes, bytes));
-      }
-      const int n = blosc_decompress_ctx(stored.data(), out, bytes, 1);
-      if (n < 0 || static_cast<size_t>(n) != bytes) {
-        throw CorruptionError(
-            fmt::format("{}: blosc cannot decode the chunk (status {})", what, n));
-      }
-      return;
+  for (const char* name : {"zarr.json", ".zarray"}) {
+    std::optional<std::string> content;
+    try {
+      content = read_file(dir / name);
+    } catch (const IoError& e) {
+      throw InvalidArgument(fmt::format("param \"path\": {}", e.what()));
     }
-    case Codec::kZstd: {
-      const size_t n = ZSTD_decompress(out, bytes, stored.data(), stored.size());
-      if (ZSTD_isError(n) != 0 || n != bytes) {
-        throw CorruptionError(fmt::format(
-            "{}: zstd cannot decode the chunk ({})", what,
-            ZSTD_isError(n) != 0 ? ZSTD_getErrorName(n) : fmt::format("{} of {} bytes", n, bytes)));
-      }
-      return;
-    }
-    case Codec::kZlib:
-    case Codec::kGzip:
-      inflate_into(stored, out, bytes, what);
-      return;
+    if (!content) continue;
+    return name[0] == 'z' ? zarr::open_v3(dir, std::move(*content))
+                          : open_v2(dir, std::move(*content));
   }
-}
-
-void swap_bytes(std::byte* data, size_t count, size_t size) {
-  for (size_t i = 0; i < count; ++i) std::reverse(data + i * size, data + (i + 1) * size);
-}
-
-/// Fills `region` (inside `box`) of a C-contiguous buffer covering `box` with `value`.
-void fill_region(std::byte* out, const Box& box, const Box& region, const std::byte* value,
-                 size_t size, bool zero) {
-  const Shape shape = box.shape();
-  const int r = box.rank();
-  const int64_t len = region.shape()[r - 1];
-  Dims row_end = region.end();
-  row_end[r - 1] = region.begin()[r - 1] + 1;
-  for_each_index(Box(region.begin(), row_end), [&](const Dims& g) {
-    Dims local(r);
-    for (int d = 0; d < r; ++d) local[d] = g[d] - box.begin()[d];
-    std::byte* p = out + static_cast<size_t>(detail::linear_offset(shape, local)) * size;
-    if (zero) {
-      std::memset(p, 0, static_cast<size_t>(len) * size);
-    } else {
-      for (int64_t i = 0; i < len; ++i) std::memcpy(p + static_cast<size_t>(i) * size, value, size);
-    }
-  });
+  throw InvalidArgument(fmt::format(
+      "param \"path\": {} is not a Zarr array (no zarr.json or .zarray; a v2 group cannot be "
+      "read: give the array's own folder)",
+      dir.string()));
 }
 
 class ReadZarrKernel final : public NodeKernel {
  public:
-  ReadZarrKernel(ImageInfo info, fs::path dir, ZarrMeta meta, std::string identity)
+  ReadZarrKernel(ImageInfo info, zarr::OpenedArray array, std::string identity)
       : NodeKernel(std::move(info)),
-        dir_(std::move(dir)),
-        meta_(std::move(meta)),
-        chunk_grid_(meta_.shape, meta_.chunks),
+        a_(std::move(array)),
+        chunk_grid_(a_.shape, a_.chunks),
         identity_(std::move(identity)) {}
 
   std::string identity() const override { return identity_; }
 
   void compute(const Box& out_box, std::span<const InputRegion> /*inputs*/,
                CellBuffer& out) const override {
-    const size_t size = dtype_size(meta_.dtype);
-    const size_t chunk_elems = static_cast<size_t>(meta_.chunks.product());
+    const size_t size = dtype_size(a_.dtype);
+    const size_t chunk_elems = static_cast<size_t>(a_.chunks.product());
     std::vector<std::byte> scratch;
     for_each_index(chunk_grid_.cells_touching(out_box), [&](const CellIndex& chunk) {
       Dims begin(chunk.rank());
       Dims end(chunk.rank());
       for (int d = 0; d < chunk.rank(); ++d) {
-        begin[d] = chunk[d] * meta_.chunks[d];
-        end[d] = begin[d] + meta_.chunks[d];
+        begin[d] = chunk[d] * a_.chunks[d];
+        end[d] = begin[d] + a_.chunks[d];
       }
       const Box stored_box(begin, end);  // the full chunk as stored, edge padding included
       const Box region = stored_box.intersect(out_box);
-      const fs::path file = chunk_path(chunk);
-      std::optional<std::string> stored =
-          with_context("file " + file.string(), [&] { return read_file(file); });
-      if (!stored) {
-        fill_region(out.mutable_data(), out_box, region, meta_.fill.data(), size,
-                    meta_.fill_is_zero);
-        return;
-      }
       // A cell that is exactly one stored chunk is decoded in place.
       const bool direct = stored_box == out_box;
       std::byte* dst = out.mutable_data();
@@ -341,24 +219,16 @@ class ReadZarrKernel final : public NodeKernel {
         scratch.resize(chunk_elems * size);
         dst = scratch.data();
       }
-      decode_chunk(meta_.codec, *stored, dst, chunk_elems * size, "file " + file.string());
-      if (meta_.big_endian) swap_bytes(dst, chunk_elems, size);
+      if (!a_.source->read(chunk, dst)) {
+        zarr::fill_region(out.mutable_data(), out_box, region, a_.fill, size);
+        return;
+      }
       if (!direct) copy_region(dst, stored_box, out.mutable_data(), out_box, region, size);
     });
   }
 
  private:
-  fs::path chunk_path(const CellIndex& chunk) const {
-    std::string key;
-    for (int d = 0; d < chunk.rank(); ++d) {
-      if (d > 0) key += meta_.separator;
-      key += std::to_string(chunk[d]);
-    }
-    return dir_ / key;
-  }
-
-  fs::path dir_;
-  ZarrMeta meta_;
+  zarr::OpenedArray a_;
   CellGrid chunk_grid_;
   std::string identity_;
 };
@@ -402,10 +272,15 @@ class ReadZarrOp final : public Op {
   std::string_view name() const override { return "read.zarr"; }
   int version() const override { return 1; }
   std::string_view doc() const override {
-    return "Reads an existing Zarr v2 array (a folder with .zarray, as zarr-python writes it): "
-           "blosc, zstd, zlib, gzip or no compression, \".\" or \"/\" separator, C order, "
-           "bool/u8..u64/i8..i64/f32/f64 in either byte order (bool reads as u8); missing "
-           "chunks read as fill_value.";
+    return "Reads an existing Zarr array, v2 (a folder with .zarray, as zarr-python 2 writes "
+           "it: blosc, zstd, zlib, gzip or no compression, \".\" or \"/\" separator, C order) "
+           "or v3 (a folder with zarr.json: regular chunk grid, \"default\" or \"v2\" chunk "
+           "keys, codecs bytes in either byte order, transpose, blosc, zstd, gzip, crc32c "
+           "(verified) and sharding_indexed, read by inner chunk); dtypes bool/u8..u64/"
+           "i8..i64/f32/f64 (bool reads as u8); missing chunks, shards and inner chunks read as "
+           "fill_value. A chunk that does not decode to exactly its size is an error naming "
+           "its file. An array of an OME-NGFF 0.4/0.5 image group gets the group's physical "
+           "space (scale and translation of its dataset and multiscale, axis names, units).";
   }
   std::vector<ParamSpec> params() const override {
     return {
@@ -425,19 +300,18 @@ class ReadZarrOp final : public Op {
     detail::require_inputs(name(), inputs, 0);
     const fs::path dir = params.get_path("path");
     const detail::HashMode mode = detail::parse_hash_mode(params);
-    std::string zarray;
-    ZarrMeta meta = read_meta(dir, zarray);
+    zarr::OpenedArray array = open_array(dir);
 
     ImageInfo info;
-    info.dtype = meta.dtype;
-    info.shape = meta.shape;
-    info.cell_shape = meta.chunks;
+    info.dtype = array.dtype;
+    info.shape = array.shape;
+    info.cell_shape = array.chunks;
     if (params.has("cell_shape") && !params.get("cell_shape").is_null()) {
       const std::vector<int64_t> cs = params.get_ints("cell_shape");
-      if (cs.size() != static_cast<size_t>(meta.shape.rank())) {
+      if (cs.size() != static_cast<size_t>(array.shape.rank())) {
         throw InvalidArgument(fmt::format(
             "param \"cell_shape\" must have {} entries like the array's shape {} (got {})",
-            meta.shape.rank(), meta.shape.str(), cs.size()));
+            array.shape.rank(), array.shape.str(), cs.size()));
       }
       for (size_t d = 0; d < cs.size(); ++d) {
         if (cs[d] <= 0) {
@@ -451,15 +325,21 @@ class ReadZarrOp final : public Op {
       info.cell_shape[d] = std::min(info.cell_shape[d], info.shape[d]);
     }
 
+    // The space of an NGFF image's array; not part of the identity (the
+    // consumers whose results depend on spacing hash it themselves).
+    if (std::optional<Space> space = ngff_space(dir, info.shape.rank())) info.space = *space;
+
     std::string identity;
     if (mode == detail::HashMode::kContent) {
-      identity = with_context("param \"path\"", [&] { return content_identity(dir, zarray); });
+      identity =
+          with_context("param \"path\"", [&] { return content_identity(dir, array.meta_text); });
     } else {
-      identity = fmt::format("zarr {}\n{}\nnewest folder mtime {}", dir.string(), zarray,
-                             newest_folder_mtime(dir));
+      // A v2 array keeps the identity it always had; a v3 one is marked as such.
+      identity = fmt::format("zarr {}{}\n{}\nnewest folder mtime {}",
+                             array.meta_file.filename() == "zarr.json" ? "v3 " : "", dir.string(),
+                             array.meta_text, newest_folder_mtime(dir));
     }
-    return std::make_unique<ReadZarrKernel>(std::move(info), dir, std::move(meta),
-                                            std::move(identity));
+    return std::make_unique<ReadZarrKernel>(std::move(info), std::move(array), std::move(identity));
   }
 };
 

@@ -4,12 +4,14 @@
 // level above: memory stays bounded by the memory cache whatever the size.
 #include "cellflow/nodes/zarr_export.hpp"
 
+#include <blosc.h>
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -22,6 +24,7 @@
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/files.hpp"
+#include "cellflow/cache/log.hpp"
 #include "cellflow/cache/value.hpp"
 #include "cellflow/cache/zarr_array.hpp"
 
@@ -42,27 +45,78 @@ std::string lowercase_name(const fs::path& path) {
   return s;
 }
 
-// NGFF axes, as the cache directory writes them: t, c, z, y, x from the end.
-Value axes_for_rank(int rank) {
-  static const char* const kNames[] = {"t", "c", "z", "y", "x"};
-  static const char* const kTypes[] = {"time", "channel", "space", "space", "space"};
-  Value::Array axes;
-  for (int i = kMaxRank - rank; i < kMaxRank; ++i) {
-    axes.emplace_back(Value::Object{{"name", kNames[i]}, {"type", kTypes[i]}});
+// NGFF axis types from the end: up to 3 space axes, then channel, then time
+// (the order NGFF requires); the default names of the first two are c and t.
+constexpr const char* kAxisTypes[] = {"time", "channel", "space", "space", "space"};
+constexpr const char* kAxisNames[] = {"t", "c", "z", "y", "x"};
+
+bool is_one_of(std::string_view s, std::initializer_list<std::string_view> list) {
+  return std::find(list.begin(), list.end(), s) != list.end();
+}
+
+/// Whether `unit` is an NGFF unit name for an axis of `type`.
+bool ngff_unit(std::string_view type, std::string_view unit) {
+  if (type == "space") {
+    return is_one_of(
+        unit, {"angstrom",   "attometer",  "centimeter", "decimeter",  "exameter",   "femtometer",
+               "foot",       "gigameter",  "hectometer", "inch",       "kilometer",  "megameter",
+               "meter",      "micrometer", "mile",       "millimeter", "nanometer",  "parsec",
+               "petameter",  "picometer",  "terameter",  "yard",       "yoctometer", "yottameter",
+               "zeptometer", "zettameter"});
   }
-  return Value(std::move(axes));
+  if (type == "time") {
+    return is_one_of(
+        unit,
+        {"attosecond",  "centisecond", "day",         "decisecond",  "exasecond",  "femtosecond",
+         "gigasecond",  "hectosecond", "hour",        "kilosecond",  "megasecond", "microsecond",
+         "millisecond", "minute",      "nanosecond",  "petasecond",  "picosecond", "second",
+         "terasecond",  "yoctosecond", "yottasecond", "zeptosecond", "zettasecond"});
+  }
+  return false;
+}
+
+/// The NGFF axis names of an image: the space's names, where it has its own
+/// (not the "d0", "d1" defaults of leading axes), else t, c, z, y, x from the end.
+std::vector<std::string> ngff_axis_names(const Space& space, int rank) {
+  const Space s = space.filled(rank);
+  std::vector<std::string> names;
+  for (int i = 0; i < rank; ++i) {
+    const std::string& own = s.axis_names[static_cast<size_t>(i)];
+    const bool default_name = own.size() > 1 && own[0] == 'd' &&
+                              own.find_first_not_of("0123456789", 1) == std::string::npos;
+    names.push_back(default_name || own.empty() ? kAxisNames[kMaxRank - rank + i] : own);
+  }
+  return names;
+}
+
+/// The NGFF type of axis `i`: the last three are the space axes the pyramid
+/// halves; a leading axis is time or channel by its name ("t"/"time",
+/// "c"/"ch"/"channel"), else by its position (time first, then channel).
+const char* axis_type(const std::string& name, int rank, int i) {
+  if (i >= rank - kSpatialAxes) return "space";
+  if (name == "t" || name == "time") return "time";
+  if (name == "c" || name == "ch" || name == "channel") return "channel";
+  return kAxisTypes[kMaxRank - rank + i];
+}
+
+Value::Array number_list(const std::vector<double>& v) {
+  Value::Array out;
+  for (double x : v) out.emplace_back(x);
+  return out;
 }
 
 /// True for the names an export writes: metadata files, chunk keys ("0.1.2")
 /// and folders of them ("0/1/2" chunk keys, "0" levels) holding only such names.
 bool written_by_export(const fs::directory_entry& e, int depth) {
   const std::string name = e.path().filename().string();
-  if (name == ".zarray" || name == ".zattrs" || name == ".zgroup") return e.is_regular_file();
-  const bool key = !name.empty() && name.find_first_not_of("0123456789.") == std::string::npos;
+  if (name == ".zarray" || name == ".zattrs" || name == ".zgroup" || name == "zarr.json")
+    return e.is_regular_file();
+  const bool key = (name == "c" && e.is_directory()) ||
+                   (!name.empty() && name.find_first_not_of("0123456789.") == std::string::npos);
   if (!key) return false;
   if (e.is_regular_file()) return true;
   if (!e.is_directory() || e.is_symlink() || depth > 6)
-    return false;  // level, then rank-deep chunk keys
+    return false;  // level, then "c" and rank-deep chunk keys
   std::error_code ec;
   for (const auto& inner : fs::directory_iterator(e.path(), ec))
     if (!written_by_export(inner, depth + 1)) return false;
@@ -81,7 +135,8 @@ void check_target(const fs::path& folder) {
         "cannot export to {}: it exists and is not a folder; remove it first", folder.string()));
   }
   if (fs::is_empty(folder, ec)) return;
-  if (!fs::exists(folder / ".zarray") && !fs::exists(folder / ".zgroup")) {
+  if (!fs::exists(folder / ".zarray") && !fs::exists(folder / ".zgroup") &&
+      !fs::exists(folder / "zarr.json")) {
     throw InvalidArgument(fmt::format(
         "cannot export to {}: the folder exists and is not a Zarr array or group; remove it "
         "first",
@@ -142,13 +197,69 @@ void parallel_cells(int64_t n, int threads, Fn&& fn) {
   arena.execute([&] { tbb::parallel_for(int64_t{0}, n, [&](int64_t i) { fn(i); }); });
 }
 
-/// Writes every cell of `image` as one chunk of the Zarr array `dir`.
-void write_array(CachedCellImage& image, const fs::path& dir, int threads) {
+/// The zarr.json of a v3 array (little-endian bytes, then blosc-lz4 with byte shuffle).
+std::string zarr_v3_json(DType dtype, const CellGrid& grid, const std::vector<std::string>& names) {
+  const std::string t(dtype_name(dtype));  // "u16" -> "uint16", "i8" -> "int8", "f32" -> "float32"
+  const std::string data_type = (t[0] == 'u'   ? "uint"
+                                 : t[0] == 'i' ? "int"
+                                               : "float") +
+                                t.substr(1);
+  Value::Array dimension_names;
+  for (const std::string& n : names) dimension_names.emplace_back(n);
+  const Value meta(Value::Object{
+      {"zarr_format", 3},
+      {"node_type", "array"},
+      {"shape", Value::list(grid.shape().to_vector())},
+      {"data_type", data_type},
+      {"chunk_grid",
+       Value::Object{{"name", "regular"},
+                     {"configuration",
+                      Value::Object{{"chunk_shape", Value::list(grid.cell_shape().to_vector())}}}}},
+      {"chunk_key_encoding",
+       Value::Object{{"name", "default"}, {"configuration", Value::Object{{"separator", "/"}}}}},
+      {"fill_value", 0},
+      {"codecs",
+       Value::Array{
+           Value(Value::Object{{"name", "bytes"},
+                               {"configuration", Value::Object{{"endian", "little"}}}}),
+           Value(Value::Object{{"name", "blosc"},
+                               {"configuration",
+                                Value::Object{{"cname", "lz4"},
+                                              {"clevel", 5},
+                                              {"shuffle", "shuffle"},
+                                              {"typesize", static_cast<int64_t>(dtype_size(dtype))},
+                                              {"blocksize", 0}}}}),
+       }},
+      {"attributes", Value::object()},
+      {"dimension_names", Value(std::move(dimension_names))},
+  });
+  return to_json(meta);
+}
+
+/// A v3 chunk: the little-endian bytes (native on the machines we build
+/// for), blosc-lz4 compressed with byte shuffle, as zarr_v3_json declares.
+std::string encode_v3_chunk(const CellBuffer& chunk, size_t type_size) {
+  static_assert(std::endian::native == std::endian::little, "v3 exports write native bytes");
+  const size_t bytes = chunk.num_bytes();
+  std::string out(bytes + BLOSC_MAX_OVERHEAD, '\0');
+  const int n = blosc_compress_ctx(5, BLOSC_SHUFFLE, type_size, bytes, chunk.data(), out.data(),
+                                   out.size(), "lz4", 0, 1);
+  if (n <= 0) throw IoError(fmt::format("blosc could not compress a {}-byte chunk", bytes));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+/// Writes every cell of `image` as one chunk of the Zarr array `dir` (v2 or
+/// v3 as opts.zarr_format says; `names`: the v3 dimension_names).
+void write_array(CachedCellImage& image, const fs::path& dir, const ZarrExportOptions& opts,
+                 const std::vector<std::string>& names) {
   const CellGrid& grid = image.grid();
   const DType dtype = image.dtype();
   const size_t size = dtype_size(dtype);
-  write_file_atomic(dir / ".zarray", zarray_json(dtype, grid));
-  parallel_cells(grid.num_cells(), threads, [&](int64_t linear) {
+  const bool v3 = opts.zarr_format == 3;
+  write_file_atomic(v3 ? dir / "zarr.json" : dir / ".zarray",
+                    v3 ? zarr_v3_json(dtype, grid, names) : zarray_json(dtype, grid));
+  parallel_cells(grid.num_cells(), opts.threads, [&](int64_t linear) {
     const CellIndex cell = grid.cell_at(linear);
     const Box box = grid.cell_box(cell);
     const CellBuffer data = image.get(cell);
@@ -160,10 +271,12 @@ void write_array(CachedCellImage& image, const fs::path& dir, int threads) {
       padded = CellBuffer::zeros(dtype, grid.cell_shape());
       copy_region(data.data(), box, padded.mutable_data(), Box(box.begin(), end), box, size);
     }
-    fs::path file = dir;
+    fs::path file = v3 ? dir / "c" : dir;
     for (int64_t i : cell) file /= std::to_string(i);
     // An export leaves the cache: its chunks are bound to no cell identity.
-    write_file_atomic(file, ZarrArray::encode_chunk(padded.data(), padded.num_bytes(), size, {}));
+    write_file_atomic(file,
+                      v3 ? encode_v3_chunk(padded, size)
+                         : ZarrArray::encode_chunk(padded.data(), padded.num_bytes(), size, {}));
   });
 }
 
@@ -266,6 +379,12 @@ std::string_view method_name(Downsample m) {
   return "auto";
 }
 
+void check_zarr_format(const ZarrExportOptions& opts) {
+  if (opts.zarr_format != 2 && opts.zarr_format != 3)
+    throw InvalidArgument(
+        fmt::format("the Zarr format of an export must be 2 or 3 (got {})", opts.zarr_format));
+}
+
 void require_exportable(const CachedCellImage& image, const fs::path& folder) {
   if (image.grid().shape().product() == 0) {
     throw InvalidArgument(fmt::format("cannot export {}: the image is empty (shape {})",
@@ -295,7 +414,9 @@ bool is_ome_zarr_path(const fs::path& path) { return lowercase_name(path).ends_w
 
 void export_zarr(CachedCellImage& image, const fs::path& folder, const ZarrExportOptions& opts) {
   require_exportable(image, folder);
-  export_aside(folder, [&](const fs::path& dir) { write_array(image, dir, opts.threads); });
+  check_zarr_format(opts);
+  const std::vector<std::string> names = ngff_axis_names(opts.space, image.grid().rank());
+  export_aside(folder, [&](const fs::path& dir) { write_array(image, dir, opts, names); });
 }
 
 void export_ome_zarr(CachedCellImage& image, const fs::path& folder,
@@ -311,9 +432,15 @@ void export_ome_zarr(CachedCellImage& image, const fs::path& folder,
   Dims factor(rank, 1);
   for (int d = std::max(0, rank - kSpatialAxes); d < rank; ++d) factor[d] = 2;
 
+  check_zarr_format(opts);
+  const bool v3 = opts.zarr_format == 3;
+  const std::vector<std::string> names = ngff_axis_names(opts.space, rank);
+  std::string name = folder.filename().string();
+  if (name.empty()) name = folder.parent_path().filename().string();
+  Value multiscale = ngff_multiscale(opts.space, rank, opts.levels, factor, method_name(method),
+                                     name, v3 ? "0.5" : "0.4");
+
   export_aside(folder, [&](const fs::path& dir) {
-    write_file_atomic(dir / ".zgroup", to_json(Value(Value::Object{{"zarr_format", 2}})));
-    Value::Array datasets;
     std::vector<std::unique_ptr<CachedCellImage>> levels;
     CachedCellImage* current = &image;
     for (int level = 0; level < opts.levels; ++level) {
@@ -321,35 +448,80 @@ void export_ome_zarr(CachedCellImage& image, const fs::path& folder,
         levels.push_back(make_level(*current, level, factor, method));
         current = levels.back().get();
       }
-      write_array(*current, dir / std::to_string(level), opts.threads);
-      Value::Array scale;
-      for (int d = 0; d < rank; ++d)
-        scale.emplace_back(std::ldexp(1.0, factor[d] == 2 ? level : 0));
-      datasets.emplace_back(Value::Object{
-          {"path", std::to_string(level)},
-          {"coordinateTransformations",
-           Value(Value::Array{
-               Value(Value::Object{{"type", "scale"}, {"scale", Value(std::move(scale))}})})},
-      });
+      write_array(*current, dir / std::to_string(level), opts, names);
     }
-    std::string name = folder.filename().string();
-    if (name.empty()) name = folder.parent_path().filename().string();
-    Value multiscale(Value::Object{
-        {"version", "0.4"},
-        {"name", name},
-        {"axes", axes_for_rank(rank)},
-        {"datasets", Value(std::move(datasets))},
-        {"type", std::string(method_name(method))},
-        {"metadata",
-         Value(Value::Object{{"description", fmt::format("cellflow export: each level is the "
-                                                         "{} of 2-voxel blocks of the level above "
-                                                         "along the spatial axes",
-                                                         method_name(method))}})},
-    });
-    write_file_atomic(
-        dir / ".zattrs",
-        to_json(Value(Value::Object{{"multiscales", Value(Value::Array{std::move(multiscale)})}})));
+    const Value multiscales(Value::Array{std::move(multiscale)});
+    if (v3) {
+      write_file_atomic(
+          dir / "zarr.json",
+          to_json(Value(Value::Object{
+              {"zarr_format", 3},
+              {"node_type", "group"},
+              {"attributes", Value::Object{{"ome", Value::Object{{"version", "0.5"},
+                                                                 {"multiscales", multiscales}}}}},
+          })));
+    } else {
+      write_file_atomic(dir / ".zgroup", to_json(Value(Value::Object{{"zarr_format", 2}})));
+      write_file_atomic(dir / ".zattrs",
+                        to_json(Value(Value::Object{{"multiscales", multiscales}})));
+    }
   });
+}
+
+Value ngff_multiscale(const Space& space, int rank, int levels, const Dims& factor,
+                      std::string_view method, const std::string& name, std::string_view version) {
+  const Space s = space.filled(rank);
+  const std::vector<std::string> names = ngff_axis_names(space, rank);
+  Value::Array axes;
+  for (int i = 0; i < rank; ++i) {
+    const char* type = axis_type(names[static_cast<size_t>(i)], rank, i);
+    Value axis(Value::Object{{"name", names[static_cast<size_t>(i)]}, {"type", type}});
+    const std::string& unit = s.units[static_cast<size_t>(i)];
+    if (ngff_unit(type, unit)) {
+      axis.set("unit", unit);
+    } else if (!unit.empty()) {
+      log_warning(
+          fmt::format("NGFF export {}: unit \"{}\" of axis \"{}\" is not an NGFF {} "
+                      "unit name; the axis is written without a unit",
+                      name, unit, names[static_cast<size_t>(i)], type));
+    }
+    axes.push_back(std::move(axis));
+  }
+  Value::Array datasets;
+  for (int level = 0; level < levels; ++level) {
+    std::vector<double> scale(static_cast<size_t>(rank));
+    std::vector<double> translation(static_cast<size_t>(rank));
+    bool translated = false;
+    for (int d = 0; d < rank; ++d) {
+      const auto k = static_cast<size_t>(d);
+      const double block = factor[d] == 2 ? std::ldexp(1.0, level) : 1.0;
+      scale[k] = s.spacing[k] * block;
+      translation[k] = s.origin[k] + s.spacing[k] * (block - 1.0) / 2.0;
+      translated = translated || translation[k] != 0.0;
+    }
+    Value::Array transforms{
+        Value(Value::Object{{"type", "scale"}, {"scale", Value(number_list(scale))}})};
+    if (translated) {
+      transforms.emplace_back(
+          Value::Object{{"type", "translation"}, {"translation", Value(number_list(translation))}});
+    }
+    datasets.emplace_back(
+        Value::Object{{"path", std::to_string(level)},
+                      {"coordinateTransformations", Value(std::move(transforms))}});
+  }
+  Value multiscale(Value::Object{
+      {"name", name},
+      {"axes", Value(std::move(axes))},
+      {"datasets", Value(std::move(datasets))},
+      {"type", std::string(method)},
+      {"metadata",
+       Value(Value::Object{{"description", fmt::format("cellflow export: each level is the "
+                                                       "{} of 2-voxel blocks of the level above "
+                                                       "along the spatial axes",
+                                                       method)}})},
+  });
+  if (version == "0.4") multiscale.set("version", "0.4");
+  return multiscale;
 }
 
 }  // namespace cellflow::nodes

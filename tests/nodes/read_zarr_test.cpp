@@ -1,5 +1,7 @@
-// read.zarr: arrays written by zarr-python (every codec, both separators,
-// every dtype, big-endian types, missing chunks with a fill_value) read back
+// read.zarr: Zarr v2 arrays written by zarr-python (every codec, both
+// separators, every dtype, big-endian types, missing chunks with a
+// fill_value) and Zarr v3 arrays written by zarrita or encoded in Python
+// (sharding, crc32c, gzip, transpose, chunk key encodings) read back
 // bit-exactly with their own chunks and with cells that cut across them; clear
 // errors for what it cannot read; the node hash follows the array's data.
 #include <gtest/gtest.h>
@@ -7,10 +9,12 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/log.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "test_util.hpp"
@@ -23,6 +27,9 @@ using test::TempDir;
 
 const std::string kMakeArrays =
     std::string(CELLFLOW_SOURCE_DIR) + "/tests/nodes/make_zarr_arrays.py";
+const std::string kZarritaTool = std::string(CELLFLOW_SOURCE_DIR) + "/tests/js/zarrita_tool.mjs";
+const std::string kMakeV3Arrays =
+    std::string(CELLFLOW_SOURCE_DIR) + "/tests/nodes/make_zarr_v3_arrays.py";
 
 Graph build_reader(const fs::path& path, const Value& cell_shape = Value(),
                    const std::string& hash = "stat") {
@@ -57,13 +64,19 @@ void python_array(const TempDir& tmp, const fs::path& path, const std::string& c
   ASSERT_EQ(r.exit_code, 0) << test::describe(r);
 }
 
-TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
-  TempDir tmp;
-  const test::CommandResult made =
-      test::run_command({CELLFLOW_PYTHON, kMakeArrays, tmp.path().string()}, tmp.path());
-  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
-  const Value cases = parse_json(made.out, "manifest");
-  ASSERT_GE(cases.as_array().size(), 30u);
+/// Runs a fixture writer (`argv`) and parses the JSON manifest it prints
+/// (null, with a failure, when it fails).
+Value manifest_of(const TempDir& tmp, const std::vector<std::string>& argv,
+                  const std::string& hint = "") {
+  const test::CommandResult made = test::run_command(argv, tmp.path());
+  EXPECT_EQ(made.exit_code, 0) << test::describe(made) << hint;
+  return made.exit_code == 0 ? parse_json(made.out, "manifest") : Value();
+}
+
+/// Reads every array of a manifest ({name, path, raw, dtype} of 13x17x10
+/// arrays) with its own chunks and with cells that straddle them, against the
+/// raw values the writer recorded.
+void expect_manifest_reads(const Value& cases, const Shape& own_chunks) {
   for (const Value& c : cases.as_array()) {
     const std::string name = c.find("name")->as_string();
     const fs::path path = c.find("path")->as_string();
@@ -71,10 +84,10 @@ TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
     const Shape shape = Shape{13, 17, 10};
     const CellBuffer expected = raw_buffer(c.find("raw")->as_string(), dtype, shape);
 
-    const Graph own_chunks = build_reader(path);
-    EXPECT_EQ(own_chunks.node("in").info.cell_shape, (Shape{5, 8, 4})) << name;
-    EXPECT_EQ(own_chunks.node("in").info.dtype, dtype) << name;
-    EXPECT_TRUE(test::same_bytes(read_all_of(own_chunks), expected)) << name << " (own chunks)";
+    const Graph own = build_reader(path);
+    if (own_chunks.rank() > 0) EXPECT_EQ(own.node("in").info.cell_shape, own_chunks) << name;
+    EXPECT_EQ(own.node("in").info.dtype, dtype) << name;
+    EXPECT_TRUE(test::same_bytes(read_all_of(own), expected)) << name << " (own chunks)";
 
     // Cells that straddle chunks (and one cell holding the whole array).
     for (const Value& cs :
@@ -84,6 +97,148 @@ TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
           << name << " cells " << to_json_compact(cs);
     }
   }
+}
+
+TEST(ReadZarr, ArraysWrittenByZarrPythonReadBitExactly) {
+  TempDir tmp;
+  const Value cases = manifest_of(tmp, {CELLFLOW_PYTHON, kMakeArrays, tmp.path().string()});
+  ASSERT_FALSE(cases.is_null());
+  ASSERT_GE(cases.as_array().size(), 30u);
+  expect_manifest_reads(cases, Shape{5, 8, 4});
+}
+
+// Zarr v3 chunks encoded by numpy + numcodecs + a Python CRC-32C, with
+// hand-written zarr.json (gzip, crc32c and sharding, which zarrita cannot
+// write; fill values; chunk key encodings; missing chunks and inner chunks).
+TEST(ReadZarr, V3ArraysEncodedInPythonReadBitExactly) {
+  TempDir tmp;
+  const Value cases = manifest_of(tmp, {CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string()});
+  ASSERT_FALSE(cases.is_null());
+  ASSERT_GE(cases.as_array().size(), 12u);
+  expect_manifest_reads(cases, Shape());
+  // The fixtures themselves, checked by another reader: zarrita reads the same
+  // values (but for the cases the manifest marks as beyond zarrita 0.7.5).
+  int checked = 0;
+  for (const Value& c : cases.as_array()) {
+    if (!c.find("zarrita")->as_bool()) continue;
+    const fs::path raw = tmp / (c.find("name")->as_string() + ".zarrita.raw");
+    const test::CommandResult r = test::run_command(
+        {"node", kZarritaTool, "read", c.find("path")->as_string(), raw.string()}, tmp.path());
+    ASSERT_EQ(r.exit_code, 0) << test::describe(r) << "\n(zarrita missing? run scripts/setup.sh)";
+    EXPECT_TRUE(test::read_all(raw) == test::read_all(c.find("raw")->as_string()))
+        << c.find("name")->as_string() << ": zarrita reads other values than the fixture's";
+    ++checked;
+  }
+  EXPECT_GE(checked, 9);
+}
+
+// Zarr v3 arrays written by zarrita (the JavaScript implementation), one per
+// codec chain it can encode.
+TEST(ReadZarr, V3ArraysWrittenByZarritaReadBitExactly) {
+  TempDir tmp;
+  const Value cases = manifest_of(tmp, {"node", kZarritaTool, "write", tmp.path().string()},
+                                  "\n(zarrita missing? run scripts/setup.sh)");
+  ASSERT_FALSE(cases.is_null());
+  ASSERT_GE(cases.as_array().size(), 13u);
+  Value::Array with_dtypes;
+  for (const Value& c : cases.as_array()) {
+    Value d = c;
+    std::string t = c.find("dtype")->as_string();  // "uint16" -> "u16", "int8" -> "i8"...
+    t = t.starts_with("uint")  ? "u" + t.substr(4)
+        : t.starts_with("int") ? "i" + t.substr(3)
+                               : "f" + t.substr(5);
+    d.set("dtype", t);
+    with_dtypes.push_back(std::move(d));
+  }
+  expect_manifest_reads(Value(std::move(with_dtypes)), Shape{5, 8, 4});
+}
+
+// Damaged or unreadable v3 arrays: an error naming the file (and for
+// metadata, the field), never zeros.
+TEST(ReadZarr, DamagedV3ArraysAreErrorsNamingTheFile) {
+  TempDir tmp;
+  const Value cases =
+      manifest_of(tmp, {CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string(), "errors"});
+  ASSERT_FALSE(cases.is_null());
+  const std::map<std::string, std::string> why = {
+      {"bad-crc32c", "crc32c checksum mismatch"},
+      {"truncated-shard", "shorter than its index"},
+      {"half-shard", "(shard index): crc32c checksum mismatch"},
+      {"index-out-of-range", "points outside the file"},
+      {"short-chunk", "bytes after decoding, expected"},
+      {"unknown-codec", "\"codecs\"[1]: codec \"lz5\" is not supported"},
+      {"bad-json", "zarr.json"},
+  };
+  ASSERT_EQ(cases.as_object().size(), why.size());
+  for (const auto& [name, c] : cases.as_object()) {
+    const std::string file = c.find("file")->as_string();
+    std::string message;
+    try {
+      read_all_of(build_reader(c.find("path")->as_string()));
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find(file), std::string::npos) << name << ": " << message;
+    EXPECT_NE(message.find(why.at(name)), std::string::npos) << name << ": " << message;
+  }
+}
+
+// An array that is a dataset of an OME-NGFF image group gets the group's
+// physical space (dataset transforms, then the multiscale's; axis names and
+// units), from NGFF 0.4 (.zattrs) and 0.5 (zarr.json); metadata that cannot
+// give one keeps voxel space with a warning; the hash does not change.
+TEST(ReadZarr, NgffImageArraysCarryTheGroupsSpace) {
+  TempDir tmp;
+  const fs::path g4 = tmp / "g4.ome.zarr";
+  python_array(tmp, g4 / "s0", "shape=(2, 3, 4, 5, 6), chunks=(1, 3, 4, 5, 6), dtype='<u1'");
+  const std::string before = build_reader(g4 / "s0").node("in").hash;
+  EXPECT_TRUE(build_reader(g4 / "s0").node("in").info.space.is_voxel_space());
+  test::write_all(g4 / ".zattrs", R"({"multiscales": [{"version": "0.4", "axes": [
+      {"name": "t", "type": "time", "unit": "second"}, {"name": "ch", "type": "channel"},
+      {"name": "z", "type": "space", "unit": "micrometer"}, {"name": "y", "type": "space"},
+      {"name": "x", "type": "space", "unit": "micrometer"}],
+    "datasets": [{"path": "s0", "coordinateTransformations": [
+      {"type": "scale", "scale": [60, 1, 1.5, 0.5, 0.25]},
+      {"type": "translation", "translation": [0, 0, 3, -1, 0.5]}]}],
+    "coordinateTransformations": [{"type": "scale", "scale": [2, 1, 2, 1, 1]}]}]})");
+  const Graph g = build_reader(g4 / "s0");
+  EXPECT_EQ(g.node("in").hash, before);
+  const Space& s = g.node("in").info.space;
+  EXPECT_EQ(s.spacing, (std::vector<double>{120, 1, 3, 0.5, 0.25}));
+  EXPECT_EQ(s.origin, (std::vector<double>{0, 0, 6, -1, 0.5}));
+  EXPECT_EQ(s.axis_names, (std::vector<std::string>{"t", "ch", "z", "y", "x"}));
+  EXPECT_EQ(s.units, (std::vector<std::string>{"second", "", "micrometer", "", "micrometer"}));
+
+  // NGFF 0.5: the group's zarr.json, a Zarr v3 array.
+  ASSERT_FALSE(manifest_of(tmp, {CELLFLOW_PYTHON, kMakeV3Arrays, tmp.path().string()}).is_null());
+  const fs::path g5 = tmp / "g5.ome.zarr";
+  fs::create_directories(g5);
+  fs::rename(tmp / "gzip-u16.zarr", g5 / "0");
+  test::write_all(g5 / "zarr.json", R"({"zarr_format": 3, "node_type": "group", "attributes":
+    {"ome": {"version": "0.5", "multiscales": [{"axes": [{"name": "z", "type": "space",
+      "unit": "nanometer"}, {"name": "y", "type": "space", "unit": "nanometer"},
+      {"name": "x", "type": "space", "unit": "nanometer"}],
+      "datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [40, 8, 8]}, {"type": "translation",
+        "translation": [100, 0, -4]}]}]}]}}})");
+  const Space s5 = build_reader(g5 / "0").node("in").info.space;
+  EXPECT_EQ(s5.spacing, (std::vector<double>{40, 8, 8}));
+  EXPECT_EQ(s5.origin, (std::vector<double>{100, 0, -4}));
+  EXPECT_EQ(s5.units, (std::vector<std::string>{"nanometer", "nanometer", "nanometer"}));
+
+  // Transforms in a file: voxel space, and a warning naming the metadata file.
+  test::write_all(g4 / ".zattrs", R"({"multiscales": [{"axes": ["t", "c", "z", "y", "x"],
+    "datasets": [{"path": "s0", "coordinateTransformations": [
+      {"type": "scale", "path": "scale.bin"}]}]}]})");
+  std::vector<std::string> warnings;
+  const LogSink previous =
+      set_log_sink([&](LogLevel, const std::string& message) { warnings.push_back(message); });
+  const Space unusable = build_reader(g4 / "s0").node("in").info.space;
+  set_log_sink(previous);
+  EXPECT_TRUE(unusable.is_voxel_space());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find((g4 / ".zattrs").string()), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("voxel space"), std::string::npos) << warnings[0];
 }
 
 TEST(ReadZarr, UnsupportedArraysAreClearErrors) {
@@ -99,7 +254,7 @@ TEST(ReadZarr, UnsupportedArraysAreClearErrors) {
   };
   expect_error(tmp / "absent.zarr", "is not a folder");
   fs::create_directories(tmp / "empty.zarr");
-  expect_error(tmp / "empty.zarr", "no .zarray");
+  expect_error(tmp / "empty.zarr", "no zarr.json or .zarray");
 
   python_array(tmp, tmp / "f.zarr", "shape=(4, 4), chunks=(2, 2), dtype='<u2', order='F'");
   expect_error(tmp / "f.zarr", "only C order");

@@ -404,9 +404,19 @@ int export_command(const ExportArgs& args) {
     throw UsageError(
         fmt::format("export: node \"{}\" is an image: .csv is for table nodes (got \"{}\")",
                     args.node_id, args.to));
-  if (args.levels != 1 && !nodes::is_ome_zarr_path(args.to))
+  if (!args.format.empty() && !nodes::is_zarr_path(args.to))
     throw UsageError(
-        fmt::format("export: --levels needs an .ome.zarr output (got \"{}\")", args.to));
+        fmt::format("export: --format {} is for .zarr and .ome.zarr outputs (got \"{}\")",
+                    args.format, args.to));
+  // NGFF (OME-Zarr) by the path, unless --format says which.
+  const std::string format = !args.format.empty()               ? args.format
+                             : nodes::is_ome_zarr_path(args.to) ? "ngff-0.4"
+                                                                : "zarr2";
+  const bool ngff = format.starts_with("ngff");
+  if (args.levels != 1 && !ngff)
+    throw UsageError(fmt::format(
+        "export: --levels needs an .ome.zarr output or --format ngff-0.4 / ngff-0.5 (got \"{}\")",
+        args.to));
 
   compute(graph, {node}, c, /*quiet=*/false);
   const fs::path to(args.to);
@@ -430,7 +440,10 @@ int export_command(const ExportArgs& args) {
     zarr.levels = args.levels;
     zarr.downsample = nodes::parse_downsample(args.downsample);
     zarr.threads = c.threads;
-    if (nodes::is_ome_zarr_path(to)) {
+    zarr.zarr_format = format == "zarr3" || format == "ngff-0.5" ? 3 : 2;
+    const ImageInfo& info = graph.nodes()[node].info;
+    zarr.space = info.space.filled(info.shape.rank());
+    if (ngff) {
       nodes::export_ome_zarr(*graph.image(node), to, zarr);
     } else {
       nodes::export_zarr(*graph.image(node), to, zarr);

@@ -195,17 +195,24 @@ int cli_main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   export_cmd
-      ->add_option("--levels", exp.levels,
-                   "Pyramid levels of an .ome.zarr export (2x downsampling)")
+      ->add_option(
+          "--levels", exp.levels,
+          "Pyramid levels of an OME-Zarr export (.ome.zarr or --format ngff-*; 2x downsampling)")
       ->check(CLI::Range(1, 32))
       ->capture_default_str();
   export_cmd
       ->add_option(
           "--downsample", exp.downsample,
-          "How .ome.zarr levels are made: auto (mean for floats and 8/16-bit integers, mode "
+          "How OME-Zarr levels are made: auto (mean for floats and 8/16-bit integers, mode "
           "for 32/64-bit integer labels), mean, mode or max")
       ->check(CLI::IsMember({"auto", "mean", "mode", "max"}))
       ->capture_default_str();
+  export_cmd
+      ->add_option("--format", exp.format,
+                   "Zarr flavour of a .zarr / .ome.zarr export: zarr2 or zarr3 (a plain array), "
+                   "ngff-0.4 (OME-Zarr on Zarr v2) or ngff-0.5 (OME-Zarr on Zarr v3). Default: "
+                   "ngff-0.4 for .ome.zarr, zarr2 for other .zarr paths")
+      ->check(CLI::IsMember({"zarr2", "zarr3", "ngff-0.4", "ngff-0.5"}));
 
   // Provenance: cache show, replay (provenance_commands.cpp).
   cellflow::cli::ProvenanceArgs prov;

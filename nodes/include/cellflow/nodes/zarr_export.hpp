@@ -1,12 +1,17 @@
-// Writing a cell image as a Zarr v2 array or as an OME-NGFF 0.4 multiscale
-// group (a pyramid of 2x-downsampled levels), for napari, zarr-python and
+// Writing a cell image as a Zarr v2 or v3 array, or as an OME-NGFF 0.4 (Zarr
+// v2) or 0.5 (Zarr v3) multiscale group (a pyramid of 2x-downsampled levels
+// carrying the image's physical space), for napari, zarr-python, zarrita and
 // other viewers. Thread-safe: concurrent calls writing different folders are fine.
 #pragma once
 
 #include <filesystem>
+#include <string>
 #include <string_view>
 
+#include "cellflow/cache/dims.hpp"
 #include "cellflow/cache/dtype.hpp"
+#include "cellflow/cache/space.hpp"
+#include "cellflow/cache/value.hpp"
 
 namespace cellflow {
 class CachedCellImage;
@@ -37,7 +42,23 @@ struct ZarrExportOptions {
   Downsample downsample = Downsample::kAuto;
   /// Worker threads for writing chunks (0 = all cores).
   int threads = 0;
+  /// Zarr format of the arrays: 2 or 3. An OME-Zarr export is NGFF 0.4 with
+  /// Zarr v2, NGFF 0.5 with Zarr v3.
+  int zarr_format = 2;
+  /// The image's physical space (empty: voxel space), written into the NGFF
+  /// metadata and, as axis names, into Zarr v3 dimension_names.
+  Space space;
 };
+
+/// The NGFF "multiscales" entry of an export (one function for NGFF 0.4 and
+/// 0.5; 0.5 keeps "version" out of it, in the "ome" object): axes (t, c,
+/// then up to 3 space axes from the end, named after `space` where it has
+/// names, with its units where they are NGFF unit names), and per level l a
+/// scale of spacing x 2^l and a translation of origin + spacing x (2^l - 1)/2
+/// on the axes `factor` halves (the centre of the 2^l block a level-l voxel
+/// summarizes), spacing and origin on the others.
+Value ngff_multiscale(const Space& space, int rank, int levels, const Dims& factor,
+                      std::string_view method, const std::string& name, std::string_view version);
 
 /// True for paths ending in ".zarr" (including ".ome.zarr"), ignoring a
 /// trailing slash and case.
@@ -45,17 +66,20 @@ bool is_zarr_path(const std::filesystem::path& path);
 /// True for paths ending in ".ome.zarr".
 bool is_ome_zarr_path(const std::filesystem::path& path);
 
-/// Writes the whole image to `folder` as a plain Zarr v2 array: chunks = the
-/// image's cell shape, blosc-lz4, "/" separator, fill_value 0. An existing
+/// Writes the whole image to `folder` as a plain Zarr array (v2 or v3 as
+/// opts.zarr_format says): chunks = the image's cell shape, blosc-lz4 with
+/// byte shuffle, "/" separator (v3: "c/i/j/k" keys, little-endian "bytes"),
+/// fill_value 0. An existing
 /// Zarr array or group there is replaced; any other existing file or non-empty
 /// folder is an error. Computes the cells it lacks. Throws InvalidArgument or
 /// IoError naming the folder.
 void export_zarr(CachedCellImage& image, const std::filesystem::path& folder,
                  const ZarrExportOptions& opts = {});
 
-/// Writes an OME-NGFF 0.4 group to `folder`: .zgroup, .zattrs with one
-/// "multiscales" entry (axes as in the cache, datasets "0".."L-1" with scale
-/// 2^l on the downsampled axes), and one Zarr v2 array per level. Level l has
+/// Writes an OME-NGFF group to `folder`: NGFF 0.4 (.zgroup, .zattrs with one
+/// "multiscales" entry) with Zarr v2 arrays, or NGFF 0.5 (zarr.json with
+/// attributes.ome) with Zarr v3 arrays, per opts.zarr_format; datasets
+/// "0".."L-1" transformed as ngff_multiscale says. Level l has
 /// shape ceil(shape / 2^l) on the last min(rank, 3) axes (the spatial ones;
 /// leading time/channel axes keep their size) and the cell shape of level 0
 /// clipped to it. REQUIRES: 1 <= opts.levels <= 32. Same replacement rules

@@ -1,0 +1,69 @@
+"""Validates OME-Zarr groups against the published NGFF JSON schemas kept in
+tests/data/ngff-schemas (no network: every $ref resolves to a local file).
+
+usage: check_ngff.py GROUP...
+
+A group with zarr.json is NGFF 0.5 (its attributes against
+0.5/strict_image.schema; each level's dimension_names must equal the axis
+names), one with .zattrs is NGFF 0.4 (against 0.4/strict_image.schema).
+Prints "OK n groups" or the errors, and exits 1 on any.
+"""
+import json
+import os
+import sys
+
+import jsonschema
+
+SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "ngff-schemas")
+
+
+def store():
+    """URI -> schema for every local schema file, under its $id and its versioned URL."""
+    out = {}
+    for version in ("0.4", "0.5"):
+        folder = os.path.join(SCHEMAS, version)
+        for name in os.listdir(folder):
+            with open(os.path.join(folder, name)) as f:
+                schema = json.load(f)
+            out["https://ngff.openmicroscopy.org/%s/schemas/%s" % (version, name)] = schema
+            if "$id" in schema:
+                out.setdefault(schema["$id"], schema)
+    return out
+
+
+def validate(doc, version, uris):
+    uri = "https://ngff.openmicroscopy.org/%s/schemas/strict_image.schema" % version
+    schema = uris[uri]
+    resolver = jsonschema.RefResolver(uri, schema, store=uris)
+    validator = jsonschema.Draft202012Validator(schema, resolver=resolver)
+    return ["%s: %s" % (list(e.absolute_path), e.message) for e in validator.iter_errors(doc)]
+
+
+def main():
+    uris = store()
+    errors = []
+    for group in sys.argv[1:]:
+        if os.path.exists(os.path.join(group, "zarr.json")):
+            with open(os.path.join(group, "zarr.json")) as f:
+                attrs = json.load(f).get("attributes", {})
+            found = validate(attrs, "0.5", uris)
+            for ms in attrs.get("ome", {}).get("multiscales", []):
+                names = [a["name"] for a in ms["axes"]]
+                for ds in ms["datasets"]:
+                    with open(os.path.join(group, ds["path"], "zarr.json")) as f:
+                        dims = json.load(f).get("dimension_names")
+                    if dims != names:
+                        found.append("level %s: dimension_names %s != axes %s" %
+                                     (ds["path"], dims, names))
+        else:
+            with open(os.path.join(group, ".zattrs")) as f:
+                found = validate(json.load(f), "0.4", uris)
+        errors += ["%s: %s" % (group, e) for e in found]
+    for e in errors:
+        print(e)
+    print("OK %d groups" % len(sys.argv[1:]) if not errors else "FAILED")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
