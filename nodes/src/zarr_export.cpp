@@ -109,6 +109,19 @@ Value::Array number_list(const std::vector<double>& v) {
 /// and folders of them ("0/1/2" chunk keys, "0" levels) holding only such names.
 bool written_by_export(const fs::directory_entry& e, int depth) {
   const std::string name = e.path().filename().string();
+  if (depth == 0 && name == "labels" && e.is_directory() && !e.is_symlink()) {
+    // labels/: its metadata and label groups (any folder name) of levels.
+    std::error_code ec;
+    for (const auto& group : fs::directory_iterator(e.path(), ec)) {
+      if (group.is_directory() && !group.is_symlink()) {
+        for (const auto& inner : fs::directory_iterator(group.path(), ec))
+          if (inner.path().filename() == "labels" || !written_by_export(inner, 0)) return false;
+      } else if (!written_by_export(group, 1)) {
+        return false;
+      }
+    }
+    return !ec;
+  }
   if (name == ".zarray" || name == ".zattrs" || name == ".zgroup" || name == "zarr.json")
     return e.is_regular_file();
   const bool key = (name == "c" && e.is_directory()) ||
@@ -419,52 +432,126 @@ void export_zarr(CachedCellImage& image, const fs::path& folder, const ZarrExpor
   export_aside(folder, [&](const fs::path& dir) { write_array(image, dir, opts, names); });
 }
 
-void export_ome_zarr(CachedCellImage& image, const fs::path& folder,
-                     const ZarrExportOptions& opts) {
+namespace {
+
+/// The "image-label" metadata of a label image: background transparent; the
+/// image it labels two folders up when it lies in one's labels/.
+Value image_label_metadata(bool beside_image, bool v3) {
+  Value label(Value::Object{
+      {"colors",
+       Value(Value::Array{Value(Value::Object{
+           {"label-value", 0}, {"rgba", Value::list(std::vector<int64_t>{0, 0, 0, 0})}})})}});
+  if (!v3) label.set("version", "0.4");
+  if (beside_image) label.set("source", Value(Value::Object{{"image", "../../"}}));
+  return label;
+}
+
+/// Writes the metadata of an NGFF group: `ome` holds the 0.5 attributes
+/// (version added), for 0.4 the same keys at the top of .zattrs.
+void write_group_metadata(const fs::path& dir, bool v3, Value::Object attributes) {
+  if (v3) {
+    attributes.insert(attributes.begin(), {"version", Value("0.5")});
+    write_file_atomic(
+        dir / "zarr.json",
+        to_json(Value(Value::Object{
+            {"zarr_format", 3},
+            {"node_type", "group"},
+            {"attributes", Value(Value::Object{{"ome", Value(std::move(attributes))}})},
+        })));
+  } else {
+    write_file_atomic(dir / ".zgroup", to_json(Value(Value::Object{{"zarr_format", 2}})));
+    write_file_atomic(dir / ".zattrs", to_json(Value(std::move(attributes))));
+  }
+}
+
+/// Writes one NGFF multiscale group (levels, then its metadata) into `dir`.
+void write_ngff_group(CachedCellImage& image, const fs::path& dir, const ZarrExportOptions& opts,
+                      const std::string& name, bool beside_image) {
+  const int rank = image.grid().rank();
+  const Downsample method = opts.downsample != Downsample::kAuto ? opts.downsample
+                            : opts.labels                        ? Downsample::kMode
+                                                                 : auto_downsample(image.dtype());
+  Dims factor(rank, 1);
+  for (int d = std::max(0, rank - kSpatialAxes); d < rank; ++d) factor[d] = 2;
+  const bool v3 = opts.zarr_format == 3;
+  const std::vector<std::string> names = ngff_axis_names(opts.space, rank);
+  Value multiscale = ngff_multiscale(opts.space, rank, opts.levels, factor, method_name(method),
+                                     name, v3 ? "0.5" : "0.4");
+  std::vector<std::unique_ptr<CachedCellImage>> levels;
+  CachedCellImage* current = &image;
+  for (int level = 0; level < opts.levels; ++level) {
+    if (level > 0) {
+      levels.push_back(make_level(*current, level, factor, method));
+      current = levels.back().get();
+    }
+    write_array(*current, dir / std::to_string(level), opts, names);
+  }
+  Value::Object attributes{{"multiscales", Value(Value::Array{std::move(multiscale)})}};
+  if (opts.labels) attributes.emplace_back("image-label", image_label_metadata(beside_image, v3));
+  write_group_metadata(dir, v3, std::move(attributes));
+}
+
+/// Refuses a label that cannot be written beside `image`.
+void check_label(const LabelExport& label, const CachedCellImage& image, const Space& space) {
+  const std::string& n = label.name;
+  if (n.empty() || n.front() == '.' || n.find('/') != std::string::npos ||
+      n.find('\\') != std::string::npos || n == "labels" ||
+      std::any_of(n.begin(), n.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+    throw InvalidArgument(fmt::format(
+        "label \"{}\": not a usable folder name (no '/', control characters or leading '.')", n));
+  }
+  if (label.image == nullptr) throw InvalidArgument(fmt::format("label \"{}\": no image", n));
+  if (dtype_is_float(label.image->dtype())) {
+    throw InvalidArgument(fmt::format("label \"{}\": label images hold integers (got {})", n,
+                                      dtype_name(label.image->dtype())));
+  }
+  if (!(label.image->grid().shape() == image.grid().shape())) {
+    throw InvalidArgument(fmt::format("label \"{}\": shape {} is not the image's {}", n,
+                                      label.image->grid().shape().str(),
+                                      image.grid().shape().str()));
+  }
+  const int rank = image.grid().rank();
+  if (!label.space.filled(rank).same_grid(space.filled(rank))) {
+    throw InvalidArgument(
+        fmt::format("label \"{}\": it lies on another grid ({}) than the image ({})", n,
+                    label.space.filled(rank).describe(), space.filled(rank).describe()));
+  }
+}
+
+}  // namespace
+
+void export_ome_zarr(CachedCellImage& image, const fs::path& folder, const ZarrExportOptions& opts,
+                     const std::vector<LabelExport>& labels) {
   require_exportable(image, folder);
   if (opts.levels < 1 || opts.levels > kMaxLevels) {
     throw InvalidArgument(
         fmt::format("export levels must be in [1, {}] (got {})", kMaxLevels, opts.levels));
   }
-  const int rank = image.grid().rank();
-  const Downsample method =
-      opts.downsample == Downsample::kAuto ? auto_downsample(image.dtype()) : opts.downsample;
-  Dims factor(rank, 1);
-  for (int d = std::max(0, rank - kSpatialAxes); d < rank; ++d) factor[d] = 2;
-
   check_zarr_format(opts);
-  const bool v3 = opts.zarr_format == 3;
-  const std::vector<std::string> names = ngff_axis_names(opts.space, rank);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    check_label(labels[i], image, opts.space);
+    for (size_t j = 0; j < i; ++j)
+      if (labels[j].name == labels[i].name)
+        throw InvalidArgument(fmt::format("label \"{}\" is given twice", labels[i].name));
+  }
   std::string name = folder.filename().string();
   if (name.empty()) name = folder.parent_path().filename().string();
-  Value multiscale = ngff_multiscale(opts.space, rank, opts.levels, factor, method_name(method),
-                                     name, v3 ? "0.5" : "0.4");
 
   export_aside(folder, [&](const fs::path& dir) {
-    std::vector<std::unique_ptr<CachedCellImage>> levels;
-    CachedCellImage* current = &image;
-    for (int level = 0; level < opts.levels; ++level) {
-      if (level > 0) {
-        levels.push_back(make_level(*current, level, factor, method));
-        current = levels.back().get();
-      }
-      write_array(*current, dir / std::to_string(level), opts, names);
+    write_ngff_group(image, dir, opts, name, /*beside_image=*/false);
+    if (labels.empty()) return;
+    const bool v3 = opts.zarr_format == 3;
+    Value::Array names;
+    for (const LabelExport& label : labels) {
+      ZarrExportOptions label_opts = opts;
+      label_opts.labels = true;
+      label_opts.downsample = Downsample::kMode;
+      label_opts.space = label.space;
+      write_ngff_group(*label.image, dir / "labels" / label.name, label_opts, label.name,
+                       /*beside_image=*/true);
+      names.emplace_back(label.name);
     }
-    const Value multiscales(Value::Array{std::move(multiscale)});
-    if (v3) {
-      write_file_atomic(
-          dir / "zarr.json",
-          to_json(Value(Value::Object{
-              {"zarr_format", 3},
-              {"node_type", "group"},
-              {"attributes", Value::Object{{"ome", Value::Object{{"version", "0.5"},
-                                                                 {"multiscales", multiscales}}}}},
-          })));
-    } else {
-      write_file_atomic(dir / ".zgroup", to_json(Value(Value::Object{{"zarr_format", 2}})));
-      write_file_atomic(dir / ".zattrs",
-                        to_json(Value(Value::Object{{"multiscales", multiscales}})));
-    }
+    write_group_metadata(dir / "labels", v3, Value::Object{{"labels", Value(std::move(names))}});
   });
 }
 

@@ -5,7 +5,10 @@ usage: check_ngff.py GROUP...
 
 A group with zarr.json is NGFF 0.5 (its attributes against
 0.5/strict_image.schema; each level's dimension_names must equal the axis
-names), one with .zattrs is NGFF 0.4 (against 0.4/strict_image.schema).
+names), one with .zattrs is NGFF 0.4 (against 0.4/strict_image.schema). A
+group with "image-label" metadata is checked against strict_label.schema too,
+and a "labels" group inside an image must list label groups that exist there,
+each checked the same way.
 Prints "OK n groups" or the errors, and exits 1 on any.
 """
 import json
@@ -31,12 +34,47 @@ def store():
     return out
 
 
-def validate(doc, version, uris):
-    uri = "https://ngff.openmicroscopy.org/%s/schemas/strict_image.schema" % version
+def validate(doc, version, uris, schema_name="strict_image.schema"):
+    uri = "https://ngff.openmicroscopy.org/%s/schemas/%s" % (version, schema_name)
     schema = uris[uri]
     resolver = jsonschema.RefResolver(uri, schema, store=uris)
     validator = jsonschema.Draft202012Validator(schema, resolver=resolver)
     return ["%s: %s" % (list(e.absolute_path), e.message) for e in validator.iter_errors(doc)]
+
+
+def attributes(group):
+    """(version, attributes) of an NGFF group, or (None, None) if it is none."""
+    if os.path.exists(os.path.join(group, "zarr.json")):
+        with open(os.path.join(group, "zarr.json")) as f:
+            return "0.5", json.load(f).get("attributes", {})
+    if os.path.exists(os.path.join(group, ".zattrs")):
+        with open(os.path.join(group, ".zattrs")) as f:
+            return "0.4", json.load(f)
+    return None, None
+
+
+def check_labels(group, uris):
+    """Errors of the label images an image group holds (none if it has no labels/)."""
+    folder = os.path.join(group, "labels")
+    if not os.path.isdir(folder):
+        return []
+    version, attrs = attributes(folder)
+    if version is None:
+        return ["labels/ is not a Zarr group"]
+    listed = attrs.get("ome", attrs).get("labels") if version == "0.5" else attrs.get("labels")
+    if not isinstance(listed, list) or not listed:
+        return ["labels/ lists no labels"]
+    errors = []
+    for name in listed:
+        label = os.path.join(folder, name)
+        label_version, label_attrs = attributes(label)
+        if label_version != version:
+            errors.append("labels/%s: missing or not NGFF %s" % (name, version))
+            continue
+        found = validate(label_attrs, version, uris)
+        found += validate(label_attrs, version, uris, "strict_label.schema")
+        errors += ["labels/%s: %s" % (name, e) for e in found]
+    return errors
 
 
 def main():
@@ -58,6 +96,11 @@ def main():
         else:
             with open(os.path.join(group, ".zattrs")) as f:
                 found = validate(json.load(f), "0.4", uris)
+        version, attrs = attributes(group)
+        image_label = attrs.get("ome", {}) if version == "0.5" else attrs
+        if "image-label" in image_label:
+            found += validate(attrs, version, uris, "strict_label.schema")
+        found += check_labels(group, uris)
         errors += ["%s: %s" % (group, e) for e in found]
     for e in errors:
         print(e)

@@ -130,6 +130,16 @@ void zarr_python_read(const TempDir& tmp, const fs::path& path, const fs::path& 
   ASSERT_EQ(r.exit_code, 0) << describe(r);
 }
 
+/// `cellflow export GRAPH NODE --to TO --cache CACHE EXTRA...`.
+CommandResult export_node(const TempDir& tmp, const fs::path& graph, const std::string& cache,
+                          const std::string& node, const fs::path& to,
+                          std::vector<std::string> extra) {
+  std::vector<std::string> args{"export",    graph.string(), node, "--to",
+                                to.string(), "--cache",      cache};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run_cli(args, tmp.path());
+}
+
 void expect_valid_ngff(const TempDir& tmp, const std::vector<fs::path>& groups) {
   std::vector<std::string> argv{CELLFLOW_PYTHON, kSource + "/tests/tools/check_ngff.py"};
   for (const fs::path& g : groups) argv.push_back(g.string());
@@ -151,10 +161,7 @@ TEST(ZarrV3Cli, V3AndNgff05ExportsReadByZarritaAsZarrPythonReadsV2) {
   const std::string cache = (tmp / "cache").string();
   const auto exp = [&](const std::string& node, const fs::path& to,
                        std::vector<std::string> extra) {
-    std::vector<std::string> args{"export",    graph.string(), node, "--to",
-                                  to.string(), "--cache",      cache};
-    args.insert(args.end(), extra.begin(), extra.end());
-    const CommandResult r = run_cli(args, tmp.path());
+    const CommandResult r = export_node(tmp, graph, cache, node, to, std::move(extra));
     ASSERT_EQ(r.exit_code, 0) << describe(r);
   };
   std::vector<fs::path> groups;
@@ -356,6 +363,107 @@ TEST(ZarrV3Cli, TimeAxisKeepsItsTypeAndSpacingOnEveryLevel) {
   expect_near(s1, {30.0, 4.0, 2.0, 2.0}, "level 1 scale");
   expect_near(t1, {60.0, 1.0, 0.5, 0.5}, "level 1 translation");
   expect_valid_ngff(tmp, {out});
+}
+
+}  // namespace
+}  // namespace cellflow::test
+
+namespace cellflow::test {
+namespace {
+
+// Labels beside an image: `--labels` writes labels/<id> as NGFF label images
+// (0.4 and 0.5) that validate against the published label schemas, whose
+// level 0 is the label node as zarr-python reads its plain export, and whose
+// level 1 is the mode of 2x2x2 blocks (ties to the smallest) computed here in
+// numpy; zarrita reads the 0.5 labels as zarr-python reads the 0.4 ones. A
+// label node exported alone carries image-label metadata itself. Labels that
+// are no labels (floats, another shape) are refused naming them, and the
+// previous export stays as it was.
+TEST(NgffLabels, LabelsBesideTheImageValidateAndTheirPyramidIsTheMode) {
+  TempDir tmp;
+  const std::string json = R"({"cellflow": 1, "nodes": [
+    {"id": "raw", "op": "synthetic.blobs",
+     "params": {"shape": [13, 22, 19], "cell_shape": [5, 8, 7], "seed": 3, "count": 9,
+                "radius": [2.0, 4.0], "spacing": [2.0, 0.5, 0.5], "unit": "micrometer"}},
+    {"id": "mask", "op": "threshold", "inputs": ["raw"], "params": {"above": 0.45}},
+    {"id": "cells", "op": "label", "inputs": ["mask"], "params": {}},
+    {"id": "small", "op": "downsample", "inputs": ["cells"],
+     "params": {"factors": 2, "method": "mode"}}]})";
+  const fs::path graph = write_graph(tmp, "graph.json", json);
+  const std::string cache = (tmp / "cache").string();
+  const auto exp = [&](const std::string& node, const fs::path& to,
+                       std::vector<std::string> extra) {
+    return export_node(tmp, graph, cache, node, to, std::move(extra));
+  };
+  const fs::path n4 = tmp / "n4.ome.zarr";
+  const fs::path n5 = tmp / "n5.ome.zarr";
+  ASSERT_EQ(exp("raw", n4, {"--labels", "cells,mask", "--levels", "3"}).exit_code, 0);
+  ASSERT_EQ(exp("raw", n5,
+                {"--labels", "cells", "--labels", "mask", "--levels", "3", "--format", "ngff-0.5"})
+                .exit_code,
+            0);
+  ASSERT_EQ(exp("cells", tmp / "alone.ome.zarr", {"--levels", "2"}).exit_code, 0);
+  ASSERT_EQ(exp("cells", tmp / "cells.zarr", {}).exit_code, 0);
+  expect_valid_ngff(tmp, {n4, n5, tmp / "alone.ome.zarr"});
+
+  const std::string script = R"(
+import json, sys, zarr, numpy as np
+group, plain, alone = sys.argv[1:4]
+g = zarr.open(group, mode='r')
+assert json.loads(open(group + '/labels/.zattrs').read())['labels'] == ['cells', 'mask']
+cells0 = g['labels/cells/0'][...]
+assert cells0.dtype == np.uint32, cells0.dtype
+assert np.array_equal(cells0, zarr.open(plain, mode='r')[...]), 'level 0 differs'
+def mode_of_blocks(a):
+    out = np.zeros(tuple((n + 1) // 2 for n in a.shape), a.dtype)
+    for i in np.ndindex(out.shape):
+        block = a[tuple(slice(2 * k, 2 * k + 2) for k in i)].ravel()
+        values, counts = np.unique(block, return_counts=True)
+        out[i] = values[np.argmax(counts)]  # unique sorts: ties go to the smallest
+    return out
+level = cells0
+for l in (1, 2):
+    level = mode_of_blocks(level)
+    assert np.array_equal(g['labels/cells/%d' % l][...], level), 'level %d is not the mode' % l
+attrs = json.loads(open(group + '/labels/cells/.zattrs').read())
+assert attrs['image-label']['source'] == {'image': '../../'}, attrs['image-label']
+assert attrs['multiscales'][0]['type'] == 'mode'
+assert attrs['multiscales'][0]['datasets'][0]['coordinateTransformations'][0]['scale'] == [2.0, 0.5, 0.5]
+alone_attrs = json.loads(open(alone + '/.zattrs').read())
+assert 'source' not in alone_attrs['image-label'] and alone_attrs['multiscales'][0]['type'] == 'mode'
+g['labels/cells/1'][...].astype('<u4').tofile(group + '-cells-1.raw')
+print('labels ok')
+)";
+  const CommandResult checked =
+      run_command({CELLFLOW_PYTHON, "-c", script, n4.string(), (tmp / "cells.zarr").string(),
+                   (tmp / "alone.ome.zarr").string()},
+                  tmp.path());
+  EXPECT_EQ(checked.exit_code, 0) << describe(checked);
+  zarrita_read(tmp, n5 / "labels" / "cells" / "1", tmp / "n5-cells-1.raw");
+  EXPECT_TRUE(read_all(tmp / "n5-cells-1.raw") == read_all(tmp / "n4.ome.zarr-cells-1.raw"));
+
+  // Refused, naming the label; the earlier export at n4 is left as it was.
+  const std::vector<std::string> before = listing(n4);
+  for (const auto& [label, why] : std::vector<std::pair<std::string, std::string>>{
+           {"raw2", "not a node"}, {"small", "shape"}}) {
+    (void)why;
+    const CommandResult r = exp("raw", n4, {"--labels", label});
+    EXPECT_NE(r.exit_code, 0) << describe(r);
+    EXPECT_NE(r.err.find("\"" + label + "\""), std::string::npos) << describe(r);
+  }
+  const std::string float_graph = R"({"cellflow": 1, "nodes": [
+    {"id": "raw", "op": "synthetic.blobs", "params": {"shape": [8, 8], "cell_shape": [4, 4]}},
+    {"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": 1.0}}]})";
+  const fs::path fg = write_graph(tmp, "float.json", float_graph);
+  const CommandResult r = run_cli(
+      {"export", fg.string(), "raw", "--to", n4.string(), "--labels", "smooth", "--cache", cache},
+      tmp.path());
+  EXPECT_NE(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.err.find("\"smooth\""), std::string::npos) << describe(r);
+  EXPECT_NE(r.err.find("integers"), std::string::npos) << describe(r);
+  const CommandResult tif = exp("raw", tmp / "x.tif", {"--labels", "cells"});
+  EXPECT_EQ(tif.exit_code, 2) << describe(tif);
+  EXPECT_EQ(listing(n4), before);
 }
 
 }  // namespace

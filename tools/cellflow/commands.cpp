@@ -418,7 +418,21 @@ int export_command(const ExportArgs& args) {
         "export: --levels needs an .ome.zarr output or --format ngff-0.4 / ngff-0.5 (got \"{}\")",
         args.to));
 
-  compute(graph, {node}, c, /*quiet=*/false);
+  if (!args.labels.empty() && !ngff)
+    throw UsageError(fmt::format(
+        "export: --labels needs an .ome.zarr output or --format ngff-0.4 / ngff-0.5 (got \"{}\")",
+        args.to));
+  std::vector<size_t> wanted{node};
+  for (const std::string& id : args.labels) {
+    const size_t label = find_node(graph, c.graph_path, id, "label node");
+    if (graph.nodes()[label].info.kind != OutputKind::kImage)
+      throw UsageError(fmt::format("export: --labels \"{}\" is a table, not a label image", id));
+    if (label == node)
+      throw UsageError(fmt::format("export: --labels \"{}\" is the exported node itself", id));
+    wanted.push_back(label);
+  }
+
+  compute(graph, wanted, c, /*quiet=*/false);
   const fs::path to(args.to);
   if (to.has_parent_path()) {
     std::error_code ec;
@@ -443,8 +457,15 @@ int export_command(const ExportArgs& args) {
     zarr.zarr_format = format == "zarr3" || format == "ngff-0.5" ? 3 : 2;
     const ImageInfo& info = graph.nodes()[node].info;
     zarr.space = info.space.filled(info.shape.rank());
+    zarr.labels = info.labels;
     if (ngff) {
-      nodes::export_ome_zarr(*graph.image(node), to, zarr);
+      std::vector<std::shared_ptr<CachedCellImage>> held;
+      std::vector<nodes::LabelExport> labels;
+      for (const std::string& id : args.labels) {
+        held.push_back(graph.image(id));
+        labels.push_back({id, held.back().get(), graph.node(id).info.space});
+      }
+      nodes::export_ome_zarr(*graph.image(node), to, zarr, labels);
     } else {
       nodes::export_zarr(*graph.image(node), to, zarr);
     }

@@ -59,6 +59,7 @@ struct ExportArgs {
   int levels = 1;                   // .ome.zarr pyramid levels
   std::string downsample = "auto";  // .ome.zarr: auto, mean, mode or max
   std::string format;               // .zarr: zarr2, zarr3, ngff-0.4, ngff-0.5 ("" by extension)
+  std::vector<std::string> labels;  // OME-Zarr: label nodes written as labels/<id>
 };
 
 class TerminalProgress;

@@ -213,6 +213,12 @@ int cli_main(int argc, char** argv) {
                    "ngff-0.4 (OME-Zarr on Zarr v2) or ngff-0.5 (OME-Zarr on Zarr v3). Default: "
                    "ngff-0.4 for .ome.zarr, zarr2 for other .zarr paths")
       ->check(CLI::IsMember({"zarr2", "zarr3", "ngff-0.4", "ngff-0.5"}));
+  export_cmd
+      ->add_option("--labels", exp.labels,
+                   "Label nodes written beside the image as OME-NGFF label images "
+                   "(labels/<node id>, pyramid by mode); OME-Zarr exports only; repeat it or give "
+                   "a comma-separated list")
+      ->delimiter(',');
 
   // Provenance: cache show, replay (provenance_commands.cpp).
   cellflow::cli::ProvenanceArgs prov;

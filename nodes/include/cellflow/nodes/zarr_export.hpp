@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cellflow/cache/dims.hpp"
 #include "cellflow/cache/dtype.hpp"
@@ -48,6 +49,16 @@ struct ZarrExportOptions {
   /// The image's physical space (empty: voxel space), written into the NGFF
   /// metadata and, as axis names, into Zarr v3 dimension_names.
   Space space;
+  /// OME-Zarr: the image is a label image (integer ids, 0 = background): it
+  /// is written with "image-label" metadata, and its pyramid (kAuto) by mode.
+  bool labels = false;
+};
+
+/// A label image written beside an OME-Zarr image, as labels/<name>.
+struct LabelExport {
+  std::string name;  // a folder name: no '/', not starting with '.'
+  CachedCellImage* image = nullptr;
+  Space space;  // must be the image's grid
 };
 
 /// The NGFF "multiscales" entry of an export (one function for NGFF 0.4 and
@@ -84,7 +95,15 @@ void export_zarr(CachedCellImage& image, const std::filesystem::path& folder,
 /// leading time/channel axes keep their size) and the cell shape of level 0
 /// clipped to it. REQUIRES: 1 <= opts.levels <= 32. Same replacement rules
 /// and errors as export_zarr.
+///
+/// `labels` are written beside the image as OME-NGFF label images: a
+/// "labels" group listing them, and labels/<name> a multiscale group of its
+/// own (same levels, pyramid by mode) with "image-label" metadata (background
+/// 0 transparent, source "../../"). Each must be an integer image of the
+/// image's shape on the image's grid (InvalidArgument naming it otherwise).
+/// The image and its labels are written aside and renamed into place as one.
 void export_ome_zarr(CachedCellImage& image, const std::filesystem::path& folder,
-                     const ZarrExportOptions& opts = {});
+                     const ZarrExportOptions& opts = {},
+                     const std::vector<LabelExport>& labels = {});
 
 }  // namespace cellflow::nodes
