@@ -408,6 +408,30 @@ class Node:
         return tuple(self._info()["cell_shape"])
 
     @property
+    def spacing(self):
+        """Physical size of a voxel per axis (1.0 where the source says nothing)."""
+        return tuple(self._info()["spacing"])
+
+    @property
+    def origin(self):
+        """Physical position of the first voxel's centre per axis."""
+        return tuple(self._info()["origin"])
+
+    @property
+    def units(self):
+        """Unit of spacing and origin per axis ("" when unknown)."""
+        return tuple(self._info()["units"])
+
+    @property
+    def axis_names(self):
+        return tuple(self._info()["axis_names"])
+
+    @property
+    def is_labels(self):
+        """Whether the voxels are object labels (exported as OME-NGFF labels)."""
+        return self._info()["labels"]
+
+    @property
     def chunks(self):
         """Per axis, the sizes of the cells along it (edge cells are smaller)."""
         out = []

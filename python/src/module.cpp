@@ -190,6 +190,12 @@ class BuiltGraph {
     d["shape"] = dims_tuple(n.info.shape);
     d["cell_shape"] = dims_tuple(n.info.cell_shape);
     d["table"] = n.info.kind == OutputKind::kTable;
+    d["labels"] = n.info.labels;
+    const Space space = n.info.space.filled(n.info.shape.rank());
+    d["spacing"] = py::tuple(py::cast(space.spacing));
+    d["origin"] = py::tuple(py::cast(space.origin));
+    d["axis_names"] = py::tuple(py::cast(space.axis_names));
+    d["units"] = py::tuple(py::cast(space.units));
     d["inputs"] = py::cast(n.def.inputs);
     d["definition"] = from_value(n.definition);
     if (graph_->cache_root())

@@ -168,3 +168,22 @@ def test_cells_in_memory_survive_edits_of_the_graph():
     g["raw"][0:4, 0:4]
     s = g["raw"].stats()
     assert s["computed"] == 1 and s["memory_hits"] == 1
+
+
+def test_physical_space_and_labels():
+    g = cellflow.Graph("space")
+    g.add("raw", "synthetic.blobs", shape=[8, 12, 10], cell_shape=[4, 6, 5], count=3,
+          spacing=[2.0, 0.5, 0.25], origin=[1.0, 0.0, -3.0], unit="micrometer")
+    g.add("mask", "threshold", ["raw"], above=0.5)
+    g.add("cells", "label", ["mask"])
+    g.add("half", "downsample", ["cells"], factors=2, method="mode")
+    raw, half = g["raw"], g["half"]
+    assert raw.spacing == (2.0, 0.5, 0.25)
+    assert raw.origin == (1.0, 0.0, -3.0)
+    assert raw.units == ("micrometer",) * 3
+    assert raw.axis_names == ("z", "y", "x")
+    assert g["mask"].spacing == raw.spacing and not g["mask"].is_labels
+    assert g["cells"].is_labels and half.is_labels
+    # Blocks of 2: spacing doubles, the origin moves to the first block's centre.
+    assert half.spacing == (4.0, 1.0, 0.5)
+    assert half.origin == (2.0, 0.25, -2.875)
