@@ -232,13 +232,17 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
         const GraphNode& n = nodes[i];
         const CellGrid& grid = image_of(i).grid();
         if (n.kernel->needs_prepare()) {
-          r.prepare = &flow_nodes.emplace_back(g, [&graph, &r, i](const tbb::flow::continue_msg&) {
-            const auto s = Clock::now();
-            graph.prepare(i);  // the global pass counts in the node's seconds
-            r.nanos.fetch_add(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
-                std::memory_order_relaxed);
-          });
+          r.prepare = &flow_nodes.emplace_back(
+              g, [&graph, &r, &timeout_of, i](const tbb::flow::continue_msg&) {
+                // Its reads of input cells another process holds wait no longer
+                // than a cell attempt.
+                const ScopedWaitLimit wait(ScopedWaitLimit::from_seconds(timeout_of(i)));
+                const auto s = Clock::now();
+                graph.prepare(i);  // the global pass counts in the node's seconds
+                r.nanos.fetch_add(
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
+                    std::memory_order_relaxed);
+              });
           bool any = false;
           for (size_t in : n.inputs)
             for (FlowNode* f : runs[in].flow)
