@@ -211,6 +211,20 @@ TEST(CliDescribe, TableNodesAreDescribedAsTables) {
   EXPECT_NE(ls_line.find("11 cols"), std::string::npos) << ls_line;
   EXPECT_EQ(ls_line.find(" u8 "), std::string::npos) << ls_line;
   EXPECT_EQ(ls_line.find("32x32x32"), std::string::npos) << ls_line;
+  const CommandResult ls_json =
+      run_cli({"cache", "ls", "--cache", cache.string(), "--json"}, tmp.path());
+  ASSERT_EQ(ls_json.exit_code, 0) << describe(ls_json);
+  const Value listing = parse_json(ls_json.out, "ls --json");
+  bool listed = false;
+  for (const Value& n : listing.find("nodes")->as_array()) {
+    if (n.find("hash")->as_string() != stats) continue;
+    listed = true;
+    EXPECT_EQ(n.find("kind")->as_string(), "table");
+    EXPECT_EQ(n.find("columns")->as_array().size(), 11u);
+    // Rows as stored: an object that spans cells has a part row in each.
+    EXPECT_GE(n.find("rows_stored")->as_int(), static_cast<int64_t>(distinct.size()));
+  }
+  EXPECT_TRUE(listed) << ls_json.out;
 
   // cache show: the columns by name.
   const CommandResult show =
