@@ -2,7 +2,8 @@
 // or by GRAPH.json NODE_ID (ambiguous and unknown prefixes are errors that
 // say what is there), table nodes described as tables (columns, rows) in
 // `cache ls`, `cache show`, `graph --dot` and the run summaries, and ids with
-// control characters escaped in all of them (the DOT staying valid).
+// control characters escaped in all of them and in `cache gc` and `replay`
+// (the DOT staying valid).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -259,6 +260,9 @@ TEST(CliDescribe, ControlCharactersAreEscapedInCacheListingsAndDot) {
         std::vector<std::string>{"cache", "show", "--cache", cache.string(), raw, "--tree"},
         std::vector<std::string>{"cache", "show", "--cache", cache.string(), g.string(), "mask",
                                  "--tree"},
+        std::vector<std::string>{"cache", "gc", "--cache", cache.string(), "--max-size", "0",
+                                 "--dry-run"},
+        std::vector<std::string>{"replay", "--cache", cache.string(), raw},
         std::vector<std::string>{"graph", g.string(), "--dot"},
         std::vector<std::string>{"graph", g.string(), "--dot", "--cache", cache.string()}}) {
     const CommandResult r = run_cli(args, tmp.path());

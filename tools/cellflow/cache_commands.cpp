@@ -293,22 +293,24 @@ int cache_gc_command(const CacheArgs& args) {
   const GcReport r = gc_cache(root, options);
   const char* verb = args.dry_run ? "would remove" : "removed";
   for (const CachedNode& n : r.removed) {
-    fmt::print("{} {}  {}  {}  {}  last used {}\n", verb, n.hash, or_dash(n.op), or_dash(n.id),
-               human_size(n.bytes), format_time(n.last_used, false));
+    fmt::print("{} {}  {}  {}  {}  last used {}\n", verb, n.hash, terminal_text(or_dash(n.op)),
+               terminal_text(or_dash(n.id)), human_size(n.bytes), format_time(n.last_used, false));
   }
   for (const CachedNode& n : r.in_use) {
-    fmt::print("kept {}  {}  {}  (in use by a running process)\n", n.hash, or_dash(n.op),
-               or_dash(n.id));
+    fmt::print("kept {}  {}  {}  (in use by a running process)\n", n.hash,
+               terminal_text(or_dash(n.op)), terminal_text(or_dash(n.id)));
   }
   for (const fs::path& p : r.unexpected_removed)
     fmt::print("removed {} (not a folder where the cache expects one; never followed)\n",
                p.string());
   for (const CachedMemoEntry& m : r.memo_removed) {
-    fmt::print("{} memo {}  {}  {}  last used {}\n", verb, m.key, or_dash(m.function),
-               human_size(m.bytes), format_time(m.last_used, false));
+    fmt::print("{} memo {}  {}  {}  last used {}\n", verb, m.key,
+               terminal_text(or_dash(m.function)), human_size(m.bytes),
+               format_time(m.last_used, false));
   }
   for (const CachedMemoEntry& m : r.memo_in_use) {
-    fmt::print("kept memo {}  {}  (in use by a running process)\n", m.key, or_dash(m.function));
+    fmt::print("kept memo {}  {}  (in use by a running process)\n", m.key,
+               terminal_text(or_dash(m.function)));
   }
   uint64_t freed = 0;
   for (const CachedNode& n : r.removed) freed += n.bytes;

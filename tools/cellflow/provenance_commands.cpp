@@ -306,8 +306,8 @@ int replay_command(const ProvenanceArgs& args) {
     const GraphNode& n = r.graph.nodes()[i];
     const NodeReport& nr = r.report.nodes[i];
     fmt::print("{} {} {}: {} computed, {} loaded, {} cells{}\n",
-               i == r.node ? "replayed" : "input   ", n.hash, n.def.id, nr.cells_computed,
-               nr.cells_loaded, nr.cells_total,
+               i == r.node ? "replayed" : "input   ", n.hash, terminal_text(n.def.id),
+               nr.cells_computed, nr.cells_loaded, nr.cells_total,
                i == r.node ? (nr.complete ? ", complete" : ", INCOMPLETE") : "");
   }
   fmt::print("wall time {:.3f} s, cache {}\n", r.report.wall_seconds, root.string());
