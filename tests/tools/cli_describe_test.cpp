@@ -20,10 +20,7 @@ namespace {
 std::map<std::string, std::string> hashes_of(const fs::path& graph, const TempDir& tmp) {
   const CommandResult h = run_cli({"graph", graph.string(), "--hashes"}, tmp.path());
   EXPECT_EQ(h.exit_code, 0) << describe(h);
-  std::map<std::string, std::string> out;
-  std::istringstream in(h.out);
-  for (std::string id, hash; in >> id >> hash;) out[id] = hash;
-  return out;
+  return parse_hashes(h.out);
 }
 
 /// `text` with control bytes shown as <XX>, for failure messages (never raw).
@@ -48,27 +45,12 @@ bool has_raw_control(const std::string& text) {
   });
 }
 
-class CliShowTest : public ::testing::Test {
+class CliShowTest : public ExampleRunTest {
  protected:
-  void SetUp() override {
-    graph_ = write_graph(tmp_, "graph.json", example_graph_json());
-    cache_ = tmp_ / "cache";
-    const CommandResult run =
-        run_cli({"run", graph_.string(), "--cache", cache_.string(), "-q"}, tmp_.path());
-    ASSERT_EQ(run.exit_code, 0) << describe(run);
-    hashes_ = hashes_of(graph_, tmp_);
-    ASSERT_EQ(hashes_.size(), 4u);
-  }
-
   CommandResult show(std::vector<std::string> args) {
     args.insert(args.begin(), {"cache", "show", "--cache", cache_.string()});
     return run_cli(args, tmp_.path());
   }
-
-  TempDir tmp_;
-  fs::path graph_;
-  fs::path cache_;
-  std::map<std::string, std::string> hashes_;
 };
 
 TEST_F(CliShowTest, AUniquePrefixShowsTheNode) {
