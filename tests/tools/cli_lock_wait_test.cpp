@@ -79,12 +79,14 @@ class CliLockWaitTest : public ::testing::Test {
   }
 
   /// Runs with --timeout 2 while `file` byte `offset` is held elsewhere.
-  void expect_bounded_wait(const fs::path& file, int64_t offset, const std::string& guarded) {
+  void expect_bounded_wait(const fs::path& file, int64_t offset, const std::string& guarded,
+                           const std::vector<std::string>& extra = {}) {
     LockHolder holder(file, offset, tmp_.path());
     const auto start = Clock::now();
     // Under `timeout 30`: a run that would wait forever fails here, not in ctest.
     std::vector<std::string> argv{"timeout", "30", cli_program()};
     for (const std::string& a : args("2")) argv.push_back(a);
+    argv.insert(argv.end(), extra.begin(), extra.end());
     const CommandResult r = run_command(argv, tmp_.path());
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     EXPECT_EQ(r.exit_code, 1) << describe(r);
@@ -107,6 +109,13 @@ class CliLockWaitTest : public ::testing::Test {
 TEST_F(CliLockWaitTest, ACellLockHeldElsewhereEndsTheRunWithinTheTimeout) {
   // Cell (0,0,0) is byte 0 of the array's lock file.
   expect_bounded_wait(cache_ / mask_ / "0" / ".cellflow-lock", 0, "cell (0,0,0) of " + mask_);
+}
+
+TEST_F(CliLockWaitTest, ACellLockHeldElsewhereEndsAnIsolatedRunWithinTheTimeout) {
+  // Worker processes or not, the cell another process holds is waited for
+  // under the timeout, and the message says which lock.
+  expect_bounded_wait(cache_ / mask_ / "0" / ".cellflow-lock", 0, "cell (0,0,0) of " + mask_,
+                      {"--isolate"});
 }
 
 TEST_F(CliLockWaitTest, ANodeLeaseHeldElsewhereEndsTheRunWithinTheTimeout) {
