@@ -338,8 +338,10 @@ int run_command(const RunArgs& args_in) {
 
   const RunReport report = compute(graph, targets, c, args.quiet, args.policy);
   const std::vector<NodeReport> reports = reports_by_node(graph, report);
+  // Only for what is printed or written (a table node's rows are read for it).
+  const bool describe = !args.quiet || (args.summary_json && lead_rank);
   const std::vector<OutputFacts> outputs =
-      args.quiet && !args.summary_json ? std::vector<OutputFacts>{} : output_facts(graph, reports);
+      describe ? output_facts(graph, reports) : std::vector<OutputFacts>{};
   if (args.summary_json && lead_rank) {
     write_summary_json(*args.summary_json, c.graph_path, graph, reports, outputs, report,
                        cache_root);
