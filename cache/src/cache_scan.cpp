@@ -788,12 +788,45 @@ std::vector<std::string> list_node_hashes(const fs::path& root) {
   return node_hashes(*env);
 }
 
+namespace {
+
+StoredTable summarize_table_cells(Env& env, const NodeScan& s) {
+  StoredTable out;
+  for (const auto& [file, cell] : s.cells) {
+    const std::string what = env.describe(file);
+    try {
+      const auto stored = env.read(file);
+      if (!stored) continue;
+      const Table t = Table::deserialize(
+          ZarrArray::decode_chunk_any(*stored, what, layout::cell_identity(s.node.hash, cell)),
+          what);
+      if (out.cells == 0) out.columns = t.columns();
+      out.rows += static_cast<int64_t>(t.num_rows());
+      ++out.cells;
+    } catch (const Error&) {
+      // A damaged cell: verify reports it; a summary skips it.
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+StoredTable summarize_stored_table(const std::shared_ptr<Env>& env, const std::string& hash) {
+  return summarize_table_cells(*env, scan_node(env, hash, nullptr));
+}
+
 std::vector<CachedNode> scan_cache(const fs::path& root) {
   const auto env = open_cache(root);
   std::vector<CachedNode> out;
   for (const std::string& hash : node_hashes(*env)) {
     NodeScan s = scan_node(env, hash, nullptr);
     if (env->stat(layout::node(hash)).kind != EntryKind::kFolder) continue;  // removed meanwhile
+    if (s.node.kind == CachedNodeKind::kTable) {
+      StoredTable t = summarize_table_cells(*env, s);
+      s.node.table_columns = std::move(t.columns);
+      s.node.table_rows = t.rows;
+    }
     out.push_back(std::move(s.node));
   }
   return out;

@@ -1,9 +1,12 @@
 #include "cellflow/cache/table_store.hpp"
 
+#include <fmt/format.h>
+
 #include <cstring>
 
 #include "cellflow/cache/zarr_array.hpp"
 #include "cellflow/store/layout.hpp"
+#include "cellflow/store/wait_lock.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -61,7 +64,9 @@ int64_t lock_byte(const CellIndex& cell) {
 }  // namespace
 
 std::shared_ptr<void> TableStore::lock(const CellIndex& cell) {
-  return env_->lock(lock_file_, lock_byte(cell), LockMode::kExclusive, std::nullopt);
+  // Bounded by the thread's ScopedWaitLimit (a run's --timeout).
+  return wait_lock(*env_, lock_file_, lock_byte(cell), LockMode::kExclusive, std::nullopt,
+                   fmt::format("cell {} of {}", cell.str(), folder_));
 }
 
 bool TableStore::locked_elsewhere(const CellIndex& cell) {

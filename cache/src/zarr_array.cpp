@@ -9,6 +9,7 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
 #include "cellflow/store/layout.hpp"
+#include "cellflow/store/wait_lock.hpp"
 
 namespace cellflow {
 namespace fs = std::filesystem;
@@ -289,8 +290,9 @@ bool ZarrArray::contains(const CellIndex& cell) {
 }
 
 std::shared_ptr<void> ZarrArray::lock(const CellIndex& cell) {
-  return impl_->env->lock(impl_->lock_file, impl_->grid.linear(cell), LockMode::kExclusive,
-                          std::nullopt);
+  // Bounded by the thread's ScopedWaitLimit (a run's --timeout).
+  return wait_lock(*impl_->env, impl_->lock_file, impl_->grid.linear(cell), LockMode::kExclusive,
+                   std::nullopt, fmt::format("cell {} of {}", cell.str(), impl_->folder));
 }
 
 bool ZarrArray::locked_elsewhere(const CellIndex& cell) {

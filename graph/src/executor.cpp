@@ -16,6 +16,7 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/log.hpp"
 #include "cellflow/graph/cancel.hpp"
+#include "cellflow/store/wait_lock.hpp"
 
 namespace cellflow {
 namespace {
@@ -86,8 +87,16 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
   std::vector<char> is_target(nodes.size(), 0);
   for (size_t t : targets) is_target[t] = 1;
 
+  // A node's timeout per cell attempt (its op's own policy wins); it also
+  // bounds every lock wait for the node (ScopedWaitLimit): a lease, metadata
+  // or cell lock that another process holds never stalls a run past it.
+  const auto timeout_of = [&](size_t i) {
+    return nodes[i].op->timeout_seconds() >= 0 ? nodes[i].op->timeout_seconds()
+                                               : options.timeout_seconds;
+  };
   const auto image_of = [&](size_t i) -> CachedCellImage& {
     if (!runs[i].image) {
+      const ScopedWaitLimit wait(ScopedWaitLimit::from_seconds(timeout_of(i)));
       runs[i].image = graph.image(i);
       runs[i].before = runs[i].image->stats();
     }
@@ -181,6 +190,7 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
                                               : Clock::time_point::max(),
                                   &stopping);
           ScopedCancelToken scope(&token);
+          const ScopedWaitLimit wait(ScopedWaitLimit::from_seconds(timeout));
           if (options.share_work && r.image->busy_elsewhere(cell) && !r.image->available(cell)) {
             std::lock_guard lock(deferred_mu);
             deferred.emplace_back(i, cell);
@@ -222,13 +232,17 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
         const GraphNode& n = nodes[i];
         const CellGrid& grid = image_of(i).grid();
         if (n.kernel->needs_prepare()) {
-          r.prepare = &flow_nodes.emplace_back(g, [&graph, &r, i](const tbb::flow::continue_msg&) {
-            const auto s = Clock::now();
-            graph.prepare(i);  // the global pass counts in the node's seconds
-            r.nanos.fetch_add(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
-                std::memory_order_relaxed);
-          });
+          r.prepare = &flow_nodes.emplace_back(
+              g, [&graph, &r, &timeout_of, i](const tbb::flow::continue_msg&) {
+                // Its reads of input cells another process holds wait no longer
+                // than a cell attempt.
+                const ScopedWaitLimit wait(ScopedWaitLimit::from_seconds(timeout_of(i)));
+                const auto s = Clock::now();
+                graph.prepare(i);  // the global pass counts in the node's seconds
+                r.nanos.fetch_add(
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s).count(),
+                    std::memory_order_relaxed);
+              });
           bool any = false;
           for (size_t in : n.inputs)
             for (FlowNode* f : runs[in].flow)
@@ -240,8 +254,7 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
         }
         const int retries =
             n.op->max_retries() >= 0 ? n.op->max_retries() : std::max(0, options.max_retries);
-        const double timeout =
-            n.op->timeout_seconds() >= 0 ? n.op->timeout_seconds() : options.timeout_seconds;
+        const double timeout = timeout_of(i);
         // Processes sharing a cache start at different cells, so that they
         // take different cells instead of queueing on each other's locks.
         const int64_t total = grid.num_cells();
@@ -284,7 +297,10 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
       g.wait_for_all();
       // The cells other processes were computing: wait for their commits (a
       // dead process's lock is released by the kernel, and then we compute).
-      for (const auto& [i, cell] : deferred) runs[i].image->ensure(cell);
+      for (const auto& [i, cell] : deferred) {
+        const ScopedWaitLimit wait(ScopedWaitLimit::from_seconds(timeout_of(i)));
+        runs[i].image->ensure(cell);
+      }
     });
   }
 

@@ -20,6 +20,7 @@
 #include "cellflow/cache/node_use_lock.hpp"
 #include "cellflow/cache/parallel.hpp"
 #include "cellflow/graph/code_identity.hpp"
+#include "cellflow/graph/printable.hpp"
 #include "cellflow/graph/suggest.hpp"
 #include "cellflow/store/layout.hpp"
 
@@ -476,8 +477,16 @@ std::string Graph::to_dot() const {
   std::ostringstream out;
   const auto label = [&](std::ostream& os, size_t v) {
     const GraphNode& n = nodes[v];
-    os << fmt::format("[label=\"{}\\n{}\\n{} {}\\n{}\"]", n.def.id, n.def.op,
-                      dtype_name(n.info.dtype), fmt::join(n.info.shape, "x"), n.hash.substr(0, 12));
+    // A table is described as one (its cells hold rows, not u8 voxels).
+    std::string output =
+        fmt::format("{} {}", dtype_name(n.info.dtype), fmt::join(n.info.shape, "x"));
+    if (n.info.kind == OutputKind::kTable) {
+      const std::vector<std::string> columns = n.kernel->table_columns();
+      output = columns.empty() ? "table" : fmt::format("table, {} columns", columns.size());
+    }
+    // Ids and ops are anyone's text: escaped, the DOT stays valid.
+    os << fmt::format("[label=\"{}\\n{}\\n{}\\n{}\"]", dot_quoted_text(n.def.id),
+                      dot_quoted_text(n.def.op), output, n.hash.substr(0, 12));
   };
   boost::write_graphviz(out, impl_->bg, label);
   return out.str();

@@ -65,6 +65,10 @@ class LabelStatsKernel final : public NodeKernel {
   LabelStatsKernel(ImageInfo info, bool intensity)
       : NodeKernel(std::move(info)), layout_{output().shape.rank(), intensity} {}
 
+  std::vector<std::string> table_columns() const override {
+    return layout_.columns(/*merged=*/true);
+  }
+
   Table compute_rows(const Box& out_box, std::span<const InputRegion> inputs) const override {
     const CellBuffer& labels = inputs[0].data;
     return dispatch_dtype(labels.dtype(), [&](auto tag) -> Table {

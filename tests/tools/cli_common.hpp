@@ -6,6 +6,7 @@
 
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "cellflow/graph/graph.hpp"
@@ -42,6 +43,36 @@ inline fs::path write_graph(const TempDir& tmp, const std::string& name, const s
   write_all(p, json);
   return p;
 }
+
+/// By id, the hashes of `cellflow graph --hashes` output ("id hash" lines).
+inline std::map<std::string, std::string> parse_hashes(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  for (std::string id, hash; in >> id >> hash;) out[id] = hash;
+  return out;
+}
+
+/// A fixture: the example graph written to graph.json and run (quietly) into
+/// cache/ of a fresh folder, with its hashes by id.
+class ExampleRunTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    graph_ = write_graph(tmp_, "graph.json", example_graph_json());
+    cache_ = tmp_ / "cache";
+    const CommandResult run =
+        run_cli({"run", graph_.string(), "--cache", cache_.string(), "-q"}, tmp_.path());
+    ASSERT_EQ(run.exit_code, 0) << describe(run);
+    const CommandResult h = run_cli({"graph", graph_.string(), "--hashes"}, tmp_.path());
+    ASSERT_EQ(h.exit_code, 0) << describe(h);
+    hashes_ = parse_hashes(h.out);
+    ASSERT_EQ(hashes_.size(), 4u);
+  }
+
+  TempDir tmp_;
+  fs::path graph_;
+  fs::path cache_;
+  std::map<std::string, std::string> hashes_;
+};
 
 /// Per node id: the summary's node object.
 struct Summary {

@@ -13,32 +13,7 @@
 namespace cellflow::test {
 namespace {
 
-std::map<std::string, std::string> parse_hashes(const std::string& text) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(text);
-  for (std::string id, hash; in >> id >> hash;) out[id] = hash;
-  return out;
-}
-
-class CliProvenanceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    graph_ = write_graph(tmp_, "graph.json", example_graph_json());
-    cache_ = tmp_ / "cache";
-    const CommandResult run =
-        run_cli({"run", graph_.string(), "--cache", cache_.string(), "-q"}, tmp_.path());
-    ASSERT_EQ(run.exit_code, 0) << describe(run);
-    const CommandResult h = run_cli({"graph", graph_.string(), "--hashes"}, tmp_.path());
-    ASSERT_EQ(h.exit_code, 0) << describe(h);
-    hashes_ = parse_hashes(h.out);
-    ASSERT_EQ(hashes_.size(), 4u);
-  }
-
-  TempDir tmp_;
-  fs::path graph_;
-  fs::path cache_;
-  std::map<std::string, std::string> hashes_;
-};
+using CliProvenanceTest = ExampleRunTest;
 
 TEST_F(CliProvenanceTest, GraphFromCacheReproducesTheHashes) {
   const fs::path out = tmp_ / "rebuilt.json";

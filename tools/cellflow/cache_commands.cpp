@@ -122,6 +122,12 @@ int cache_ls_command(const CacheArgs& args) {
           {"path", n.path.string()},
       });
       if (!n.metadata_problem.empty()) v.set("problem", n.metadata_problem);
+      if (n.kind == CachedNodeKind::kTable) {
+        Value columns = Value::array();
+        for (const std::string& c : n.table_columns) columns.as_array().emplace_back(c);
+        v.set("columns", std::move(columns));
+        v.set("rows_stored", n.table_rows);
+      }
       list.as_array().push_back(std::move(v));
     }
     Value memo_list = Value::array();
@@ -132,45 +138,69 @@ int cache_ls_command(const CacheArgs& args) {
                                                  {"memo", std::move(memo_list)}})));
     return kExitOk;
   }
+  // Every field that comes from a file is escaped: an id or op with ESC or a
+  // newline must not reach the terminal raw.
+  struct Row {
+    std::string op, id, dtype, shape, cells, problem;
+  };
+  std::vector<Row> rows;
   size_t op_w = 2;
   size_t id_w = 2;
+  size_t dtype_w = 5;
   size_t shape_w = 5;
   size_t cells_w = 5;
   for (const CachedNode& n : nodes) {
-    op_w = std::max(op_w, or_dash(n.op).size());
-    id_w = std::max(id_w, or_dash(n.id).size());
-    shape_w = std::max(shape_w, shape_text(n.shape).size());
-    cells_w = std::max(cells_w, cells_text(n).size());
+    Row r{terminal_text(or_dash(n.op)),
+          terminal_text(or_dash(n.id)),
+          terminal_text(or_dash(n.dtype)),
+          shape_text(n.shape),
+          cells_text(n),
+          n.metadata_problem.empty() ? "" : "  (" + terminal_text(n.metadata_problem) + ")"};
+    if (n.kind == CachedNodeKind::kTable) {
+      // A table's cells hold rows: its "shape" is its columns, not u8 bytes.
+      r.dtype = "table";
+      r.shape = n.table_columns.empty()
+                    ? "-"
+                    : fmt::format("{} cols, {} rows stored", n.table_columns.size(), n.table_rows);
+    }
+    op_w = std::max(op_w, r.op.size());
+    id_w = std::max(id_w, r.id.size());
+    dtype_w = std::max(dtype_w, r.dtype.size());
+    shape_w = std::max(shape_w, r.shape.size());
+    cells_w = std::max(cells_w, r.cells.size());
+    rows.push_back(std::move(r));
   }
-  fmt::print("{:<32}  {:<{}}  {:<{}}  {:<5}  {:<{}}  {:>10}  {:<{}}  {}\n", "hash", "op", op_w,
-             "id", id_w, "dtype", "shape", shape_w, "size", "cells", cells_w, "last used");
-  for (const CachedNode& n : nodes) {
-    fmt::print("{:<32}  {:<{}}  {:<{}}  {:<5}  {:<{}}  {:>10}  {:<{}}  {}{}\n", n.hash,
-               or_dash(n.op), op_w, or_dash(n.id), id_w, or_dash(n.dtype), shape_text(n.shape),
-               shape_w, human_size(n.bytes), cells_text(n), cells_w,
-               format_time(n.last_used, false),
-               n.metadata_problem.empty() ? "" : "  (" + n.metadata_problem + ")");
+  fmt::print("{:<32}  {:<{}}  {:<{}}  {:<{}}  {:<{}}  {:>10}  {:<{}}  {}\n", "hash", "op", op_w,
+             "id", id_w, "dtype", dtype_w, "shape", shape_w, "size", "cells", cells_w, "last used");
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const CachedNode& n = nodes[i];
+    const Row& r = rows[i];
+    fmt::print("{:<32}  {:<{}}  {:<{}}  {:<{}}  {:<{}}  {:>10}  {:<{}}  {}{}\n", n.hash, r.op, op_w,
+               r.id, id_w, r.dtype, dtype_w, r.shape, shape_w, human_size(n.bytes), r.cells,
+               cells_w, format_time(n.last_used, false), r.problem);
   }
   if (!memos.empty()) {
     // Memo entries (cellflow::Memo), one line each, marked "memo".
     size_t fn_w = 8;
     size_t result_w = 6;
     for (const CachedMemoEntry& m : memos) {
-      fn_w = std::max(fn_w, or_dash(m.function).size());
-      result_w = std::max(result_w, memo_result_text(m).size());
+      fn_w = std::max(fn_w, terminal_text(or_dash(m.function)).size());
+      result_w = std::max(result_w, terminal_text(memo_result_text(m)).size());
     }
     fmt::print("{:<37}  {:<{}}  {:>7}  {:<{}}  {:>10}  {}\n", "memo entry", "function", fn_w,
                "version", "result", result_w, "size", "last used");
     for (const CachedMemoEntry& m : memos) {
-      fmt::print("memo {:<32}  {:<{}}  {:>7}  {:<{}}  {:>10}  {}{}\n", m.key, or_dash(m.function),
-                 fn_w, m.problem.empty() ? std::to_string(m.version) : "-", memo_result_text(m),
-                 result_w, human_size(m.bytes), format_time(m.last_used, false),
-                 m.problem.empty() ? "" : "  (" + m.problem + ")");
+      fmt::print("memo {:<32}  {:<{}}  {:>7}  {:<{}}  {:>10}  {}{}\n", m.key,
+                 terminal_text(or_dash(m.function)), fn_w,
+                 m.problem.empty() ? std::to_string(m.version) : "-",
+                 terminal_text(memo_result_text(m)), result_w, human_size(m.bytes),
+                 format_time(m.last_used, false),
+                 m.problem.empty() ? "" : "  (" + terminal_text(m.problem) + ")");
     }
   }
   fmt::print("{} node{}{}, {} in {}\n", nodes.size(), nodes.size() == 1 ? "" : "s",
              memos.empty() ? "" : ", " + plural(memos.size(), "memo entry", "memo entries"),
-             human_size(total), root.string());
+             human_size(total), terminal_text(root.string()));
   return kExitOk;
 }
 
@@ -263,22 +293,24 @@ int cache_gc_command(const CacheArgs& args) {
   const GcReport r = gc_cache(root, options);
   const char* verb = args.dry_run ? "would remove" : "removed";
   for (const CachedNode& n : r.removed) {
-    fmt::print("{} {}  {}  {}  {}  last used {}\n", verb, n.hash, or_dash(n.op), or_dash(n.id),
-               human_size(n.bytes), format_time(n.last_used, false));
+    fmt::print("{} {}  {}  {}  {}  last used {}\n", verb, n.hash, terminal_text(or_dash(n.op)),
+               terminal_text(or_dash(n.id)), human_size(n.bytes), format_time(n.last_used, false));
   }
   for (const CachedNode& n : r.in_use) {
-    fmt::print("kept {}  {}  {}  (in use by a running process)\n", n.hash, or_dash(n.op),
-               or_dash(n.id));
+    fmt::print("kept {}  {}  {}  (in use by a running process)\n", n.hash,
+               terminal_text(or_dash(n.op)), terminal_text(or_dash(n.id)));
   }
   for (const fs::path& p : r.unexpected_removed)
     fmt::print("removed {} (not a folder where the cache expects one; never followed)\n",
                p.string());
   for (const CachedMemoEntry& m : r.memo_removed) {
-    fmt::print("{} memo {}  {}  {}  last used {}\n", verb, m.key, or_dash(m.function),
-               human_size(m.bytes), format_time(m.last_used, false));
+    fmt::print("{} memo {}  {}  {}  last used {}\n", verb, m.key,
+               terminal_text(or_dash(m.function)), human_size(m.bytes),
+               format_time(m.last_used, false));
   }
   for (const CachedMemoEntry& m : r.memo_in_use) {
-    fmt::print("kept memo {}  {}  (in use by a running process)\n", m.key, or_dash(m.function));
+    fmt::print("kept memo {}  {}  (in use by a running process)\n", m.key,
+               terminal_text(or_dash(m.function)));
   }
   uint64_t freed = 0;
   for (const CachedNode& n : r.removed) freed += n.bytes;

@@ -21,6 +21,7 @@
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/graph/graph_def.hpp"
 #include "cellflow/graph/mpi.hpp"
+#include "cellflow/graph/printable.hpp"
 #include "cellflow/graph/suggest.hpp"
 #include "cellflow/graph/value.hpp"
 #include "cellflow/nodes/builtin.hpp"
@@ -148,22 +149,60 @@ std::vector<NodeReport> reports_by_node(const Graph& graph, const RunReport& rep
   return by_node;
 }
 
+/// What a node's output is, for the summaries: a table's columns and rows
+/// (known once the run completed it) instead of its cells' u8 bytes.
+struct OutputFacts {
+  bool table = false;
+  std::vector<std::string> columns;
+  std::optional<int64_t> rows;
+  std::string text;  // "f32 40x48x56" or table_text()
+};
+
+std::vector<OutputFacts> output_facts(const Graph& graph, const std::vector<NodeReport>& reports) {
+  std::vector<OutputFacts> out;
+  for (size_t i = 0; i < graph.nodes().size(); ++i) {
+    const GraphNode& node = graph.nodes()[i];
+    OutputFacts f;
+    if (node.info.kind != OutputKind::kTable) {
+      f.text = fmt::format("{} {}", dtype_name(node.info.dtype), fmt::join(node.info.shape, "x"));
+      out.push_back(std::move(f));
+      continue;
+    }
+    f.table = true;
+    f.columns = node.kernel->table_columns();
+    if (reports[i].complete) {
+      // Every cell is stored: reading the merged table computes nothing.
+      const Table t = graph.table(i);
+      f.columns = t.columns();
+      f.rows = static_cast<int64_t>(t.num_rows());
+    }
+    f.text = table_text(f.columns, f.rows, /*names=*/false);
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
 void print_summary_table(const Graph& graph, const std::vector<NodeReport>& reports,
-                         const RunReport& report, const fs::path& cache_root, std::FILE* out) {
+                         const std::vector<OutputFacts>& outputs, const RunReport& report,
+                         const fs::path& cache_root, std::FILE* out) {
   size_t id_width = 4;
   size_t op_width = 2;
-  for (const GraphNode& node : graph.nodes()) {
-    id_width = std::max(id_width, terminal_text(node.def.id).size());
-    op_width = std::max(op_width, terminal_text(node.def.op).size());
+  size_t output_width = 6;
+  for (size_t i = 0; i < graph.nodes().size(); ++i) {
+    id_width = std::max(id_width, terminal_text(graph.nodes()[i].def.id).size());
+    op_width = std::max(op_width, terminal_text(graph.nodes()[i].def.op).size());
+    output_width = std::max(output_width, outputs[i].text.size());
   }
-  fmt::print(out, "{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9}\n", "node", id_width, "op",
-             op_width, "hash", "computed", "loaded", "total", "seconds");
+  fmt::print(out, "{:<{}}  {:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9}\n", "node", id_width,
+             "op", op_width, "output", output_width, "hash", "computed", "loaded", "total",
+             "seconds");
   for (size_t i = 0; i < graph.nodes().size(); ++i) {
     const GraphNode& node = graph.nodes()[i];
     const NodeReport& r = reports[i];
-    fmt::print(out, "{:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n",
+    fmt::print(out, "{:<{}}  {:<{}}  {:<{}}  {:<32}  {:>8}  {:>8}  {:>8}  {:>9.3f}\n",
                terminal_text(node.def.id), id_width, terminal_text(node.def.op), op_width,
-               node.hash, r.cells_computed, r.cells_loaded, r.cells_total, r.seconds);
+               outputs[i].text, output_width, node.hash, r.cells_computed, r.cells_loaded,
+               r.cells_total, r.seconds);
   }
   fmt::print(out, "wall time {:.3f} s, peak RSS {:.1f} MiB, cache {}\n", report.wall_seconds,
              static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0),
@@ -171,17 +210,19 @@ void print_summary_table(const Graph& graph, const std::vector<NodeReport>& repo
 }
 
 void write_summary_json(const std::string& file, const std::string& graph_path, const Graph& graph,
-                        const std::vector<NodeReport>& reports, const RunReport& report,
+                        const std::vector<NodeReport>& reports,
+                        const std::vector<OutputFacts>& outputs, const RunReport& report,
                         const fs::path& cache_root) {
   Value nodes = Value::array();
   for (size_t i = 0; i < graph.nodes().size(); ++i) {
     const GraphNode& node = graph.nodes()[i];
     const NodeReport& r = reports[i];
-    nodes.as_array().emplace_back(Value::Object{
+    Value v(Value::Object{
         {"id", node.def.id},
         {"op", node.def.op},
         {"hash", node.hash},
         {"path", (cache_root / node.hash).string()},
+        {"kind", outputs[i].table ? "table" : "image"},
         {"dtype", std::string(dtype_name(node.info.dtype))},
         {"shape", Value::list(node.info.shape.to_vector())},
         {"cell_shape", Value::list(node.info.cell_shape.to_vector())},
@@ -191,6 +232,13 @@ void write_summary_json(const std::string& file, const std::string& graph_path, 
         {"cells_corrupt", r.cells_corrupt},
         {"seconds", r.seconds},
     });
+    if (outputs[i].table) {
+      Value columns = Value::array();
+      for (const std::string& c : outputs[i].columns) columns.as_array().emplace_back(c);
+      v.set("columns", std::move(columns));
+      if (outputs[i].rows) v.set("rows", *outputs[i].rows);
+    }
+    nodes.as_array().push_back(std::move(v));
   }
   const Value summary(Value::Object{
       {"graph", graph_path},
@@ -217,21 +265,17 @@ std::string arity(const Op& op) {
 }  // namespace
 
 std::string terminal_text(std::string_view text, bool one_line) {
-  std::string out;
-  out.reserve(text.size());
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '\n' && !one_line) {
-      out += '\n';
-    } else if (c == '\n' || c == '\t') {
-      out += ' ';
-    } else if (c < 0x20 || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += ch;
-    }
-  }
-  return out;
+  return printable_text(text, one_line);
+}
+
+std::string table_text(const std::vector<std::string>& columns, std::optional<int64_t> rows,
+                       bool names) {
+  if (columns.empty()) return "table, columns not known yet (no cell stored)";
+  std::string text =
+      fmt::format("table, {} column{}", columns.size(), columns.size() == 1 ? "" : "s");
+  if (names) text += " (" + terminal_text(fmt::format("{}", fmt::join(columns, ", "))) + ")";
+  if (rows) text += fmt::format(", {} row{}", *rows, *rows == 1 ? "" : "s");
+  return text;
 }
 
 LogSink stderr_log_sink(TerminalProgress* progress) {
@@ -294,13 +338,19 @@ int run_command(const RunArgs& args_in) {
 
   const RunReport report = compute(graph, targets, c, args.quiet, args.policy);
   const std::vector<NodeReport> reports = reports_by_node(graph, report);
+  // Only for what is printed or written (a table node's rows are read for it).
+  const bool describe = !args.quiet || (args.summary_json && lead_rank);
+  const std::vector<OutputFacts> outputs =
+      describe ? output_facts(graph, reports) : std::vector<OutputFacts>{};
   if (args.summary_json && lead_rank) {
-    write_summary_json(*args.summary_json, c.graph_path, graph, reports, report, cache_root);
+    write_summary_json(*args.summary_json, c.graph_path, graph, reports, outputs, report,
+                       cache_root);
   }
   // With --progress-json -, stdout holds JSON lines only: the table goes to stderr.
   if (!args.quiet) {
     const bool json_on_stdout = args.policy.progress_json && *args.policy.progress_json == "-";
-    print_summary_table(graph, reports, report, cache_root, json_on_stdout ? stderr : stdout);
+    print_summary_table(graph, reports, outputs, report, cache_root,
+                        json_on_stdout ? stderr : stdout);
   }
   return kExitOk;
 }
@@ -382,7 +432,8 @@ int graph_command(const GraphArgs& args) {
     if (args.cache) dot = dot_with_cache_state(graph, dot, resolve_cache_root(args.cache));
     fmt::print("{}", dot);
   } else {
-    for (const GraphNode& node : graph.nodes()) fmt::print("{} {}\n", node.def.id, node.hash);
+    for (const GraphNode& node : graph.nodes())
+      fmt::print("{} {}\n", terminal_text(node.def.id), node.hash);
   }
   return kExitOk;
 }

@@ -70,6 +70,13 @@ class TerminalProgress;
 /// `one_line`, else stay.
 std::string terminal_text(std::string_view text, bool one_line = true);
 
+/// How a table node's output reads in listings (never as its u8 cell bytes):
+/// "table, 3 columns (label, count, mean), 12 rows" (the names only with
+/// `names`), with the rows left out when not known and "columns not known yet"
+/// before a cell is stored; escaped.
+std::string table_text(const std::vector<std::string>& columns, std::optional<int64_t> rows,
+                       bool names = true);
+
 /// Prints warnings and errors of the library on stderr as "cellflow: warning:
 /// ...", above `progress` when it is given (and outlives the sink).
 LogSink stderr_log_sink(TerminalProgress* progress = nullptr);

@@ -225,7 +225,13 @@ int cli_main(int argc, char** argv) {
   CLI::App* cache_show = cache_cmd->add_subcommand(
       "show", "A node's definition, state, size, inputs (recursively with --tree) and artifacts");
   add_cache_option(cache_show);
-  cache_show->add_option("HASH", prov.hash, "The node's hash (or a memo entry's key)")->required();
+  cache_show
+      ->add_option("HASH", prov.hash,
+                   "The node's hash (or a memo entry's key), a unique prefix of one, or a "
+                   "GRAPH.json file followed by NODE_ID")
+      ->required();
+  cache_show->add_option("NODE_ID", prov.node_id,
+                         "With GRAPH.json: the node whose hash the graph gives");
   cache_show->add_flag("--tree", prov.tree, "Show the inputs' inputs, up to the sources");
   CLI::App* replay_cmd = app.add_subcommand(
       "replay",

@@ -1,5 +1,6 @@
 // The provenance commands of `cellflow` (see cellflow/graph/provenance.hpp):
-//   cellflow cache show --cache DIR HASH [--tree]   a node's definition, state,
+//   cellflow cache show --cache DIR HASH|PREFIX|GRAPH.json NODE_ID [--tree]
+//                                                   a node's definition, state,
 //                                                   size, inputs and artifacts
 //                                                   (or a memo entry's record)
 //   cellflow graph --from-cache DIR HASH [--out F]  the JSON graph producing HASH
@@ -18,12 +19,13 @@
 namespace cellflow::cli {
 
 struct ProvenanceArgs {
-  std::string hash;
-  bool tree = false;                 // cache show
-  std::optional<std::string> out;    // graph --from-cache
-  std::optional<std::string> cache;  // replay
-  int threads = 0;                   // replay
-  bool quiet = false;                // replay
+  std::string hash;                    // cache show: a hash, a unique prefix of one, or GRAPH.json
+  std::optional<std::string> node_id;  // cache show GRAPH.json NODE_ID
+  bool tree = false;                   // cache show
+  std::optional<std::string> out;      // graph --from-cache
+  std::optional<std::string> cache;    // replay
+  int threads = 0;                     // replay
+  bool quiet = false;                  // replay
 };
 
 /// Environment variable that --strict-code sets (so worker processes inherit it).

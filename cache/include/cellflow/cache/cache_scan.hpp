@@ -42,6 +42,10 @@ struct CachedNode {
   int64_t cells_total = 0;    // 0 when the grid is unknown
   int64_t cells_present = 0;  // committed cell files inside the grid
   bool complete_marker = false;
+  /// Table nodes: the columns and the rows of the committed cells (empty and
+  /// 0 when none is stored yet; see summarize_stored_table).
+  std::vector<std::string> table_columns;
+  int64_t table_rows = 0;
   /// Empty when .zattrs (and .zarray for images) were read; else why not.
   std::string metadata_problem;
   uint64_t bytes = 0;  // space allocated on disk for everything in the folder
@@ -55,6 +59,19 @@ struct CachedNode {
 /// is never followed). Only reads. Throws InvalidArgument if `root` is not a
 /// cellflow cache (no cellflow-cache.json), IoError if it cannot be read.
 std::vector<CachedNode> scan_cache(const std::filesystem::path& root);
+
+/// What the committed cells of a table node hold.
+struct StoredTable {
+  std::vector<std::string> columns;  // of the first readable cell
+  /// Rows summed over the readable cells, as stored: an object whose rows an
+  /// op merges across cells (label.stats) counts once per cell it touches.
+  int64_t rows = 0;
+  int64_t cells = 0;  // cells read
+};
+
+/// Reads the committed cells of table node `hash` (damaged ones skipped).
+/// Only reads.
+StoredTable summarize_stored_table(const std::shared_ptr<Env>& env, const std::string& hash);
 
 /// The node folders `root` holds, by hash (cheap: one directory listing).
 std::vector<std::string> list_node_hashes(const std::filesystem::path& root);

@@ -1,7 +1,9 @@
 // wait_lock: Env::lock for callers that must not wait forever without saying
 // so. It waits at most `timeout` (nullopt: forever) and then throws
 // LockTimeout naming the lock file and what the lock guards, instead of
-// returning nullptr. Thread-safe and process-safe as Env::lock is.
+// returning nullptr. A ScopedWaitLimit bounds every wait_lock of its thread
+// (a run's --timeout: no lock held by another process makes it wait longer).
+// Thread-safe and process-safe as Env::lock is.
 #pragma once
 
 #include <chrono>
@@ -21,6 +23,23 @@ namespace cellflow {
 std::unique_ptr<EnvLock> wait_lock(Env& env, std::string_view path, int64_t offset, LockMode mode,
                                    std::optional<std::chrono::milliseconds> timeout,
                                    std::string_view what);
+
+/// While it lives, every wait_lock of this thread waits at most until `limit`
+/// from now (or the deadline of an enclosing limit, whichever is first);
+/// nullopt adds no bound. Restores the previous bound when destroyed.
+/// REQUIRES: destroyed on the thread that constructed it.
+class ScopedWaitLimit {
+ public:
+  explicit ScopedWaitLimit(std::optional<std::chrono::milliseconds> limit);
+  /// The same from a run's timeout in seconds (<= 0: no bound).
+  static std::optional<std::chrono::milliseconds> from_seconds(double seconds);
+  ~ScopedWaitLimit();
+  ScopedWaitLimit(const ScopedWaitLimit&) = delete;
+  ScopedWaitLimit& operator=(const ScopedWaitLimit&) = delete;
+
+ private:
+  std::chrono::steady_clock::time_point previous_;
+};
 
 /// "shared" or "exclusive".
 const char* lock_mode_name(LockMode mode);

@@ -149,6 +149,9 @@ class NodeKernel {
   /// node's table (for example, merging partial rows of one object that spans
   /// cells). Default: concatenation.
   virtual Table merge_rows(std::vector<Table> parts) const;
+  /// Table kernels: the columns of the merged table when the params fix them
+  /// (for descriptions before anything runs); empty when not known.
+  virtual std::vector<std::string> table_columns() const { return {}; }
 
  private:
   ImageInfo output_;
