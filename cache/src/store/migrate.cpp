@@ -70,7 +70,10 @@ MigrationReport migrate_cache(Env& env) {
         fmt::format("{}: not a cellflow cache (no {})", env.root().string(), layout::kFormatFile));
   report.from_format = *format;
   report.to_format = layout::kFormat;
-  if (*format == layout::kFormat) return report;
+  if (is_current_cache_format(*format)) {
+    report.to_format = *format;  // a sharded cache (format 3) is current too
+    return report;
+  }
   if (*format != 1)
     throw InvalidArgument(
         fmt::format("file {}: cache format {} is unknown to this cellflow "
