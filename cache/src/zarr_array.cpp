@@ -92,7 +92,10 @@ struct ZarrArray::Impl {
   // only the cell's own bytes; a cell it lacks is looked up again on disk.
   std::mutex recent_mu;
   std::vector<std::pair<int64_t, std::shared_ptr<const Shard>>> recent;
-  static constexpr size_t kRecentShards = 4;
+  size_t recent_bytes = 0;
+  // A whole node read in C order of cells crosses a row of shards at once.
+  static constexpr size_t kRecentShards = 64;
+  static constexpr size_t kRecentBytes = size_t{64} << 20;
 
   std::string describe(const std::string& path) const { return "file " + env->describe(path); }
 };
@@ -414,9 +417,21 @@ std::shared_ptr<const ZarrArray::Shard> ZarrArray::find_in_shard(const CellIndex
   {
     std::lock_guard lock(impl_->recent_mu);
     auto& recent = impl_->recent;
-    std::erase_if(recent, [&](const auto& e) { return e.first == key; });
-    if (recent.size() >= Impl::kRecentShards) recent.erase(recent.begin());
+    for (auto it = recent.begin(); it != recent.end();) {
+      if (it->first == key) {
+        impl_->recent_bytes -= it->second->bytes.size();
+        it = recent.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    while (!recent.empty() && (recent.size() >= Impl::kRecentShards ||
+                               impl_->recent_bytes + s->bytes.size() > Impl::kRecentBytes)) {
+      impl_->recent_bytes -= recent.front().second->bytes.size();
+      recent.erase(recent.begin());
+    }
     recent.emplace_back(key, s);
+    impl_->recent_bytes += s->bytes.size();
   }
   return s->index[slot].present() ? s : nullptr;
 }
