@@ -77,9 +77,10 @@ std::optional<int> cache_format(Env& env) {
 }
 
 int64_t cache_shard_cells(Env& env) {
-  const auto text = env.read(layout::kFormatFile);
-  if (!text) return 0;
   try {
+    // Damage (a link, a folder, unparsable text) is verify's to report.
+    const auto text = env.read(layout::kFormatFile);
+    if (!text) return 0;
     const Value v = parse_json(*text, env.describe(layout::kFormatFile));
     const Value* f = v.find("format");
     const Value* n = v.find(layout::kShardCellsKey);
