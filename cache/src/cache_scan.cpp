@@ -212,6 +212,7 @@ struct NodeScan {
   std::shared_ptr<ZarrArray> array;  // opened with its sharding, when it could be
   bool v3 = false;                   // packed: zarr.json stands for .zarray
   bool repacking = false;            // shards without metadata (a repaired node)
+  bool shards_unknown = false;       // packed, in a cache whose shard size is unknown
   std::vector<Finding> findings;     // everything but .zattrs, .zarray and cells
   std::vector<TempEntry> temps;      // temporary files anywhere in the folder
 };
@@ -379,6 +380,19 @@ NodeScan scan_node(const std::shared_ptr<Env>& env_ptr, const std::string& hash,
 
   // .zarray of an image node (zarr.json once packed), checked against the definition.
   s.shard_cells = cache_shard_cells(env);
+  if (s.shard_cells == 0 && image && array_kind == EntryKind::kFolder &&
+      (env.stat(join_path(layout::array(hash), layout::kZarrJson)).kind != EntryKind::kMissing ||
+       env.stat(join_path(layout::array(hash), layout::kShardFolder)).kind !=
+           EntryKind::kMissing)) {
+    // Packed, but the format file does not say how (it is damaged): nothing
+    // here can be judged, and nothing may be repaired, until it is restored.
+    s.shards_unknown = true;
+    n.metadata_problem = fmt::format(
+        "{}: packed into shards, but the cache's format file gives no shard size", layout::kArray);
+    n.last_used = fs::file_time_type::min();
+    measure(env, layout::node(hash), n.bytes, n.last_used);
+    return s;
+  }
   if (image && array_kind == EntryKind::kFolder) {
     s.cells_folder = layout::array(hash);
     std::string file = layout::zarray(hash);
@@ -931,13 +945,37 @@ VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptio
         throw InvalidArgument(fmt::format("cache {}: format {}, this cellflow reads format {}",
                                           env.root().string(), f->as_int(), layout::kFormat));
       }
+      if (f->as_int() == layout::kShardedFormat && cache_shard_cells(env) == 0)
+        throw CorruptionError(fmt::format("a sharded cache (format {}) without a valid \"{}\"",
+                                          layout::kShardedFormat, layout::kShardCellsKey));
     } catch (const InvalidArgument&) {
       throw;
     } catch (const Error& e) {
       why = reason_for(e, env.describe(file));
     }
-    if (!why.empty())
-      add(Finding{file, why, Fix::kRewrite, fmt::format("{{\"format\": {}}}\n", layout::kFormat)});
+    if (!why.empty()) {
+      // Rewritten as format 2 only when no node is packed: the shard size of
+      // a sharded cache cannot be told from its shards for certain, and a
+      // wrong one would have every packed cell misread (then recomputed).
+      bool packed = false;
+      for (const std::string& hash : node_hashes(env)) {
+        const std::string array = layout::array(hash);
+        packed = packed ||
+                 env.stat(join_path(array, layout::kZarrJson)).kind != EntryKind::kMissing ||
+                 env.stat(join_path(array, layout::kShardFolder)).kind != EntryKind::kMissing;
+        if (packed) break;
+      }
+      if (packed) {
+        add(Finding{file,
+                    why + fmt::format(" (the cache holds packed nodes: write it again as "
+                                      "{{\"format\": {}, \"{}\": N}} with the cache's shard size)",
+                                      layout::kShardedFormat, layout::kShardCellsKey),
+                    Fix::kNone});
+      } else {
+        add(Finding{file, why, Fix::kRewrite,
+                    fmt::format("{{\"format\": {}}}\n", layout::kFormat)});
+      }
+    }
   }
 
   // What lies directly in the root: the format file, node folders, memo/,
@@ -1155,6 +1193,7 @@ VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptio
   for (size_t i = 0; i < scans.size(); ++i) {
     NodeScan& s = scans[i];
     const std::string& hash = s.node.hash;
+    if (s.shards_unknown) continue;  // the format file's finding says what to do
     std::vector<Finding> findings = std::move(s.findings);
     const bool definition_ok = s.has_zattrs && s.zattrs_problem.empty();
     bool remove_whole = false;

@@ -450,6 +450,32 @@ TEST(ShardedCache, ADamagedShardIndexIsFoundAndItsShardRemovedByRepair) {
   EXPECT_FALSE(cache.dir->is_complete(kOwner));
 }
 
+// A damaged format file of a cache with packed nodes is reported, never
+// rewritten as format 2 (which would have every packed cell read as missing).
+TEST(ShardedCache, ADamagedFormatFileIsNotRewrittenUnshardedOverPackedNodes) {
+  TempDir tmp;
+  {
+    ShardedCache cache(tmp / "c", kShardCells);
+    complete_node(*cache.dir, CellGrid(kShape, kCells));
+  }
+  test::write_all(tmp / "c" / "cellflow-cache.json", "{\"format\": 3}\n");  // no shard size
+  VerifyOptions repair;
+  repair.repair = true;
+  const VerifyReport r = verify_cache(tmp / "c", repair);
+  ASSERT_FALSE(r.damaged.empty());
+  EXPECT_EQ(r.damaged[0].file, tmp / "c" / "cellflow-cache.json");
+  EXPECT_FALSE(r.damaged[0].repaired);
+  EXPECT_NE(r.damaged[0].reason.find("packed nodes"), std::string::npos) << r.damaged[0].reason;
+  EXPECT_EQ(test::read_all(tmp / "c" / "cellflow-cache.json"), "{\"format\": 3}\n");
+  EXPECT_EQ(r.damaged.size(), 1U) << "the packed node is not judged without its shard size";
+  EXPECT_TRUE(fs::exists(tmp / "c" / kOwner / ".cellflow-complete"));
+  EXPECT_TRUE(fs::exists(tmp / "c" / kOwner / "0" / "zarr.json"));
+  EXPECT_TRUE(fs::exists(tmp / "c" / kOwner / "0" / "c"));
+  // Restored, the cache is whole again.
+  test::write_all(tmp / "c" / "cellflow-cache.json", "{\"format\": 3, \"shard_cells\": 8}\n");
+  EXPECT_TRUE(verify_cache(tmp / "c").damaged.empty());
+}
+
 // A reader written from the Zarr v3 spec (not our code): zarr.json, then each
 // shard's index (crc32c checked), each inner chunk decoded by numcodecs'
 // blosc, assembled into the array and compared with the reference bytes.
