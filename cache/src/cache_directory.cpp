@@ -5,7 +5,9 @@
 #include <cstdlib>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/log.hpp"
 #include "cellflow/cache/value.hpp"
+#include "cellflow/store/cache_files.hpp"
 #include "cellflow/store/layout.hpp"
 
 namespace cellflow {
@@ -28,6 +30,13 @@ Value axes_for_rank(int rank) {
     axes.push_back(std::move(a));
   }
   return Value(std::move(axes));
+}
+
+Dims dims_of(const Value* v) {
+  if (v == nullptr || !v->is_array()) throw CorruptionError("its definition has no shape");
+  Dims d(static_cast<int>(v->as_array().size()));
+  for (int i = 0; i < d.rank(); ++i) d[i] = v->as_array()[static_cast<size_t>(i)].as_int();
+  return d;
 }
 
 }  // namespace
@@ -67,6 +76,42 @@ std::optional<int> cache_format(Env& env) {
   return -1;
 }
 
+int64_t cache_shard_cells(Env& env) {
+  try {
+    // Damage (a link, a folder, unparsable text) is verify's to report.
+    const auto text = env.read(layout::kFormatFile);
+    if (!text) return 0;
+    const Value v = parse_json(*text, env.describe(layout::kFormatFile));
+    const Value* f = v.find("format");
+    const Value* n = v.find(layout::kShardCellsKey);
+    if (f != nullptr && f->is_int() && f->as_int() == layout::kShardedFormat && n != nullptr &&
+        n->is_int() && n->as_int() > 1)
+      return n->as_int();
+  } catch (const Error&) {
+  }
+  return 0;
+}
+
+bool is_current_cache_format(int format) {
+  return format == layout::kFormat || format == layout::kShardedFormat;
+}
+
+namespace {
+
+// $CELLFLOW_SHARD_CELLS for a new cache: 0 (not sharded) unless a number > 1.
+int64_t requested_shard_cells() {
+  const char* v = std::getenv("CELLFLOW_SHARD_CELLS");
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (*end != '\0' || n < 0 || n > (1LL << 20))
+    throw InvalidArgument(fmt::format(
+        "CELLFLOW_SHARD_CELLS=\"{}\": expected the most cells per shard (0: no sharding)", v));
+  return n > 1 ? n : 0;
+}
+
+}  // namespace
+
 CacheDirectory::CacheDirectory(fs::path root, Durability durability)
     : CacheDirectory(posix_env(root), durability) {}
 
@@ -75,7 +120,12 @@ CacheDirectory::CacheDirectory(std::shared_ptr<Env> env, Durability durability)
   const std::string where = env_->describe(layout::kFormatFile);
   std::optional<int> format = cache_format(*env_);
   if (!format) {
-    env_->write_new(layout::kFormatFile, fmt::format("{{\"format\": {}}}\n", layout::kFormat),
+    const int64_t shard_cells = requested_shard_cells();
+    env_->write_new(layout::kFormatFile,
+                    shard_cells > 0
+                        ? fmt::format("{{\"format\": {}, \"{}\": {}}}\n", layout::kShardedFormat,
+                                      layout::kShardCellsKey, shard_cells)
+                        : fmt::format("{{\"format\": {}}}\n", layout::kFormat),
                     Durability::kPowerCut);
     format = cache_format(*env_);
   }
@@ -85,7 +135,13 @@ CacheDirectory::CacheDirectory(std::shared_ptr<Env> env, Durability durability)
         "`cellflow cache migrate {}` once to bring it to format {} (every cell is checked and "
         "kept, nothing is recomputed), or use another --cache",
         where, root().string(), layout::kFormat));
-  if (format != layout::kFormat)
+  if (format == layout::kShardedFormat) {
+    shard_cells_ = cache_shard_cells(*env_);
+    if (shard_cells_ == 0)
+      throw InvalidArgument(
+          fmt::format("file {}: a sharded cache (format {}) without a valid \"{}\"", where,
+                      layout::kShardedFormat, layout::kShardCellsKey));
+  } else if (format != layout::kFormat)
     throw InvalidArgument(
         fmt::format("file {}: not a cellflow cache of format {} (delete it or use another --cache)",
                     where, layout::kFormat));
@@ -99,7 +155,8 @@ fs::path CacheDirectory::default_root() {
 std::shared_ptr<ZarrArray> CacheDirectory::open_node(const std::string& hash, DType dtype,
                                                      const CellGrid& grid,
                                                      const std::string& definition_json) {
-  auto array = ZarrArray::create(env_, layout::array(hash), hash, dtype, grid, durability_);
+  auto array =
+      ZarrArray::create(env_, layout::array(hash), hash, dtype, grid, durability_, shard_cells_);
   if (env_->stat(layout::zattrs(hash)).kind == EntryKind::kMissing) {
     // Racing creators write identical content; .zattrs is written only where
     // absent, so keys another writer added to it are never overwritten.
@@ -107,6 +164,8 @@ std::shared_ptr<ZarrArray> CacheDirectory::open_node(const std::string& hash, DT
     env_->write_new(layout::zattrs(hash), node_zattrs_json(hash, grid.rank(), definition_json),
                     kMetadataDurability);
   }
+  // A complete node whose packing was cut short (a killed process) is packed now.
+  if (shard_cells_ > 0 && is_complete(hash) && !array->is_packed()) pack_node(hash);
   return array;
 }
 
@@ -134,6 +193,45 @@ bool CacheDirectory::is_complete(const std::string& hash) const {
 
 void CacheDirectory::mark_complete(const std::string& hash) {
   env_->write_atomic(layout::complete_marker(hash), "{\"complete\": true}\n", kMetadataDurability);
+  if (shard_cells_ > 0) pack_node(hash);
+}
+
+bool CacheDirectory::pack_node(const std::string& hash) {
+  if (shard_cells_ == 0) return false;
+  try {
+    if (env_->stat(layout::array(hash)).kind != EntryKind::kFolder) return false;  // a table node
+    const EntryKind v2 = env_->stat(layout::zarray(hash)).kind;
+    const EntryKind v3 = env_->stat(join_path(layout::array(hash), layout::kZarrJson)).kind;
+    std::shared_ptr<ZarrArray> array;
+    if (v2 == EntryKind::kMissing && v3 == EntryKind::kMissing) {
+      // A repaired node (verify --repair removed zarr.json): its array from its definition.
+      const std::optional<Value> def = read_node_definition(*env_, hash);
+      const Value* dtype = def ? def->find("dtype") : nullptr;
+      const std::optional<DType> type =
+          dtype != nullptr && dtype->is_string() ? parse_dtype(dtype->as_string()) : std::nullopt;
+      if (!type) throw CorruptionError("its definition names no dtype");
+      array =
+          ZarrArray::create(env_, layout::array(hash), hash, *type,
+                            CellGrid(dims_of(def->find("shape")), dims_of(def->find("cell_shape"))),
+                            durability_, shard_cells_);
+    } else {
+      array = ZarrArray::open(env_, layout::array(hash), hash, shard_cells_);
+    }
+    if (array->is_packed()) return true;
+    array->set_durability(durability_);
+    const ZarrArray::PackResult r = array->pack();
+    if (r.missing_cells > 0) {
+      log_warning(fmt::format("node {}: {} cells are missing; it is no longer complete",
+                              env_->describe(layout::node(hash)), r.missing_cells));
+      env_->remove(layout::complete_marker(hash));
+    }
+    return r.packed;
+  } catch (const Error& e) {
+    // The node stays readable from its single files; the next run packs it.
+    log_warning(fmt::format("node {}: not packed into shards: {}",
+                            env_->describe(layout::node(hash)), e.what()));
+    return false;
+  }
 }
 
 }  // namespace cellflow

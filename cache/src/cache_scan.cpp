@@ -206,8 +206,15 @@ struct NodeScan {
   std::optional<CellGrid> grid;  // the grid the cells are checked against
   std::string cells_folder;      // "<hash>/0" or "<hash>/table"
   std::vector<std::pair<std::string, CellIndex>> cells;
-  std::vector<Finding> findings;  // everything but .zattrs, .zarray and cells
-  std::vector<TempEntry> temps;   // temporary files anywhere in the folder
+  // Sharded caches: the array's shards and where each lies in the shard grid.
+  int64_t shard_cells = 0;
+  std::vector<std::pair<std::string, CellIndex>> shards;
+  std::shared_ptr<ZarrArray> array;  // opened with its sharding, when it could be
+  bool v3 = false;                   // packed: zarr.json stands for .zarray
+  bool repacking = false;            // shards without metadata (a repaired node)
+  bool shards_unknown = false;       // packed, in a cache whose shard size is unknown
+  std::vector<Finding> findings;     // everything but .zattrs, .zarray and cells
+  std::vector<TempEntry> temps;      // temporary files anywhere in the folder
 };
 
 void read_definition(Env& env, NodeScan& s, const VerifyOptions* options, bool& multiscales,
@@ -371,18 +378,48 @@ NodeScan scan_node(const std::shared_ptr<Env>& env_ptr, const std::string& hash,
     s.findings.push_back(Finding{p, foreign(e.kind)});
   }
 
-  // .zarray of an image node, checked against the definition.
+  // .zarray of an image node (zarr.json once packed), checked against the definition.
+  s.shard_cells = cache_shard_cells(env);
+  if (s.shard_cells == 0 && image && array_kind == EntryKind::kFolder &&
+      (env.stat(join_path(layout::array(hash), layout::kZarrJson)).kind != EntryKind::kMissing ||
+       env.stat(join_path(layout::array(hash), layout::kShardFolder)).kind !=
+           EntryKind::kMissing)) {
+    // Packed, but the format file does not say how (it is damaged): nothing
+    // here can be judged, and nothing may be repaired, until it is restored.
+    s.shards_unknown = true;
+    n.metadata_problem = fmt::format(
+        "{}: packed into shards, but the cache's format file gives no shard size", layout::kArray);
+    n.last_used = fs::file_time_type::min();
+    measure(env, layout::node(hash), n.bytes, n.last_used);
+    return s;
+  }
   if (image && array_kind == EntryKind::kFolder) {
     s.cells_folder = layout::array(hash);
-    const std::string file = layout::zarray(hash);
-    const EntryKind k = env.stat(file).kind;
+    std::string file = layout::zarray(hash);
+    EntryKind k = env.stat(file).kind;
+    bool repacking = false;
+    if (k == EntryKind::kMissing && s.shard_cells > 0) {
+      const std::string v3 = join_path(s.cells_folder, layout::kZarrJson);
+      const EntryKind k3 = env.stat(v3).kind;
+      if (k3 != EntryKind::kMissing) {
+        file = v3;
+        k = k3;
+        s.v3 = true;
+      } else {
+        // Shards without metadata: a repaired node waiting to be packed again.
+        repacking =
+            env.stat(join_path(s.cells_folder, layout::kShardFolder)).kind == EntryKind::kFolder;
+        s.repacking = repacking;
+      }
+    }
     if (k == EntryKind::kMissing) {
-      if (s.has_zattrs) s.zarray_problem = "missing";
+      if (s.has_zattrs && !repacking) s.zarray_problem = "missing";
     } else if (k != EntryKind::kFile) {
       s.zarray_problem = wrong_kind(k, "a file");
     } else {
       try {
-        const auto array = ZarrArray::open(env_ptr, s.cells_folder, hash);
+        const auto array = ZarrArray::open(env_ptr, s.cells_folder, hash, s.shard_cells);
+        s.array = array;
         if (def_dtype && (array->dtype() != *def_dtype || !(array->grid().shape() == def_shape) ||
                           !(array->grid().cell_shape() == def_cells))) {
           throw CorruptionError(
@@ -405,6 +442,11 @@ NodeScan scan_node(const std::shared_ptr<Env>& env_ptr, const std::string& hash,
     s.dtype = def_dtype;
     s.grid = CellGrid(def_shape, def_cells);
   }
+  if (!s.array && s.repacking && s.grid && s.dtype && s.zarray_problem.empty()) {
+    // Shards without metadata (being repacked): their geometry is the grid's.
+    s.array = ZarrArray::create(env_ptr, s.cells_folder, hash, *s.dtype, *s.grid,
+                                Durability::kProcess, s.shard_cells);
+  }
   if (s.grid) {
     n.shape = s.grid->shape();
     n.cell_shape = s.grid->cell_shape();
@@ -413,11 +455,41 @@ NodeScan scan_node(const std::shared_ptr<Env>& env_ptr, const std::string& hash,
   }
 
   // The cells.
+  const bool sharded = image && s.shard_cells > 0;
   if (!s.cells_folder.empty()) {
     if (s.grid) {
       CellIndex index(s.grid->rank());
       CellWalk walk{env, *s.grid, s.cells, s.findings, s.temps};
-      walk.walk(s.cells_folder, 0, index, {layout::kZarray, layout::kCellLock});
+      if (sharded) {
+        walk.walk(s.cells_folder, 0, index,
+                  {layout::kZarray, layout::kCellLock, layout::kZarrJson, layout::kShardFolder,
+                   layout::kPackLock});
+      } else {
+        walk.walk(s.cells_folder, 0, index, {layout::kZarray, layout::kCellLock});
+      }
+    }
+    if (sharded && s.array && s.array->shards()) {
+      // The shards: "c/i/j/k" over the grid of shards.
+      const std::string folder = join_path(s.cells_folder, layout::kShardFolder);
+      const EntryKind k = env.stat(folder).kind;
+      if (k == EntryKind::kFolder) {
+        const Dims& sg = s.array->shards()->shard_grid();
+        const CellGrid shard_grid(sg, Dims(sg.rank(), 1));
+        CellIndex index(sg.rank());
+        CellWalk walk{env, shard_grid, s.shards, s.findings, s.temps};
+        walk.walk(folder, 0, index, {});
+      } else if (k != EntryKind::kMissing) {
+        s.findings.push_back(Finding{folder, wrong_kind(k, "the folder of the node's shards")});
+      }
+    }
+    if (sharded) {
+      for (const std::string_view name : {layout::kZarrJson, layout::kPackLock}) {
+        const std::string p = join_path(s.cells_folder, name);
+        const EntryKind k = env.stat(p).kind;
+        if (k != EntryKind::kMissing && k != EntryKind::kFile &&
+            !(name == layout::kZarrJson && s.v3))  // zarr.json: zarray_problem
+          s.findings.push_back(Finding{p, wrong_kind(k, "a file")});
+      }
     }
     for (const std::string_view name : {layout::kZarray, layout::kCellLock}) {
       const std::string p = join_path(s.cells_folder, name);
@@ -431,6 +503,30 @@ NodeScan scan_node(const std::shared_ptr<Env>& env_ptr, const std::string& hash,
   }
 
   n.cells_present = static_cast<int64_t>(s.cells.size());
+  if (!s.shards.empty() && s.grid) {
+    // Cells in shards, from the shard indexes (each cell counted once, also
+    // when its single file is still beside its shard).
+    const ShardGeometry& g = *s.array->shards();
+    std::vector<bool> present(static_cast<size_t>(s.grid->num_cells()), false);
+    for (const auto& [file, cell] : s.cells)
+      present[static_cast<size_t>(s.grid->linear(cell))] = true;
+    for (const auto& [file, shard] : s.shards) {
+      std::optional<std::vector<ShardEntry>> index;
+      try {
+        index = s.array->read_shard_index(shard);
+      } catch (const Error&) {
+        continue;  // damaged: verify reports it
+      }
+      if (!index) continue;
+      CellIndex cell;
+      for (int64_t slot = 0; slot < g.slots(); ++slot) {
+        if (!(*index)[static_cast<size_t>(slot)].present() || !g.cell_of(shard, slot, cell))
+          continue;
+        present[static_cast<size_t>(s.grid->linear(cell))] = true;
+      }
+    }
+    n.cells_present = std::count(present.begin(), present.end(), true);
+  }
   n.last_used = fs::file_time_type::min();
   measure(env, layout::node(hash), n.bytes, n.last_used);
   if (s.has_zattrs && !s.zattrs_problem.empty()) {
@@ -878,17 +974,41 @@ VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptio
       const Value v = parse_json(text.value_or(""), file);
       const Value* f = v.find("format");
       if (f == nullptr || !f->is_int()) throw CorruptionError("no \"format\" number");
-      if (f->as_int() != layout::kFormat) {
+      if (!is_current_cache_format(static_cast<int>(f->as_int()))) {
         throw InvalidArgument(fmt::format("cache {}: format {}, this cellflow reads format {}",
                                           env.root().string(), f->as_int(), layout::kFormat));
       }
+      if (f->as_int() == layout::kShardedFormat && cache_shard_cells(env) == 0)
+        throw CorruptionError(fmt::format("a sharded cache (format {}) without a valid \"{}\"",
+                                          layout::kShardedFormat, layout::kShardCellsKey));
     } catch (const InvalidArgument&) {
       throw;
     } catch (const Error& e) {
       why = reason_for(e, env.describe(file));
     }
-    if (!why.empty())
-      add(Finding{file, why, Fix::kRewrite, fmt::format("{{\"format\": {}}}\n", layout::kFormat)});
+    if (!why.empty()) {
+      // Rewritten as format 2 only when no node is packed: the shard size of
+      // a sharded cache cannot be told from its shards for certain, and a
+      // wrong one would have every packed cell misread (then recomputed).
+      bool packed = false;
+      for (const std::string& hash : node_hashes(env)) {
+        const std::string array = layout::array(hash);
+        packed = packed ||
+                 env.stat(join_path(array, layout::kZarrJson)).kind != EntryKind::kMissing ||
+                 env.stat(join_path(array, layout::kShardFolder)).kind != EntryKind::kMissing;
+        if (packed) break;
+      }
+      if (packed) {
+        add(Finding{file,
+                    why + fmt::format(" (the cache holds packed nodes: write it again as "
+                                      "{{\"format\": {}, \"{}\": N}} with the cache's shard size)",
+                                      layout::kShardedFormat, layout::kShardCellsKey),
+                    Fix::kNone});
+      } else {
+        add(Finding{file, why, Fix::kRewrite,
+                    fmt::format("{{\"format\": {}}}\n", layout::kFormat)});
+      }
+    }
   }
 
   // What lies directly in the root: the format file, node folders, memo/,
@@ -959,8 +1079,15 @@ VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptio
     size_t chunk_bytes;
     std::string identity;
   };
+  // Sharded nodes: every inner chunk of every shard.
+  struct ShardTask {
+    size_t node;
+    std::string file;
+    CellIndex shard;
+  };
   std::vector<NodeScan> scans;
   std::vector<CellTask> tasks;
+  std::vector<ShardTask> shard_tasks;
   for (const std::string& hash : node_hashes(env)) {
     NodeScan s = scan_node(env_ptr, hash, &options);
     if (env.stat(layout::node(hash)).kind != EntryKind::kFolder) continue;
@@ -976,12 +1103,24 @@ VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptio
         tasks.push_back(
             CellTask{index, file, table, chunk, layout::cell_identity(s.node.hash, cell)});
     }
+    for (const auto& [file, shard] : s.shards) shard_tasks.push_back(ShardTask{index, file, shard});
     scans.push_back(std::move(s));
   }
 
+  // Repair of a damaged cell or shard file: removes it.
+  const auto remove_damaged = [&env](const std::string& file, CacheProblem& p, const char* done) {
+    try {
+      env.remove(file);
+      p.repaired = true;
+      p.repair = done;
+    } catch (const Error& e) {
+      p.repair = fmt::format("could not delete it: {}", e.what());
+    }
+  };
   std::mutex mu;
   std::vector<CacheProblem> cell_problems;
   std::vector<int64_t> lost(scans.size(), 0);
+  std::vector<int64_t> lost_in_shards(scans.size(), 0);
   std::atomic<int64_t> bytes{0};
   tbb::task_arena arena(options.threads > 0 ? options.threads : tbb::task_arena::automatic);
   arena.execute([&] {
@@ -1005,27 +1144,89 @@ VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptio
         why = reason_for(e, what);
       }
       CacheProblem p{what, why};
-      if (options.repair) {
-        try {
-          env.remove(task.file);
-          p.repaired = true;
-          p.repair = "deleted (the next run recomputes the cell)";
-        } catch (const Error& e) {
-          p.repair = fmt::format("could not delete it: {}", e.what());
-        }
-      }
+      if (options.repair)
+        remove_damaged(task.file, p, "deleted (the next run recomputes the cell)");
       std::lock_guard lock(mu);
       ++lost[task.node];
       cell_problems.push_back(std::move(p));
     });
   });
-  report.cells_checked = static_cast<int64_t>(tasks.size());
+  std::atomic<int64_t> shard_cells_checked{0};
+  arena.execute([&] {
+    tbb::parallel_for(size_t{0}, shard_tasks.size(), [&](size_t t) {
+      const ShardTask& task = shard_tasks[t];
+      const NodeScan& s = scans[task.node];
+      ZarrArray& array = *s.array;
+      const ShardGeometry& g = *array.shards();
+      const std::string what = env.describe(task.file);
+      std::optional<ZarrArray::Shard> shard;
+      try {
+        shard = array.read_shard(task.shard);
+      } catch (const Error& e) {
+        // The index is unreadable: none of its cells can be trusted.
+        CacheProblem p{what, reason_for(e, what)};
+        if (options.repair)
+          remove_damaged(task.file, p, "deleted (the next run recomputes its cells)");
+        std::lock_guard lock(mu);
+        ++lost_in_shards[task.node];
+        cell_problems.push_back(std::move(p));
+        return;
+      }
+      if (!shard) return;  // removed meanwhile
+      bytes.fetch_add(static_cast<int64_t>(shard->bytes.size()), std::memory_order_relaxed);
+      const size_t chunk_bytes =
+          static_cast<size_t>(s.grid->cell_shape().product()) * dtype_size(*s.dtype);
+      std::string out(chunk_bytes, '\0');
+      std::vector<std::string> chunks(static_cast<size_t>(g.slots()));
+      std::vector<std::string> bad;
+      int64_t checked = 0;
+      for (int64_t slot = 0; slot < g.slots(); ++slot) {
+        const ShardEntry& e = shard->index[static_cast<size_t>(slot)];
+        CellIndex cell;
+        if (!e.present()) continue;
+        const std::string chunk = shard->bytes.substr(e.offset, e.nbytes);
+        if (!g.cell_of(task.shard, slot, cell)) {
+          bad.push_back(fmt::format("inner chunk {} lies outside the node's grid", slot));
+          continue;
+        }
+        ++checked;
+        try {
+          ZarrArray::decode_chunk(chunk, out.data(), out.size(), "",
+                                  layout::cell_identity(s.node.hash, cell));
+          chunks[static_cast<size_t>(slot)] = chunk;
+        } catch (const Error& err) {
+          std::string why = err.message();
+          if (why.starts_with(": ")) why.erase(0, 2);
+          bad.push_back(fmt::format("cell {}: {}", cell.str(), why));
+        }
+      }
+      shard_cells_checked.fetch_add(checked, std::memory_order_relaxed);
+      if (bad.empty()) return;
+      std::string why = fmt::format("{} damaged inner chunk(s): ", bad.size());
+      for (size_t b = 0; b < bad.size(); ++b) why += (b > 0 ? "; " : "") + bad[b];
+      CacheProblem p{what, why};
+      if (options.repair) {
+        try {
+          env.write_atomic(task.file, encode_shard(chunks), Durability::kPowerCut);
+          p.repaired = true;
+          p.repair = "rewrote the shard without them (the next run recomputes them)";
+        } catch (const Error& e) {
+          p.repair = fmt::format("could not rewrite it: {}", e.what());
+        }
+      }
+      std::lock_guard lock(mu);
+      lost_in_shards[task.node] += static_cast<int64_t>(bad.size());
+      cell_problems.push_back(std::move(p));
+    });
+  });
+  report.cells_checked = static_cast<int64_t>(tasks.size()) + shard_cells_checked.load();
   report.bytes_checked = bytes.load();
   for (auto& p : cell_problems) report.damaged.push_back(std::move(p));
 
   for (size_t i = 0; i < scans.size(); ++i) {
     NodeScan& s = scans[i];
     const std::string& hash = s.node.hash;
+    if (s.shards_unknown) continue;  // the format file's finding says what to do
     std::vector<Finding> findings = std::move(s.findings);
     const bool definition_ok = s.has_zattrs && s.zattrs_problem.empty();
     bool remove_whole = false;
@@ -1033,16 +1234,31 @@ VerifyReport verify_cache(const std::shared_ptr<Env>& env_ptr, const VerifyOptio
       findings.push_back(Finding{layout::zattrs(hash), s.zattrs_problem, Fix::kRemoveWhole});
       remove_whole = true;  // the node's definition is lost: nothing to check its cells against
     }
+    // A packed node's metadata is its zarr.json: never a .zarray beside its
+    // shards (a Zarr v2 reader would read the cells in shards as zeros).
+    const std::string meta =
+        s.v3 ? join_path(s.cells_folder, layout::kZarrJson) : layout::zarray(hash);
     if (!s.zarray_problem.empty()) {
       if (definition_ok && s.grid && s.dtype) {
-        findings.push_back(Finding{layout::zarray(hash), s.zarray_problem, Fix::kRewrite,
-                                   zarray_json(*s.dtype, *s.grid)});
+        findings.push_back(Finding{
+            meta, s.zarray_problem, Fix::kRewrite,
+            s.v3
+                ? zarr_v3_json(*s.dtype, *s.grid, ShardGeometry(*s.grid, s.shard_cells).per_shard())
+                : zarray_json(*s.dtype, *s.grid)});
       } else {
-        findings.push_back(Finding{layout::zarray(hash), s.zarray_problem, Fix::kRemoveWhole});
+        findings.push_back(Finding{meta, s.zarray_problem, Fix::kRemoveWhole});
         remove_whole = true;
       }
     }
-    const int64_t present = s.node.cells_present - lost[i];
+    if (lost_in_shards[i] > 0 && s.v3) {
+      // The node is incomplete now: no Zarr v3 reader may take its lost
+      // cells for fill values. Its next run recomputes them and packs it again.
+      findings.push_back(
+          Finding{meta,
+                  "describes a node that lost cells inside its shards (removed until they "
+                  "are recomputed and the node is packed again)"});
+    }
+    const int64_t present = s.node.cells_present - lost[i] - lost_in_shards[i];
     if (s.node.complete_marker && s.node.cells_total > 0 && present < s.node.cells_total) {
       findings.push_back(
           Finding{layout::complete_marker(hash),

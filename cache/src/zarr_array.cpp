@@ -4,7 +4,9 @@
 #include <fmt/format.h>
 #include <xxhash.h>
 
+#include <chrono>
 #include <cstring>
+#include <mutex>
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
@@ -83,10 +85,34 @@ struct ZarrArray::Impl {
   CellGrid grid;
   size_t chunk_bytes;
   Durability durability;
+  int64_t shard_cells = 0;
+  std::optional<ShardGeometry> shards;
+
+  // The shards read last (by linear shard index). Every chunk taken from one
+  // is checked against its cell's identity, so an outdated copy can serve
+  // only the cell's own bytes; a cell it lacks is looked up again on disk.
+  std::mutex recent_mu;
+  std::vector<std::pair<int64_t, std::shared_ptr<const Shard>>> recent;
+  size_t recent_bytes = 0;
+  // A whole node read in C order of cells crosses a row of shards at once.
+  static constexpr size_t kRecentShards = 64;
+  static constexpr size_t kRecentBytes = size_t{64} << 20;
+
+  std::string describe(const std::string& path) const { return "file " + env->describe(path); }
 };
 
+namespace {
+
+int64_t linear_in(const Dims& shape, const CellIndex& index) {
+  int64_t l = 0;
+  for (int d = 0; d < shape.rank(); ++d) l = l * shape[d] + index[d];
+  return l;
+}
+
+}  // namespace
+
 ZarrArray::ZarrArray(std::shared_ptr<Env> env, std::string folder, std::string owner, DType dtype,
-                     CellGrid grid, Durability durability)
+                     CellGrid grid, Durability durability, int64_t shard_cells)
     : impl_(std::make_unique<Impl>()) {
   impl_->env = std::move(env);
   impl_->lock_file = join_path(folder, layout::kCellLock);
@@ -96,16 +122,19 @@ ZarrArray::ZarrArray(std::shared_ptr<Env> env, std::string folder, std::string o
   impl_->grid = std::move(grid);
   impl_->chunk_bytes = static_cast<size_t>(impl_->grid.cell_shape().product()) * dtype_size(dtype);
   impl_->durability = durability;
+  impl_->shard_cells = shard_cells;
+  if (shard_cells > 0) impl_->shards.emplace(impl_->grid, shard_cells);
 }
 
 ZarrArray::~ZarrArray() = default;
 
 std::shared_ptr<ZarrArray> ZarrArray::create(std::shared_ptr<Env> env, std::string folder,
                                              std::string owner, DType dtype, const CellGrid& grid,
-                                             Durability durability) {
+                                             Durability durability, int64_t shard_cells) {
   const std::string meta = join_path(folder, layout::kZarray);
-  if (env->read(meta)) {
-    auto opened = open(env, folder, owner);
+  const std::string meta3 = join_path(folder, layout::kZarrJson);
+  if (env->read(meta) || env->read(meta3)) {
+    auto opened = open(env, folder, owner, shard_cells);
     if (opened->dtype() != dtype || !(opened->grid() == grid))
       throw CorruptionError(
           fmt::format("file {}: existing array has dtype {} shape {} chunks {}, expected {} {} {}",
@@ -115,28 +144,47 @@ std::shared_ptr<ZarrArray> ZarrArray::create(std::shared_ptr<Env> env, std::stri
     opened->impl_->durability = durability;
     return opened;
   }
-  env->write_atomic(meta, zarray_json(dtype, grid), Durability::kPowerCut);  // metadata: always
-  return std::shared_ptr<ZarrArray>(
-      new ZarrArray(std::move(env), std::move(folder), std::move(owner), dtype, grid, durability));
+  // Shards without metadata: a packed node being repaired (verify --repair
+  // removed its zarr.json). Its .zarray is not written again: a Zarr v2
+  // reader would take the cells that are in shards for fill values.
+  if (shard_cells <= 0 ||
+      env->stat(join_path(folder, layout::kShardFolder)).kind == EntryKind::kMissing)
+    env->write_atomic(meta, zarray_json(dtype, grid), Durability::kPowerCut);  // metadata: always
+  return std::shared_ptr<ZarrArray>(new ZarrArray(
+      std::move(env), std::move(folder), std::move(owner), dtype, grid, durability, shard_cells));
 }
 
 std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string folder,
-                                           std::string owner) {
-  const std::string meta = join_path(folder, layout::kZarray);
+                                           std::string owner, int64_t shard_cells) {
+  std::string meta = join_path(folder, layout::kZarray);
   auto text = env->read(meta);
+  // A packer writes zarr.json before it removes .zarray: one of them is there.
+  const bool v3 = !text;
+  if (v3) {
+    meta = join_path(folder, layout::kZarrJson);
+    text = env->read(meta);
+  }
   if (!text) throw IoError(fmt::format("file {}: no Zarr array here", env->describe(meta)));
   try {
     const Value z = parse_json(*text, env->describe(meta));
-    const Value* dt = z.find("dtype");
+    const Value* dt = z.find(v3 ? "data_type" : "dtype");
     const Value* shape = z.find("shape");
     const Value* chunks = z.find("chunks");
+    if (v3) {
+      // Our own zarr.json: the cell shape is the sharding codec's chunk shape.
+      const Value* codecs = z.find("codecs");
+      const Value* conf = codecs != nullptr && codecs->is_array() && !codecs->as_array().empty()
+                              ? codecs->as_array()[0].find("configuration")
+                              : nullptr;
+      chunks = conf != nullptr ? conf->find("chunk_shape") : nullptr;
+    }
     if (dt == nullptr || shape == nullptr || chunks == nullptr)
       throw CorruptionError("missing dtype, shape or chunks");
-    auto dtype = parse_zarr_dtype(dt->as_string());
+    auto dtype = v3 ? parse_dtype(dt->as_string()) : parse_zarr_dtype(dt->as_string());
     if (!dtype) throw CorruptionError(fmt::format("unsupported dtype \"{}\"", dt->as_string()));
-    return std::shared_ptr<ZarrArray>(
-        new ZarrArray(std::move(env), std::move(folder), std::move(owner), *dtype,
-                      CellGrid(dims_from(*shape), dims_from(*chunks)), Durability::kProcess));
+    return std::shared_ptr<ZarrArray>(new ZarrArray(
+        std::move(env), std::move(folder), std::move(owner), *dtype,
+        CellGrid(dims_from(*shape), dims_from(*chunks)), Durability::kProcess, shard_cells));
   } catch (Error& e) {
     CorruptionError c(e.what());
     c.add_context("file " + env->describe(meta));
@@ -245,18 +293,26 @@ std::string ZarrArray::migrate_format1_chunk(const std::string& stored, const st
 std::optional<CellBuffer> ZarrArray::read(const CellIndex& cell) {
   const std::string file = layout::cell(impl_->folder, cell);
   auto stored = impl_->env->read(file);
-  if (!stored) return std::nullopt;
+  if (!stored) {
+    // Its single file is removed only after its shard was committed.
+    if (impl_->shards) return read_from_shard(cell);
+    return std::nullopt;
+  }
+  return decode_cell(*stored, cell, impl_->describe(file));
+}
+
+CellBuffer ZarrArray::decode_cell(const std::string& stored, const CellIndex& cell,
+                                  const std::string& what) {
   const Box box = impl_->grid.cell_box(cell);
   const Shape shape = box.shape();
   CellBuffer out = CellBuffer::allocate(impl_->dtype, shape);
-  const std::string what = "file " + impl_->env->describe(file);
   const std::string identity = layout::cell_identity(impl_->owner, cell);
   if (shape == impl_->grid.cell_shape()) {
-    decode_chunk(*stored, out.mutable_data(), impl_->chunk_bytes, what, identity);
+    decode_chunk(stored, out.mutable_data(), impl_->chunk_bytes, what, identity);
   } else {
     // Edge cell: stored full-size (zarr's rule), keep the part inside the image.
     CellBuffer full = CellBuffer::allocate(impl_->dtype, impl_->grid.cell_shape());
-    decode_chunk(*stored, full.mutable_data(), impl_->chunk_bytes, what, identity);
+    decode_chunk(stored, full.mutable_data(), impl_->chunk_bytes, what, identity);
     Box chunk_box = Box(box.begin(), box.begin()).grow(Dims(box.rank()), impl_->grid.cell_shape());
     copy_region(full.data(), chunk_box, out.mutable_data(), box, box, dtype_size(impl_->dtype));
   }
@@ -286,7 +342,13 @@ void ZarrArray::write(const CellIndex& cell, const CellBuffer& buffer) {
 bool ZarrArray::contains(const CellIndex& cell) {
   // Only a regular file is a committed cell: anything else there is damage,
   // found when the cell is read (and recomputed).
-  return impl_->env->stat(layout::cell(impl_->folder, cell)).kind == EntryKind::kFile;
+  if (impl_->env->stat(layout::cell(impl_->folder, cell)).kind == EntryKind::kFile) return true;
+  if (!impl_->shards) return false;
+  try {
+    return find_in_shard(cell) != nullptr;
+  } catch (const CorruptionError&) {
+    return false;  // a damaged shard index: the cell is recomputed
+  }
 }
 
 std::shared_ptr<void> ZarrArray::lock(const CellIndex& cell) {
@@ -301,7 +363,189 @@ bool ZarrArray::locked_elsewhere(const CellIndex& cell) {
 }
 
 void ZarrArray::remove(const CellIndex& cell) {
+  // Only the single file: a damaged chunk inside a shard stays there (the
+  // cell's recomputed single file takes precedence over it) until
+  // `cellflow cache verify --repair` rewrites the shard.
   impl_->env->remove(layout::cell(impl_->folder, cell));
+}
+
+const ShardGeometry* ZarrArray::shards() const { return impl_->shards ? &*impl_->shards : nullptr; }
+
+fs::path ZarrArray::shard_path(const CellIndex& shard) const {
+  return impl_->env->root() / layout::shard(impl_->folder, shard);
+}
+
+std::optional<ZarrArray::Shard> ZarrArray::read_shard(const CellIndex& shard) {
+  const std::string file = layout::shard(impl_->folder, shard);
+  auto bytes = impl_->env->read(file);
+  if (!bytes) return std::nullopt;
+  Shard out;
+  out.index = parse_shard_index(*bytes, impl_->shards->slots(), impl_->describe(file));
+  out.bytes = std::move(*bytes);
+  return out;
+}
+
+std::optional<std::vector<ShardEntry>> ZarrArray::read_shard_index(const CellIndex& shard) {
+  const std::string file = layout::shard(impl_->folder, shard);
+  const int64_t slots = impl_->shards->slots();
+  for (int attempt = 0;; ++attempt) {
+    const EntryInfo info = impl_->env->stat(file);
+    if (info.kind == EntryKind::kMissing) return std::nullopt;
+    auto tail = impl_->env->read_tail(file, shard_index_bytes(slots));
+    if (!tail) return std::nullopt;
+    try {
+      return parse_shard_index_tail(*tail, info.size, slots, impl_->describe(file));
+    } catch (const CorruptionError&) {
+      // Replaced between stat and read (a repack)? Then the size changed.
+      if (attempt > 0 || impl_->env->stat(file).size == info.size) throw;
+    }
+  }
+}
+
+std::shared_ptr<const ZarrArray::Shard> ZarrArray::find_in_shard(const CellIndex& cell) {
+  const ShardGeometry& g = *impl_->shards;
+  const CellIndex shard = g.shard_of(cell);
+  const int64_t key = linear_in(g.shard_grid(), shard);
+  const auto slot = static_cast<size_t>(g.slot_of(cell));
+  {
+    std::lock_guard lock(impl_->recent_mu);
+    for (const auto& [k, s] : impl_->recent)
+      if (k == key && s->index[slot].present()) return s;
+  }
+  // Not in a recent copy: the shard on disk may be newer (repacked).
+  auto fresh = read_shard(shard);
+  if (!fresh) return nullptr;
+  auto s = std::make_shared<const Shard>(std::move(*fresh));
+  {
+    std::lock_guard lock(impl_->recent_mu);
+    auto& recent = impl_->recent;
+    for (auto it = recent.begin(); it != recent.end();) {
+      if (it->first == key) {
+        impl_->recent_bytes -= it->second->bytes.size();
+        it = recent.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    while (!recent.empty() && (recent.size() >= Impl::kRecentShards ||
+                               impl_->recent_bytes + s->bytes.size() > Impl::kRecentBytes)) {
+      impl_->recent_bytes -= recent.front().second->bytes.size();
+      recent.erase(recent.begin());
+    }
+    recent.emplace_back(key, s);
+    impl_->recent_bytes += s->bytes.size();
+  }
+  return s->index[slot].present() ? s : nullptr;
+}
+
+std::optional<CellBuffer> ZarrArray::read_from_shard(const CellIndex& cell) {
+  const auto shard = find_in_shard(cell);
+  if (!shard) return std::nullopt;
+  const ShardEntry& e = shard->index[static_cast<size_t>(impl_->shards->slot_of(cell))];
+  const std::string what = fmt::format(
+      "{}, cell {}", impl_->describe(layout::shard(impl_->folder, impl_->shards->shard_of(cell))),
+      cell.str());
+  return decode_cell(shard->bytes.substr(e.offset, e.nbytes), cell, what);
+}
+
+namespace {
+
+// Writes `data` and reads it back: the single files are removed only once
+// their copy is known to be on disk as written (a silently short or garbled
+// write must not cost committed cells).
+void write_checked(Env& env, const std::string& path, const std::string& data,
+                   Durability durability) {
+  env.write_atomic(path, data, durability);
+  const auto back = env.read(path);
+  if (!back || *back != data)
+    throw IoError(fmt::format("file {}: reads back {} bytes after {} were written",
+                              env.describe(path), back ? back->size() : 0, data.size()));
+}
+
+}  // namespace
+
+void ZarrArray::set_durability(Durability durability) { impl_->durability = durability; }
+
+bool ZarrArray::is_packed() {
+  if (!impl_->shards) return false;
+  bool v3 = false;
+  for (const DirEntry& e : impl_->env->list(impl_->folder)) {
+    if (e.name == layout::kZarray || layout::parse_cell_index(e.name)) return false;
+    v3 = v3 || e.name == layout::kZarrJson;
+  }
+  return v3;
+}
+
+ZarrArray::PackResult ZarrArray::pack() {
+  PackResult result;
+  if (!impl_->shards) return result;
+  Env& env = *impl_->env;
+  const ShardGeometry& g = *impl_->shards;
+  const std::string& folder = impl_->folder;
+  const auto lock = env.lock(join_path(folder, layout::kPackLock), 0, LockMode::kExclusive,
+                             std::chrono::milliseconds(0));
+  if (!lock) {
+    result.busy = true;
+    return result;
+  }
+  std::string scratch(impl_->chunk_bytes, '\0');
+  std::vector<std::string> chunks(static_cast<size_t>(g.slots()));
+  // 1. Every shard, from the single files (checked) and the shard already
+  //    there; a shard that has every cell and no single file beside it is
+  //    left as it is (a second pack, or one after a crash, rewrites nothing).
+  for (int64_t s = 0; s < g.num_shards(); ++s) {
+    const CellIndex shard = g.shard_at(s);
+    std::optional<Shard> existing;
+    try {
+      existing = read_shard(shard);
+    } catch (const CorruptionError&) {  // rebuilt from single files, or not at all
+    }
+    bool changed = !existing;
+    for (int64_t slot = 0; slot < g.slots(); ++slot) {
+      std::string& chunk = chunks[static_cast<size_t>(slot)];
+      chunk.clear();
+      CellIndex cell;
+      if (!g.cell_of(shard, slot, cell)) continue;
+      const std::string file = layout::cell(folder, cell);
+      if (auto single = env.read(file)) {
+        try {
+          decode_chunk(*single, scratch.data(), impl_->chunk_bytes, impl_->describe(file),
+                       layout::cell_identity(impl_->owner, cell));
+          chunk = std::move(*single);
+          changed = true;
+          continue;
+        } catch (const CorruptionError&) {
+          env.remove(file);  // damage: recomputed by the next run that needs it
+        }
+      }
+      if (existing && existing->index[static_cast<size_t>(slot)].present()) {
+        const ShardEntry& e = existing->index[static_cast<size_t>(slot)];
+        chunk = existing->bytes.substr(e.offset, e.nbytes);
+        continue;
+      }
+      ++result.missing_cells;
+    }
+    if (result.missing_cells > 0) return result;  // not complete: nothing removed
+    if (changed) {
+      write_checked(env, layout::shard(folder, shard), encode_shard(chunks), impl_->durability);
+      ++result.shards_written;
+    }
+  }
+  // 2. zarr.json (a v3 reader now sees the whole array), 3. .zarray (a v2
+  // reader saw the whole array until now), 4. the single files, now copied.
+  const std::string meta3 = join_path(folder, layout::kZarrJson);
+  const std::string v3_json = zarr_v3_json(impl_->dtype, impl_->grid, g.per_shard());
+  std::optional<std::string> present;
+  try {
+    present = env.read(meta3);
+  } catch (const CorruptionError&) {  // not a file: replaced below
+  }
+  if (present != v3_json) write_checked(env, meta3, v3_json, Durability::kPowerCut);
+  env.remove(join_path(folder, layout::kZarray));
+  for (const DirEntry& e : env.list(folder))
+    if (layout::parse_cell_index(e.name)) env.remove(join_path(folder, e.name));
+  result.packed = true;
+  return result;
 }
 
 }  // namespace cellflow

@@ -201,6 +201,8 @@ CellBuffer reference_image(int64_t seed) {
 class ConcurrencyMatrix : public ::testing::TestWithParam<Mode> {
  protected:
   int64_t mode_index() const { return static_cast<int64_t>(GetParam()); }
+  // Every writer computes node "img" of pattern_graph(seed); all read back the reference.
+  WriterResults compute_node_by_all_writers(const fs::path& cache, int64_t seed);
   test::TempDir tmp_;
 };
 
@@ -247,22 +249,7 @@ TEST_P(ConcurrencyMatrix, AddDifferentNodes) {
   EXPECT_EQ(total, static_cast<size_t>(kWriters * cc::kPatternCells));
 }
 
-// (b) All writers compute the same node: each cell is computed once in total.
-TEST_P(ConcurrencyMatrix, ComputeCellsOfOneNode) {
-  const fs::path cache = tmp_ / "cache";
-  const int64_t seed = 2000 + mode_index();
-  const WriterResults r = run_writers(
-      GetParam(), cache, tmp_.path(), "compute-node", [&](int) { return seed; },
-      [&](int) { return cc::compute_shared_node(cache, seed, 2); });
-  expect_no_errors(r);
-  const CellBuffer reference = reference_image(seed);
-  const std::string want = cc::digest(reference.data(), reference.num_bytes());
-  for (int i = 0; i < kWriters; ++i)
-    EXPECT_EQ(r.results[static_cast<size_t>(i)], want) << "writer " << i;
-  const Graph g = cc::build(cc::pattern_graph(seed, 2), cache);
-  const fs::path dir = cache / g.node("img").hash;
-  EXPECT_TRUE(fs::exists(dir / ".cellflow-complete"));
-  expect_cells_verify(dir, reference);
+void expect_each_cell_computed_once(const WriterResults& r) {
   EXPECT_EQ(r.computed.size(), static_cast<size_t>(cc::kPatternCells));
   int total = 0;
   for (const auto& [key, n] : r.computed) {
@@ -270,6 +257,68 @@ TEST_P(ConcurrencyMatrix, ComputeCellsOfOneNode) {
     total += n;
   }
   EXPECT_EQ(total, cc::kPatternCells) << "each cell once in total, not once per writer";
+}
+
+// (b) All writers compute the same node: each cell is computed once in total.
+WriterResults ConcurrencyMatrix::compute_node_by_all_writers(const fs::path& cache, int64_t seed) {
+  WriterResults r = run_writers(
+      GetParam(), cache, tmp_.path(), "compute-node", [&](int) { return seed; },
+      [&](int) { return cc::compute_shared_node(cache, seed, 2); });
+  expect_no_errors(r);
+  const CellBuffer reference = reference_image(seed);
+  const std::string want = cc::digest(reference.data(), reference.num_bytes());
+  for (int i = 0; i < kWriters; ++i)
+    EXPECT_EQ(r.results[static_cast<size_t>(i)], want) << "writer " << i;
+  return r;
+}
+
+TEST_P(ConcurrencyMatrix, ComputeCellsOfOneNode) {
+  const fs::path cache = tmp_ / "cache";
+  const int64_t seed = 2000 + mode_index();
+  const WriterResults r = compute_node_by_all_writers(cache, seed);
+  const CellBuffer reference = reference_image(seed);
+  const Graph g = cc::build(cc::pattern_graph(seed, 2), cache);
+  const fs::path dir = cache / g.node("img").hash;
+  EXPECT_TRUE(fs::exists(dir / ".cellflow-complete"));
+  expect_cells_verify(dir, reference);
+  expect_each_cell_computed_once(r);
+  EXPECT_EQ(temp_files(cache), std::vector<std::string>{});
+}
+
+// (b') The same in a sharded cache: the writers that find the node complete
+// pack it; each cell is still computed once in total, and the packed node
+// (Zarr v3 shards, no single cell files left) holds every cell intact.
+TEST_P(ConcurrencyMatrix, ComputeCellsOfOneShardedNode) {
+  const fs::path cache = tmp_ / "cache";
+  const int64_t seed = 2500 + mode_index();
+  constexpr int64_t kShardCells = 4;  // 18 cells in 6 shards
+  ::setenv("CELLFLOW_SHARD_CELLS", std::to_string(kShardCells).c_str(), 1);
+  const WriterResults r = compute_node_by_all_writers(cache, seed);
+  ::unsetenv("CELLFLOW_SHARD_CELLS");
+  const CellBuffer reference = reference_image(seed);
+  const Graph g = cc::build(cc::pattern_graph(seed, 2), cache);
+  const std::string hash = g.node("img").hash;
+  const fs::path dir = cache / hash;
+  EXPECT_TRUE(fs::exists(dir / ".cellflow-complete"));
+  EXPECT_TRUE(fs::exists(dir / "0" / "zarr.json"));
+  EXPECT_FALSE(fs::exists(dir / "0" / ".zarray"));
+  auto array = ZarrArray::open(posix_env(cache), hash + "/0", hash, kShardCells);
+  EXPECT_TRUE(array->is_packed());
+  const CellGrid& grid = array->grid();
+  ASSERT_EQ(grid.num_cells(), cc::kPatternCells);
+  for (int64_t c = 0; c < grid.num_cells(); ++c) {
+    const CellIndex cell = grid.cell_at(c);
+    EXPECT_FALSE(fs::exists(array->cell_path(cell))) << "single file left: " << cell.str();
+    std::optional<CellBuffer> stored;
+    ASSERT_NO_THROW(stored = array->read(cell)) << cell.str();
+    ASSERT_TRUE(stored.has_value()) << cell.str() << " is missing";
+    const Box box = grid.cell_box(cell);
+    CellBuffer expected = CellBuffer::allocate(reference.dtype(), box.shape());
+    copy_region(reference.data(), grid.bounds(), expected.mutable_data(), box, box,
+                dtype_size(reference.dtype()));
+    EXPECT_TRUE(test::same_bytes(*stored, expected)) << cell.str();
+  }
+  expect_each_cell_computed_once(r);
   EXPECT_EQ(temp_files(cache), std::vector<std::string>{});
 }
 

@@ -30,3 +30,26 @@ for n in summary["nodes"]:
 print(f"np={sys.argv[2]}: every cell computed once across ranks; cache identical")
 PY
 done
+# A sharded cache ($CELLFLOW_SHARD_CELLS): every complete image node is packed
+# (zarr.json, no .zarray, no single cell file left).
+if [ -n "${CELLFLOW_SHARD_CELLS:-}" ]; then
+  /usr/bin/python3 - "$work/np3" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+assert json.load(open(os.path.join(root, "cellflow-cache.json")))["format"] == 3
+packed = 0
+for node in sorted(os.listdir(root)):
+    array = os.path.join(root, node, "0")
+    if len(node) != 32 or not os.path.isdir(array):
+        continue
+    if not os.path.exists(os.path.join(root, node, ".cellflow-complete")):
+        continue
+    names = os.listdir(array)
+    if "zarr.json" not in names or ".zarray" in names or any(n.isdigit() for n in names):
+        sys.exit(f"node {node} is complete but not packed: {sorted(names)}")
+    packed += 1
+if packed == 0:
+    sys.exit("no packed image node")
+print(f"sharded: {packed} image nodes packed")
+PY
+fi

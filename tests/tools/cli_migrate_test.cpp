@@ -106,5 +106,54 @@ TEST(CliMigrate, ADamagedFormat1CellIsRemovedAndRecomputedNotKept) {
   EXPECT_TRUE(fs::exists(victim)) << "recomputed";
 }
 
+// `cache migrate --shard-cells N`: a format-2 cache becomes sharded (format
+// 3); every complete image node is packed (zarr.json, no .zarray, no single
+// cell file), verify calls it clean, and a run reads every cell back from the
+// shards, bit-identical, computing nothing. A second migrate changes nothing;
+// another shard size is refused.
+TEST(CliMigrate, AFormat2CacheIsShardedExplicitlyAndReusedBitExactly) {
+  TempDir tmp;
+  const std::string json = test::example_graph_json(0.5, 7);
+  const fs::path graph = test::write_graph(tmp, "graph.json", json);
+  const fs::path cache = tmp / "cache";
+  const CommandResult first =
+      run_cli({"run", graph.string(), "--cache", cache.string(), "--quiet"}, tmp.path());
+  ASSERT_EQ(first.exit_code, 0) << describe(first);
+  const CommandResult m =
+      run_cli({"cache", "migrate", cache.string(), "--shard-cells", "8"}, tmp.path());
+  ASSERT_EQ(m.exit_code, 0) << describe(m);
+  EXPECT_NE(m.out.find("format 2 -> 3"), std::string::npos) << m.out;
+  EXPECT_NE(test::read_all(cache / "cellflow-cache.json").find("\"format\": 3"), std::string::npos);
+  const Graph memory = test::build_graph(json, std::nullopt);
+  int packed = 0;
+  for (const auto& n : memory.nodes()) {
+    const fs::path array = cache / n.hash / "0";
+    if (!fs::exists(array)) continue;
+    SCOPED_TRACE(n.def.id);
+    EXPECT_TRUE(fs::exists(array / "zarr.json"));
+    EXPECT_FALSE(fs::exists(array / ".zarray"));
+    EXPECT_FALSE(fs::exists(array / "0")) << "single cell files left";
+    ++packed;
+  }
+  EXPECT_GT(packed, 0);
+  const CommandResult v = run_cli({"cache", "verify", "--cache", cache.string()}, tmp.path());
+  EXPECT_EQ(v.exit_code, 0) << describe(v);
+  const Graph cached = test::build_graph(json, cache);
+  for (const auto& n : memory.nodes()) {
+    if (!fs::exists(cache / n.hash / "0")) continue;
+    SCOPED_TRACE(n.def.id);
+    EXPECT_TRUE(
+        test::same_bytes(test::read_whole(cached, n.def.id), test::read_whole(memory, n.def.id)));
+    EXPECT_EQ(cached.image(n.def.id)->stats().computed, 0);
+  }
+  const CommandResult again =
+      run_cli({"cache", "migrate", cache.string(), "--shard-cells", "8"}, tmp.path());
+  EXPECT_EQ(again.exit_code, 0) << describe(again);
+  const CommandResult other =
+      run_cli({"cache", "migrate", cache.string(), "--shard-cells", "64"}, tmp.path());
+  EXPECT_NE(other.exit_code, 0) << describe(other);
+  EXPECT_NE(other.err.find("already sharded"), std::string::npos) << other.err;
+}
+
 }  // namespace
 }  // namespace cellflow

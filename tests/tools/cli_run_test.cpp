@@ -262,14 +262,14 @@ TEST(CliRun, ResumesAPartiallyComputedNode) {
     EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id))) << id;
 }
 
-TEST(CliConcurrency, TwoProcessesOnOneCache) {
-  TempDir tmp;
-  const std::string json = example_graph_json(0.5, 14);
-  const fs::path graph = write_graph(tmp, "graph.json", json);
-  const fs::path cache = tmp / "cache";
+// `processes` concurrent `cellflow run`s of one graph on one cache (with
+// `env` before each command, e.g. "CELLFLOW_SHARD_CELLS=8 "); returns their summaries.
+std::vector<Summary> run_concurrently(const TempDir& tmp, const fs::path& graph,
+                                      const fs::path& cache, int processes,
+                                      const std::string& env) {
   std::string script;
-  for (int i = 1; i <= 2; ++i) {
-    script += "( " + shell_quote(CELLFLOW_CLI) + " run " + shell_quote(graph.string()) +
+  for (int i = 1; i <= processes; ++i) {
+    script += "( " + env + shell_quote(CELLFLOW_CLI) + " run " + shell_quote(graph.string()) +
               " --cache " + shell_quote(cache.string()) + " --quiet --summary-json " +
               shell_quote((tmp / ("s" + std::to_string(i) + ".json")).string()) + " 2>" +
               shell_quote((tmp / ("err" + std::to_string(i))).string()) + "; echo $? > " +
@@ -277,28 +277,76 @@ TEST(CliConcurrency, TwoProcessesOnOneCache) {
   }
   script += "wait";
   const CommandResult r = run_command({"sh", "-c", script}, tmp.path());
-  ASSERT_EQ(r.exit_code, 0) << describe(r);
-  for (int i = 1; i <= 2; ++i) {
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  std::vector<Summary> out;
+  for (int i = 1; i <= processes; ++i) {
     const std::string n = std::to_string(i);
     EXPECT_EQ(read_all(tmp / ("rc" + n)), "0\n")
         << "process " << n << ": " << read_all(tmp / ("err" + n));
+    out.push_back(read_summary(tmp / ("s" + n + ".json")));
   }
-  // No temporary file left behind, every node complete, every cell intact.
+  // No temporary file left behind.
   for (const auto& [path, bytes] : snapshot(cache))
     EXPECT_EQ(path.find(".tmp"), std::string::npos) << path;
-  const Summary s1 = read_summary(tmp / "s1.json");
-  const Summary s2 = read_summary(tmp / "s2.json");
+  return out;
+}
+
+// Node `id` of a graph on a cache reads back as the in-memory graph computes
+// it, with nothing damaged and nothing computed.
+void expect_reads_as_computed(const Graph& cached, const Graph& memory, const std::string& id) {
+  EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id)));
+  EXPECT_EQ(cached.image(id)->stats().corrupt, 0);
+  EXPECT_EQ(cached.image(id)->stats().computed, 0);
+}
+
+TEST(CliConcurrency, TwoProcessesOnOneCache) {
+  TempDir tmp;
+  const std::string json = example_graph_json(0.5, 14);
+  const fs::path graph = write_graph(tmp, "graph.json", json);
+  const fs::path cache = tmp / "cache";
+  const std::vector<Summary> s = run_concurrently(tmp, graph, cache, 2, "");
+  ASSERT_EQ(s.size(), 2U);
+  // Every node complete, every cell intact.
   const Graph memory = build_graph(json, std::nullopt);
   const Graph cached = build_graph(json, cache);
   for (const auto& id : kIds) {
     SCOPED_TRACE(id);
     EXPECT_TRUE(fs::exists(cache / memory.node(id).hash / ".cellflow-complete"));
-    EXPECT_GE(s1.get(id, "cells_computed") + s2.get(id, "cells_computed"),
-              s1.get(id, "cells_total"));
-    EXPECT_TRUE(same_bytes(read_whole(cached, id), read_whole(memory, id)));
-    EXPECT_EQ(cached.image(id)->stats().corrupt, 0);
-    EXPECT_EQ(cached.image(id)->stats().computed, 0);
+    EXPECT_GE(s[0].get(id, "cells_computed") + s[1].get(id, "cells_computed"),
+              s[0].get(id, "cells_total"));
+    expect_reads_as_computed(cached, memory, id);
   }
+}
+
+// Four processes on one sharded cache (8 cells per shard): each cell is
+// computed once in total, every image node ends packed (zarr.json, shards,
+// no single cell file) and reads back bit-identical to a clean run's.
+TEST(CliConcurrency, FourProcessesOnOneShardedCache) {
+  TempDir tmp;
+  const std::string json = example_graph_json(0.5, 15);
+  const fs::path graph = write_graph(tmp, "graph.json", json);
+  const fs::path cache = tmp / "cache";
+  const std::vector<Summary> s = run_concurrently(tmp, graph, cache, 4, "CELLFLOW_SHARD_CELLS=8 ");
+  ASSERT_EQ(s.size(), 4U);
+  EXPECT_NE(read_all(cache / "cellflow-cache.json").find("\"format\": 3"), std::string::npos);
+  const Graph memory = build_graph(json, std::nullopt);
+  const Graph cached = build_graph(json, cache);
+  for (const auto& id : kIds) {
+    SCOPED_TRACE(id);
+    const fs::path node = cache / memory.node(id).hash;
+    EXPECT_TRUE(fs::exists(node / ".cellflow-complete"));
+    int64_t computed = 0;
+    for (const Summary& one : s) computed += one.get(id, "cells_computed");
+    EXPECT_EQ(computed, s[0].get(id, "cells_total")) << "each cell computed once in total";
+    if (fs::exists(node / "0")) {
+      EXPECT_TRUE(fs::exists(node / "0" / "zarr.json"));
+      EXPECT_FALSE(fs::exists(node / "0" / ".zarray"));
+      EXPECT_FALSE(fs::exists(node / "0" / "0")) << "single cell files left";
+    }
+    expect_reads_as_computed(cached, memory, id);
+  }
+  const CommandResult v = run_cli({"cache", "verify", "--cache", cache.string()}, tmp.path());
+  EXPECT_EQ(v.exit_code, 0) << describe(v);
 }
 
 TEST(CliCorruption, TruncatedAndDeletedCellsAreRecomputedWhenRead) {

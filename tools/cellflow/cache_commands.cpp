@@ -208,6 +208,15 @@ int cache_migrate_command(const CacheArgs& args) {
   const fs::path root = cache_root_of(args.cache);
   if (!fs::is_directory(root))
     throw UsageError(fmt::format("cache {}: no such folder", root.string()));
+  if (args.shard_cells) {
+    const ShardingReport r = shard_cache(posix_env(root), *args.shard_cells);
+    fmt::print(
+        "cache {}: format {} -> {}, shards of at most {} cells: {} complete image nodes packed, "
+        "{} incomplete (packed when a run completes them)\n",
+        root.string(), r.from_format, r.to_format, r.shard_cells, r.nodes_packed,
+        r.nodes_incomplete);
+    return 0;
+  }
   const MigrationReport r = migrate_cache(*posix_env(root));
   if (r.from_format == r.to_format) {
     fmt::print("cache {}: already format {}, nothing to do\n", root.string(), r.to_format);

@@ -17,6 +17,7 @@ struct CacheArgs {
   std::optional<std::string> max_size;    // gc
   std::optional<std::string> keep_graph;  // gc
   bool dry_run = false;                   // gc
+  std::optional<int64_t> shard_cells;     // migrate
 };
 
 /// One line per node: hash, op, id, dtype, shape, size, complete|partial

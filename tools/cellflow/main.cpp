@@ -140,6 +140,9 @@ int cli_main(int argc, char** argv) {
       "Bring a cache written by an older cellflow to this one's format (checks every cell, "
       "keeps the sound ones, nothing is recomputed); run it while nothing else uses the cache");
   cache_migrate->add_option("CACHE", cache_args.cache, "Cache directory (or --cache)");
+  cache_migrate->add_option("--shard-cells", cache_args.shard_cells,
+                            "Make the cache sharded (format 3): pack every complete image node "
+                            "into Zarr v3 shards of at most N cells (512 is typical)");
   add_cache_option(cache_migrate);
   CLI::App* cache_gc = cache_cmd->add_subcommand(
       "gc",

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/table_store.hpp"
 #include "cellflow/cache/zarr_array.hpp"
@@ -36,7 +37,10 @@ NodeFolderState node_folder_state(Env& env, std::string_view hash) {
   s.folder = env.stat(layout::node(hash)).kind;
   if (s.folder != EntryKind::kFolder) return s;
   s.complete_marker = env.stat(layout::complete_marker(hash)).kind == EntryKind::kFile;
-  s.image = env.stat(layout::zarray(hash)).kind == EntryKind::kFile;
+  // A packed node of a sharded cache has zarr.json instead of .zarray; a
+  // packer writes zarr.json before it removes .zarray.
+  s.image = env.stat(layout::zarray(hash)).kind == EntryKind::kFile ||
+            env.stat(join_path(layout::array(hash), layout::kZarrJson)).kind == EntryKind::kFile;
   s.table = !s.image && env.stat(layout::table(hash)).kind == EntryKind::kFolder;
   s.artifacts = env.stat(layout::artifacts(hash)).kind == EntryKind::kFolder;
   return s;
@@ -44,7 +48,8 @@ NodeFolderState node_folder_state(Env& env, std::string_view hash) {
 
 std::shared_ptr<CellStore> open_node_cells(const std::shared_ptr<Env>& env, std::string_view hash,
                                            bool image) {
-  if (image) return ZarrArray::open(env, layout::array(hash), std::string(hash));
+  if (image)
+    return ZarrArray::open(env, layout::array(hash), std::string(hash), cache_shard_cells(*env));
   return std::make_shared<TableStore>(env, layout::table(hash), std::string(hash));
 }
 

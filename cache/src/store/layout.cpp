@@ -33,6 +33,15 @@ std::optional<int64_t> parse_cell_index(std::string_view name) {
   return v;
 }
 
+namespace {
+std::string join_folder(std::string_view a, std::string_view b) {
+  std::string out(a);
+  out += '/';
+  out += b;
+  return out;
+}
+}  // namespace
+
 std::string in_node(std::string_view hash, std::string_view name) {
   std::string out(hash);
   out += '/';
@@ -54,6 +63,10 @@ std::string cell(std::string_view folder, const CellIndex& index) {
     out += std::to_string(i);
   }
   return out;
+}
+
+std::string shard(std::string_view folder, const CellIndex& shard_index) {
+  return cell(join_folder(folder, kShardFolder), shard_index);
 }
 
 std::string cell_identity(std::string_view owner, const CellIndex& index) {

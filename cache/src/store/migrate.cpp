@@ -70,7 +70,10 @@ MigrationReport migrate_cache(Env& env) {
         fmt::format("{}: not a cellflow cache (no {})", env.root().string(), layout::kFormatFile));
   report.from_format = *format;
   report.to_format = layout::kFormat;
-  if (*format == layout::kFormat) return report;
+  if (is_current_cache_format(*format)) {
+    report.to_format = *format;  // a sharded cache (format 3) is current too
+    return report;
+  }
   if (*format != 1)
     throw InvalidArgument(
         fmt::format("file {}: cache format {} is unknown to this cellflow "
@@ -94,6 +97,44 @@ MigrationReport migrate_cache(Env& env) {
   }
   env.write_atomic(layout::kFormatFile, fmt::format("{{\"format\": {}}}\n", layout::kFormat),
                    Durability::kPowerCut);
+  return report;
+}
+
+ShardingReport shard_cache(const std::shared_ptr<Env>& env, int64_t shard_cells) {
+  ShardingReport report;
+  report.shard_cells = shard_cells;
+  if (shard_cells < 2)
+    throw InvalidArgument(fmt::format("shards of {} cells: a shard holds at least 2", shard_cells));
+  const std::optional<int> format = cache_format(*env);
+  if (!format || !is_current_cache_format(*format))
+    throw InvalidArgument(fmt::format(
+        "cache {}: format {} (run `cellflow cache migrate` without --shard-cells first)",
+        env->root().string(), format ? std::to_string(*format) : "none"));
+  report.from_format = *format;
+  report.to_format = layout::kShardedFormat;
+  if (*format == layout::kShardedFormat) {
+    const int64_t current = cache_shard_cells(*env);
+    if (current != shard_cells)
+      throw InvalidArgument(fmt::format(
+          "cache {}: already sharded with {} cells per shard; its shards cannot be read as "
+          "shards of {}",
+          env->root().string(), current, shard_cells));
+  } else {
+    env->write_atomic(layout::kFormatFile,
+                      fmt::format("{{\"format\": {}, \"{}\": {}}}\n", layout::kShardedFormat,
+                                  layout::kShardCellsKey, shard_cells),
+                      Durability::kPowerCut);
+  }
+  CacheDirectory cache(env);
+  for (const DirEntry& e : env->list("")) {
+    if (e.kind != EntryKind::kFolder || !layout::is_node_name(e.name)) continue;
+    if (env->stat(layout::array(e.name)).kind != EntryKind::kFolder) continue;  // a table node
+    if (!cache.is_complete(e.name)) {
+      ++report.nodes_incomplete;
+      continue;
+    }
+    if (cache.pack_node(e.name)) ++report.nodes_packed;
+  }
   return report;
 }
 

@@ -45,6 +45,12 @@ std::string Env::describe(std::string_view path) const {
   return (root() / fs::path(path)).string();
 }
 
+std::optional<std::string> Env::read_tail(std::string_view path, size_t bytes) {
+  auto out = read(path);
+  if (out && out->size() > bytes) out->erase(0, out->size() - bytes);
+  return out;
+}
+
 std::string join_path(std::string_view a, std::string_view b) {
   if (a.empty()) return std::string(b);
   if (b.empty()) return std::string(a);
@@ -182,6 +188,15 @@ class PosixEnv final : public Env {
   }
 
   std::optional<std::string> read(std::string_view path) override {
+    return read_from(path, std::nullopt);
+  }
+
+  std::optional<std::string> read_tail(std::string_view path, size_t bytes) override {
+    return read_from(path, bytes);
+  }
+
+  // The whole file, or its last `tail` bytes.
+  std::optional<std::string> read_from(std::string_view path, std::optional<size_t> tail) {
     check_relative(path);
     const auto [dir, name] = split_parent(path);
     Fd parent = open_folder(dir, false);
@@ -204,9 +219,17 @@ class PosixEnv final : public Env {
     if (!S_ISREG(st.st_mode)) throw damage(path, kind_of(st.st_mode), "a file");
     std::string out;
     out.resize(static_cast<size_t>(st.st_size));
+    if (tail && *tail < out.size()) {
+      if (::lseek(fd.get(), static_cast<off_t>(out.size() - *tail), SEEK_SET) < 0)
+        throw io_error(path, "seek in", errno);
+      out.resize(*tail);
+    }
     size_t got = 0;
     while (true) {
-      if (got == out.size()) out.resize(out.size() + 65536);
+      if (got == out.size()) {
+        if (tail) break;  // the file grew: a rename replaces files, it never appends
+        out.resize(out.size() + 65536);
+      }
       const ssize_t n_read = ::read(fd.get(), out.data() + got, out.size() - got);
       if (n_read < 0) {
         if (errno == EINTR) continue;

@@ -40,7 +40,7 @@ struct CachedNode {
   Shape shape;
   Shape cell_shape;
   int64_t cells_total = 0;    // 0 when the grid is unknown
-  int64_t cells_present = 0;  // committed cell files inside the grid
+  int64_t cells_present = 0;  // committed cells inside the grid (files, or in shard indexes)
   bool complete_marker = false;
   /// Table nodes: the columns and the rows of the committed cells (empty and
   /// 0 when none is stored yet; see summarize_stored_table).
@@ -147,7 +147,13 @@ struct VerifyReport {
 /// `options.definition_hash` — hashes to it), 0/.zarray (present for an image
 /// node, and matching the definition), every cell (checksum trailer bound to
 /// the node and the cell's position, blosc frame sizes, decompression; table
-/// cells also parse as rows), and completion markers (every cell present);
+/// cells also parse as rows), and completion markers (every cell present).
+/// In a sharded cache (format 3) a packed node's 0/zarr.json stands for its
+/// .zarray, and every inner chunk of every shard 0/c/i/j/k is checked as a
+/// cell is (the shard index against its crc32c first); repair rewrites a
+/// shard without its damaged cells (removes it when its index is damaged),
+/// and removes the node's zarr.json and completion marker so that the next
+/// run recomputes those cells and packs the node again;
 /// each memo entry's entry.json (parses, names the folder's key) and result
 /// (result.bin against entry.json's checksum, or every chunk of result/ as
 /// node cells are checked). Every entry the layout does not define — a link,

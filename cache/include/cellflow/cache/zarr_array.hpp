@@ -6,14 +6,24 @@
 // frame seeded with the cell's identity (its owner — the node's hash — and its
 // position), so partial, garbled, foreign, moved or copied files are detected.
 // Thread-safe; safe for many processes writing one array.
+//
+// Sharded (shard_cells > 0, the arrays of a sharded cache): cells are still
+// committed one file each; once every cell is committed, pack() copies them
+// into Zarr v3 shards (zarr_shard.hpp) under "c/", writes zarr.json, removes
+// .zarray and then the single files. A cell is read from its single file if
+// there is one, else from its shard: a single file is only removed once its
+// shard is committed, so a reader racing a packer never misses a cell.
 #pragma once
 
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/cell_store.hpp"
 #include "cellflow/cache/dtype.hpp"
+#include "cellflow/cache/zarr_shard.hpp"
 #include "cellflow/store/env.hpp"
 
 namespace cellflow {
@@ -26,10 +36,12 @@ class ZarrArray : public CellStore {
   /// CorruptionError.
   static std::shared_ptr<ZarrArray> create(std::shared_ptr<Env> env, std::string folder,
                                            std::string owner, DType dtype, const CellGrid& grid,
-                                           Durability durability = Durability::kProcess);
-  /// Opens an existing array written by cellflow. Throws IoError if absent.
+                                           Durability durability = Durability::kProcess,
+                                           int64_t shard_cells = 0);
+  /// Opens an existing array written by cellflow (its .zarray, or once packed
+  /// its zarr.json). Throws IoError if absent.
   static std::shared_ptr<ZarrArray> open(std::shared_ptr<Env> env, std::string folder,
-                                         std::string owner);
+                                         std::string owner, int64_t shard_cells = 0);
   /// The same at a path: the Env is the array's parent folder and the owner
   /// its name (for a cache node "<cache>/<hash>/0", the hash).
   static std::shared_ptr<ZarrArray> create(const std::filesystem::path& path, DType dtype,
@@ -53,6 +65,36 @@ class ZarrArray : public CellStore {
   std::shared_ptr<void> lock(const CellIndex& cell) override;
   bool locked_elsewhere(const CellIndex& cell) override;
 
+  /// Sharded arrays: where the cells lie in shards (nullptr when unsharded).
+  const ShardGeometry* shards() const;
+  /// What pack() did.
+  struct PackResult {
+    bool packed = false;  // every cell is in a shard; zarr.json written; singles removed
+    bool busy = false;    // another process is packing the array now
+    int64_t shards_written = 0;
+    int64_t missing_cells = 0;  // cells neither in a single file nor a shard
+  };
+  /// Packs the committed cells into shards (see above). Idempotent; safe
+  /// against concurrent packers (one packs, the others return busy) and
+  /// against a crash at any step (every step is an atomic rename or removal
+  /// of something already copied). Does nothing unless every cell is
+  /// committed. Throws IoError / CorruptionError on failure.
+  PackResult pack();
+  /// True when the array is packed: zarr.json is there, .zarray and every
+  /// single cell file are not (one listing of the array's folder).
+  bool is_packed();
+  void set_durability(Durability durability);
+  /// The shard `shard` (nullopt when absent), with its index checked.
+  struct Shard {
+    std::string bytes;
+    std::vector<ShardEntry> index;
+  };
+  std::optional<Shard> read_shard(const CellIndex& shard);
+  /// Only the index of shard `shard` (its last bytes), nullopt when absent.
+  std::optional<std::vector<ShardEntry>> read_shard_index(const CellIndex& shard);
+  /// The path of shard `shard` ("<path>/c/i/j/k").
+  std::filesystem::path shard_path(const CellIndex& shard) const;
+
   /// Encodes a full-size chunk as stored on disk (blosc frame + trailer bound
   /// to `identity`, layout::cell_identity(); empty: bound to nothing).
   static std::string encode_chunk(const void* data, size_t bytes, size_t type_size,
@@ -73,7 +115,11 @@ class ZarrArray : public CellStore {
 
  private:
   ZarrArray(std::shared_ptr<Env> env, std::string folder, std::string owner, DType dtype,
-            CellGrid grid, Durability durability);
+            CellGrid grid, Durability durability, int64_t shard_cells);
+  std::optional<CellBuffer> read_from_shard(const CellIndex& cell);
+  // The shard holding `cell` (a recent copy, else read again), nullptr when none does.
+  std::shared_ptr<const Shard> find_in_shard(const CellIndex& cell);
+  CellBuffer decode_cell(const std::string& stored, const CellIndex& cell, const std::string& what);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

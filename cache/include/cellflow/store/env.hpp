@@ -72,6 +72,10 @@ class Env {
   /// naming the path if something other than a regular file is there (or on
   /// the way to it), IoError on other failures.
   virtual std::optional<std::string> read(std::string_view path) = 0;
+  /// The last `bytes` bytes of the file (all of it when it is shorter), or
+  /// nullopt when nothing is there; errors as read(). The base reads the
+  /// whole file; the POSIX Env reads only the tail.
+  virtual std::optional<std::string> read_tail(std::string_view path, size_t bytes);
   /// Writes `data` to a temporary name beside `path` and renames it into
   /// place, creating missing folders. Throws CorruptionError when a link or
   /// something other than a folder is in the way, IoError on failure (and

@@ -4,6 +4,9 @@
 //   cellflow-cache.json                  {"format": N}
 //   <hash>/.zgroup .zattrs               one OME-Zarr (NGFF 0.4) group per node
 //   <hash>/0/.zarray  <hash>/0/i/j/k     the Zarr v2 array of an image node
+//   <hash>/0/zarr.json <hash>/0/c/i/j/k  the same array packed into Zarr v3
+//                                        shards (sharded caches, format 3)
+//   <hash>/0/.cellflow-pack-lock         held while a node is packed
 //   <hash>/table/i/j/k                   the row cells of a table node
 //   <hash>/.cellflow-complete            every cell committed
 //   <hash>/.cellflow-use                 the in-use lease (a lock file)
@@ -30,12 +33,22 @@ namespace cellflow::layout {
 /// The cache format this build writes. 1: cells carried an XXH3 of their
 /// bytes only; 2: the checksum also binds the cell to its node and position.
 inline constexpr int kFormat = 2;
+/// The format of a sharded cache: format 2, plus complete image nodes packed
+/// into Zarr v3 shards (zarr.json, c/i/j/k). An older cellflow refuses it, so
+/// it never mistakes a packed node for an empty one. The format file also
+/// names the most cells a shard holds: {"format": 3, "shard_cells": 512}.
+inline constexpr int kShardedFormat = 3;
+inline constexpr std::string_view kShardCellsKey = "shard_cells";
 
 inline constexpr std::string_view kFormatFile = "cellflow-cache.json";
 inline constexpr std::string_view kZgroup = ".zgroup";
 inline constexpr std::string_view kZattrs = ".zattrs";
 inline constexpr std::string_view kZarray = ".zarray";
 inline constexpr std::string_view kArray = "0";
+/// Zarr v3 names inside an image node's array folder (sharded caches).
+inline constexpr std::string_view kZarrJson = "zarr.json";
+inline constexpr std::string_view kShardFolder = "c";
+inline constexpr std::string_view kPackLock = ".cellflow-pack-lock";
 inline constexpr std::string_view kTable = "table";
 inline constexpr std::string_view kCompleteMarker = ".cellflow-complete";
 inline constexpr std::string_view kUseFile = ".cellflow-use";
@@ -109,6 +122,9 @@ inline std::string node_trash(std::string_view hash, std::string_view unique) {
 }
 /// "<folder>/i/j/k": a cell's file under an array or table folder.
 std::string cell(std::string_view folder, const CellIndex& index);
+/// "<folder>/c/i/j/k": a shard's file under an array folder (Zarr v3's
+/// default chunk key encoding with separator "/").
+std::string shard(std::string_view folder, const CellIndex& shard_index);
 /// The key of a cell's identity: "<hash>/<folder name>/i/j/k" as written by
 /// cell(); what a cell's checksum binds it to.
 std::string cell_identity(std::string_view owner, const CellIndex& index);
