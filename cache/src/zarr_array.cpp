@@ -215,9 +215,14 @@ void ZarrArray::decode_chunk(const std::string& stored, void* out, size_t bytes,
 
 std::string ZarrArray::decode_chunk_any(const std::string& stored, const std::string& what,
                                         std::string_view identity) {
-  verify_chunk(stored, what, identity);
+  const size_t frame = verify_chunk(stored, what, identity);
   size_t nbytes = 0, cbytes = 0, blocksize = 0;
   blosc_cbuffer_sizes(stored.data(), &nbytes, &cbytes, &blocksize);
+  // The header's sizes are checked before they size anything: blosc stores
+  // them as int32, so a damaged (negative) one reads back as ~2^64 here.
+  if (cbytes != frame || nbytes > static_cast<size_t>(BLOSC_MAX_BUFFERSIZE))
+    throw CorruptionError(fmt::format("{}: blosc frame sizes {}/{} do not match the {}-byte frame",
+                                      what, cbytes, nbytes, frame));
   std::string out(nbytes, '\0');
   decode_chunk(stored, out.data(), nbytes, what, identity);
   return out;

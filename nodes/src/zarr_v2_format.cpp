@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
@@ -213,6 +214,13 @@ ZarrMeta parse_zarray(std::string_view text, const fs::path& meta) {
   for (int d = 0; d < m.shape.rank(); ++d) {
     if (m.shape[d] < 1) bad_array(meta, "\"shape\" must be >= 1 on every axis");
     if (m.chunks[d] < 1) bad_array(meta, "\"chunks\" must be >= 1 on every axis");
+  }
+  // The limits every image has (sizes that overflow int64 somewhere), checked
+  // here so that the error names the file and chunk_bytes() cannot overflow.
+  try {
+    (void)CellGrid(m.shape, m.chunks);
+  } catch (const InvalidArgument& e) {
+    bad_array(meta, e.message());
   }
   parse_type(z.find("dtype"), meta, m);
   parse_compressor(z.find("compressor"), meta, m);

@@ -34,7 +34,8 @@ struct ZarrMeta {
 /// InvalidArgument ("param \"path\": ...") for anything read.zarr cannot read.
 ZarrMeta parse_zarray(std::string_view text, const std::filesystem::path& meta);
 
-/// The size of one stored chunk in bytes (edge chunks are stored full-size).
+/// The size of one stored chunk in bytes (edge chunks are stored full-size;
+/// parse_zarray keeps it below 2^39).
 size_t chunk_bytes(const ZarrMeta& meta);
 
 /// Decodes a stored chunk into `out` (exactly chunk_bytes(meta) long), in

@@ -5,6 +5,7 @@ the cache-format-1 test data. Run from anywhere with Debian's python3
 (python3-numcodecs); the output is committed, so this runs only when the seeds
 should change. Inputs that a fuzz run found are kept beside them (crash-*)."""
 import glob
+import gzip
 import json
 import os
 import struct
@@ -24,6 +25,11 @@ def put(target, name, data):
         data = data.encode()
     with open(os.path.join(folder, "seed-" + name), "wb") as f:
         f.write(data)
+
+
+class Deterministic:
+    def __init__(self, encode):
+        self.encode = encode
 
 
 def zarray(dtype, chunks, shape, compressor, fill=0, sep="/"):
@@ -67,7 +73,8 @@ codecs = {
                               numcodecs.Blosc(cname="zstd", clevel=3, shuffle=2)),
     "zstd": ({"id": "zstd", "level": 3}, numcodecs.Zstd(level=3)),
     "zlib": ({"id": "zlib", "level": 1}, numcodecs.Zlib(level=1)),
-    "gzip": ({"id": "gzip", "level": 1}, numcodecs.GZip(level=1)),
+    # gzip.compress with mtime 0, unlike numcodecs.GZip: the same bytes every time.
+    "gzip": ({"id": "gzip", "level": 1}, Deterministic(lambda b: gzip.compress(b, 1, mtime=0))),
 }
 for name, (spec, codec) in codecs.items():
     raw = data.tobytes()
@@ -76,6 +83,8 @@ for name, (spec, codec) in codecs.items():
 big = data.astype(">f8")
 put("read_zarr", "big-endian-f8", zarray(">f8", [4, 4], [4, 4], None, fill="NaN", sep=".").encode()
     + b"\0" + big.tobytes())
+# Chunks whose element count overflows int64 (refused by parse_zarray).
+put("read_zarr", "chunks-overflow", zarray("<u2", [2**32, 2**32], [10, 10], None).encode() + b"\0")
 put("read_zarr", "bool", zarray("|b1", [3], [7], None, fill=True).encode() + b"\0" + b"\1\0\1")
 
 # cache_chunk: a frame to seal (first byte even), a whole format-1 file (odd).
