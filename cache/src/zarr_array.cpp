@@ -122,10 +122,12 @@ std::shared_ptr<ZarrArray> ZarrArray::create(std::shared_ptr<Env> env, std::stri
 std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string folder,
                                            std::string owner) {
   const std::string meta = join_path(folder, layout::kZarray);
+  // Named before `env` is moved into the array, for the handler below.
+  const std::string where = env->describe(meta);
   auto text = env->read(meta);
-  if (!text) throw IoError(fmt::format("file {}: no Zarr array here", env->describe(meta)));
+  if (!text) throw IoError(fmt::format("file {}: no Zarr array here", where));
   try {
-    const Value z = parse_json(*text, env->describe(meta));
+    const Value z = parse_json(*text, where);
     const Value* dt = z.find("dtype");
     const Value* shape = z.find("shape");
     const Value* chunks = z.find("chunks");
@@ -133,12 +135,13 @@ std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string
       throw CorruptionError("missing dtype, shape or chunks");
     auto dtype = parse_zarr_dtype(dt->as_string());
     if (!dtype) throw CorruptionError(fmt::format("unsupported dtype \"{}\"", dt->as_string()));
-    return std::shared_ptr<ZarrArray>(
-        new ZarrArray(std::move(env), std::move(folder), std::move(owner), *dtype,
-                      CellGrid(dims_from(*shape), dims_from(*chunks)), Durability::kProcess));
+    CellGrid grid(dims_from(*shape), dims_from(*chunks));
+    return std::shared_ptr<ZarrArray>(new ZarrArray(std::move(env), std::move(folder),
+                                                    std::move(owner), *dtype, std::move(grid),
+                                                    Durability::kProcess));
   } catch (Error& e) {
     CorruptionError c(e.what());
-    c.add_context("file " + env->describe(meta));
+    c.add_context("file " + where);
     throw c;
   }
 }

@@ -14,6 +14,7 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
 #include "cellflow/store/layout.hpp"
+#include "cellflow/store/memory_env.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -255,6 +256,26 @@ TEST(ZarrArray, DecodeChunkAnyRefusesBloscSizesBeforeAllocating) {
   // A frame shorter than its header's cbytes says, also refused before decoding.
   frame = enc.substr(0, enc.size() - 16) + "tail";
   EXPECT_THROW(ZarrArray::decode_chunk_any(seal(frame, "n:0"), "x", "n:0"), CorruptionError);
+}
+
+// Found by tests/fuzz (fuzz_cache_node): a .zarray whose grid CellGrid
+// refuses made open() report the error through `env` after moving it into
+// the array's constructor arguments — a null dereference where arguments are
+// evaluated left to right (clang; g++ happened to build the grid first).
+TEST(ZarrArray, OpenRefusesABadGridNamingTheFile) {
+  auto env = std::make_shared<MemoryEnv>();
+  env->make_folders("n/0");
+  env->write_atomic("n/0/" + std::string(layout::kZarray),
+                    R"({"dtype": "<u2", "shape": [-4, 4], "chunks": [2, 2]})",
+                    Durability::kProcess);
+  try {
+    ZarrArray::open(env, "n/0", "n");
+    ADD_FAILURE() << "no error";
+  } catch (const CorruptionError& e) {
+    EXPECT_NE(std::string(e.what()).find("negative"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::string(layout::kZarray)), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace
