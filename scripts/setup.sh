@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # every configure prints warnings about missing /usr/bin/gdcm* files.
 # python3-dask, -scipy, -joblib: the peers bench/compare_peers.py runs against.
 # pybind11-dev, python3-dev, -numpy, -pytest: the Python package (python/) and its tests.
+# clang, libclang-rt-14-dev (libFuzzer's runtime): the fuzz targets (scripts/fuzz.sh).
 packages=(
   build-essential cmake ninja-build pkg-config ccache
   libgtest-dev libbenchmark-dev libtbb-dev libinsighttoolkit5-dev libfftw3-dev libgdcm-tools
@@ -17,7 +18,7 @@ packages=(
   python3-zarr python3-numcodecs python3-jsonschema
   python3-dask python3-scipy python3-joblib
   pybind11-dev python3-pybind11 python3-dev python3-numpy python3-pytest
-  clang-format clang-tidy
+  clang-format clang-tidy clang libclang-rt-14-dev
   libopenmpi-dev openmpi-bin
 )
 

@@ -91,14 +91,17 @@ Table Table::deserialize(std::string_view bytes, const std::string& what) {
   Table t;
   for (uint64_t i = 0; i < ncols; ++i) {
     const uint64_t len = get();
-    if (pos + len > bytes.size()) throw fail("truncated column name");
+    if (len > bytes.size() - pos) throw fail("truncated column name");
     t.columns_.emplace_back(bytes.substr(pos, len));
     pos += len;
   }
   const uint64_t rows = get();
-  const uint64_t count = rows * ncols;
-  if (ncols == 0 ? rows != 0 : (bytes.size() - pos) != count * sizeof(double))
+  // Sizes are compared by division: rows * ncols * 8 can wrap around.
+  const uint64_t left = bytes.size() - pos;
+  if (ncols == 0 ? rows != 0 || left != 0
+                 : left % (ncols * sizeof(double)) != 0 || rows != left / (ncols * sizeof(double)))
     throw fail("wrong size");
+  const uint64_t count = rows * ncols;
   t.values_.resize(count);
   if (count > 0) std::memcpy(t.values_.data(), bytes.data() + pos, count * sizeof(double));
   return t;

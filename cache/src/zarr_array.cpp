@@ -164,9 +164,11 @@ std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string
     meta = join_path(folder, layout::kZarrJson);
     text = env->read(meta);
   }
-  if (!text) throw IoError(fmt::format("file {}: no Zarr array here", env->describe(meta)));
+  // Named before `env` is moved into the array, for the handler below.
+  const std::string where = env->describe(meta);
+  if (!text) throw IoError(fmt::format("file {}: no Zarr array here", where));
   try {
-    const Value z = parse_json(*text, env->describe(meta));
+    const Value z = parse_json(*text, where);
     const Value* dt = z.find(v3 ? "data_type" : "dtype");
     const Value* shape = z.find("shape");
     const Value* chunks = z.find("chunks");
@@ -182,12 +184,13 @@ std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string
       throw CorruptionError("missing dtype, shape or chunks");
     auto dtype = v3 ? parse_dtype(dt->as_string()) : parse_zarr_dtype(dt->as_string());
     if (!dtype) throw CorruptionError(fmt::format("unsupported dtype \"{}\"", dt->as_string()));
-    return std::shared_ptr<ZarrArray>(new ZarrArray(
-        std::move(env), std::move(folder), std::move(owner), *dtype,
-        CellGrid(dims_from(*shape), dims_from(*chunks)), Durability::kProcess, shard_cells));
+    CellGrid grid(dims_from(*shape), dims_from(*chunks));
+    return std::shared_ptr<ZarrArray>(new ZarrArray(std::move(env), std::move(folder),
+                                                    std::move(owner), *dtype, std::move(grid),
+                                                    Durability::kProcess, shard_cells));
   } catch (Error& e) {
     CorruptionError c(e.what());
-    c.add_context("file " + env->describe(meta));
+    c.add_context("file " + where);
     throw c;
   }
 }
@@ -264,9 +267,14 @@ void ZarrArray::decode_chunk(const std::string& stored, void* out, size_t bytes,
 
 std::string ZarrArray::decode_chunk_any(const std::string& stored, const std::string& what,
                                         std::string_view identity) {
-  verify_chunk(stored, what, identity);
+  const size_t frame = verify_chunk(stored, what, identity);
   size_t nbytes = 0, cbytes = 0, blocksize = 0;
   blosc_cbuffer_sizes(stored.data(), &nbytes, &cbytes, &blocksize);
+  // The header's sizes are checked before they size anything: blosc stores
+  // them as int32, so a damaged (negative) one reads back as ~2^64 here.
+  if (cbytes != frame || nbytes > static_cast<size_t>(BLOSC_MAX_BUFFERSIZE))
+    throw CorruptionError(fmt::format("{}: blosc frame sizes {}/{} do not match the {}-byte frame",
+                                      what, cbytes, nbytes, frame));
   std::string out(nbytes, '\0');
   decode_chunk(stored, out.data(), nbytes, what, identity);
   return out;

@@ -116,6 +116,14 @@ Shape dims_field(const Value& z, const char* key, const fs::path& meta, bool pos
   return out;
 }
 
+void check_grid(const Shape& shape, const Shape& chunks, const fs::path& meta) {
+  try {
+    (void)CellGrid(shape, chunks);
+  } catch (const InvalidArgument& e) {
+    bad_array(meta, e.message());
+  }
+}
+
 void decompress(Compressor codec, const std::string& stored, std::byte* out, size_t bytes,
                 const std::string& what) {
   switch (codec) {

@@ -29,6 +29,11 @@ Value parse_metadata(const std::filesystem::path& meta, const std::string& text,
 /// A list of 1..kMaxRank integers, field `key` of `z` (which must be > 0 when `positive`).
 Shape dims_field(const Value& z, const char* key, const std::filesystem::path& meta, bool positive);
 
+/// The limits every image has (sizes that overflow int64 somewhere, elements
+/// per chunk), checked where the metadata is read so that the error names
+/// the file and chunk sizes cannot overflow later.
+void check_grid(const Shape& shape, const Shape& chunks, const std::filesystem::path& meta);
+
 enum class Compressor { kNone, kBlosc, kZstd, kZlib, kGzip };
 
 /// Decompresses `stored` into exactly `bytes` bytes at `out`; throws

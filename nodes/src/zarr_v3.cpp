@@ -591,6 +591,7 @@ OpenedArray open_v3(const fs::path& dir, std::string text) {
   const Shape chunks = dims_field(*grid_config, "chunk_shape", meta, true);
   if (chunks.rank() != a.shape.rank())
     bad_array(meta, "\"chunk_grid\" chunk_shape and \"shape\" differ in rank");
+  check_grid(a.shape, chunks, meta);
   const KeyEncoding keys = parse_keys(z.find("chunk_key_encoding"), meta);
   if (z.find("fill_value") == nullptr) bad_array(meta, "\"fill_value\" is missing");
   a.fill = parse_fill(z.find("fill_value"), a.dtype, meta);

@@ -4,6 +4,7 @@
 
 #include <blosc.h>
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
 #include "cellflow/store/layout.hpp"
+#include "cellflow/store/memory_env.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -230,6 +232,50 @@ TEST(ZarrArray, EncodeDecodeChunk) {
   EXPECT_EQ(cbytes + 16, enc.size());
   EXPECT_THROW(ZarrArray::decode_chunk(enc, back.data(), back.size() * 8 - 8, "x", "n:1,2"),
                CorruptionError);
+}
+
+// `frame` with a valid trailer for `identity` (the format pinned in cell_format_test.cpp).
+std::string seal(const std::string& frame, std::string_view identity) {
+  std::string out = frame;
+  const uint64_t sum = XXH3_64bits_withSeed(frame.data(), frame.size(),
+                                            XXH3_64bits(identity.data(), identity.size()));
+  for (int i = 0; i < 8; ++i) out += static_cast<char>((sum >> (8 * i)) & 0xff);
+  return out + "CFLWXH32";
+}
+
+// Found by tests/fuzz (fuzz_cache_chunk): a sound trailer over a blosc header
+// whose decoded size is negative as int32 made decode_chunk_any allocate
+// ~2^64 bytes (std::length_error escaped instead of a CorruptionError).
+TEST(ZarrArray, DecodeChunkAnyRefusesBloscSizesBeforeAllocating) {
+  const std::vector<uint8_t> v(64, 7);
+  const std::string enc = ZarrArray::encode_chunk(v.data(), v.size(), 1, "n:0");
+  std::string frame = enc.substr(0, enc.size() - 16);
+  EXPECT_EQ(ZarrArray::decode_chunk_any(seal(frame, "n:0"), "x", "n:0").size(), v.size());
+  for (int i = 4; i < 8; ++i) frame[static_cast<size_t>(i)] = '\xff';  // nbytes = -1
+  EXPECT_THROW(ZarrArray::decode_chunk_any(seal(frame, "n:0"), "x", "n:0"), CorruptionError);
+  // A frame shorter than its header's cbytes says, also refused before decoding.
+  frame = enc.substr(0, enc.size() - 16) + "tail";
+  EXPECT_THROW(ZarrArray::decode_chunk_any(seal(frame, "n:0"), "x", "n:0"), CorruptionError);
+}
+
+// Found by tests/fuzz (fuzz_cache_node): a .zarray whose grid CellGrid
+// refuses made open() report the error through `env` after moving it into
+// the array's constructor arguments — a null dereference where arguments are
+// evaluated left to right (clang; g++ happened to build the grid first).
+TEST(ZarrArray, OpenRefusesABadGridNamingTheFile) {
+  auto env = std::make_shared<MemoryEnv>();
+  env->make_folders("n/0");
+  env->write_atomic("n/0/" + std::string(layout::kZarray),
+                    R"({"dtype": "<u2", "shape": [-4, 4], "chunks": [2, 2]})",
+                    Durability::kProcess);
+  try {
+    ZarrArray::open(env, "n/0", "n");
+    ADD_FAILURE() << "no error";
+  } catch (const CorruptionError& e) {
+    EXPECT_NE(std::string(e.what()).find("negative"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::string(layout::kZarray)), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

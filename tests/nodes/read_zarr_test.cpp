@@ -266,6 +266,13 @@ TEST(ReadZarr, UnsupportedArraysAreClearErrors) {
   expect_error(tmp / "lz4.zarr", "compressor \"lz4\" is not supported");
   python_array(tmp, tmp / "c16.zarr", "shape=(4,), chunks=(2,), dtype='<c16'", "pass");
   expect_error(tmp / "c16.zarr", "dtype \"<c16\" is not supported");
+  // Chunks whose element count overflows int64 (a hand-made input of
+  // fuzz_read_zarr): refused as the .zarray's fault, before anything is sized by them.
+  fs::create_directories(tmp / "huge.zarr");
+  test::write_all(tmp / "huge.zarr" / ".zarray",
+                  R"({"zarr_format": 2, "shape": [10, 10], "chunks": [4294967296, 4294967296],
+                      "dtype": "<u2", "compressor": null, "fill_value": 0})");
+  expect_error(tmp / "huge.zarr", "2^36 elements per cell");
 
   // A damaged chunk is an error naming the file, not data.
   python_array(tmp, tmp / "ok.zarr",
