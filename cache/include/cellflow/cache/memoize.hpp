@@ -26,6 +26,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cereal/archives/json.hpp>
 #include <cereal/archives/portable_binary.hpp>
 #include <cereal/types/array.hpp>
@@ -514,12 +515,15 @@ class MemoHandle {
   /// stored (as Memo::call); later calls return the same value. If the first
   /// throws, the next get() tries again.
   const R& get() const {
-    std::call_once(shared_->once, [&] { shared_->result.emplace(shared_->run()); });
+    std::call_once(shared_->once, [&] {
+      shared_->result.emplace(shared_->run());
+      shared_->done.store(true, std::memory_order_release);
+    });
     return shared_->result->value;
   }
   /// How get() was served; nullopt before it succeeded.
   std::optional<MemoOutcome> outcome() const {
-    if (!shared_->result) return std::nullopt;
+    if (!shared_->done.load(std::memory_order_acquire)) return std::nullopt;
     return shared_->result->outcome;
   }
   /// True if the call has a committed entry now.
@@ -536,7 +540,8 @@ class MemoHandle {
     std::string key;
     std::function<MemoResult<R>()> run;
     std::once_flag once;
-    std::optional<MemoResult<R>> result;
+    std::optional<MemoResult<R>> result;  // set once, inside `once`
+    std::atomic<bool> done{false};        // result is set (outcome() reads it without `once`)
   };
   explicit MemoHandle(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
   std::shared_ptr<Shared> shared_;
