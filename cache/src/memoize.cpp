@@ -205,6 +205,26 @@ Value argument_value(const detail::MemoArgument& a, size_t index) {
   return v;
 }
 
+// `info` completed from its entry's entry.json. Throws CorruptionError when
+// the record is missing or does not parse.
+MemoEntryInfo entry_info(Env& env, MemoEntryInfo info) {
+  const std::optional<Value> record = read_memo_entry(env, info.key);
+  if (!record)
+    throw CorruptionError(
+        fmt::format("memo entry {}: {} is missing", info.key, layout::kMemoEntryFile));
+  if (const Value* c = record->find("created"); c != nullptr && c->is_string()) {
+    std::tm tm{};
+    const char* end = strptime(c->as_string().c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (end != nullptr && *end == '\0')
+      info.created = std::chrono::system_clock::from_time_t(timegm(&tm));
+  }
+  info.age_seconds =
+      std::chrono::duration<double>(std::chrono::system_clock::now() - info.created).count();
+  if (const Value* t = record->find("seconds"); t != nullptr && t->is_number())
+    info.compute_seconds = t->as_double();
+  return info;
+}
+
 }  // namespace
 
 namespace detail {
@@ -259,6 +279,22 @@ std::string HashingStreamBuf::hex_digest() {
 uint64_t HashingStreamBuf::size() {
   flush_buffer();
   return size_;
+}
+
+CodeIdentity code_identity_for_memo(const void* address) {
+  static std::mutex mu;
+  static std::unordered_map<const void*, CodeIdentity> known;
+  std::lock_guard lock(mu);
+  const auto it = known.find(address);
+  if (it != known.end()) return it->second;
+  CodeIdentity id = code_identity_of(address).value_or(CodeIdentity{});
+  if (id.build_id.empty())
+    log_warning(fmt::format(
+        "memo: the object holding a memoized function ({}) has no ELF build-id; its code cannot "
+        "enter the key, so only the version says when it changed (link with -Wl,--build-id)",
+        id.library.empty() ? "unknown" : id.library));
+  known.emplace(address, id);
+  return id;
 }
 
 std::string demangle(const char* mangled) {
@@ -392,6 +428,9 @@ CellBuffer load_image_result(const std::shared_ptr<Env>& env, const std::string&
 std::string memo_key(const detail::MemoCall& call) {
   std::string text = fmt::format("cellflow-memo 1\nfunction {}\nversion {}\nresult {}\n",
                                  call.function, call.version, call.result_type);
+  // Only present when the code is known, so keys made without it (before
+  // key_by_code existed, or with it off) are unchanged.
+  if (!call.code.empty()) text += fmt::format("code {}\n", call.code);
   for (size_t i = 0; i < call.arguments.size(); ++i) {
     const detail::MemoArgument& a = call.arguments[i];
     if (a.ignored) {
@@ -406,9 +445,12 @@ std::string memo_key(const detail::MemoCall& call) {
 struct Memo::State {
   fs::path root;  // <cache>/memo, for users
   fs::path cache_root;
-  std::mutex mu;             // guards env and lock_timeout
+  std::mutex mu;             // guards env, lock_timeout, log_level and validator
   std::shared_ptr<Env> env;  // opened on first use for Memo(path)
   std::optional<std::chrono::milliseconds> lock_timeout;
+  std::optional<LogLevel> log_level;
+  MemoValidator validator;
+  std::atomic<bool> key_by_code{true};
   std::atomic<int64_t> hits{0};
   std::atomic<int64_t> misses{0};
 
@@ -446,6 +488,31 @@ std::optional<std::chrono::milliseconds> Memo::lock_timeout() const {
   return state_->lock_timeout;
 }
 
+void Memo::set_key_by_code(bool on) { state_->key_by_code.store(on); }
+
+bool Memo::key_by_code() const { return state_->key_by_code.load(); }
+
+void Memo::set_log_level(std::optional<LogLevel> level) {
+  std::lock_guard lock(state_->mu);
+  state_->log_level = level;
+}
+
+std::optional<LogLevel> Memo::log_level() const {
+  std::lock_guard lock(state_->mu);
+  return state_->log_level;
+}
+
+void Memo::set_validator(MemoValidator validator) {
+  std::lock_guard lock(state_->mu);
+  state_->validator = std::move(validator);
+}
+
+bool Memo::remove(const std::string& key) const {
+  const std::shared_ptr<Env> env = state_->open_env();
+  if (!committed(*env, layout::memo_entry(key))) return false;
+  return remove_memo_entry(*env, key) == MemoRemoval::kRemoved;
+}
+
 std::optional<fs::path> Memo::find(const std::string& key) const {
   if (committed(*state_->open_env(), layout::memo_entry(key))) return state_->root / key;
   return std::nullopt;
@@ -479,6 +546,13 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
   const std::shared_ptr<Env> env_ptr = state_->open_env();
   Env& env = *env_ptr;
   const std::optional<std::chrono::milliseconds> timeout = lock_timeout();
+  std::optional<LogLevel> level;
+  MemoValidator validator;
+  {
+    std::lock_guard lock(state_->mu);
+    level = state_->log_level;
+    validator = state_->validator;
+  }
   MemoOutcome out;
   out.key = memo_key(call);
   out.entry = state_->root / out.key;
@@ -503,10 +577,39 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
       return false;
     }
   };
+  // The validator's verdict on the committed entry (true without one).
+  // A rejected entry is not asked about again under the exclusive lock,
+  // unless another thread has stored a new one since.
+  bool rejected = false;
+  const auto valid = [&]() {
+    if (!validator) return true;
+    if (rejected) return false;
+    MemoEntryInfo info;
+    info.function = call.function;
+    info.version = call.version;
+    info.key = out.key;
+    info.entry = out.entry;
+    try {
+      info = entry_info(env, std::move(info));
+    } catch (const Error& e) {
+      if (!std::exchange(warned, true))
+        log_warning(
+            fmt::format("{}: cannot read its record ({}); computing it again", where, e.what()));
+      return false;
+    }
+    const bool ok = with_context(where, [&] { return validator(info); });
+    rejected = !ok;
+    if (!ok && level)
+      log(*level, fmt::format("{}: rejected by the validator (age {:.3f} s, computed in {:.3f} s); "
+                              "computing it again",
+                              what, info.age_seconds, info.compute_seconds));
+    return ok;
+  };
   const auto hit = [&]() {
     out.cached = true;
     out.seconds = seconds_since(t0);
     state_->hits.fetch_add(1);
+    if (level) log(*level, fmt::format("{}: hit, loaded in {:.3f} s", what, out.seconds));
     return out;
   };
 
@@ -515,7 +618,7 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
       // Maintenance (cache gc, verify --repair) removes an entry only under
       // the key's lock taken exclusively: a shared hold keeps it while we load.
       const auto reading = wait_lock(env, lock_file, 0, LockMode::kShared, timeout, what);
-      if (committed(env, entry) && try_load()) {
+      if (committed(env, entry) && valid() && try_load()) {
         touch_last_use(env, entry);
         return hit();
       }
@@ -525,6 +628,7 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
       // Another thread computes this key: wait, then load what it stored (or
       // lead the next attempt if it failed).
       Flights::wait(*flight);
+      rejected = false;
       continue;
     }
     struct FlightEnd {
@@ -535,10 +639,11 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
 
     const auto lock = wait_lock(env, lock_file, 0, LockMode::kExclusive, timeout, what);
     if (committed(env, entry)) {
-      if (try_load()) return hit();  // another process stored it meanwhile
+      if (valid() && try_load()) return hit();  // another process stored it meanwhile
       discard_entry(env, out.key);
     }
     remove_stale_temps(env, out.key);
+    double computed_in = 0;
     mark_cache_directory(env);
     const std::string tmp = join_path(layout::memo_temp(), out.key + "." + unique_suffix());
     with_context(where, [&] { env.make_folders(tmp); });
@@ -551,6 +656,7 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
         result = compute(env_ptr, tmp);
       }
       const double seconds = seconds_since(c0);
+      computed_in = seconds;
       if (const Value* json = result.find("json"); json != nullptr && json->is_string()) {
         try {
           const Value parsed = parse_json(json->as_string(), "result");
@@ -573,6 +679,12 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
       record.set("version", call.version);
       record.set("key", out.key);
       record.set("result_type", detail::demangle(call.result_type.c_str()));
+      if (!call.code.empty()) {
+        Value code = Value::object();
+        code.set("build_id", call.code);
+        code.set("library", call.library);
+        record.set("code", std::move(code));
+      }
       record.set("arguments", std::move(args));
       record.set("result", std::move(result));
       record.set("created", utc_now());
@@ -595,6 +707,9 @@ MemoOutcome Memo::run(const detail::MemoCall& call, const LoadFn& load,
     out.cached = false;
     out.seconds = seconds_since(t0);
     state_->misses.fetch_add(1);
+    if (level)
+      log(*level, fmt::format("{}: miss, computed in {:.3f} s (call {:.3f} s)", what, computed_in,
+                              out.seconds));
     return out;
   }
 }

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -503,6 +504,163 @@ TEST(MemoTest, ProcessKilledWhileWritingLeavesNoEntry) {
   EXPECT_EQ(r.value.value, 7);
   EXPECT_TRUE(test::listing(memo.root() / ".tmp").empty());
   EXPECT_TRUE(memo.call_with_outcome("stall", 1, make, 7).outcome.cached);
+}
+
+}  // namespace
+}  // namespace cellflow
+
+namespace cellflow {
+namespace {
+
+// joblib's verbose: one line per call, naming function, version and key,
+// with the compute time on a miss; silent by default.
+TEST(MemoLogTest, HitsAndMissesAreLoggedAtTheChosenLevel) {
+  test::TempDir tmp;
+  Memo memo(tmp / "cache");
+  std::vector<std::pair<LogLevel, std::string>> lines;
+  std::mutex mu;
+  const LogSink previous = set_log_sink([&](LogLevel level, const std::string& message) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(level, message);
+  });
+  const auto square = [](int64_t x) { return x * x; };
+  memo.call("square", 1, square, int64_t{2});
+  EXPECT_TRUE(lines.empty()) << "silent unless asked";
+  memo.set_log_level(LogLevel::kInfo);
+  const auto miss = memo.call_with_outcome("square", 1, square, int64_t{3});
+  const auto hit = memo.call_with_outcome("square", 1, square, int64_t{3});
+  set_log_sink(previous);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].first, LogLevel::kInfo);
+  EXPECT_NE(lines[0].second.find("memo \"square\" (version 1, key " + miss.outcome.key +
+                                 "): miss, "
+                                 "computed in "),
+            std::string::npos)
+      << lines[0].second;
+  EXPECT_NE(lines[1].second.find("key " + hit.outcome.key + "): hit, loaded in "),
+            std::string::npos)
+      << lines[1].second;
+  EXPECT_EQ(memo.log_level(), LogLevel::kInfo);
+}
+
+// joblib's call_and_shelve: a handle that computes or loads on first get().
+TEST(MemoHandleTest, GetComputesOnceOnFirstUseThenLoads) {
+  test::TempDir tmp;
+  Memo memo(tmp / "cache");
+  std::atomic<int> calls{0};
+  const auto slow_sum = [&](const std::vector<int64_t>& v, int64_t add) {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    int64_t s = add;
+    for (int64_t x : v) s += x;
+    return s;
+  };
+  std::vector<int64_t> values{1, 2, 3};
+  const auto handle = memo.shelve("sum", 1, slow_sum, values, int64_t{10});
+  values.clear();  // the handle holds its own copy
+  EXPECT_EQ(calls.load(), 0) << "nothing computed before get()";
+  EXPECT_FALSE(handle.contains());
+  EXPECT_FALSE(handle.outcome().has_value());
+  EXPECT_EQ(handle.key().size(), 32u);
+
+  std::vector<std::thread> threads;
+  std::vector<int64_t> got(4);
+  for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { got[i] = handle.get(); });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(calls.load(), 1);
+  for (int64_t g : got) EXPECT_EQ(g, 16);
+  EXPECT_TRUE(handle.contains());
+  ASSERT_TRUE(handle.outcome().has_value());
+  EXPECT_FALSE(handle.outcome()->cached);
+  EXPECT_EQ(handle.outcome()->key, handle.key());
+  EXPECT_EQ(&handle.get(), &handle.get()) << "later gets return the same value";
+
+  // The same call, shelved again, loads the entry; call() agrees on the key.
+  const auto again = memo.shelve("sum", 1, slow_sum, std::vector<int64_t>{1, 2, 3}, int64_t{10});
+  EXPECT_EQ(again.key(), handle.key());
+  EXPECT_EQ(again.get(), 16);
+  EXPECT_TRUE(again.outcome()->cached);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_TRUE(memo.call_with_outcome("sum", 1, slow_sum, std::vector<int64_t>{1, 2, 3}, int64_t{10})
+                  .outcome.cached);
+
+  // clear() removes the entry; the value already got stays valid.
+  EXPECT_TRUE(handle.clear());
+  EXPECT_FALSE(handle.contains());
+  EXPECT_FALSE(handle.clear()) << "nothing left to remove";
+  EXPECT_EQ(handle.get(), 16);
+  EXPECT_EQ(memo.shelve("sum", 1, slow_sum, std::vector<int64_t>{1, 2, 3}, int64_t{10}).get(), 16);
+  EXPECT_EQ(calls.load(), 2) << "computed again after clear";
+}
+
+TEST(MemoHandleTest, FailedGetIsRetried) {
+  test::TempDir tmp;
+  Memo memo(tmp / "cache");
+  int calls = 0;
+  const auto flaky = [&](int64_t x) {
+    if (++calls == 1) throw std::runtime_error("first call fails");
+    return x + 1;
+  };
+  const auto handle = memo.shelve("flaky", 1, flaky, int64_t{1});
+  EXPECT_THROW(handle.get(), std::runtime_error);
+  EXPECT_FALSE(handle.contains());
+  EXPECT_EQ(handle.get(), 2);
+  EXPECT_EQ(calls, 2);
+}
+
+// joblib's cache_validation_callback: sees age and compute time on a hit;
+// false recomputes and replaces the entry.
+TEST(MemoValidatorTest, RejectedEntriesAreComputedAgain) {
+  test::TempDir tmp;
+  Memo memo(tmp / "cache");
+  int calls = 0;
+  const auto slow = [&](int64_t x) {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    return x * 10;
+  };
+  const auto first = memo.call_with_outcome("slow", 1, slow, int64_t{1});
+  std::vector<MemoEntryInfo> seen;
+  bool accept = true;
+  memo.set_validator([&](const MemoEntryInfo& info) {
+    seen.push_back(info);
+    return accept;
+  });
+  EXPECT_TRUE(memo.call_with_outcome("slow", 1, slow, int64_t{1}).outcome.cached);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].function, "slow");
+  EXPECT_EQ(seen[0].version, 1);
+  EXPECT_EQ(seen[0].key, first.outcome.key);
+  EXPECT_EQ(seen[0].entry, first.outcome.entry);
+  EXPECT_GE(seen[0].compute_seconds, 0.025) << "the function's own run time";
+  EXPECT_LT(seen[0].compute_seconds, first.outcome.seconds + 0.001);
+  EXPECT_GE(seen[0].age_seconds, 0);
+  EXPECT_LT(seen[0].age_seconds, 600);
+  const auto now = std::chrono::system_clock::now();
+  EXPECT_LE(seen[0].created, now);
+  EXPECT_GT(seen[0].created, now - std::chrono::minutes(10));
+
+  accept = false;
+  const auto rejected = memo.call_with_outcome("slow", 1, slow, int64_t{1});
+  EXPECT_FALSE(rejected.outcome.cached);
+  EXPECT_EQ(rejected.value, 10);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(seen.size(), 2u) << "asked once per call";
+  EXPECT_EQ(calls, 2);
+
+  // Not asked on a miss; the replaced entry serves the next accepted hit.
+  accept = true;
+  memo.call("slow", 1, slow, int64_t{2});
+  EXPECT_EQ(seen.size(), 2u);
+  EXPECT_TRUE(memo.call_with_outcome("slow", 1, slow, int64_t{1}).outcome.cached);
+  EXPECT_EQ(calls, 3);
+
+  // An age limit, the common use.
+  memo.set_validator([](const MemoEntryInfo& info) { return info.age_seconds < 3600; });
+  EXPECT_TRUE(memo.call_with_outcome("slow", 1, slow, int64_t{1}).outcome.cached);
+  memo.set_validator({});
+  EXPECT_TRUE(memo.call_with_outcome("slow", 1, slow, int64_t{1}).outcome.cached);
+  EXPECT_EQ(calls, 3);
 }
 
 }  // namespace
