@@ -1,0 +1,211 @@
+// `cellflow blockwise TASK.json`: a task whose op (fault.blocks, from the
+// fault plugin) crashes in one block and hangs in another runs in worker
+// processes to the end; those two blocks fail after their retries, every other
+// block is done with the right values, and a re-run skips the done blocks
+// without recomputing them. Also: the same task in threads, and task files
+// with mistakes rejected by field.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+
+#include "cellflow/cache/cell_grid.hpp"
+#include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/graph/value.hpp"
+#include "test_util.hpp"
+
+namespace cellflow::test {
+namespace {
+
+constexpr int64_t kH = 24, kW = 32;
+
+float input_value(int64_t y, int64_t x) { return static_cast<float>((y * 37 + x * 11) % 101); }
+
+/// The op's result at (y, x) computed here, independently: the sum of the
+/// 3x3 neighbourhood, zero outside the image.
+float expected_sum(int64_t y, int64_t x) {
+  float sum = 0;
+  for (int64_t dy = -1; dy <= 1; ++dy)
+    for (int64_t dx = -1; dx <= 1; ++dx) {
+      const int64_t yy = y + dy, xx = x + dx;
+      if (yy >= 0 && yy < kH && xx >= 0 && xx < kW) sum += input_value(yy, xx);
+    }
+  return sum;
+}
+
+struct BlockwiseRun {
+  TempDir tmp;
+  fs::path task = tmp / "task.json";
+  fs::path out = tmp / "out.zarr";
+  fs::path report = tmp / "report.json";
+
+  explicit BlockwiseRun(const std::string& params) {
+    // The input: f32, 24 x 32 in 8 x 8 chunks.
+    const CellGrid grid(Shape{kH, kW}, Shape{8, 8});
+    const auto in = ZarrArray::create(tmp / "in.zarr", DType::kF32, grid);
+    for (int64_t i = 0; i < grid.num_cells(); ++i) {
+      const CellIndex cell = grid.cell_at(i);
+      const Box box = grid.cell_box(cell);
+      CellBuffer buf = CellBuffer::allocate(DType::kF32, box.shape());
+      float* p = buf.mutable_as<float>();
+      for_each_index(box, [&](const Dims& q) { *p++ = input_value(q[0], q[1]); });
+      in->write(cell, buf);
+    }
+    // Context 1 on every side, write blocks 8 x 8; with "shrink" the total
+    // write ROI [1,23) x [1,31) gives 3 x 4 blocks, the last row and column
+    // clipped.
+    write_all(task, R"({
+      "name": "neighbour_sum",
+      "inputs": {"raw": {"zarr": "in.zarr"}},
+      "read_roi": {"offset": [0, 0], "shape": [10, 10]},
+      "write_roi": {"offset": [1, 1], "shape": [8, 8]},
+      "fit": "shrink",
+      "read_write_conflict": false,
+      "num_workers": 2,
+      "max_retries": 1,
+      "timeout": 1.5,
+      "process": {"op": "fault.blocks", "params": )" +
+                        params + R"(},
+      "output": {"zarr": "out.zarr"},
+      "check": "output"
+    })");
+  }
+
+  CommandResult run(std::vector<std::string> extra) const {
+    std::vector<std::string> args{"blockwise",           task.string(),   "--plugin",
+                                  CELLFLOW_FAULT_PLUGIN, "--report-json", report.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_cli(args, tmp.path());
+  }
+
+  Value read_report() const { return parse_json(read_all(report), report.string()); }
+
+  /// Checks every chunk of the output that exists against expected_sum();
+  /// returns the linear indexes of the chunks present.
+  std::set<int64_t> check_output() const {
+    const auto arr = ZarrArray::open(out);
+    const CellGrid& grid = arr->grid();
+    EXPECT_EQ(grid.shape(), (Shape{kH - 2, kW - 2}));
+    std::set<int64_t> present;
+    for (int64_t i = 0; i < grid.num_cells(); ++i) {
+      const CellIndex cell = grid.cell_at(i);
+      if (!arr->contains(cell)) continue;
+      present.insert(i);
+      const std::optional<CellBuffer> buf = arr->read(cell);
+      EXPECT_TRUE(buf.has_value());
+      if (!buf) continue;
+      const float* p = buf->as<float>();
+      int64_t bad = 0;
+      // Output voxel (y, x) is image voxel (y + 1, x + 1): the total write ROI's origin.
+      for_each_index(grid.cell_box(cell), [&](const Dims& q) {
+        const float v = *p++;
+        if (v != expected_sum(q[0] + 1, q[1] + 1)) ++bad;
+      });
+      EXPECT_EQ(bad, 0) << "block " << i;
+    }
+    return present;
+  }
+};
+
+std::set<int64_t> ids(const Value& list) {
+  std::set<int64_t> out;
+  for (const Value& v : list.as_array())
+    out.insert(v.is_object() ? v.find("block")->as_int() : v.as_int());
+  return out;
+}
+
+// Block (0,1) writes from (1, 9): id 1. Block (1,2) writes from (9, 17): id 6.
+constexpr const char* kFaults = R"({"segfault_at": [1, 9], "hang_at": [9, 17]})";
+
+TEST(CliBlockwise, CrashingAndHangingBlocksFailInWorkersTheRestIsDoneAndARerunSkipsIt) {
+#if defined(__SANITIZE_ADDRESS__)
+  ::setenv("ASAN_OPTIONS", "handle_segv=0:detect_leaks=0", 1);
+#endif
+  BlockwiseRun f(kFaults);
+  const auto start = std::chrono::steady_clock::now();
+  const CommandResult r = f.run({"--workers", "2", "--progress"});
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_LT(seconds, 60) << "the hanging block must be killed at its timeout";
+
+  const Value rep = f.read_report();
+  EXPECT_EQ(rep.find("blocks")->as_int(), 12);
+  EXPECT_EQ(rep.find("done")->as_int(), 10);
+  EXPECT_EQ(rep.find("skipped")->as_int(), 0);
+  EXPECT_EQ(rep.find("failed")->as_int(), 2);
+  EXPECT_EQ(rep.find("orphaned")->as_int(), 0);
+  EXPECT_EQ(rep.find("retries")->as_int(), 2);
+  EXPECT_EQ(ids(*rep.find("failed_blocks")), (std::set<int64_t>{1, 6}));
+  std::set<int64_t> others;
+  for (int64_t i = 0; i < 12; ++i)
+    if (i != 1 && i != 6) others.insert(i);
+  EXPECT_EQ(ids(*rep.find("done_blocks")), others);
+  for (const Value& failure : rep.find("failed_blocks")->as_array()) {
+    EXPECT_EQ(failure.find("attempts")->as_int(), 2);
+    const std::string& error = failure.find("error")->as_string();
+    if (failure.find("block")->as_int() == 1) {
+      EXPECT_NE(error.find("signal 11"), std::string::npos) << error;
+    } else {
+      EXPECT_NE(error.find("timed out"), std::string::npos) << error;
+    }
+  }
+  EXPECT_EQ(f.check_output(), others);
+
+  // The re-run skips every done block (their chunks are not rewritten) and
+  // tries the failing ones again.
+  std::map<int64_t, fs::file_time_type> written;
+  const auto arr = ZarrArray::open(f.out);
+  for (int64_t i : others) written[i] = fs::last_write_time(arr->cell_path(arr->grid().cell_at(i)));
+  const CommandResult again = f.run({"--workers", "2"});
+  ASSERT_EQ(again.exit_code, 1) << describe(again);
+  const Value rep2 = f.read_report();
+  EXPECT_EQ(rep2.find("done")->as_int(), 0);
+  EXPECT_EQ(rep2.find("skipped")->as_int(), 10);
+  EXPECT_EQ(rep2.find("failed")->as_int(), 2);
+  EXPECT_EQ(ids(*rep2.find("skipped_blocks")), others);
+  EXPECT_TRUE(rep2.find("done_blocks")->as_array().empty());
+  for (int64_t i : others)
+    EXPECT_EQ(fs::last_write_time(arr->cell_path(arr->grid().cell_at(i))), written[i])
+        << "block " << i << " was recomputed";
+  EXPECT_EQ(f.check_output(), others);
+}
+
+TEST(CliBlockwise, ACleanTaskInThreadsWritesEveryBlock) {
+  BlockwiseRun f("{}");
+  const CommandResult r = f.run({"--threads", "2", "-q"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const Value rep = f.read_report();
+  EXPECT_EQ(rep.find("done")->as_int(), 12);
+  EXPECT_EQ(f.check_output().size(), 12u);
+}
+
+TEST(CliBlockwise, MistakesInTheTaskAreUsageErrorsNamingTheField) {
+  BlockwiseRun f("{}");
+  const std::string good = read_all(f.task);
+  const auto expect_field = [&](const std::string& from, const std::string& to,
+                                const std::string& field) {
+    std::string text = good;
+    const size_t at = text.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    write_all(f.task, text);
+    const CommandResult r = f.run({});
+    EXPECT_EQ(r.exit_code, 2) << describe(r);
+    EXPECT_NE(r.err.find("field \"" + field + "\""), std::string::npos) << describe(r);
+    EXPECT_NE(r.err.find("task.json"), std::string::npos) << describe(r);
+  };
+  expect_field(R"("fit": "shrink")", R"("fit": "sideways")", "fit");
+  expect_field(R"("timeout": 1.5)", R"("timeout": -1)", "timeout");
+  expect_field(R"("op": "fault.blocks")", R"("op": "fault.blokcs")", "process.op");
+  expect_field(R"("shape": [8, 8])", R"("shape": [12, 8])", "write_roi");
+  expect_field(R"("check": "output")", R"("check": "maybe")", "check");
+  expect_field(R"("max_retries": 1)", R"("max_retires": 1)", "max_retires");
+  expect_field(R"({"zarr": "in.zarr"})", R"({"zarr": "missing.zarr"})", "inputs.raw");
+}
+
+}  // namespace
+}  // namespace cellflow::test
