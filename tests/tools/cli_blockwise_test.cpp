@@ -183,6 +183,78 @@ TEST(CliBlockwise, ACleanTaskInThreadsWritesEveryBlock) {
   EXPECT_EQ(f.check_output().size(), 12u);
 }
 
+/// `task` with `from` replaced by `to` (which must be there).
+void edit_task(const fs::path& task, const std::string& from, const std::string& to) {
+  std::string text = read_all(task);
+  const size_t at = text.find(from);
+  ASSERT_NE(at, std::string::npos) << from;
+  text.replace(at, from.size(), to);
+  write_all(task, text);
+}
+
+TEST(CliBlockwise, WithReadWriteConflictTheBlocksWaitingForAFailedOneAreOrphaned) {
+#if defined(__SANITIZE_ADDRESS__)
+  ::setenv("ASAN_OPTIONS", "handle_segv=0:detect_leaks=0", 1);
+#endif
+  // Block (2,2) writes from (17, 17): id 10. It runs before the neighbours
+  // it conflicts with (daisy's levels put it first), which wait for it.
+  BlockwiseRun f(R"({"segfault_at": [17, 17]})");
+  edit_task(f.task, R"("read_write_conflict": false)", R"("read_write_conflict": true)");
+  const CommandResult r = f.run({"--workers", "2", "--max-retries", "0"});
+  ASSERT_EQ(r.exit_code, 1) << describe(r);
+  const Value rep = f.read_report();
+  EXPECT_EQ(ids(*rep.find("failed_blocks")), (std::set<int64_t>{10}));
+  const std::set<int64_t> orphaned = ids(*rep.find("orphaned_blocks"));
+  const std::set<int64_t> done = ids(*rep.find("done_blocks"));
+  EXPECT_EQ(rep.find("orphaned")->as_int(), static_cast<int64_t>(orphaned.size()));
+  // Its five neighbours wait for it; further blocks may wait for those.
+  for (int64_t id : {5, 6, 7, 9, 11}) EXPECT_TRUE(orphaned.contains(id)) << id;
+  EXPECT_EQ(done.size() + orphaned.size(), 11u);
+  // Each orphaned block conflicts with (is a neighbour of) the failed block
+  // or another orphaned one.
+  for (int64_t id : orphaned) {
+    bool waits = false;
+    for (int64_t other : orphaned)
+      waits = waits || (other != id && std::abs(other / 4 - id / 4) <= 1 &&
+                        std::abs(other % 4 - id % 4) <= 1);
+    waits = waits || (std::abs(2 - id / 4) <= 1 && std::abs(2 - id % 4) <= 1);
+    EXPECT_TRUE(waits) << id;
+  }
+  EXPECT_EQ(f.check_output(), done);
+}
+
+TEST(CliBlockwise, ACheckCommandDecidesPerBlockWhatIsDone) {
+  BlockwiseRun f("{}");
+  fs::create_directories(f.tmp / "done");
+  write_all(f.tmp / "done" / "0", "");
+  write_all(f.tmp / "done" / "5", "");
+  // Done: marked in done/, or its chunk exists; every call logs what it was told.
+  edit_task(f.task, R"("check": "output")", R"JSON("check": {"command": ["sh", "-c",
+      "cd \"$CELLFLOW_TASK_DIR\" && echo \"$CELLFLOW_BLOCK_ID $CELLFLOW_BLOCK_INDEX $CELLFLOW_BLOCK_READ_OFFSET $CELLFLOW_BLOCK_READ_SHAPE $CELLFLOW_BLOCK_WRITE_OFFSET $CELLFLOW_BLOCK_WRITE_SHAPE\" >> calls.log && { test -e done/$CELLFLOW_BLOCK_ID || test -e out.zarr/$(echo $CELLFLOW_BLOCK_INDEX | tr , /); }"]})JSON");
+  const CommandResult r = f.run({"--threads", "2"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const Value rep = f.read_report();
+  EXPECT_EQ(ids(*rep.find("skipped_blocks")), (std::set<int64_t>{0, 5}));
+  EXPECT_EQ(rep.find("done")->as_int(), 10);
+  std::set<int64_t> written;
+  for (int64_t i = 0; i < 12; ++i)
+    if (i != 0 && i != 5) written.insert(i);
+  EXPECT_EQ(f.check_output(), written);
+  // The last block, clipped by "shrink": its ROIs as the command saw them.
+  const std::string log = read_all(f.tmp / "calls.log");
+  EXPECT_NE(log.find("11 2,3 16,24 8,8 17,25 6,6\n"), std::string::npos) << log;
+
+  // A check command that fails (neither 0 nor 1) fails the block, naming it.
+  edit_task(f.task, "cd \\\"$CELLFLOW_TASK_DIR\\\"", "exit 3; cd \\\"$CELLFLOW_TASK_DIR\\\"");
+  const CommandResult bad = f.run({"--threads", "2", "--max-retries", "0"});
+  ASSERT_EQ(bad.exit_code, 1) << describe(bad);
+  const Value rep2 = f.read_report();
+  EXPECT_EQ(rep2.find("failed")->as_int(), 12);
+  const std::string& error =
+      rep2.find("failed_blocks")->as_array().at(0).find("error")->as_string();
+  EXPECT_NE(error.find("check command sh: failed (exit code 3)"), std::string::npos) << error;
+}
+
 TEST(CliBlockwise, MistakesInTheTaskAreUsageErrorsNamingTheField) {
   BlockwiseRun f("{}");
   const std::string good = read_all(f.task);

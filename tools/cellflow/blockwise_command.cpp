@@ -52,7 +52,8 @@ struct TaskSpec {
   Value params = Value::object();
   std::vector<std::string> op_inputs;  // names, in the op's order
   fs::path output;
-  std::string check = "output";  // "output" or "none"
+  std::string check = "output";  // "output", "none" or "command"
+  std::vector<std::string> check_command;
 };
 
 [[noreturn]] void field_error(const TaskSpec& s, std::string_view field, std::string_view what) {
@@ -231,10 +232,22 @@ TaskSpec parse_task(const std::string& path) {
   const Value* output = member(s, root, "output", K::kObject, "output", true);
   check_keys(s, *output, "output", {"zarr"});
   s.output = path_of(s, member(s, *output, "zarr", K::kString, "output.zarr", true)->as_string());
-  if (const Value* v = member(s, root, "check", K::kString, "check")) {
+  if (const Value* v = root.find("check"); v != nullptr && v->is_object()) {
+    check_keys(s, *v, "check", {"command"});
+    s.check = "command";
+    const Value* cmd = member(s, *v, "command", K::kArray, "check.command", true);
+    for (const Value& x : cmd->as_array()) {
+      if (!x.is_string()) field_error(s, "check.command", "must be a list of strings");
+      s.check_command.push_back(x.as_string());
+    }
+    if (s.check_command.empty() || s.check_command.front().empty())
+      field_error(s, "check.command", "must name a program");
+  } else if (v != nullptr) {
+    if (!v->is_string() || (v->as_string() != "output" && v->as_string() != "none"))
+      field_error(s, "check",
+                  fmt::format("must be \"output\", \"none\" or {{\"command\": [...]}} (got {})",
+                              to_json_compact(*v)));
     s.check = v->as_string();
-    if (s.check != "output" && s.check != "none")
-      field_error(s, "check", fmt::format("must be \"output\" or \"none\" (got \"{}\")", s.check));
   }
   return s;
 }
@@ -497,9 +510,28 @@ int blockwise_command(const BlockwiseArgs& args) {
     state[static_cast<size_t>(b.id)] = 2;
     progress(b, "done", true);
   };
-  if (t.spec.check == "output") {
+  const auto check_command = [&](const Block& b) {
+    const auto list = [](const Dims& d) { return fmt::format("{}", fmt::join(d, ",")); };
+    const WorkerExit exit =
+        run_program(t.spec.check_command,
+                    {fmt::format("CELLFLOW_TASK_DIR={}", t.spec.dir.string()),
+                     fmt::format("CELLFLOW_BLOCK_ID={}", b.id),
+                     fmt::format("CELLFLOW_BLOCK_INDEX={}", list(b.index)),
+                     fmt::format("CELLFLOW_BLOCK_READ_OFFSET={}", list(b.read_roi.begin())),
+                     fmt::format("CELLFLOW_BLOCK_READ_SHAPE={}", list(b.read_roi.shape())),
+                     fmt::format("CELLFLOW_BLOCK_WRITE_OFFSET={}", list(b.write_roi.begin())),
+                     fmt::format("CELLFLOW_BLOCK_WRITE_SHAPE={}", list(b.write_roi.shape()))},
+                    timeout);
+    if (exit.how == WorkerExit::How::kExited && (exit.code == 0 || exit.code == 1))
+      return exit.code == 0;
+    std::string why = exit.describe(timeout);
+    if (why.starts_with("worker ")) why.erase(0, 7);
+    throw NodeError(fmt::format("check command {}: {}: {}", t.spec.check_command.front(), why,
+                                worker_error(exit.output, {})));
+  };
+  if (t.spec.check != "none") {
     task.check = [&](const Block& b) {
-      const bool present = t.out->contains(b.index);
+      const bool present = t.spec.check == "output" ? t.out->contains(b.index) : check_command(b);
       if (present && state[static_cast<size_t>(b.id)] == 0) {
         state[static_cast<size_t>(b.id)] = 1;
         progress(b, "skipped (already done)", true);

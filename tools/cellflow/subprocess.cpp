@@ -53,7 +53,7 @@ class Spawned {
     for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
     const int rc =
-        ::posix_spawn(&pid_, argv[0].c_str(), &actions, nullptr, args.data(), envp.data());
+        ::posix_spawnp(&pid_, argv[0].c_str(), &actions, nullptr, args.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     ::close(fds[1]);
     if (rc != 0) {
@@ -157,11 +157,21 @@ std::string self_exe() {
 WorkerExit run_worker_process(const std::vector<std::string>& args, double timeout_seconds) {
   std::vector<std::string> argv{self_exe()};
   argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv, {fmt::format("{}={}", kParentEnv, ::getpid())}, timeout_seconds);
+}
+
+WorkerExit run_program(const std::vector<std::string>& argv,
+                       const std::vector<std::string>& extra_env, double timeout_seconds) {
+  if (argv.empty()) throw InvalidArgument("run_program: no program given");
   std::vector<std::string> env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    if (!std::string_view(*e).starts_with(std::string(kParentEnv) + "=")) env.emplace_back(*e);
+    const std::string_view entry(*e);
+    const bool replaced = std::any_of(extra_env.begin(), extra_env.end(), [&](const auto& x) {
+      return entry.starts_with(x.substr(0, x.find('=') + 1));
+    });
+    if (!replaced && !entry.starts_with(std::string(kParentEnv) + "=")) env.emplace_back(*e);
   }
-  env.push_back(fmt::format("{}={}", kParentEnv, ::getpid()));
+  env.insert(env.end(), extra_env.begin(), extra_env.end());
 
   const auto start = Clock::now();
   const auto deadline = timeout_seconds > 0

@@ -1,6 +1,7 @@
 // Worker processes of the cellflow program itself, shared by `run --isolate`
-// (worker.cpp) and `blockwise --workers` (blockwise_command.cpp): start
-// "<this program> ARGS..." with stdout and stderr captured, wait for it under
+// (worker.cpp) and `blockwise --workers` (blockwise_command.cpp), and other
+// programs (a blockwise task's check command): start "<this program>
+// ARGS..." with stdout and stderr captured, wait for it under
 // a time limit (SIGKILL when exceeded or when the calling thread's cancel
 // token asks to stop), and describe how it ended. A worker started this way
 // sees its parent's pid in $CELLFLOW_WORKER_PARENT and exits by itself when
@@ -31,6 +32,12 @@ std::string self_exe();
 /// plus $CELLFLOW_WORKER_PARENT; `timeout_seconds` > 0 kills it when exceeded.
 /// Throws IoError if it cannot start.
 WorkerExit run_worker_process(const std::vector<std::string>& args, double timeout_seconds);
+
+/// Runs `argv` (argv[0] looked up in $PATH unless it has a "/") the same way,
+/// with this process's environment plus (replacing) the "NAME=value" entries
+/// of `extra_env`, without $CELLFLOW_WORKER_PARENT unless given there.
+WorkerExit run_program(const std::vector<std::string>& argv,
+                       const std::vector<std::string>& extra_env, double timeout_seconds);
 
 /// In a worker: exits (status 1) at once if started by a parent that is gone,
 /// and later as soon as the parent dies. Does nothing outside a worker.
