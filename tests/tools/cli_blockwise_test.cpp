@@ -15,6 +15,7 @@
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/zarr_array.hpp"
 #include "cellflow/graph/value.hpp"
+#include "cli_common.hpp"
 #include "test_util.hpp"
 
 namespace cellflow::test {
@@ -253,6 +254,54 @@ TEST(CliBlockwise, ACheckCommandDecidesPerBlockWhatIsDone) {
   const std::string& error =
       rep2.find("failed_blocks")->as_array().at(0).find("error")->as_string();
   EXPECT_NE(error.find("check command sh: failed (exit code 3)"), std::string::npos) << error;
+}
+
+TEST(CliBlockwise, ABuiltinOpOnAGraphNodeMatchesTheGraphsOwnResult) {
+  TempDir tmp;
+  const std::string graph = R"({"cellflow": 1, "name": "bw", "nodes": [
+    {"id": "raw", "op": "synthetic.blobs", "params": {"shape": [24, 32, 40],
+     "cell_shape": [16, 16, 16], "dtype": "f32", "seed": 3, "count": 12}},
+    {"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": 1.0}}],
+    "outputs": ["smooth"]})";
+  write_all(tmp / "g.json", graph);
+  // gaussian(sigma 1) needs 5 voxels of context.
+  write_all(tmp / "task.json", R"({
+    "inputs": {"raw": {"graph": "g.json", "node": "raw"}},
+    "read_roi": {"shape": [18, 18, 18]},
+    "write_roi": {"offset": [5, 5, 5], "shape": [8, 8, 8]},
+    "fit": "shrink",
+    "process": {"op": "gaussian", "params": {"sigma": 1.0}},
+    "output": {"zarr": "smooth.zarr"}})");
+  const CommandResult r =
+      run_cli({"blockwise", (tmp / "task.json").string(), "--workers", "2", "--cache",
+               (tmp / "cache").string(), "--report-json", (tmp / "report.json").string()},
+              tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const Value rep = parse_json(read_all(tmp / "report.json"));
+  EXPECT_EQ(rep.find("blocks")->as_int(), 2 * 3 * 4);
+  EXPECT_EQ(rep.find("done")->as_int(), 2 * 3 * 4);
+
+  // The reference: the graph's own smooth node, computed here in memory.
+  const Graph g = build_graph(graph, std::nullopt);
+  const CellBuffer ref = read_whole(g, "smooth");
+  const Shape shape{24, 32, 40};
+  const auto arr = ZarrArray::open(tmp / "smooth.zarr");
+  ASSERT_EQ(arr->grid().shape(), (Shape{14, 22, 30}));
+  int64_t compared = 0, bad = 0;
+  for (int64_t i = 0; i < arr->grid().num_cells(); ++i) {
+    const CellIndex cell = arr->grid().cell_at(i);
+    const std::optional<CellBuffer> buf = arr->read(cell);
+    ASSERT_TRUE(buf.has_value()) << cell.str();
+    const float* p = buf->as<float>();
+    for_each_index(arr->grid().cell_box(cell), [&](const Dims& q) {
+      const int64_t z = q[0] + 5, y = q[1] + 5, x = q[2] + 5;
+      const float want = ref.as<float>()[(z * shape[1] + y) * shape[2] + x];
+      if (std::abs(*p++ - want) > 1e-5f) ++bad;
+      ++compared;
+    });
+  }
+  EXPECT_EQ(compared, 14 * 22 * 30);
+  EXPECT_EQ(bad, 0);
 }
 
 TEST(CliBlockwise, MistakesInTheTaskAreUsageErrorsNamingTheField) {

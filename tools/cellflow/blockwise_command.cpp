@@ -278,8 +278,10 @@ Box needed_region(const LoadedTask& t, const Block& block, size_t i) {
   return need;
 }
 
+/// `check_blocks`: check every block's read ROI against the op's needs (the
+/// parent does; a worker checks only its block).
 std::unique_ptr<LoadedTask> load_task(const std::string& path,
-                                      const std::optional<std::string>& cache) {
+                                      const std::optional<std::string>& cache, bool check_blocks) {
   auto t = std::make_unique<LoadedTask>();
   t->spec = parse_task(path);
   const TaskSpec& s = t->spec;
@@ -364,8 +366,10 @@ std::unique_ptr<LoadedTask> load_task(const std::string& path,
   }
   t->total_write = Box(begin, end);
   // A context too small for the op is found before anything runs.
-  for (const Block& b : enumerate_blocks(task))
-    for (size_t i = 0; i < t->images.size(); ++i) needed_region(*t, b, i);
+  if (check_blocks) {
+    for (const Block& b : enumerate_blocks(task))
+      for (size_t i = 0; i < t->images.size(); ++i) needed_region(*t, b, i);
+  }
   try {
     t->out = ZarrArray::create(s.output, out_info.dtype,
                                CellGrid(t->total_write.shape(), s.write_roi.shape()));
@@ -388,10 +392,34 @@ void process_block(const LoadedTask& t, const Block& block) {
   t.out->write(block.index, out);
 }
 
-const Block& find_block(const std::vector<Block>& blocks, int64_t id, const std::string& file) {
-  for (const Block& b : blocks)
-    if (b.id == id) return b;
-  throw UsageError(fmt::format("{}: the task has no block {}", file, id));
+/// A block as the parent hands it to a worker: {"id", "index", "read_roi", "write_roi"}.
+std::string block_arg(const Block& b) {
+  Value v = Value::object();
+  v.set("id", b.id);
+  v.set("index", Value::list(b.index.to_vector()));
+  v.set("read_roi", roi_json(b.read_roi));
+  v.set("write_roi", roi_json(b.write_roi));
+  return to_json_compact(v);
+}
+
+Block parse_block_arg(const TaskSpec& s, const std::string& text) {
+  Block b;
+  try {
+    const Value v = parse_json(text, "--block");
+    const auto get = [&](std::string_view key) -> const Value& {
+      const Value* x = v.is_object() ? v.find(key) : nullptr;
+      if (x == nullptr) throw InvalidArgument(fmt::format("no \"{}\"", key));
+      return *x;
+    };
+    b.id = get("id").as_int();
+    b.index = dims_of(s, get("index"), "--block index");
+    b.read_roi = roi_of(s, get("read_roi"), "--block read_roi");
+    b.write_roi = roi_of(s, get("write_roi"), "--block write_roi");
+  } catch (const std::exception& e) {
+    throw UsageError(
+        fmt::format("blockwise-worker: --block {} is not a block: {}", text, e.what()));
+  }
+  return b;
 }
 
 Value report_json(const LoadedTask& t, const TaskReport& r, const std::vector<Block>& blocks,
@@ -443,7 +471,7 @@ Value report_json(const LoadedTask& t, const TaskReport& r, const std::vector<Bl
 int blockwise_command(const BlockwiseArgs& args) {
   if (args.threads && args.workers)
     throw UsageError("--threads and --workers exclude each other (threads or worker processes)");
-  const std::unique_ptr<LoadedTask> loaded = load_task(args.task_path, args.cache);
+  const std::unique_ptr<LoadedTask> loaded = load_task(args.task_path, args.cache, true);
   LoadedTask& t = *loaded;
   BlockwiseTask& task = t.task;
   bool processes = t.spec.processes;
@@ -484,8 +512,7 @@ int blockwise_command(const BlockwiseArgs& args) {
       if (!processes) {
         process_block(t, b);
       } else {
-        std::vector<std::string> argv{"blockwise-worker", task_abs, "--block",
-                                      std::to_string(b.id)};
+        std::vector<std::string> argv{"blockwise-worker", task_abs, "--block", block_arg(b)};
         if (!cache_abs.empty()) {
           argv.push_back("--cache");
           argv.push_back(cache_abs);
@@ -563,12 +590,11 @@ int blockwise_command(const BlockwiseArgs& args) {
   return report.ok() ? kExitOk : kExitFailed;
 }
 
-int blockwise_worker_command(const std::string& task_path, int64_t block_id,
+int blockwise_worker_command(const std::string& task_path, const std::string& block,
                              const std::optional<std::string>& cache) {
   watch_parent();
-  const std::unique_ptr<LoadedTask> t = load_task(task_path, cache);
-  const std::vector<Block> blocks = enumerate_blocks(t->task);
-  process_block(*t, find_block(blocks, block_id, task_path));
+  const std::unique_ptr<LoadedTask> t = load_task(task_path, cache, false);
+  process_block(*t, parse_block_arg(t->spec, block));
   fmt::print("{}\n", kWorkerDone);
   std::fflush(stdout);
   return kExitOk;

@@ -28,9 +28,10 @@ struct BlockwiseArgs {
 /// the file and field.
 int blockwise_command(const BlockwiseArgs& args);
 
-/// The hidden `cellflow blockwise-worker TASK.json --block ID`: processes one
-/// block and exits 0 once its output is written.
-int blockwise_worker_command(const std::string& task_path, int64_t block_id,
+/// The hidden `cellflow blockwise-worker TASK.json --block JSON` (the block's
+/// id, index and ROIs, as the parent enumerated them): processes that block
+/// and exits 0 once its output is written.
+int blockwise_worker_command(const std::string& task_path, const std::string& block,
                              const std::optional<std::string>& cache);
 
 }  // namespace cellflow::cli

@@ -149,13 +149,16 @@ int cli_main(int argc, char** argv) {
   add_plugin_option(bw_cmd);
 
   std::string bw_worker_task;
-  int64_t bw_worker_block = -1;
+  std::string bw_worker_block;
   std::optional<std::string> bw_worker_cache;
   CLI::App* bw_worker_cmd =
       app.add_subcommand("blockwise-worker", "Process one block (used by blockwise --workers)")
           ->group("");
   bw_worker_cmd->add_option("TASK", bw_worker_task, "The task (JSON)")->required();
-  bw_worker_cmd->add_option("--block", bw_worker_block, "Block id")->required();
+  bw_worker_cmd
+      ->add_option("--block", bw_worker_block,
+                   "The block: {\"id\", \"index\", \"read_roi\", \"write_roi\"}")
+      ->required();
   bw_worker_cmd->add_option("--cache", bw_worker_cache, "Cache directory");
   add_plugin_option(bw_worker_cmd);
 
