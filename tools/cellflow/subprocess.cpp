@@ -191,7 +191,9 @@ WorkerExit run_program(const std::vector<std::string>& argv,
     const bool late = Clock::now() > deadline;
     if (late || cancellation_requested()) {
       worker.kill_now();
-      result.how = late ? WorkerExit::How::kTimedOut : WorkerExit::How::kCancelled;
+      // The caller's token may carry the same deadline and see it first.
+      result.how = late || cancellation_timed_out() ? WorkerExit::How::kTimedOut
+                                                    : WorkerExit::How::kCancelled;
       result.output = worker.output();
       return result;
     }
