@@ -132,6 +132,19 @@ TEST(CliBlockwise, CrashingAndHangingBlocksFailInWorkersTheRestIsDoneAndARerunSk
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_EQ(r.exit_code, 1) << describe(r);
   EXPECT_LT(seconds, 60) << "the hanging block must be killed at its timeout";
+  // --progress: a line per finished block, and per failed attempt.
+  EXPECT_NE(r.err.find("[12/12] block "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("block 1 (0,1): attempt failed: worker killed by signal 11"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("block 1 (0,1): failed: worker killed by signal 11"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("block 6 (1,2): attempt failed: timed out after 1.5 s (worker killed)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("block 6 (1,2): failed: timed out after 1.5 s (worker killed)"),
+            std::string::npos)
+      << r.err;
 
   const Value rep = f.read_report();
   EXPECT_EQ(rep.find("blocks")->as_int(), 12);

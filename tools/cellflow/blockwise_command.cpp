@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -493,6 +494,7 @@ int blockwise_command(const BlockwiseArgs& args) {
   const std::vector<Block> blocks = enumerate_blocks(task);
   // Per block id: 0 untouched, 1 skipped by the check, 2 processed.
   std::vector<std::atomic<int>> state(blocks.size());
+  std::vector<std::atomic<int>> failed_attempts(blocks.size());
   std::atomic<int64_t> finished{0};
   std::mutex print_mu;
   // One line per block that finished, and one per failed attempt.
@@ -531,7 +533,9 @@ int blockwise_command(const BlockwiseArgs& args) {
           throw NodeError("worker exited 0 without writing the block");
       }
     } catch (const std::exception& e) {
-      progress(b, fmt::format("attempt failed: {}", e.what()), false);
+      // The last attempt's failure finishes the block.
+      const bool last = ++failed_attempts[static_cast<size_t>(b.id)] > task.max_retries;
+      progress(b, fmt::format("{}: {}", last ? "failed" : "attempt failed", e.what()), last);
       throw;
     }
     state[static_cast<size_t>(b.id)] = 2;
