@@ -7,10 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/zarr_array.hpp"
@@ -188,15 +191,6 @@ TEST(CliBlockwise, CrashingAndHangingBlocksFailInWorkersTheRestIsDoneAndARerunSk
   EXPECT_EQ(f.check_output(), others);
 }
 
-TEST(CliBlockwise, ACleanTaskInThreadsWritesEveryBlock) {
-  BlockwiseRun f("{}");
-  const CommandResult r = f.run({"--threads", "2", "-q"});
-  ASSERT_EQ(r.exit_code, 0) << describe(r);
-  const Value rep = f.read_report();
-  EXPECT_EQ(rep.find("done")->as_int(), 12);
-  EXPECT_EQ(f.check_output().size(), 12u);
-}
-
 /// `task` with `from` replaced by `to` (which must be there).
 void edit_task(const fs::path& task, const std::string& from, const std::string& to) {
   std::string text = read_all(task);
@@ -204,6 +198,69 @@ void edit_task(const fs::path& task, const std::string& from, const std::string&
   ASSERT_NE(at, std::string::npos) << from;
   text.replace(at, from.size(), to);
   write_all(task, text);
+}
+
+/// Processes whose command line mentions `text`.
+int processes_mentioning(const std::string& text) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find("blockwise-worker") != std::string::npos &&
+        cmdline.find(text) != std::string::npos)
+      ++n;
+  }
+  return n;
+}
+
+TEST(CliBlockwise, KillingTheRunKillsItsWorkersAndTheNextRunFinishesTheRest) {
+  BlockwiseRun f(R"({"hang_at": [9, 17]})");
+  edit_task(f.task, R"("timeout": 1.5)", R"("timeout": 0)");
+  const std::string cmd = shell_quote(CELLFLOW_CLI) + " blockwise " + shell_quote(f.task.string()) +
+                          " --plugin " + shell_quote(CELLFLOW_FAULT_PLUGIN) +
+                          " --workers 2 >/dev/null 2>&1 & echo $!";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  long pid = 0;
+  ASSERT_EQ(std::fscanf(p, "%ld", &pid), 1);
+  ::pclose(p);
+  // Wait until the 11 other blocks are written; block 6 hangs (no timeout).
+  int written = 0;
+  for (int i = 0; i < 600 && written < 11; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    written = 0;
+    if (fs::exists(f.out / ".zarray")) {
+      const auto arr = ZarrArray::open(f.out);
+      for (int64_t c = 0; c < 12; ++c) written += arr->contains(arr->grid().cell_at(c)) ? 1 : 0;
+    }
+  }
+  ASSERT_EQ(written, 11);
+  EXPECT_GE(processes_mentioning(f.task.string()), 1) << "the hanging block's worker";
+  ASSERT_EQ(::kill(static_cast<pid_t>(pid), SIGKILL), 0);
+  int left = 1;
+  for (int i = 0; i < 100 && left > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    left = processes_mentioning(f.task.string());
+  }
+  EXPECT_EQ(left, 0) << "a worker outlived its run";
+
+  edit_task(f.task, R"("hang_at": [9, 17])", R"("hang_at": [])");
+  const CommandResult r = f.run({"--workers", "2"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const Value rep = f.read_report();
+  EXPECT_EQ(rep.find("skipped")->as_int(), 11);
+  EXPECT_EQ(ids(*rep.find("done_blocks")), (std::set<int64_t>{6}));
+  EXPECT_EQ(f.check_output().size(), 12u);
+}
+
+TEST(CliBlockwise, ACleanTaskInThreadsWritesEveryBlock) {
+  BlockwiseRun f("{}");
+  const CommandResult r = f.run({"--threads", "2", "-q"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const Value rep = f.read_report();
+  EXPECT_EQ(rep.find("done")->as_int(), 12);
+  EXPECT_EQ(f.check_output().size(), 12u);
 }
 
 TEST(CliBlockwise, WithReadWriteConflictTheBlocksWaitingForAFailedOneAreOrphaned) {
