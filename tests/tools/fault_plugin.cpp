@@ -3,11 +3,15 @@
 // crash (SIGSEGV), hang (sleep, deaf to cancellation) or run slowly while
 // checking for cancellation, on their first `times` attempts. Attempts are
 // counted in files under `state_dir` so that the count survives worker
-// processes.
+// processes. fault.blocks (for `cellflow blockwise`) sums each voxel's
+// 3x3(x3...) neighbourhood of an f32 input (zero outside it), so it needs a
+// context of 1; output boxes that begin at a listed position crash or hang
+// on every attempt.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -137,7 +141,84 @@ class InjectOp final : public Op {
   }
 };
 
-void register_ops(Registry& registry) { registry.add(std::make_shared<InjectOp>()); }
+class NeighbourSumKernel final : public NodeKernel {
+ public:
+  NeighbourSumKernel(ImageInfo info, std::vector<int64_t> segfault_at, std::vector<int64_t> hang_at)
+      : NodeKernel(std::move(info)),
+        segfault_at_(std::move(segfault_at)),
+        hang_at_(std::move(hang_at)) {}
+
+  Box input_region(size_t, const Box& out_box, const ImageInfo& input) const override {
+    return out_box.grow(Dims(out_box.rank(), 1)).intersect(Box::from_shape(input.shape));
+  }
+
+  void compute(const Box& out_box, std::span<const InputRegion> inputs,
+               CellBuffer& out) const override {
+    if (listed(segfault_at_, out_box)) std::raise(SIGSEGV);
+    if (listed(hang_at_, out_box)) {
+      while (true) std::this_thread::sleep_for(std::chrono::seconds(1));  // deaf to cancellation
+    }
+    const InputRegion& in = inputs[0];
+    const float* src = in.data.as<float>();
+    float* dst = out.mutable_as<float>();
+    const Shape in_shape = in.box.shape();
+    int64_t k = 0;
+    for_each_index(out_box, [&](const Dims& p) {
+      float sum = 0;
+      for_each_index(Box(Dims(p.rank(), -1), Dims(p.rank(), 2)), [&](const Dims& off) {
+        int64_t linear = 0;
+        for (int d = 0; d < p.rank(); ++d) {
+          const int64_t x = p[d] + off[d];
+          if (x < in.box.begin()[d] || x >= in.box.end()[d]) return;  // outside: zero
+          linear = linear * in_shape[d] + (x - in.box.begin()[d]);
+        }
+        sum += src[linear];
+      });
+      dst[k++] = sum;
+    });
+  }
+
+ private:
+  static bool listed(const std::vector<int64_t>& at, const Box& box) {
+    const size_t rank = static_cast<size_t>(box.rank());
+    for (size_t i = 0; i + rank <= at.size(); i += rank) {
+      if (std::equal(at.begin() + static_cast<ptrdiff_t>(i),
+                     at.begin() + static_cast<ptrdiff_t>(i + rank), box.begin().begin()))
+        return true;
+    }
+    return false;
+  }
+  std::vector<int64_t> segfault_at_, hang_at_;
+};
+
+class NeighbourSumOp final : public Op {
+ public:
+  std::string_view name() const override { return "fault.blocks"; }
+  int version() const override { return 1; }
+  std::string_view doc() const override {
+    return "Test op: sums each voxel's neighbourhood; chosen output boxes crash or hang.";
+  }
+  std::vector<ParamSpec> params() const override {
+    return {
+        {"segfault_at", ParamType::kIntList, Value::array(),
+         "begins of output boxes that crash, one after the other (rank entries each)"},
+        {"hang_at", ParamType::kIntList, Value::array(), "begins of output boxes that hang"},
+    };
+  }
+  int min_inputs() const override { return 1; }
+  std::unique_ptr<NodeKernel> bind(const Params& p,
+                                   std::span<const ImageInfo> inputs) const override {
+    if (inputs[0].dtype != DType::kF32)
+      throw InvalidArgument("fault.blocks: the input must be f32");
+    return std::make_unique<NeighbourSumKernel>(inputs[0], p.get_ints("segfault_at"),
+                                                p.get_ints("hang_at"));
+  }
+};
+
+void register_ops(Registry& registry) {
+  registry.add(std::make_shared<InjectOp>());
+  registry.add(std::make_shared<NeighbourSumOp>());
+}
 
 }  // namespace
 

@@ -13,6 +13,7 @@
 #include <exception>
 #include <string>
 
+#include "blockwise_command.hpp"
 #include "cache_commands.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/graph/suggest.hpp"
@@ -113,6 +114,53 @@ int cli_main(int argc, char** argv) {
   worker_cmd->add_option("--cache", worker.cache, "Cache directory")->required();
   worker_cmd->add_option("--memory", worker.memory, "In-memory cell cache budget");
   add_plugin_option(worker_cmd);
+
+  cellflow::cli::BlockwiseArgs bw;
+  CLI::App* bw_cmd = app.add_subcommand(
+      "blockwise",
+      "Run a blockwise task (JSON, docs/blockwise.md): an op applied block by block, in threads "
+      "or worker processes, with retries, timeouts and done-checks; report done, skipped, failed "
+      "and orphaned blocks");
+  bw_cmd->add_option("TASK", bw.task_path, "The task (JSON)")->required();
+  bw_cmd->add_option("--cache", bw.cache,
+                     "Cache directory of graph-node inputs (default: $CELLFLOW_CACHE, else "
+                     "./cellflow-cache)");
+  bw_cmd->add_option("--threads", bw.threads, "Run N blocks at once in this process")
+      ->check(CLI::Range(1, 4096));
+  bw_cmd
+      ->add_option("--workers", bw.workers,
+                   "Run N blocks at once, each attempt in its own worker process (a crash or a "
+                   "hang costs only that attempt)")
+      ->check(CLI::Range(1, 4096));
+  bw_cmd
+      ->add_option("--timeout", bw.timeout_seconds,
+                   "Time limit in seconds per block attempt, 0 = none (overrides the task's); "
+                   "worker processes are killed, threads stop cooperatively")
+      ->check(CLI::NonNegativeNumber);
+  bw_cmd
+      ->add_option("--max-retries", bw.max_retries,
+                   "Attempts after a block's first failing one (overrides the task's)")
+      ->check(CLI::Range(0, 1000));
+  bw_cmd->add_option("--report-json", bw.report_json,
+                     "Write the report (counts, and the ids of done, skipped, failed and orphaned "
+                     "blocks) to FILE; - for stdout");
+  bw_cmd->add_flag("--progress", bw.progress, "One line on stderr per finished block");
+  bw_cmd->add_flag("-q,--quiet", bw.quiet, "No summary");
+  add_plugin_option(bw_cmd);
+
+  std::string bw_worker_task;
+  std::string bw_worker_block;
+  std::optional<std::string> bw_worker_cache;
+  CLI::App* bw_worker_cmd =
+      app.add_subcommand("blockwise-worker", "Process one block (used by blockwise --workers)")
+          ->group("");
+  bw_worker_cmd->add_option("TASK", bw_worker_task, "The task (JSON)")->required();
+  bw_worker_cmd
+      ->add_option("--block", bw_worker_block,
+                   "The block: {\"id\", \"index\", \"read_roi\", \"write_roi\"}")
+      ->required();
+  bw_worker_cmd->add_option("--cache", bw_worker_cache, "Cache directory");
+  add_plugin_option(bw_worker_cmd);
 
   cellflow::cli::CacheArgs cache_args;
   CLI::App* cache_cmd = app.add_subcommand(
@@ -273,11 +321,11 @@ int cli_main(int argc, char** argv) {
     const auto parsed = app.get_subcommands();
     if (parsed.empty() && argc > 1 && argv[1][0] != '-') {
       return fail(kExitUsage,
-                  fmt::format("unknown command \"{}\"{} (commands: run, ops, graph, "
+                  fmt::format("unknown command \"{}\"{} (commands: run, blockwise, ops, graph, "
                               "export, cache, replay; see 'cellflow --help')",
                               argv[1],
-                              cellflow::did_you_mean(
-                                  argv[1], {"run", "ops", "graph", "export", "cache", "replay"})));
+                              cellflow::did_you_mean(argv[1], {"run", "blockwise", "ops", "graph",
+                                                               "export", "cache", "replay"})));
     }
     // The deepest command given, for its help and its names.
     CLI::App* cmd = parsed.empty() ? &app : parsed.front();
@@ -314,7 +362,7 @@ int cli_main(int argc, char** argv) {
   // ("cannot make absolute path"): refuse it in words.
   for (const std::optional<std::string>* cache :
        {&run.compute.cache, &exp.compute.cache, &cache_args.cache, &graph.cache, &prov.cache,
-        &worker.cache}) {
+        &worker.cache, &bw.cache}) {
     if (*cache && (*cache)->empty())
       return fail(kExitUsage,
                   "--cache must name a folder (got \"\"); leave it out to use $CELLFLOW_CACHE, "
@@ -327,6 +375,11 @@ int cli_main(int argc, char** argv) {
     cellflow::cli::load_plugins(plugin_paths);
     run.policy.plugins = plugin_paths;  // worker processes load them too
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
+    bw.plugins = plugin_paths;
+    if (bw_cmd->parsed()) return cellflow::cli::blockwise_command(bw);
+    if (bw_worker_cmd->parsed())
+      return cellflow::cli::blockwise_worker_command(bw_worker_task, bw_worker_block,
+                                                     bw_worker_cache);
     if (ops_cmd->parsed()) return cellflow::cli::ops_command(ops_json, ops_name);
     if (graph_cmd->parsed()) return cellflow::cli::graph_command(graph);
     if (export_cmd->parsed()) return cellflow::cli::export_command(exp);

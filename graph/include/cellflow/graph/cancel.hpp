@@ -43,5 +43,8 @@ class ScopedCancelToken {
 void check_cancelled();
 /// True if this thread's token says so.
 bool cancellation_requested();
+/// True if this thread's token has a deadline and it has passed (the reason
+/// for a cancellation that is not the run stopping).
+bool cancellation_timed_out();
 
 }  // namespace cellflow
