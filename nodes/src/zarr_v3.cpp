@@ -556,7 +556,10 @@ OpenedArray open_v3(const fs::path& dir, std::string text) {
   }
   if (type == nullptr || !type->is_string() || type->as_string() != "array")
     bad_array(meta, "\"node_type\" must be \"array\"");
-  for (const auto& [key, value] : z.as_object()) {
+  for (const auto& field : z.as_object()) {
+    const std::string& key =
+        field.first;  // (not a structured binding: clang 14 cannot capture one)
+    const Value& value = field.second;
     static const char* const kKnown[] = {
         "zarr_format",         "node_type", "shape",      "data_type",          "chunk_grid",
         "fill_value",          "codecs",    "attributes", "chunk_key_encoding", "dimension_names",
