@@ -196,6 +196,48 @@ void CacheDirectory::mark_complete(const std::string& hash) {
   if (shard_cells_ > 0) pack_node(hash);
 }
 
+void CacheDirectory::write_v3_group(const std::string& hash) {
+  // The node group as OME-NGFF 0.5 beside its 0.4 metadata (.zgroup/.zattrs,
+  // which keep the definition): a packed array "0" is Zarr v3, which only
+  // v3 readers open, and they look for the group's zarr.json.
+  const std::optional<std::string> zattrs = env_->read(layout::zattrs(hash));
+  if (!zattrs) return;
+  const Value attrs = parse_json(*zattrs, env_->describe(layout::zattrs(hash)));
+  const Value* multiscales = attrs.find("multiscales");
+  if (multiscales == nullptr || !multiscales->is_array()) return;
+  Value::Array entries;
+  for (const Value& m : multiscales->as_array()) {
+    Value entry = Value::object();
+    for (const auto& field : m.as_object())
+      if (field.first != "version") entry.set(field.first, field.second);
+    // What the strict NGFF schema asks of a multiscale: one level, no reduction.
+    if (entry.find("type") == nullptr) entry.set("type", "none");
+    if (entry.find("metadata") == nullptr) {
+      Value metadata = Value::object();
+      metadata.set("description", "a cellflow cache node: one level, the node's cells");
+      entry.set("metadata", std::move(metadata));
+    }
+    entries.push_back(std::move(entry));
+  }
+  Value ome = Value::object();
+  ome.set("version", "0.5");
+  ome.set("multiscales", Value(std::move(entries)));
+  Value attributes = Value::object();
+  attributes.set("ome", std::move(ome));
+  Value group = Value::object();
+  group.set("zarr_format", 3);
+  group.set("node_type", "group");
+  group.set("attributes", std::move(attributes));
+  const std::string text = to_json(group);
+  const std::string path = join_path(layout::node(hash), layout::kZarrJson);
+  std::optional<std::string> present;
+  try {
+    present = env_->read(path);
+  } catch (const CorruptionError&) {  // not a file: replaced below
+  }
+  if (present != text) env_->write_atomic(path, text, kMetadataDurability);
+}
+
 bool CacheDirectory::pack_node(const std::string& hash) {
   if (shard_cells_ == 0) return false;
   try {
@@ -217,7 +259,10 @@ bool CacheDirectory::pack_node(const std::string& hash) {
     } else {
       array = ZarrArray::open(env_, layout::array(hash), hash, shard_cells_);
     }
-    if (array->is_packed()) return true;
+    if (array->is_packed()) {
+      write_v3_group(hash);
+      return true;
+    }
     array->set_durability(durability_);
     const ZarrArray::PackResult r = array->pack();
     if (r.missing_cells > 0) {
@@ -225,6 +270,7 @@ bool CacheDirectory::pack_node(const std::string& hash) {
                               env_->describe(layout::node(hash)), r.missing_cells));
       env_->remove(layout::complete_marker(hash));
     }
+    if (r.packed) write_v3_group(hash);
     return r.packed;
   } catch (const Error& e) {
     // The node stays readable from its single files; the next run packs it.

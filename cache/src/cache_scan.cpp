@@ -333,6 +333,8 @@ NodeScan scan_node(const std::shared_ptr<Env>& env_ptr, const std::string& hash,
     const std::string p = join_path(layout::node(hash), e.name);
     const std::string_view name = e.name;
     if (name == layout::kZgroup) continue;  // above
+    if (name == layout::kZarrJson && e.kind == EntryKind::kFile && image)
+      continue;  // a packed node's NGFF 0.5 group (CacheDirectory::write_v3_group)
     if (name == layout::kZattrs) {
       if (e.kind != EntryKind::kFile)
         s.findings.push_back(Finding{p, wrong_kind(e.kind, "a file"), Fix::kNone});

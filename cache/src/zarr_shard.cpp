@@ -212,6 +212,14 @@ std::string zarr_v3_json(DType dtype, const CellGrid& grid, const Dims& per_shar
   z.set("zarr_format", 3);
   z.set("node_type", "array");
   z.set("shape", dims_value(grid.shape()));
+  // The axis names of the node group's NGFF metadata (OME-NGFF 0.5 asks the
+  // level arrays to carry them): the last `rank` of t, c, z, y, x.
+  if (grid.rank() <= kMaxRank) {
+    static const char* const kNames[] = {"t", "c", "z", "y", "x"};
+    Value::Array names;
+    for (int i = kMaxRank - grid.rank(); i < kMaxRank; ++i) names.emplace_back(kNames[i]);
+    z.set("dimension_names", Value(std::move(names)));
+  }
   z.set("data_type", zarr_v3_dtype(dtype));
   z.set("chunk_grid", std::move(chunk_grid));
   z.set("chunk_key_encoding", std::move(key));

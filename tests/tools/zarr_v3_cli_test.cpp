@@ -474,8 +474,9 @@ namespace {
 
 // A sharded cache (CELLFLOW_SHARD_CELLS set when it is created) packs each
 // complete image node into Zarr v3 shards: zarrita, an independent v3 reader,
-// reads the packed node <hash>/0 as zarr-python reads the same node's v2
-// export, for f32 and u32 nodes whose grids do not divide into whole shards.
+// reads the packed node <hash>/0, and the node group <hash> (NGFF 0.5), as
+// zarr-python reads the same node's v2 export, for f32 and u32 nodes whose
+// grids do not divide into whole shards.
 TEST(ZarrV3Cli, ZarritaReadsAShardedCacheNodeBitExactly) {
   TempDir tmp;
   const std::string json = R"({"cellflow": 1, "nodes": [
@@ -508,7 +509,17 @@ TEST(ZarrV3Cli, ZarritaReadsAShardedCacheNodeBitExactly) {
     ASSERT_EQ(exported.exit_code, 0) << describe(exported);
     zarr_python_read(tmp, tmp / (id + ".zarr"), tmp / (id + "-v2.raw"));
     EXPECT_TRUE(read_all(tmp / (id + "-cache.raw")) == read_all(tmp / (id + "-v2.raw"))) << id;
+    // The node group is NGFF 0.5 too: zarrita finds level 0 from its metadata,
+    // and it validates against the published schema.
+    const Value group = zarrita_read(tmp, cache / hash, tmp / (id + "-group.raw"));
+    ASSERT_TRUE(group.is_object()) << id;
+    EXPECT_TRUE(read_all(tmp / (id + "-group.raw")) == read_all(tmp / (id + "-v2.raw"))) << id;
+    expect_valid_ngff(tmp, {cache / hash});
   }
+  // The group metadata is part of a packed node: verify finds nothing to report.
+  const CommandResult verified =
+      run_cli({"cache", "verify", "--cache", cache.string()}, tmp.path());
+  EXPECT_EQ(verified.exit_code, 0) << describe(verified);
 }
 
 }  // namespace

@@ -65,6 +65,11 @@ class CacheDirectory {
   bool pack_node(const std::string& hash);
 
  private:
+  /// A packed image node's group as OME-NGFF 0.5 (<hash>/zarr.json, from the
+  /// multiscales of its .zattrs), so that v3 readers open it like the 0.4
+  /// readers did before packing.
+  void write_v3_group(const std::string& hash);
+
   std::shared_ptr<Env> env_;
   Durability durability_;
   int64_t shard_cells_ = 0;
