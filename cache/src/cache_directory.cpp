@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cstdlib>
 
 #include "cellflow/cache/error.hpp"
@@ -119,6 +120,7 @@ CacheDirectory::CacheDirectory(std::shared_ptr<Env> env, Durability durability)
     : env_(std::move(env)), durability_(durability) {
   const std::string where = env_->describe(layout::kFormatFile);
   std::optional<int> format = cache_format(*env_);
+  const bool created = !format;
   if (!format) {
     const int64_t shard_cells = requested_shard_cells();
     env_->write_new(layout::kFormatFile,
@@ -145,6 +147,20 @@ CacheDirectory::CacheDirectory(std::shared_ptr<Env> env, Durability durability)
     throw InvalidArgument(
         fmt::format("file {}: not a cellflow cache of format {} (delete it or use another --cache)",
                     where, layout::kFormat));
+  // The shard setting applies to new caches: an existing one that differs keeps its
+  // format (its cells are where its format says); said once per process.
+  if (const char* v = std::getenv("CELLFLOW_SHARD_CELLS"); !created && v != nullptr && *v != '\0') {
+    static std::atomic<bool> warned{false};
+    if (requested_shard_cells() != shard_cells_ && !warned.exchange(true)) {
+      log_warning(fmt::format(
+          "cache {} is {}; the shard setting ({} cells per shard) applies to new caches only: "
+          "convert this one with `cellflow cache migrate {} --shard-cells N`",
+          root().string(),
+          shard_cells_ > 0 ? fmt::format("sharded with {} cells per shard", shard_cells_)
+                           : std::string("not sharded"),
+          requested_shard_cells(), root().string()));
+    }
+  }
 }
 
 fs::path CacheDirectory::default_root() {

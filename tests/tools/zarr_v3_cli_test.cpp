@@ -472,7 +472,8 @@ print('labels ok')
 namespace cellflow::test {
 namespace {
 
-// A sharded cache (CELLFLOW_SHARD_CELLS set when it is created) packs each
+// A sharded cache (`run --shard-cells N`, or CELLFLOW_SHARD_CELLS, when it is
+// created) packs each
 // complete image node into Zarr v3 shards: zarrita, an independent v3 reader,
 // reads the packed node <hash>/0, and the node group <hash> (NGFF 0.5), as
 // zarr-python reads the same node's v2 export, for f32 and u32 nodes whose
@@ -487,10 +488,19 @@ TEST(ZarrV3Cli, ZarritaReadsAShardedCacheNodeBitExactly) {
     "outputs": ["raw", "cells"]})";
   const fs::path graph = write_graph(tmp, "graph.json", json);
   const fs::path cache = tmp / "cache";
-  const CommandResult ran = run_command({"env", "CELLFLOW_SHARD_CELLS=8", CELLFLOW_CLI, "run",
-                                         graph.string(), "--cache", cache.string(), "--quiet"},
-                                        tmp.path());
+  const CommandResult ran =
+      run_cli({"run", graph.string(), "--cache", cache.string(), "--quiet", "--shard-cells", "8"},
+              tmp.path());
   ASSERT_EQ(ran.exit_code, 0) << describe(ran);
+  const std::string format = read_all(cache / "cellflow-cache.json");
+  EXPECT_NE(format.find("\"shard_cells\": 8"), std::string::npos) << format;
+  // Another shard size on the existing cache: said, and the cache keeps its format.
+  const CommandResult again =
+      run_cli({"run", graph.string(), "--cache", cache.string(), "--quiet", "--shard-cells", "16"},
+              tmp.path());
+  ASSERT_EQ(again.exit_code, 0) << describe(again);
+  EXPECT_NE(again.err.find("applies to new caches only"), std::string::npos) << describe(again);
+  EXPECT_EQ(read_all(cache / "cellflow-cache.json"), format);
   const CommandResult hashes = run_cli({"graph", graph.string(), "--hashes"}, tmp.path());
   ASSERT_EQ(hashes.exit_code, 0) << describe(hashes);
   for (const std::string id : {"raw", "cells"}) {

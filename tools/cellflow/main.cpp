@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <string>
 
 #include "blockwise_command.hpp"
@@ -305,6 +306,16 @@ int cli_main(int argc, char** argv) {
                     "power-cut (every cell and folder entry synced before it counts)")
         ->check(CLI::IsMember({"process", "power-cut"}));
   }
+  // --shard-cells: a new cache stores complete nodes in shards (README "Sharded
+  // nodes"); through the environment like --durability.
+  std::optional<int64_t> shard_cells;
+  for (CLI::App* cmd : {run_cmd, export_cmd, replay_cmd}) {
+    cmd->add_option("--shard-cells", shard_cells,
+                    "A cache this creates stores each complete image node in Zarr v3 shards of "
+                    "at most N cells (e.g. 512; 0: one file per cell, the default); an existing "
+                    "cache keeps its format (see cache migrate)")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  }
   bool strict_code = false;
   for (CLI::App* cmd : {run_cmd, graph_cmd, export_cmd}) {
     cmd->add_flag("--strict-code", strict_code,
@@ -372,6 +383,7 @@ int cli_main(int argc, char** argv) {
   try {
     if (strict_code) ::setenv(cellflow::cli::kStrictCodeEnv, "1", 1);
     if (!durability.empty()) ::setenv(cellflow::cli::kDurabilityEnv, durability.c_str(), 1);
+    if (shard_cells) ::setenv("CELLFLOW_SHARD_CELLS", std::to_string(*shard_cells).c_str(), 1);
     cellflow::cli::load_plugins(plugin_paths);
     run.policy.plugins = plugin_paths;  // worker processes load them too
     if (run_cmd->parsed()) return cellflow::cli::run_command(run);
