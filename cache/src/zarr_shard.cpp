@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
+#include <vector>
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
@@ -57,21 +59,81 @@ uint32_t crc32c(std::string_view data) {
   return c ^ 0xFFFFFFFFU;
 }
 
+namespace {
+
+/// The number of shards of `per` cells each that cover `grid` cells.
+int64_t shard_count(const Dims& grid, const Dims& per) {
+  int64_t n = 1;
+  for (int d = 0; d < grid.rank(); ++d) n *= (grid[d] + per[d] - 1) / per[d];
+  return n;
+}
+
+/// Ratio of the largest to the smallest extent among axes the grid spans
+/// (how far from a cube the shard is).
+double spread(const Dims& grid, const Dims& per) {
+  int64_t lo = 0;
+  int64_t hi = 0;
+  for (int d = 0; d < grid.rank(); ++d) {
+    if (grid[d] <= 1) continue;
+    lo = lo == 0 ? per[d] : std::min(lo, per[d]);
+    hi = std::max(hi, per[d]);
+  }
+  return lo == 0 ? 1.0 : static_cast<double>(hi) / static_cast<double>(lo);
+}
+
+/// The extents worth trying on an axis of `g` cells: for each count of
+/// shards k along it, the least extent that gives k (ceil(g / k)); every other
+/// extent only adds empty slots. O(sqrt(g)) values, ascending.
+std::vector<int64_t> extents(int64_t g) {
+  std::vector<int64_t> out;
+  for (int64_t p = 1; p * p <= g; ++p) out.push_back(p);
+  for (int64_t k = 1; k * k <= g + 1; ++k) out.push_back((g + k - 1) / k);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+/// Tries every shape of useful extents (extents()) with at most `max_cells`
+/// cells (the last axis takes the least extent giving its fewest shards),
+/// keeping in `best` the one with the fewest shards, then fewest slots, then
+/// the most cube-like.
+void search(const Dims& grid, const std::vector<std::vector<int64_t>>& candidates,
+            int64_t max_cells, Dims& per, int d, Dims& best) {
+  const int rank = grid.rank();
+  int64_t used = 1;
+  for (int k = 0; k < d; ++k) used *= per[k];
+  if (d == rank - 1) {
+    const int64_t most = std::max<int64_t>(1, std::min(grid[d], max_cells / used));
+    const int64_t k = (grid[d] + most - 1) / most;
+    per[d] = (grid[d] + k - 1) / k;
+    const int64_t n = shard_count(grid, per);
+    const int64_t best_n = shard_count(grid, best);
+    if (n < best_n || (n == best_n && (per.product() < best.product() ||
+                                       (per.product() == best.product() &&
+                                        spread(grid, per) < spread(grid, best)))))
+      best = per;
+    return;
+  }
+  for (int64_t p : candidates[static_cast<size_t>(d)]) {
+    if (p * used > max_cells) break;
+    per[d] = p;
+    search(grid, candidates, max_cells, per, d + 1, best);
+  }
+}
+
+}  // namespace
+
 ShardGeometry::ShardGeometry(const CellGrid& grid, int64_t max_cells)
     : grid_shape_(grid.grid_shape()), per_shard_(grid.rank(), 1), shard_grid_(grid.rank(), 1) {
-  const int rank = grid.rank();
-  // Double every axis in turn, innermost first, while the shard stays within
-  // `max_cells` and the axis within the grid.
-  for (bool grew = true; grew;) {
-    grew = false;
-    for (int d = rank - 1; d >= 0; --d) {
-      if (per_shard_[d] >= grid_shape_[d]) continue;
-      if (per_shard_.product() * 2 > max_cells) continue;
-      per_shard_[d] *= 2;
-      grew = true;
-    }
-  }
-  for (int d = 0; d < rank; ++d)
+  // The shape of at most `max_cells` cells that covers the grid in the fewest
+  // shards (a grid of N cells that tiles needs ceil(N / max_cells)); among
+  // those, the fewest slots, then the most cube-like: a search over the
+  // useful extents of each axis (thousands of shapes for 512 cells in 3-D).
+  std::vector<std::vector<int64_t>> candidates;
+  for (int d = 0; d < grid.rank(); ++d) candidates.push_back(extents(grid_shape_[d]));
+  Dims per(grid.rank(), 1);
+  search(grid_shape_, candidates, std::max<int64_t>(1, max_cells), per, 0, per_shard_);
+  for (int d = 0; d < grid.rank(); ++d)
     shard_grid_[d] = (grid_shape_[d] + per_shard_[d] - 1) / per_shard_[d];
 }
 

@@ -31,7 +31,8 @@ namespace fs = std::filesystem;
 using test::TempDir;
 
 // Image 10 x 12 x 9 in 4^3 cells: a 3 x 3 x 3 grid with edge cells; shards of
-// at most 8 cells are 2 x 2 x 2, a 2 x 2 x 2 grid of shards with edge shards.
+// at most 8 cells are 1 x 2 x 3 (6 shards, the fewest: 2 x 2 x 2 would take 8),
+// a 3 x 2 x 1 grid of shards whose second row along y is an edge shard.
 const Shape kShape{10, 12, 9};
 const Shape kCells{4, 4, 4};
 constexpr int64_t kShardCells = 8;
@@ -118,14 +119,41 @@ TEST(ShardCodec, GeometryIsAtMostTheMaximumAndCoversTheGrid) {
   const ShardGeometry thin(CellGrid(Shape{2, 640, 640}, Shape{1, 10, 10}), 512);
   EXPECT_EQ(thin.per_shard(), (Dims{2, 16, 16}));
   const ShardGeometry small(CellGrid(kShape, kCells), kShardCells);
-  EXPECT_EQ(small.per_shard(), (Dims{2, 2, 2}));
-  EXPECT_EQ(small.shard_grid(), (Dims{2, 2, 2}));
+  EXPECT_EQ(small.per_shard(), (Dims{1, 2, 3}));
+  EXPECT_EQ(small.shard_grid(), (Dims{3, 2, 1}));
   CellIndex cell;
-  EXPECT_TRUE(small.cell_of(CellIndex{0, 1, 0}, 5, cell));  // slot 5 = (1, 0, 1)
-  EXPECT_EQ(cell, (CellIndex{1, 2, 1}));
-  EXPECT_EQ(small.slot_of(cell), 5);
-  EXPECT_EQ(small.shard_of(cell), (CellIndex{0, 1, 0}));
-  EXPECT_FALSE(small.cell_of(CellIndex{1, 1, 1}, 7, cell));  // (3, 3, 3): outside
+  EXPECT_TRUE(small.cell_of(CellIndex{2, 0, 0}, 4, cell));  // slot 4 = (0, 1, 1)
+  EXPECT_EQ(cell, (CellIndex{2, 1, 1}));
+  EXPECT_EQ(small.slot_of(cell), 4);
+  EXPECT_EQ(small.shard_of(cell), (CellIndex{2, 0, 0}));
+  EXPECT_FALSE(small.cell_of(CellIndex{1, 1, 0}, 5, cell));  // (1, 3, 2): outside
+}
+
+// The shard shape covers the grid in the fewest shards there can be with at
+// most `max` cells per shard: checked against every shape, by brute force.
+TEST(ShardCodec, GeometryUsesTheFewestShardsAnyShapeCould) {
+  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  for (const auto& [grid, max] : std::vector<std::pair<Dims, int64_t>>{{Dims{100, 100, 100}, 512},
+                                                                       {Dims{13, 17, 10}, 512},
+                                                                       {Dims{7, 300, 5}, 512},
+                                                                       {Dims{1, 1, 1000}, 512},
+                                                                       {Dims{64, 64, 64}, 512},
+                                                                       {Dims{9, 9, 9}, 8},
+                                                                       {Dims{3, 50, 70}, 100}}) {
+    int64_t fewest = grid.product();
+    for (int64_t a = 1; a <= std::min(grid[0], max); ++a)
+      for (int64_t b = 1; b <= std::min(grid[1], max / a); ++b)
+        for (int64_t c = 1; c <= std::min(grid[2], max / (a * b)); ++c)
+          fewest =
+              std::min(fewest, ceil_div(grid[0], a) * ceil_div(grid[1], b) * ceil_div(grid[2], c));
+    Shape shape(3);
+    for (int d = 0; d < 3; ++d) shape[d] = grid[d] * 4;
+    const ShardGeometry g(CellGrid(shape, Shape{4, 4, 4}), max);
+    EXPECT_LE(g.slots(), max) << grid.str();
+    EXPECT_EQ(g.num_shards(), fewest) << grid.str() << ": shards of " << g.per_shard().str();
+  }
+  // 100^3 cells cannot tile into 512-cell shards: 2,000 is the fewest (1,954 = N/512).
+  EXPECT_EQ(ShardGeometry(CellGrid(Shape{400, 400, 400}, Shape{4, 4, 4}), 512).num_shards(), 2000);
 }
 
 TEST(ShardCodec, IndexRoundTripsAndDamageIsNamed) {
@@ -153,7 +181,7 @@ TEST(ShardPack, PackedArrayReadsTheSameFromShardsAndWritesV3Metadata) {
   auto array = filled_array(env);
   const ZarrArray::PackResult r = array->pack();
   EXPECT_TRUE(r.packed);
-  EXPECT_EQ(r.shards_written, 8);
+  EXPECT_EQ(r.shards_written, 6);
   EXPECT_EQ(r.missing_cells, 0);
   EXPECT_TRUE(array->is_packed());
   EXPECT_EQ(env->stat("n/0/.zarray").kind, EntryKind::kMissing);

@@ -24,9 +24,10 @@ uint32_t crc32c(std::string_view data);
 class ShardGeometry {
  public:
   ShardGeometry() = default;
-  /// Shards of at most `max_cells` cells (>= 1), shaped from the grid: every
-  /// axis gets the same number of cells (a power of two), except where the
-  /// grid is thinner than that.
+  /// Shards of at most `max_cells` cells (>= 1), shaped from the grid: the
+  /// shape that covers it in the fewest shards (ceil(N / max_cells) when the
+  /// grid allows it), then with the fewest slots, then the most cube-like
+  /// (8 x 8 x 8 cells for 512 on a large 3-D grid).
   ShardGeometry(const CellGrid& grid, int64_t max_cells);
 
   const Dims& per_shard() const { return per_shard_; }
