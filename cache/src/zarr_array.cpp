@@ -185,6 +185,20 @@ std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string
     auto dtype = v3 ? parse_dtype(dt->as_string()) : parse_zarr_dtype(dt->as_string());
     if (!dtype) throw CorruptionError(fmt::format("unsupported dtype \"{}\"", dt->as_string()));
     CellGrid grid(dims_from(*shape), dims_from(*chunks));
+    if (v3 && shard_cells > 0) {
+      // The shards on disk must be the ones this cache's shard size gives:
+      // cells are found by that geometry, never by guessing.
+      const ShardGeometry g(grid, shard_cells);
+      const Value* cg = z.find("chunk_grid");
+      const Value* cg_conf = cg != nullptr ? cg->find("configuration") : nullptr;
+      const Value* stored = cg_conf != nullptr ? cg_conf->find("chunk_shape") : nullptr;
+      Dims expected(grid.rank());
+      for (int d = 0; d < grid.rank(); ++d) expected[d] = g.per_shard()[d] * grid.cell_shape()[d];
+      if (stored == nullptr || !(dims_from(*stored) == expected))
+        throw CorruptionError(fmt::format(
+            "its shards are not of shape {} (what {} cells per shard give for this grid)",
+            expected.str(), shard_cells));
+    }
     return std::shared_ptr<ZarrArray>(new ZarrArray(std::move(env), std::move(folder),
                                                     std::move(owner), *dtype, std::move(grid),
                                                     Durability::kProcess, shard_cells));

@@ -205,6 +205,27 @@ TEST(ShardPack, PackedArrayReadsTheSameFromShardsAndWritesV3Metadata) {
   EXPECT_EQ(meta.find("data_type")->as_string(), "uint16");
 }
 
+// Cells are found in shards by the geometry the cache's shard size gives: a
+// packed array whose zarr.json says other shards is refused, naming the file.
+TEST(ShardPack, ShardsOfAnotherShapeAreRefusedNamingTheFile) {
+  auto env = std::make_shared<MemoryEnv>();
+  ASSERT_TRUE(filled_array(env)->pack().packed);
+  std::string json = *env->read("n/0/zarr.json");
+  // The shard shape (1 x 2 x 3 cells of 4^3) as the chunk grid writes it.
+  const std::string shard_shape = "[4, 8, 12]";
+  const size_t at = json.find(shard_shape);
+  ASSERT_NE(at, std::string::npos) << "no chunk_grid [4, 8, 12] in the packed array's zarr.json";
+  json.replace(at, shard_shape.size(), "[8, 8, 8]");
+  env->write_atomic("n/0/zarr.json", json, Durability::kProcess);
+  try {
+    (void)ZarrArray::open(env, "n/0", kOwner, kShardCells);
+    FAIL() << "shards of another shape were taken as this cache's";
+  } catch (const CorruptionError& e) {
+    EXPECT_NE(std::string(e.what()).find("zarr.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("shards are not of shape"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ShardPack, IncompleteArrayIsNotPacked) {
   auto env = std::make_shared<MemoryEnv>();
   auto array = filled_array(env);
