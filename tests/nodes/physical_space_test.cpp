@@ -17,9 +17,9 @@
 #include "cellflow/nodes/image_export.hpp"
 #include "itkDiscreteGaussianImageFilter.h"
 #include "itkGradientMagnitudeImageFilter.h"
-#include "itkLaplacianImageFilter.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
+#include "itkLaplacianImageFilter.h"
 #include "test_util.hpp"
 
 namespace cellflow {

@@ -365,12 +365,6 @@ TEST(ZarrV3Cli, TimeAxisKeepsItsTypeAndSpacingOnEveryLevel) {
   expect_valid_ngff(tmp, {out});
 }
 
-}  // namespace
-}  // namespace cellflow::test
-
-namespace cellflow::test {
-namespace {
-
 // Labels beside an image: `--labels` writes labels/<id> as NGFF label images
 // (0.4 and 0.5) that validate against the published label schemas, whose
 // level 0 is the label node as zarr-python reads its plain export, and whose
@@ -466,15 +460,8 @@ print('labels ok')
   EXPECT_EQ(listing(n4), before);
 }
 
-}  // namespace
-}  // namespace cellflow::test
-
-namespace cellflow::test {
-namespace {
-
 // A sharded cache (`run --shard-cells N`, or CELLFLOW_SHARD_CELLS, when it is
-// created) packs each
-// complete image node into Zarr v3 shards: zarrita, an independent v3 reader,
+// created) packs each complete image node into Zarr v3 shards: zarrita, an independent v3 reader,
 // reads the packed node <hash>/0, and the node group <hash> (NGFF 0.5), as
 // zarr-python reads the same node's v2 export, for f32 and u32 nodes whose
 // grids do not divide into whole shards.
