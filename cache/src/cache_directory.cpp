@@ -280,13 +280,16 @@ bool CacheDirectory::pack_node(const std::string& hash) {
       return true;
     }
     array->set_durability(durability_);
+    // The group first: a crash after the array is packed must not leave a
+    // packed node without it (a packed node is never packed again). Until the
+    // array is packed a v3 reader finds no v3 array "0": an error, not zeros.
+    write_v3_group(hash);
     const ZarrArray::PackResult r = array->pack();
     if (r.missing_cells > 0) {
       log_warning(fmt::format("node {}: {} cells are missing; it is no longer complete",
                               env_->describe(layout::node(hash)), r.missing_cells));
       env_->remove(layout::complete_marker(hash));
     }
-    if (r.packed) write_v3_group(hash);
     return r.packed;
   } catch (const Error& e) {
     // The node stays readable from its single files; the next run packs it.
