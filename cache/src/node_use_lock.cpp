@@ -63,7 +63,10 @@ NodeUseLock NodeUseLock::acquire(std::shared_ptr<Env> env, const std::string& ha
     std::unique_ptr<EnvLock> mine = env->lock(file, mark, LockMode::kExclusive, milliseconds(0));
     if (!mine) continue;  // another holder drew the same byte
     if (!still_marked(*env, file, mark)) {
-      ++unmarked;  // no working locks, or moved away this instant
+      // No working locks, or the folder moved away this instant: only a file
+      // still in place that shows no mark counts against locks working (a
+      // remover in a tight loop must not make a lease give up).
+      if (env->stat(file).kind == EntryKind::kFile) ++unmarked;
       continue;
     }
     unmarked = 0;
