@@ -25,6 +25,8 @@ const char* cell_trace_kind_name(CellTraceEvent::Kind kind) {
       return "store";
     case CellTraceEvent::Kind::kWait:
       return "wait";
+    case CellTraceEvent::Kind::kGlobal:
+      return "global";
   }
   return "?";
 }

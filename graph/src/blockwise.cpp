@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 #include <tbb/global_control.h>
-#include <tbb/task_arena.h>
-#include <tbb/task_group.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,11 +11,13 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 
 #include "cellflow/cache/error.hpp"
-#include "cellflow/graph/cancel.hpp"
+#include "cellflow/graph/scheduler.hpp"
 
 namespace cellflow {
 namespace {
@@ -174,29 +174,6 @@ void validate_for_run(const BlockwiseTask& t) {
         fmt::format("{}: field \"num_workers\" must be >= 0 (got {})", where, t.num_workers));
 }
 
-enum class Outcome { kDone, kSkipped, kFailed, kOrphaned };
-
-// One block in the run's dependency graph.
-struct Node {
-  size_t task = 0;
-  Block block;
-  std::vector<size_t> successors;
-  std::atomic<int64_t> pending{0};    // predecessors not finished yet
-  std::atomic<bool> poisoned{false};  // a predecessor failed or was orphaned
-};
-
-struct TaskRun {
-  const BlockwiseTask* task = nullptr;
-  BlockGrid grid;
-  size_t first_node = 0;
-  int cap = INT_MAX;  // blocks of this task running at once
-  std::mutex mu;
-  int running = 0;
-  std::deque<size_t> waiting;  // ready, but the task is at its cap
-  std::atomic<int64_t> done{0}, skipped{0}, failed{0}, orphaned{0}, retries{0};
-  std::vector<BlockFailure> failures;  // under mu
-};
-
 // The tasks of a run, upstream first; checks names and cycles.
 std::vector<const BlockwiseTask*> collect_tasks(const std::vector<const BlockwiseTask*>& roots) {
   std::vector<const BlockwiseTask*> order;
@@ -222,225 +199,103 @@ std::vector<const BlockwiseTask*> collect_tasks(const std::vector<const Blockwis
   return order;
 }
 
-class Runner {
- public:
-  explicit Runner(const std::vector<const BlockwiseTask*>& tasks) {
-    const std::vector<const BlockwiseTask*> order = collect_tasks(tasks);
-    for (const BlockwiseTask* t : order) validate_for_run(*t);
-    runs_ = std::deque<TaskRun>(order.size());
-    size_t total = 0;
-    for (size_t i = 0; i < order.size(); ++i) {
-      TaskRun& r = runs_[i];
-      r.task = order[i];
-      r.grid = make_grid(*r.task);
-      r.first_node = total;
-      if (r.task->num_workers > 0) r.cap = r.task->num_workers;
-      total += static_cast<size_t>(r.grid.num_blocks());
-      index_[r.task] = i;
-    }
-    nodes_ = std::make_unique<Node[]>(total);
-    num_nodes_ = total;
-    for (size_t i = 0; i < runs_.size(); ++i) {
-      const TaskRun& r = runs_[i];
-      for (int64_t id = 0; id < r.grid.num_blocks(); ++id) {
-        Node& n = nodes_[r.first_node + static_cast<size_t>(id)];
-        n.task = i;
-        n.block = r.grid.block(id);
-      }
-    }
-    add_edges();
-  }
-
-  std::vector<const TaskRun*> runs() const {
-    std::vector<const TaskRun*> out;
-    for (const TaskRun& r : runs_) out.push_back(&r);
-    return out;
-  }
-
-  int concurrency() const {
-    int c = 0;
-    for (const TaskRun& r : runs_) {
-      if (r.task->num_workers == 0) return tbb::task_arena::automatic;
-      c = std::max(c, r.task->num_workers);
-    }
-    if (c == 0) return tbb::task_arena::automatic;
-    // TBB runs no more threads than this limit (the machine's cores unless a
-    // global_control raised it); asking for more only makes TBB warn.
-    const auto limit = static_cast<int>(
-        tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
-    return std::max(1, std::min(c, limit));
-  }
-
-  void run() {
-    tbb::task_arena arena(concurrency());
-    arena.execute([&] {
-      std::vector<size_t> roots;
-      for (size_t i = 0; i < num_nodes_; ++i)
-        if (nodes_[i].pending.load(std::memory_order_relaxed) == 0) roots.push_back(i);
-      for (size_t i : roots) make_ready(i);
-      group_.wait();
-    });
-  }
-
- private:
-  void add_edges() {
-    std::vector<std::pair<size_t, size_t>> edges;
-    for (size_t ti = 0; ti < runs_.size(); ++ti) {
-      const TaskRun& r = runs_[ti];
-      const BlockGrid& g = r.grid;
-      for (int64_t id = 0; id < g.num_blocks(); ++id) {
-        const size_t me = r.first_node + static_cast<size_t>(id);
-        const Block& b = nodes_[me].block;
-        // Conflicts inside the task: order every conflicting pair by colour,
-        // then id. A pair is found from the side whose read ROI meets the
-        // other's write ROI; the reverse case is found from the other side.
-        if (r.task->read_write_conflict) {
-          const int64_t my_colour = g.colour(b.index);
-          g.blocks_writing(b.read_roi, [&](int64_t other) {
-            if (other == id) return;
-            const size_t them = r.first_node + static_cast<size_t>(other);
-            const int64_t their_colour = g.colour(nodes_[them].block.index);
-            const bool me_first =
-                my_colour < their_colour || (my_colour == their_colour && id < other);
-            if (me_first)
-              edges.emplace_back(me, them);
-            else
-              edges.emplace_back(them, me);
-          });
-        }
-        // Upstream tasks: wait for every upstream block that writes what we read.
-        for (const BlockwiseTask* u : r.task->upstream) {
-          const TaskRun& ur = runs_[index_.at(u)];
-          if (ur.grid.rank != g.rank)
-            throw InvalidArgument(
-                fmt::format("{}: field \"upstream\": upstream {} has rank {}, this task rank {}",
-                            task_label(*r.task), task_label(*u), ur.grid.rank, g.rank));
-          ur.grid.blocks_writing(b.read_roi, [&](int64_t other) {
-            edges.emplace_back(ur.first_node + static_cast<size_t>(other), me);
-          });
-        }
-      }
-    }
-    std::sort(edges.begin(), edges.end());
-    edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
-    for (const auto& [from, to] : edges) {
-      nodes_[from].successors.push_back(to);
-      nodes_[to].pending.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-
-  // A block whose predecessors all finished: run it (or queue it behind the
-  // task's cap), or, if one of them failed, orphan it and its dependents.
-  void make_ready(size_t first) {
-    std::vector<size_t> orphans{first};
-    while (!orphans.empty()) {
-      const size_t i = orphans.back();
-      orphans.pop_back();
-      Node& n = nodes_[i];
-      TaskRun& r = runs_[n.task];
-      if (!n.poisoned.load(std::memory_order_acquire)) {
-        {
-          std::lock_guard lock(r.mu);
-          if (r.running >= r.cap) {
-            r.waiting.push_back(i);
-            continue;
-          }
-          ++r.running;
-        }
-        spawn(i);
-        continue;
-      }
-      r.orphaned.fetch_add(1, std::memory_order_relaxed);
-      for (size_t s : n.successors) {
-        nodes_[s].poisoned.store(true, std::memory_order_release);
-        if (nodes_[s].pending.fetch_sub(1, std::memory_order_acq_rel) == 1) orphans.push_back(s);
-      }
-    }
-  }
-
-  void spawn(size_t i) {
-    group_.run([this, i] { finish(i, run_block(i)); });
-  }
-
-  Outcome run_block(size_t i) {
-    Node& n = nodes_[i];
-    TaskRun& r = runs_[n.task];
-    const BlockwiseTask& t = *r.task;
-    std::string error;
-    const int attempts = t.max_retries + 1;
-    for (int attempt = 1; attempt <= attempts; ++attempt) {
-      try {
-        const auto start = Clock::now();
-        const auto deadline = t.timeout_seconds > 0
-                                  ? start + std::chrono::duration_cast<Clock::duration>(
-                                                std::chrono::duration<double>(t.timeout_seconds))
-                                  : Clock::time_point::max();
-        const CancelToken token(deadline);
-        const ScopedCancelToken scope(&token);
-        if (t.check && t.check(n.block)) {
-          // On a retry, an earlier attempt of this run did the work.
-          return attempt == 1 ? Outcome::kSkipped : Outcome::kDone;
-        }
-        t.process(n.block);
-        if (Clock::now() > deadline)
-          throw Cancelled(fmt::format("timed out: process() returned after the limit of {} s",
-                                      t.timeout_seconds));
-        if (t.check && !t.check(n.block))
-          throw NodeError("check() says the block is not done after process() returned");
-        return Outcome::kDone;
-      } catch (const std::exception& e) {
-        error = e.what();
-      } catch (...) {
-        error = "unknown exception";
-      }
-      if (attempt < attempts) r.retries.fetch_add(1, std::memory_order_relaxed);
-    }
-    std::lock_guard lock(r.mu);
-    r.failures.push_back(BlockFailure{n.block, attempts, error});
-    return Outcome::kFailed;
-  }
-
-  void finish(size_t i, Outcome outcome) {
-    Node& n = nodes_[i];
-    TaskRun& r = runs_[n.task];
-    switch (outcome) {
-      case Outcome::kDone:
-        r.done.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case Outcome::kSkipped:
-        r.skipped.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case Outcome::kFailed:
-        r.failed.fetch_add(1, std::memory_order_relaxed);
-        break;
-      case Outcome::kOrphaned:
-        r.orphaned.fetch_add(1, std::memory_order_relaxed);
-        break;
-    }
-    size_t next = SIZE_MAX;
-    {
-      std::lock_guard lock(r.mu);
-      if (!r.waiting.empty()) {
-        next = r.waiting.front();
-        r.waiting.pop_front();
-      } else {
-        --r.running;
-      }
-    }
-    if (next != SIZE_MAX) spawn(next);  // takes over this block's slot
-    const bool poison = outcome == Outcome::kFailed || outcome == Outcome::kOrphaned;
-    for (size_t s : n.successors) {
-      if (poison) nodes_[s].poisoned.store(true, std::memory_order_release);
-      if (nodes_[s].pending.fetch_sub(1, std::memory_order_acq_rel) == 1) make_ready(s);
-    }
-  }
-
-  std::deque<TaskRun> runs_;
-  std::unordered_map<const BlockwiseTask*, size_t> index_;
-  std::unique_ptr<Node[]> nodes_;
-  size_t num_nodes_ = 0;
-  tbb::task_group group_;
+// A task's share of a run: its blocks' scheduler tasks are first_task +
+// block id.
+struct TaskRun {
+  const BlockwiseTask* task = nullptr;
+  BlockGrid grid;
+  size_t first_task = 0;
+  int group = -1;  // its scheduler group (num_workers), or -1
+  // Threads that ran its init_worker callback.
+  std::mutex init_mu;
+  std::set<std::thread::id> initialized;
+  std::atomic<int64_t> retries{0};
 };
+
+// Runs init_worker once in each thread before the first block it processes.
+void ensure_worker_initialized(TaskRun& r) {
+  if (!r.task->init_worker) return;
+  const std::thread::id me = std::this_thread::get_id();
+  {
+    std::lock_guard lock(r.init_mu);
+    if (r.initialized.count(me) != 0) return;
+  }
+  try {
+    r.task->init_worker();
+  } catch (const std::exception& e) {
+    throw NodeError(fmt::format("init_worker failed: {}", e.what()));
+  }
+  std::lock_guard lock(r.init_mu);
+  r.initialized.insert(me);
+}
+
+// One attempt of a block: the checks and the process function.
+TaskOutcome attempt_block(TaskRun& r, const Block& block) {
+  const BlockwiseTask& t = *r.task;
+  if (t.check && t.check(block)) return TaskOutcome::kSkipped;
+  ensure_worker_initialized(r);
+  t.process(block);
+  const auto& after = t.post_check ? t.post_check : t.check;
+  if (after && !after(block))
+    throw NodeError(fmt::format("{} says the block is not done after process() returned",
+                                t.post_check ? "post_check()" : "check()"));
+  return TaskOutcome::kDone;
+}
+
+// The arena's threads: max(num_workers), or all cores when a task says 0.
+int concurrency(const std::deque<TaskRun>& runs) {
+  int c = 0;
+  for (const TaskRun& r : runs) {
+    if (r.task->num_workers == 0) return 0;
+    c = std::max(c, r.task->num_workers);
+  }
+  if (c == 0) return 0;
+  // TBB runs no more threads than this limit (the machine's cores unless a
+  // global_control raised it); asking for more only makes TBB warn.
+  const auto limit = static_cast<int>(
+      tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
+  return std::max(1, std::min(c, limit));
+}
+
+// Every block waits for what it depends on: the conflicting blocks of its
+// own task that come first, and the upstream blocks whose output it reads.
+void add_edges(Scheduler& scheduler, const std::deque<TaskRun>& runs,
+               const std::unordered_map<const BlockwiseTask*, size_t>& index) {
+  for (const TaskRun& r : runs) {
+    const BlockGrid& g = r.grid;
+    for (int64_t id = 0; id < g.num_blocks(); ++id) {
+      const size_t me = r.first_task + static_cast<size_t>(id);
+      const Block b = g.block(id);
+      // Conflicts inside the task: order every conflicting pair by colour,
+      // then id. A pair is found from the side whose read ROI meets the
+      // other's write ROI; the reverse case is found from the other side.
+      if (r.task->read_write_conflict) {
+        const int64_t my_colour = g.colour(b.index);
+        g.blocks_writing(b.read_roi, [&](int64_t other) {
+          if (other == id) return;
+          const size_t them = r.first_task + static_cast<size_t>(other);
+          const int64_t their_colour = g.colour(g.block(other).index);
+          const bool me_first =
+              my_colour < their_colour || (my_colour == their_colour && id < other);
+          if (me_first)
+            scheduler.precede(me, them);
+          else
+            scheduler.precede(them, me);
+        });
+      }
+      for (const BlockwiseTask* u : r.task->upstream) {
+        const TaskRun& ur = runs[index.at(u)];
+        if (ur.grid.rank != g.rank)
+          throw InvalidArgument(
+              fmt::format("{}: field \"upstream\": upstream {} has rank {}, this task rank {}",
+                          task_label(*r.task), task_label(*u), ur.grid.rank, g.rank));
+        ur.grid.blocks_writing(b.read_roi, [&](int64_t other) {
+          scheduler.precede(ur.first_task + static_cast<size_t>(other), me);
+        });
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -493,21 +348,66 @@ std::string BlockwiseReport::summary() const {
 
 BlockwiseReport run_blockwise(const std::vector<const BlockwiseTask*>& tasks) {
   const auto t0 = Clock::now();
-  Runner runner(tasks);
-  runner.run();
+  const std::vector<const BlockwiseTask*> order = collect_tasks(tasks);
+  for (const BlockwiseTask* t : order) validate_for_run(*t);
+  std::deque<TaskRun> runs(order.size());
+  std::unordered_map<const BlockwiseTask*, size_t> index;
+  for (size_t i = 0; i < order.size(); ++i) {
+    runs[i].task = order[i];
+    runs[i].grid = make_grid(*order[i]);
+    index[order[i]] = i;
+  }
+
+  // One scheduler task per block; a failed block orphans what waits for it.
+  std::vector<TaskRun*> run_of;  // per scheduler task
+  Scheduler::Options so;
+  so.threads = concurrency(runs);
+  so.on_failure = OnFailure::kContinue;
+  so.on_attempt = [&run_of](const AttemptEvent& ev) {
+    if (ev.outcome == TaskOutcome::kPending)
+      run_of[ev.task]->retries.fetch_add(1, std::memory_order_relaxed);
+  };
+  Scheduler scheduler(std::move(so));
+  for (TaskRun& r : runs) {
+    const BlockwiseTask& t = *r.task;
+    if (t.num_workers > 0) r.group = scheduler.add_group(t.num_workers);
+    r.first_task = scheduler.size();
+    const Scheduler::Policy policy{t.max_retries, t.timeout_seconds, r.group};
+    for (int64_t id = 0; id < r.grid.num_blocks(); ++id) {
+      scheduler.add(
+          [&r, block = r.grid.block(id)](const AttemptContext&) { return attempt_block(r, block); },
+          policy);
+      run_of.push_back(&r);
+    }
+  }
+  add_edges(scheduler, runs, index);
+  scheduler.run();
+
   BlockwiseReport report;
-  for (const TaskRun* r : runner.runs()) {
+  for (TaskRun& r : runs) {
     TaskReport t;
-    t.name = r->task->name;
-    t.blocks = r->grid.num_blocks();
-    t.done = r->done.load();
-    t.skipped = r->skipped.load();
-    t.failed = r->failed.load();
-    t.orphaned = r->orphaned.load();
-    t.retries = r->retries.load();
-    t.failures = r->failures;
-    std::sort(t.failures.begin(), t.failures.end(),
-              [](const BlockFailure& a, const BlockFailure& b) { return a.block.id < b.block.id; });
+    t.name = r.task->name;
+    t.blocks = r.grid.num_blocks();
+    t.retries = r.retries.load();
+    for (int64_t id = 0; id < t.blocks; ++id) {
+      const size_t task = r.first_task + static_cast<size_t>(id);
+      switch (scheduler.outcome(task)) {
+        case TaskOutcome::kDone:
+          ++t.done;
+          break;
+        case TaskOutcome::kSkipped:
+          ++t.skipped;
+          break;
+        case TaskOutcome::kFailed:
+          ++t.failed;
+          t.failures.push_back(
+              BlockFailure{r.grid.block(id), scheduler.attempts(task), scheduler.error(task)});
+          break;
+        default:  // orphaned (nothing cancels a blockwise run)
+          ++t.orphaned;
+          break;
+      }
+    }
     report.tasks.push_back(std::move(t));
   }
   report.wall_seconds = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -40,6 +40,10 @@ RunReport materialize(const Graph&, std::vector<size_t>, const RunOptions&) {
   return {};
 }
 
+void barrier() { init(); }
+
+void max_over_ranks(std::vector<int>&) { init(); }
+
 #else
 
 namespace {
@@ -137,6 +141,17 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
     r.complete = complete[r.node] != 0;
   }
   return out;
+}
+
+void barrier() {
+  init();
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+void max_over_ranks(std::vector<int>& values) {
+  init();
+  MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_INT, MPI_MAX,
+                MPI_COMM_WORLD);
 }
 
 #endif

@@ -81,14 +81,17 @@ class Task:
     block's (their difference is the context); process_function(block) does
     the work (raise to fail the attempt; call cellflow.check_cancelled() in
     long loops to honour ``timeout``); check_function(block) -> bool says a
-    block is done (skipped before, confirmed after). fit: "valid",
-    "overhang" or "shrink"; read_write_conflict, max_retries, timeout
-    (seconds per attempt, 0 = none), num_workers, upstream_tasks.
+    block is done (skipped before, confirmed after), or, as in daisy, a pair
+    (pre_check, post_check): the first asked before a block runs, the second
+    after. init_callback_fn() runs once in each worker thread before the
+    first block it processes (open a connection, load a model). fit:
+    "valid", "overhang" or "shrink"; read_write_conflict, max_retries,
+    timeout (seconds per attempt, 0 = none), num_workers, upstream_tasks.
     """
 
     def __init__(self, task_id, total_roi, read_roi, write_roi, process_function,
                  check_function=None, fit="valid", read_write_conflict=True, max_retries=2,
-                 timeout=0.0, num_workers=0, upstream_tasks=()):
+                 timeout=0.0, num_workers=0, upstream_tasks=(), init_callback_fn=None):
         self.task_id = task_id
         self.total_roi = total_roi
         self.read_roi = read_roi
@@ -101,17 +104,29 @@ class Task:
         self.timeout = timeout
         self.num_workers = num_workers
         self.upstream_tasks = list(upstream_tasks)
+        self.init_callback_fn = init_callback_fn
 
     def _spec(self):
         process = self.process_function
-        check = self.check_function
+        check, post_check = self.check_function, None
+        if isinstance(check, (tuple, list)):
+            if len(check) != 2:
+                raise ValueError(f"task {self.task_id!r}: check_function must be a function "
+                                 f"or a pair (pre_check, post_check)")
+            check, post_check = check
+
+        def as_check(f):
+            return None if f is None else (lambda t: bool(f(Block._from_tuple(t))))
+
         return {
             "name": self.task_id,
             "total_roi": self.total_roi._bounds(),
             "read_roi": self.read_roi._bounds(),
             "write_roi": self.write_roi._bounds(),
             "process": lambda t: process(Block._from_tuple(t)),
-            "check": None if check is None else (lambda t: bool(check(Block._from_tuple(t)))),
+            "check": as_check(check),
+            "post_check": as_check(post_check),
+            "init": self.init_callback_fn,
             "fit": self.fit,
             "read_write_conflict": bool(self.read_write_conflict),
             "max_retries": int(self.max_retries),

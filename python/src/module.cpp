@@ -486,16 +486,33 @@ py::list run_blockwise_py(const py::list& specs) {
                                     b.id, format_python_error(e)));
       }
     };
-    if (!d["check"].is_none()) {
-      auto check = std::make_shared<PyRef>(py::reinterpret_borrow<py::object>(d["check"]));
-      keep.push_back(check);
-      t.check = [check, name](const Block& b) {
+    // A Python check function (pre or post) as the engine's.
+    const auto check_of = [&](const char* key) -> std::function<bool(const Block&)> {
+      if (d[key].is_none()) return {};
+      auto fn = std::make_shared<PyRef>(py::reinterpret_borrow<py::object>(d[key]));
+      keep.push_back(fn);
+      return [fn, name, key](const Block& b) {
         py::gil_scoped_acquire gil;
         try {
-          return py::bool_(check->get()(block_tuple(b))).cast<bool>();
+          return py::bool_(fn->get()(block_tuple(b))).cast<bool>();
         } catch (py::error_already_set& e) {
-          throw NodeError(fmt::format("task \"{}\": block {}: check function raised:\n{}", name,
-                                      b.id, format_python_error(e)));
+          throw NodeError(fmt::format("task \"{}\": block {}: {} function raised:\n{}", name, b.id,
+                                      key, format_python_error(e)));
+        }
+      };
+    };
+    t.check = check_of("check");
+    t.post_check = check_of("post_check");
+    if (!d["init"].is_none()) {
+      auto init = std::make_shared<PyRef>(py::reinterpret_borrow<py::object>(d["init"]));
+      keep.push_back(init);
+      t.init_worker = [init, name] {
+        py::gil_scoped_acquire gil;
+        try {
+          init->get()();
+        } catch (py::error_already_set& e) {
+          throw NodeError(fmt::format("task \"{}\": init_callback_fn raised:\n{}", name,
+                                      format_python_error(e)));
         }
       };
     }

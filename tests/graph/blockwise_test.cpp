@@ -541,6 +541,70 @@ TEST(BlockwiseRun, CheckSkipsDoneBlocksAndVerifiesProcessedOnes) {
   EXPECT_FALSE(r.ok());
 }
 
+TEST(BlockwiseRun, PostCheckReplacesTheCheckAfterABlock) {
+  // daisy's pair of check functions: a cheap pre-check before, a thorough
+  // post-check after (here: the pre-check never sees the work as done).
+  std::mutex mu;
+  std::set<int64_t> processed;
+  std::atomic<int> pre{0}, post{0};
+  BlockwiseTask t = task2d(Fit::kValid);  // 9 blocks
+  t.read_write_conflict = false;
+  t.max_retries = 0;
+  t.check = [&](const Block& b) {
+    ++pre;
+    return b.id == 8;  // only block 8 carries a done marker
+  };
+  t.post_check = [&](const Block& b) {
+    ++post;
+    std::lock_guard lock(mu);
+    return processed.count(b.id) > 0 && b.id != 3;  // block 3's output is unsound
+  };
+  t.process = [&](const Block& b) {
+    std::lock_guard lock(mu);
+    processed.insert(b.id);
+  };
+  const BlockwiseReport r = run_blockwise(t);
+  const TaskReport& tr = r.task("t2");
+  EXPECT_EQ(tr.skipped, 1);
+  EXPECT_EQ(tr.done, 7);
+  EXPECT_EQ(tr.failed, 1);
+  EXPECT_EQ(pre.load(), 9);   // before each block, never after
+  EXPECT_EQ(post.load(), 8);  // after each processed block
+  ASSERT_EQ(tr.failures.size(), 1u);
+  EXPECT_EQ(tr.failures[0].block.id, 3);
+  EXPECT_NE(tr.failures[0].error.find("post_check()"), std::string::npos) << tr.failures[0].error;
+}
+
+TEST(BlockwiseRun, InitWorkerRunsOncePerThreadBeforeItsFirstBlock) {
+  std::mutex mu;
+  std::map<std::thread::id, int> inits;
+  std::atomic<int> blocks_before_init{0};
+  std::atomic<int> init_calls{0};
+  BlockwiseTask t = task2d(Fit::kValid);  // 9 blocks
+  t.read_write_conflict = false;
+  t.num_workers = 2;
+  t.max_retries = 1;
+  t.init_worker = [&] {
+    // The first init fails: that block's attempt fails, and init is asked
+    // again before the thread's next block.
+    if (++init_calls == 1) throw IoError("model not found");
+    std::lock_guard lock(mu);
+    ++inits[std::this_thread::get_id()];
+  };
+  t.process = [&](const Block&) {
+    std::lock_guard lock(mu);
+    if (inits.count(std::this_thread::get_id()) == 0) ++blocks_before_init;
+    std::this_thread::sleep_for(milliseconds(2));
+  };
+  const BlockwiseReport r = run_blockwise(t);
+  const TaskReport& tr = r.task("t2");
+  EXPECT_EQ(tr.done, 9);
+  EXPECT_EQ(tr.retries, 1);
+  EXPECT_EQ(blocks_before_init.load(), 0);
+  for (const auto& [thread, n] : inits) EXPECT_EQ(n, 1);
+  EXPECT_EQ(init_calls.load(), static_cast<int>(inits.size()) + 1);
+}
+
 TEST(BlockwiseRun, CheckOnARetryCountsEarlierWorkAsDone) {
   // process() commits its output, then throws: the retry's check sees the
   // output and the block is done (by this run), not skipped.

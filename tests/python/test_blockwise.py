@@ -72,6 +72,41 @@ def test_check_function_skips_done_blocks_and_confirms_new_ones():
     assert (r["c"]["skipped"], r["c"]["done"]) == (2, 2)
 
 
+def test_a_pair_of_check_functions_and_a_per_worker_init():
+    # daisy's (pre_check, post_check): the pre-check sees a done marker only;
+    # the post-check verifies the output and refuses block 2's.
+    marked, written, pre, post = {0}, set(), [], []
+    inits = []
+
+    def process(b):
+        assert threading.get_ident() in inits, "a block ran before its thread's init"
+        written.add(b.block_id)
+
+    def init():
+        inits.append(threading.get_ident())
+
+    def pre_check(b):
+        pre.append(b.block_id)
+        return b.block_id in marked
+
+    def post_check(b):
+        post.append(b.block_id)
+        return b.block_id in written and b.block_id != 2
+
+    task = Task("p", Roi([0], [50]), Roi([0], [10]), Roi([0], [10]), process,
+                check_function=(pre_check, post_check), init_callback_fn=init,
+                read_write_conflict=False, max_retries=0, num_workers=2)
+    r = cellflow.run_blockwise(task)
+    assert (r["p"]["skipped"], r["p"]["done"], r["p"]["failed"]) == (1, 3, 1)
+    assert sorted(pre) == [0, 1, 2, 3, 4]
+    assert sorted(post) == [1, 2, 3, 4]
+    assert "post_check" in r["p"]["failures"][0][2]
+    assert 1 <= len(inits) <= 2 and len(set(inits)) == len(inits)  # once per thread
+    with pytest.raises(ValueError, match="pair"):
+        Task("q", Roi([0], [5]), Roi([0], [5]), Roi([0], [5]), process,
+             check_function=(pre_check,)).blocks()
+
+
 def test_retries_failures_tracebacks_and_orphans():
     attempts = {}
     lock = threading.Lock()

@@ -6,12 +6,14 @@
 // with mistakes rejected by field.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -324,6 +326,51 @@ TEST(CliBlockwise, ACheckCommandDecidesPerBlockWhatIsDone) {
   const std::string& error =
       rep2.find("failed_blocks")->as_array().at(0).find("error")->as_string();
   EXPECT_NE(error.find("check command sh: failed (exit code 3)"), std::string::npos) << error;
+}
+
+TEST(CliBlockwise, APostCheckConfirmsBlocksAndInitRunsOncePerWorker) {
+  BlockwiseRun f("{}");
+  // The pre-check is the output; the post-check logs each block it is asked
+  // about and refuses block 7; init logs each worker's start.
+  edit_task(f.task, R"("check": "output")", R"JSON("check": "output",
+      "init": {"command": ["sh", "-c", "echo init >> \"$CELLFLOW_TASK_DIR/init.log\""]},
+      "post_check": {"command": ["sh", "-c",
+        "echo $CELLFLOW_BLOCK_ID >> \"$CELLFLOW_TASK_DIR/post.log\"; test $CELLFLOW_BLOCK_ID != 7"]})JSON");
+  const CommandResult r = f.run({"--threads", "2", "--max-retries", "0"});
+  ASSERT_EQ(r.exit_code, 1) << describe(r);
+  const Value rep = f.read_report();
+  EXPECT_EQ(ids(*rep.find("failed_blocks")), (std::set<int64_t>{7}));
+  EXPECT_EQ(rep.find("done")->as_int(), 11);
+  const std::string error = rep.find("failed_blocks")->as_array().at(0).find("error")->as_string();
+  EXPECT_NE(error.find("post_check() says the block is not done"), std::string::npos) << error;
+  std::multiset<int64_t> asked;
+  std::istringstream post(read_all(f.tmp / "post.log"));
+  for (int64_t id; post >> id;) asked.insert(id);
+  std::multiset<int64_t> every;
+  for (int64_t i = 0; i < 12; ++i) every.insert(i);
+  EXPECT_EQ(asked, every);  // once per processed block, never before one
+  const std::string init = read_all(f.tmp / "init.log");
+  const auto inits = std::count(init.begin(), init.end(), '\n');
+  EXPECT_GE(inits, 1);
+  EXPECT_LE(inits, 2);  // one per worker thread that processed a block
+
+  // Re-run: the pre-check (the output) finds every block's chunk, block 7's
+  // too (its process wrote it before the post-check refused it): all are
+  // skipped and the post-check is asked about none.
+  fs::remove(f.tmp / "post.log");
+  const CommandResult again = f.run({"--threads", "2", "--max-retries", "0"});
+  ASSERT_EQ(again.exit_code, 0) << describe(again);
+  EXPECT_EQ(f.read_report().find("skipped")->as_int(), 12);
+  EXPECT_FALSE(fs::exists(f.tmp / "post.log"));
+
+  // A failing init fails the attempts of the blocks it precedes, naming it.
+  edit_task(f.task, "echo init >>", "exit 4; echo init >>");
+  fs::remove_all(f.out);
+  const CommandResult bad = f.run({"--threads", "1", "--max-retries", "0"});
+  ASSERT_EQ(bad.exit_code, 1) << describe(bad);
+  const std::string why =
+      f.read_report().find("failed_blocks")->as_array().at(0).find("error")->as_string();
+  EXPECT_NE(why.find("init command sh: failed (exit code 4)"), std::string::npos) << why;
 }
 
 TEST(CliBlockwise, ABuiltinOpOnAGraphNodeMatchesTheGraphsOwnResult) {

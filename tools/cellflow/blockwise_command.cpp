@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -15,8 +16,12 @@
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/zarr_array.hpp"
 #include "cellflow/graph/blockwise.hpp"
+#include "cellflow/graph/mpi.hpp"
 #include "cellflow/graph/suggest.hpp"
 #include "cellflow/nodes/builtin.hpp"
+#include "cellflow/store/env.hpp"
+#include "cellflow/store/layout.hpp"
+#include "cellflow/store/wait_lock.hpp"
 #include "commands.hpp"
 #include "subprocess.hpp"
 
@@ -33,6 +38,13 @@ struct InputSpec {
   fs::path zarr;  // or
   fs::path graph;
   std::string node;
+};
+
+/// How a block is known to be done: "output" (its chunk of the output
+/// exists), "none" (never), "command" (a program asked about the block).
+struct CheckSpec {
+  std::string kind;  // "" = not given
+  std::vector<std::string> command;
 };
 
 /// A task file, parsed and checked field by field.
@@ -53,12 +65,40 @@ struct TaskSpec {
   Value params = Value::object();
   std::vector<std::string> op_inputs;  // names, in the op's order
   fs::path output;
-  std::string check = "output";  // "output", "none" or "command"
-  std::vector<std::string> check_command;
+  CheckSpec check{"output", {}};
+  CheckSpec post_check;                   // "": the check is asked after a block too
+  std::vector<std::string> init_command;  // run once per worker before its first block
 };
 
 [[noreturn]] void field_error(const TaskSpec& s, std::string_view field, std::string_view what) {
   throw UsageError(fmt::format("{}: field \"{}\" {}", s.file, field, what));
+}
+
+// {"command": [PROGRAM, ARGS...]}
+std::vector<std::string> command_of(const TaskSpec& s, const Value& v, const std::string& field) {
+  if (!v.is_object()) field_error(s, field, "must be {\"command\": [PROGRAM, ARGS...]}");
+  for (const auto& [key, value] : v.as_object())
+    if (key != "command") field_error(s, field + "." + key, "is not a field (only \"command\")");
+  const Value* cmd = v.find("command");
+  if (cmd == nullptr || !cmd->is_array())
+    field_error(s, field + ".command", "is required: a list of strings");
+  std::vector<std::string> out;
+  for (const Value& x : cmd->as_array()) {
+    if (!x.is_string()) field_error(s, field + ".command", "must be a list of strings");
+    out.push_back(x.as_string());
+  }
+  if (out.empty() || out.front().empty()) field_error(s, field + ".command", "must name a program");
+  return out;
+}
+
+// "output", "none" or {"command": [...]}
+CheckSpec check_of(const TaskSpec& s, const Value& v, const std::string& field) {
+  if (v.is_object()) return CheckSpec{"command", command_of(s, v, field)};
+  if (!v.is_string() || (v.as_string() != "output" && v.as_string() != "none"))
+    field_error(s, field,
+                fmt::format("must be \"output\", \"none\" or {{\"command\": [...]}} (got {})",
+                            to_json_compact(v)));
+  return CheckSpec{v.as_string(), {}};
 }
 
 void check_keys(const TaskSpec& s, const Value& object, std::string_view where,
@@ -149,10 +189,10 @@ TaskSpec parse_task(const std::string& path) {
   }
   if (!root.is_object()) throw UsageError(fmt::format("{}: a task is a JSON object", path));
   using K = Value::Kind;
-  check_keys(
-      s, root, "",
-      {"name", "inputs", "total_roi", "read_roi", "write_roi", "fit", "read_write_conflict",
-       "num_workers", "worker_processes", "max_retries", "timeout", "process", "output", "check"});
+  check_keys(s, root, "",
+             {"name", "inputs", "total_roi", "read_roi", "write_roi", "fit", "read_write_conflict",
+              "num_workers", "worker_processes", "max_retries", "timeout", "process", "output",
+              "check", "post_check", "init"});
   if (const Value* v = member(s, root, "name", K::kString, "name")) s.name = v->as_string();
 
   const Value* inputs = member(s, root, "inputs", K::kObject, "inputs", true);
@@ -233,25 +273,18 @@ TaskSpec parse_task(const std::string& path) {
   const Value* output = member(s, root, "output", K::kObject, "output", true);
   check_keys(s, *output, "output", {"zarr"});
   s.output = path_of(s, member(s, *output, "zarr", K::kString, "output.zarr", true)->as_string());
-  if (const Value* v = root.find("check"); v != nullptr && v->is_object()) {
-    check_keys(s, *v, "check", {"command"});
-    s.check = "command";
-    const Value* cmd = member(s, *v, "command", K::kArray, "check.command", true);
-    for (const Value& x : cmd->as_array()) {
-      if (!x.is_string()) field_error(s, "check.command", "must be a list of strings");
-      s.check_command.push_back(x.as_string());
-    }
-    if (s.check_command.empty() || s.check_command.front().empty())
-      field_error(s, "check.command", "must name a program");
-  } else if (v != nullptr) {
-    if (!v->is_string() || (v->as_string() != "output" && v->as_string() != "none"))
-      field_error(s, "check",
-                  fmt::format("must be \"output\", \"none\" or {{\"command\": [...]}} (got {})",
-                              to_json_compact(*v)));
-    s.check = v->as_string();
+  if (const Value* v = root.find("check")) s.check = check_of(s, *v, "check");
+  if (const Value* v = root.find("post_check")) {
+    s.post_check = check_of(s, *v, "post_check");
+    if (s.post_check.kind == "none") field_error(s, "post_check", "cannot be \"none\"");
   }
+  if (const Value* v = root.find("init")) s.init_command = command_of(s, *v, "init");
   return s;
 }
+
+// Per block, what became of it, merged over ranks by maximum: a block one rank
+// processed is done whatever the others saw.
+enum BlockState : int { kUntouched = 0, kSkipped = 1, kFailed = 2, kProcessed = 3 };
 
 /// A task with its inputs opened, its op bound and its output created.
 struct LoadedTask {
@@ -435,7 +468,6 @@ Value report_json(const LoadedTask& t, const TaskReport& r, const std::vector<Bl
   v.set("retries", r.retries);
   v.set("wall_seconds", wall);
   Value failures = Value::array();
-  std::vector<bool> failed(blocks.size(), false);
   for (const BlockFailure& f : r.failures) {
     Value x = Value::object();
     x.set("block", f.block.id);
@@ -445,19 +477,21 @@ Value report_json(const LoadedTask& t, const TaskReport& r, const std::vector<Bl
     x.set("attempts", f.attempts);
     x.set("error", f.error);
     failures.as_array().push_back(std::move(x));
-    failed[static_cast<size_t>(f.block.id)] = true;
   }
-  // Per block: 1 skipped, 2 processed; failed from the report; the rest orphaned.
   Value done = Value::array(), skipped = Value::array(), orphaned = Value::array();
   for (const Block& b : blocks) {
-    const size_t i = static_cast<size_t>(b.id);
-    if (failed[i]) continue;
-    if (state[i] == 1) {
-      skipped.as_array().emplace_back(b.id);
-    } else if (state[i] == 2) {
-      done.as_array().emplace_back(b.id);
-    } else {
-      orphaned.as_array().emplace_back(b.id);
+    switch (state[static_cast<size_t>(b.id)]) {
+      case kSkipped:
+        skipped.as_array().emplace_back(b.id);
+        break;
+      case kProcessed:
+        done.as_array().emplace_back(b.id);
+        break;
+      case kUntouched:  // never reached: a block it waits for failed
+        orphaned.as_array().emplace_back(b.id);
+        break;
+      default:
+        break;
     }
   }
   v.set("done_blocks", std::move(done));
@@ -465,6 +499,94 @@ Value report_json(const LoadedTask& t, const TaskReport& r, const std::vector<Bl
   v.set("failed_blocks", std::move(failures));
   v.set("orphaned_blocks", std::move(orphaned));
   return v;
+}
+
+// Blocks shared by several processes (MPI ranks, on one machine or many,
+// over one shared file system): each rank runs the whole task, but a block is
+// processed only under an exclusive lock on byte <block id> of
+// <output>/.cellflow-blocks.lock, and what became of it in this run is a
+// marker under <output>/.cellflow-run/: done/<id>, or failed/<id> holding
+// the error. A rank that gets the lock after another rank finished the block
+// takes the other rank's result instead of processing it again; the lock of
+// a rank that died is released by the kernel. Rank 0 clears the markers of
+// earlier runs before the ranks start (a barrier).
+class BlockClaims {
+ public:
+  BlockClaims(const fs::path& output, bool clear) : env_(posix_env(output)) {
+    if (clear) env_->remove(layout::kBlockwiseRunFolder);
+  }
+
+  // Exclusive use of block `b`; waits while another rank has it (bounded by
+  // the attempt's time limit).
+  std::unique_ptr<EnvLock> claim(const Block& b) {
+    return wait_lock(*env_, layout::kBlockwiseLockFile, b.id, LockMode::kExclusive, std::nullopt,
+                     fmt::format("block {} (another rank is processing it)", b.id));
+  }
+  bool done_elsewhere(const Block& b) {
+    return env_->stat(marker("done", b)).kind != EntryKind::kMissing;
+  }
+  std::optional<std::string> failure_elsewhere(const Block& b) {
+    return env_->read(marker("failed", b));
+  }
+  void mark_done(const Block& b) {
+    env_->write_atomic(marker("done", b), "", Durability::kProcess);
+  }
+  // Failed attempts at block `b` by any rank in this run; add_failed_attempt
+  // returns the new count. Call under the claim.
+  int failed_attempts(const Block& b) {
+    const auto text = env_->read(marker("attempts", b));
+    return text ? std::atoi(text->c_str()) : 0;
+  }
+  int add_failed_attempt(const Block& b) {
+    const int n = failed_attempts(b) + 1;
+    env_->write_atomic(marker("attempts", b), std::to_string(n), Durability::kProcess);
+    return n;
+  }
+  void mark_failed(const Block& b, const std::string& error) {
+    env_->write_atomic(marker("failed", b), error, Durability::kProcess);
+  }
+
+ private:
+  static std::string marker(const char* what, const Block& b) {
+    return fmt::format("{}/{}/{}", layout::kBlockwiseRunFolder, what, b.id);
+  }
+  std::shared_ptr<Env> env_;
+};
+
+// MPI: every rank learns what became of each block on any rank; the report
+// is rebuilt from the merged states (a failure another rank saw is read from
+// its marker).
+void merge_over_ranks(BlockClaims& claims, const std::vector<Block>& blocks,
+                      std::vector<int>& states, TaskReport& r) {
+  mpi::max_over_ranks(states);
+  std::vector<BlockFailure> failures;
+  r.done = r.skipped = r.failed = r.orphaned = 0;
+  for (const Block& b : blocks) {
+    switch (states[static_cast<size_t>(b.id)]) {
+      case kProcessed:
+        ++r.done;
+        break;
+      case kSkipped:
+        ++r.skipped;
+        break;
+      case kUntouched:
+        ++r.orphaned;
+        break;
+      default: {
+        ++r.failed;
+        const auto mine = std::find_if(r.failures.begin(), r.failures.end(),
+                                       [&](const BlockFailure& f) { return f.block.id == b.id; });
+        // The error as the rank that failed it saw it.
+        const auto why = claims.failure_elsewhere(b);
+        BlockFailure f{b, mine != r.failures.end() ? mine->attempts : 0,
+                       why                        ? *why
+                       : mine != r.failures.end() ? mine->error
+                                                  : "failed"};
+        failures.push_back(std::move(f));
+      }
+    }
+  }
+  r.failures = std::move(failures);
 }
 
 }  // namespace
@@ -491,9 +613,18 @@ int blockwise_command(const BlockwiseArgs& args) {
         "blockwise: in threads the timeout is cooperative (the op must check for "
         "cancellation); worker processes are killed");
 
+  // Under MPI the ranks share the blocks (BlockClaims); rank 0 reports.
+  std::unique_ptr<BlockClaims> claims;
+  bool lead = true;
+  if (args.mpi || mpi::launched()) {
+    if (!mpi::available()) throw UsageError("--mpi: this cellflow was built without MPI");
+    lead = mpi::init().rank == 0;
+    claims = std::make_unique<BlockClaims>(t.spec.output, lead);
+    mpi::barrier();
+  }
+
   const std::vector<Block> blocks = enumerate_blocks(task);
-  // Per block id: 0 untouched, 1 skipped by the check, 2 processed.
-  std::vector<std::atomic<int>> state(blocks.size());
+  std::vector<std::atomic<int>> state(blocks.size());  // BlockState
   std::vector<std::atomic<int>> failed_attempts(blocks.size());
   std::atomic<int64_t> finished{0};
   std::mutex print_mu;
@@ -509,73 +640,127 @@ int blockwise_command(const BlockwiseArgs& args) {
   const std::string task_abs = fs::absolute(args.task_path).string();
   const std::string cache_abs = args.cache ? fs::absolute(*args.cache).string() : std::string();
   const double timeout = task.timeout_seconds;
-  task.process = [&](const Block& b) {
-    try {
-      if (!processes) {
-        process_block(t, b);
-      } else {
-        std::vector<std::string> argv{"blockwise-worker", task_abs, "--block", block_arg(b)};
-        if (!cache_abs.empty()) {
-          argv.push_back("--cache");
-          argv.push_back(cache_abs);
-        }
-        for (const std::string& p : args.plugins) {
-          argv.push_back("--plugin");
-          argv.push_back(fs::absolute(p).string());
-        }
-        const WorkerExit exit = run_worker_process(argv, timeout);
-        forward_warnings(exit.output, fmt::format("block {}", b.id));
-        if (exit.how != WorkerExit::How::kExited) throw NodeError(exit.describe(timeout));
-        if (exit.code != 0)
-          throw NodeError(
-              fmt::format("{}: {}", exit.describe(timeout), worker_error(exit.output, {})));
-        if (exit.output.find(kWorkerDone) == std::string::npos)
-          throw NodeError("worker exited 0 without writing the block");
-      }
-    } catch (const std::exception& e) {
-      // The last attempt's failure finishes the block.
-      const bool last = ++failed_attempts[static_cast<size_t>(b.id)] > task.max_retries;
-      progress(b, fmt::format("{}: {}", last ? "failed" : "attempt failed", e.what()), last);
-      throw;
+  const auto process_here = [&](const Block& b) {
+    if (!processes) {
+      process_block(t, b);
+      return;
     }
-    state[static_cast<size_t>(b.id)] = 2;
-    progress(b, "done", true);
+    std::vector<std::string> argv{"blockwise-worker", task_abs, "--block", block_arg(b)};
+    if (!cache_abs.empty()) {
+      argv.push_back("--cache");
+      argv.push_back(cache_abs);
+    }
+    for (const std::string& p : args.plugins) {
+      argv.push_back("--plugin");
+      argv.push_back(fs::absolute(p).string());
+    }
+    const WorkerExit exit = run_worker_process(argv, timeout);
+    forward_warnings(exit.output, fmt::format("block {}", b.id));
+    if (exit.how != WorkerExit::How::kExited) throw NodeError(exit.describe(timeout));
+    if (exit.code != 0)
+      throw NodeError(fmt::format("{}: {}", exit.describe(timeout), worker_error(exit.output, {})));
+    if (exit.output.find(kWorkerDone) == std::string::npos)
+      throw NodeError("worker exited 0 without writing the block");
   };
-  const auto check_command = [&](const Block& b) {
+  // A program asked about a block (check, post_check, init); exits 0 or 1.
+  const auto run_command = [&](const std::vector<std::string>& command, const Block* b,
+                               const char* what) {
     const auto list = [](const Dims& d) { return fmt::format("{}", fmt::join(d, ",")); };
-    const WorkerExit exit =
-        run_program(t.spec.check_command,
-                    {fmt::format("CELLFLOW_TASK_DIR={}", t.spec.dir.string()),
-                     fmt::format("CELLFLOW_BLOCK_ID={}", b.id),
-                     fmt::format("CELLFLOW_BLOCK_INDEX={}", list(b.index)),
-                     fmt::format("CELLFLOW_BLOCK_READ_OFFSET={}", list(b.read_roi.begin())),
-                     fmt::format("CELLFLOW_BLOCK_READ_SHAPE={}", list(b.read_roi.shape())),
-                     fmt::format("CELLFLOW_BLOCK_WRITE_OFFSET={}", list(b.write_roi.begin())),
-                     fmt::format("CELLFLOW_BLOCK_WRITE_SHAPE={}", list(b.write_roi.shape()))},
-                    timeout);
-    if (exit.how == WorkerExit::How::kExited && (exit.code == 0 || exit.code == 1))
+    std::vector<std::string> env{fmt::format("CELLFLOW_TASK_DIR={}", t.spec.dir.string())};
+    if (b != nullptr) {
+      env.push_back(fmt::format("CELLFLOW_BLOCK_ID={}", b->id));
+      env.push_back(fmt::format("CELLFLOW_BLOCK_INDEX={}", list(b->index)));
+      env.push_back(fmt::format("CELLFLOW_BLOCK_READ_OFFSET={}", list(b->read_roi.begin())));
+      env.push_back(fmt::format("CELLFLOW_BLOCK_READ_SHAPE={}", list(b->read_roi.shape())));
+      env.push_back(fmt::format("CELLFLOW_BLOCK_WRITE_OFFSET={}", list(b->write_roi.begin())));
+      env.push_back(fmt::format("CELLFLOW_BLOCK_WRITE_SHAPE={}", list(b->write_roi.shape())));
+    }
+    const WorkerExit exit = run_program(command, env, timeout);
+    if (exit.how == WorkerExit::How::kExited &&
+        (exit.code == 0 || (b != nullptr && exit.code == 1)))
       return exit.code == 0;
     std::string why = exit.describe(timeout);
     if (why.starts_with("worker ")) why.erase(0, 7);
-    throw NodeError(fmt::format("check command {}: {}: {}", t.spec.check_command.front(), why,
+    throw NodeError(fmt::format("{} command {}: {}: {}", what, command.front(), why,
                                 worker_error(exit.output, {})));
   };
-  if (t.spec.check != "none") {
+  const auto is_done = [&](const CheckSpec& c, const Block& b, const char* what) {
+    return c.kind == "output" ? t.out->contains(b.index) : run_command(c.command, &b, what);
+  };
+  if (t.spec.check.kind != "none") {
     task.check = [&](const Block& b) {
-      const bool present = t.spec.check == "output" ? t.out->contains(b.index) : check_command(b);
-      if (present && state[static_cast<size_t>(b.id)] == 0) {
-        state[static_cast<size_t>(b.id)] = 1;
+      const bool present = is_done(t.spec.check, b, "check");
+      if (present && state[static_cast<size_t>(b.id)] == kUntouched) {
+        state[static_cast<size_t>(b.id)] = kSkipped;
         progress(b, "skipped (already done)", true);
       }
       return present;
     };
   }
+  // Asked after a block: the post_check, else the check.
+  const CheckSpec* after = !t.spec.post_check.kind.empty() ? &t.spec.post_check
+                           : t.spec.check.kind != "none"   ? &t.spec.check
+                                                           : nullptr;
+  const char* after_name = after == &t.spec.post_check ? "post_check" : "check";
+  const auto confirm = [&](const Block& b) {
+    return after == nullptr || is_done(*after, b, after_name);
+  };
+  task.process = [&](const Block& b) {
+    const auto i = static_cast<size_t>(b.id);
+    std::unique_ptr<EnvLock> claim;
+    bool elsewhere = false;
+    try {
+      if (claims) {
+        // Under the claim: another rank's result, or process and confirm.
+        claim = claims->claim(b);
+        if (claims->done_elsewhere(b)) {
+          state[i] = kProcessed;
+          progress(b, "done (by another rank)", true);
+          return;
+        }
+        if (const auto why = claims->failure_elsewhere(b)) {
+          elsewhere = true;
+          throw NodeError(fmt::format("failed on another rank: {}", *why));
+        }
+        if (claims->failed_attempts(b) > task.max_retries) {
+          elsewhere = true;
+          throw NodeError("failed: the ranks used up its attempts");
+        }
+      }
+      process_here(b);
+      if (claims && !confirm(b))
+        throw NodeError(
+            fmt::format("{}() says the block is not done after process() returned", after_name));
+    } catch (const std::exception& e) {
+      // The last attempt's failure finishes the block.
+      // Under MPI the attempts are counted over all ranks.
+      bool last = ++failed_attempts[i] > task.max_retries;
+      if (claims && !elsewhere) {
+        last = claims->add_failed_attempt(b) > task.max_retries;
+        if (last) claims->mark_failed(b, e.what());
+      }
+      progress(b, fmt::format("{}: {}", last ? "failed" : "attempt failed", e.what()), last);
+      throw;
+    }
+    if (claims) claims->mark_done(b);
+    state[i] = kProcessed;
+    progress(b, "done", true);
+  };
+  if (claims) {
+    task.post_check = [](const Block&) { return true; };  // confirmed under the claim
+  } else if (after != nullptr) {
+    task.post_check = confirm;
+  }
+  if (!t.spec.init_command.empty())
+    task.init_worker = [&] { run_command(t.spec.init_command, nullptr, "init"); };
 
-  const BlockwiseReport report = run_blockwise(task);
-  const TaskReport& r = report.tasks.front();
+  BlockwiseReport report = run_blockwise(task);
+  TaskReport& r = report.tasks.front();
   std::vector<int> states;
   for (const auto& s : state) states.push_back(s.load());
-  if (args.report_json) {
+  for (const BlockFailure& f : r.failures) states[static_cast<size_t>(f.block.id)] = kFailed;
+  if (claims) merge_over_ranks(*claims, blocks, states, r);
+  if (args.report_json && lead) {
     const std::string text = to_json(report_json(t, r, blocks, states, report.wall_seconds));
     if (*args.report_json == "-") {
       fmt::print("{}\n", text);
@@ -585,7 +770,7 @@ int blockwise_command(const BlockwiseArgs& args) {
       if (!out) throw IoError(fmt::format("cannot write {}", *args.report_json));
     }
   }
-  if (!args.quiet) {
+  if (!args.quiet && lead) {
     fmt::print(stderr, "{}", report.summary());
     for (const BlockFailure& f : r.failures)
       fmt::print(stderr, "  block {} {} failed after {} attempts: {}\n", f.block.id,

@@ -18,6 +18,7 @@ struct BlockwiseArgs {
   std::optional<double> timeout_seconds;   // overrides the task's "timeout"
   std::optional<int> max_retries;          // overrides the task's "max_retries"
   std::optional<std::string> report_json;  // FILE, or - for stdout
+  bool mpi = false;  // share the blocks with the other MPI ranks (automatic under mpirun)
   bool progress = false;
   bool quiet = false;
   std::vector<std::string> plugins;  // passed on to worker processes

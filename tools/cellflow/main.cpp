@@ -145,6 +145,9 @@ int cli_main(int argc, char** argv) {
   bw_cmd->add_option("--report-json", bw.report_json,
                      "Write the report (counts, and the ids of done, skipped, failed and orphaned "
                      "blocks) to FILE; - for stdout");
+  bw_cmd->add_flag("--mpi", bw.mpi,
+                   "Share the blocks with the other MPI ranks running this task (automatic "
+                   "under mpirun/srun); rank 0 reports");
   bw_cmd->add_flag("--progress", bw.progress, "One line on stderr per finished block");
   bw_cmd->add_flag("-q,--quiet", bw.quiet, "No summary");
   add_plugin_option(bw_cmd);

@@ -19,6 +19,7 @@ struct CellTraceEvent {
     kCompute,  // the image's compute function
     kStore,    // encoded and committed to the store
     kWait,     // waited for another thread's or process's production
+    kGlobal,   // a node's global pass over its whole input (cell = nullptr)
   };
   Kind kind = Kind::kCompute;
   const std::string* image = nullptr;  // the image's name, e.g. `node "smooth"`
@@ -43,7 +44,7 @@ CellTraceSink* set_cell_trace_sink(CellTraceSink* sink);
 /// The installed sink, or nullptr.
 CellTraceSink* cell_trace_sink();
 
-/// "load", "compute", "store" or "wait".
+/// "load", "compute", "store", "wait" or "global".
 const char* cell_trace_kind_name(CellTraceEvent::Kind kind);
 
 }  // namespace cellflow

@@ -132,4 +132,10 @@ std::string cell_identity(std::string_view owner, const CellIndex& index);
 /// "memo/<key>/entry.json".
 std::string memo_entry_file(std::string_view key);
 
+/// Beside a blockwise task's Zarr output (not in a cache): under MPI, the
+/// ranks' per-block lock file (byte <block id>) and this run's markers
+/// (done/<id>, failed/<id>, attempts/<id>), cleared when a run starts.
+inline constexpr std::string_view kBlockwiseLockFile = ".cellflow-blocks.lock";
+inline constexpr std::string_view kBlockwiseRunFolder = ".cellflow-run";
+
 }  // namespace cellflow::layout

@@ -2,9 +2,11 @@
 // volume block by block; each block reads its `read_roi` and writes its
 // `write_roi` (the context is their difference); blocks are the first block
 // shifted over the total ROI by multiples of the write ROI's shape.
-// run_blockwise() runs the blocks of one or more tasks on a TBB arena, with
-// conflict-free scheduling, done-checks, retries, cooperative timeouts and
-// upstream tasks, and reports what happened to every block.
+// run_blockwise() runs the blocks of one or more tasks on the scheduler that
+// also runs graph cells (scheduler.hpp: one retry, timeout and cancellation
+// implementation), with conflict-free scheduling, done-checks, retries,
+// cooperative timeouts, per-worker init and upstream tasks, and reports what
+// happened to every block.
 // Thread-safety: process() and check() are called concurrently on different
 // blocks and must be thread-safe; tasks must not change during a run.
 // Several run_blockwise() calls may run at once.
@@ -90,9 +92,19 @@ struct BlockwiseTask {
   /// check_cancelled() (cellflow/graph/cancel.hpp) to honour the timeout.
   std::function<void(const Block&)> process;
   /// Optional: true if the block is already done. Called before a block runs
-  /// (true: the block is skipped) and after process() returns (false: the
-  /// attempt failed).
+  /// (true: the block is skipped) and, unless post_check is set, after
+  /// process() returns (false: the attempt failed).
   std::function<bool(const Block&)> check;
+  /// Optional: daisy's second check function, asked after process() returns
+  /// instead of `check` (false: the attempt failed). Lets a cheap pre-check
+  /// ("is there a done marker?") pair with a thorough post-check ("is the
+  /// output sound?").
+  std::function<bool(const Block&)> post_check;
+  /// Optional: called once in each worker thread before the first block of
+  /// this task it processes (daisy's per-worker init: open a database
+  /// connection, load a model). A throwing init fails that block's attempt and
+  /// is called again before the thread's next block.
+  std::function<void()> init_worker;
   Fit fit = Fit::kValid;
   /// True: no block runs while another block whose write ROI meets its read
   /// ROI (or whose read ROI meets its write ROI) runs. False: all blocks of the

@@ -14,17 +14,23 @@ class CancelToken {
  public:
   using Clock = std::chrono::steady_clock;
   CancelToken() = default;
-  explicit CancelToken(Clock::time_point deadline, const std::atomic<bool>* stop = nullptr)
-      : deadline_(deadline), stop_(stop) {}
+  /// Cancelled once `stop` or `also_stop` (either may be null) is set, or the
+  /// deadline passed.
+  explicit CancelToken(Clock::time_point deadline, const std::atomic<bool>* stop = nullptr,
+                       const std::atomic<bool>* also_stop = nullptr)
+      : deadline_(deadline), stop_(stop), also_stop_(also_stop) {}
 
-  bool cancelled() const {
-    return (stop_ != nullptr && stop_->load(std::memory_order_relaxed)) || Clock::now() > deadline_;
+  bool cancelled() const { return stopping() || Clock::now() > deadline_; }
+  bool stopping() const {
+    return (stop_ != nullptr && stop_->load(std::memory_order_relaxed)) ||
+           (also_stop_ != nullptr && also_stop_->load(std::memory_order_relaxed));
   }
   bool timed_out() const { return Clock::now() > deadline_; }
 
  private:
   Clock::time_point deadline_ = Clock::time_point::max();
   const std::atomic<bool>* stop_ = nullptr;
+  const std::atomic<bool>* also_stop_ = nullptr;
 };
 
 /// Installs `token` on this thread for the scope's lifetime.

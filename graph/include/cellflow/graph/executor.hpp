@@ -1,10 +1,11 @@
 // materialize(): computes the cells of target nodes (and whatever they need)
-// on a TBB flow graph, cell by cell: a cell runs as soon as the input cells it
+// on the scheduler (scheduler.hpp), cell by cell: a cell runs as soon as the input cells it
 // reads are ready, so downstream work overlaps upstream work. Cells already
 // committed to the cache are not recomputed. Thread-safe: several
 // materialize() calls may run at once (shared cells are computed once).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -40,17 +41,23 @@ struct RunOptions {
   int max_retries = 0;
   /// Time limit per cell attempt in seconds, 0 = none (an op's own policy
   /// wins). Cooperative: a kernel sees it through check_cancelled(); a cell
-  /// runner (below) may enforce it by killing a worker process.
+  /// runner (below) may enforce it by killing a worker process. An attempt
+  /// that returns after the limit failed (and is retried like any failure).
   double timeout_seconds = 0;
   /// Replaces the in-process computation of one cell, e.g. to compute it in a
   /// worker process (`cellflow run --isolate`). It must leave the cell
-  /// committed to the cache or throw. Called concurrently.
+  /// committed to the cache or throw. Called concurrently, with the attempt's
+  /// time limit (0 = none), which started just before the call.
   std::function<void(size_t node, const CellIndex& cell, double timeout_seconds)> cell_runner;
   /// A cell another process is computing right now (cache shared by several
   /// processes or MPI ranks) is skipped at first and only waited for at the
   /// end (or when a cell of this run reads it), so that this process takes
   /// other cells meanwhile.
   bool share_work = true;
+  /// Set by someone else (e.g. a Ctrl-C handler) to stop the run: cells in
+  /// flight are cancelled through their tokens, the rest are not started, and
+  /// materialize() throws Cancelled.
+  const std::atomic<bool>* stop = nullptr;
   /// Called after each cell attempt; must be thread-safe.
   std::function<void(const CellEvent&)> on_cell;
   /// Called from a background thread about every `progress_interval_ms` and

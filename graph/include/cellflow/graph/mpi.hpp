@@ -34,4 +34,10 @@ World init();
 /// throws on every rank a NodeError naming each failed rank and its cause.
 RunReport materialize(const Graph& graph, std::vector<size_t> targets, const RunOptions& options);
 
+/// Collective: returns once every rank has called it.
+void barrier();
+/// Collective: replaces each element by its maximum over the ranks. Every
+/// rank passes a vector of the same size.
+void max_over_ranks(std::vector<int>& values);
+
 }  // namespace cellflow::mpi
