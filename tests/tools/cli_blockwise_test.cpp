@@ -373,6 +373,23 @@ TEST(CliBlockwise, APostCheckConfirmsBlocksAndInitRunsOncePerWorker) {
   EXPECT_NE(why.find("init command sh: failed (exit code 4)"), std::string::npos) << why;
 }
 
+TEST(CliBlockwise, WorkersRunAsManyAtOnceAsAskedWhateverTheCoreCount) {
+  // The pre-check of each block holds a slot for 0.4 s and records how many
+  // slots are busy (a folder per running block). With --workers 4 four run
+  // at once even on a machine with fewer cores (daisy's num_workers).
+  BlockwiseRun f("{}");
+  fs::create_directories(f.tmp / "running");
+  edit_task(f.task, R"("check": "output")", R"JSON("check": {"command": ["sh", "-c",
+      "cd \"$CELLFLOW_TASK_DIR\" && mkdir running/$CELLFLOW_BLOCK_ID && ls running | wc -l >> busy.log && sleep 0.4 && rmdir running/$CELLFLOW_BLOCK_ID; test -e out.zarr/$(echo $CELLFLOW_BLOCK_INDEX | tr , /)"]})JSON");
+  const CommandResult r = f.run({"--workers", "4", "-q"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(f.read_report().find("done")->as_int(), 12);
+  std::istringstream busy(read_all(f.tmp / "busy.log"));
+  int most = 0;
+  for (int n; busy >> n;) most = std::max(most, n);
+  EXPECT_EQ(most, 4);
+}
+
 TEST(CliBlockwise, ABuiltinOpOnAGraphNodeMatchesTheGraphsOwnResult) {
   TempDir tmp;
   const std::string graph = R"({"cellflow": 1, "name": "bw", "nodes": [

@@ -623,6 +623,10 @@ int blockwise_command(const BlockwiseArgs& args) {
     mpi::barrier();
   }
 
+  // Worker processes: as many at once as asked, whatever the core count.
+  std::unique_ptr<WorkerSlots> slots;
+  if (processes) slots = std::make_unique<WorkerSlots>(task.num_workers);
+
   const std::vector<Block> blocks = enumerate_blocks(task);
   std::vector<std::atomic<int>> state(blocks.size());  // BlockState
   std::vector<std::atomic<int>> failed_attempts(blocks.size());

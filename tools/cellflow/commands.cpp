@@ -31,6 +31,7 @@
 #include "dot_state.hpp"
 #include "progress.hpp"
 #include "provenance_commands.hpp"
+#include "subprocess.hpp"
 
 namespace fs = std::filesystem;
 
@@ -126,6 +127,9 @@ RunReport compute(const Graph& graph, std::vector<size_t> targets, const Compute
   const LogAboveProgress log_sink(progress.get());
   RunOptions options;
   options.threads = c.threads;
+  // Isolated cells: a thread per worker process, even past the core count.
+  std::unique_ptr<WorkerSlots> slots;
+  if (policy.isolate && c.threads > 0) slots = std::make_unique<WorkerSlots>(c.threads);
   if (progress) {
     options.on_progress = [p = progress.get()](const std::vector<NodeProgress>& nodes) {
       p->update(nodes);

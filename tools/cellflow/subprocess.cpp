@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <tbb/global_control.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,20 @@
 extern char** environ;
 
 namespace cellflow::cli {
+
+struct WorkerSlots::Control {
+  explicit Control(int slots)
+      : raised(tbb::global_control::max_allowed_parallelism, static_cast<size_t>(slots)) {}
+  tbb::global_control raised;
+};
+
+WorkerSlots::WorkerSlots(int slots) {
+  const auto now = static_cast<int>(
+      tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
+  if (slots > now) control_ = std::make_unique<Control>(slots);
+}
+
+WorkerSlots::~WorkerSlots() = default;
 namespace {
 
 namespace fs = std::filesystem;

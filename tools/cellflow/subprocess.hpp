@@ -8,10 +8,27 @@
 // the parent dies (watch_parent()). Thread-safe.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace cellflow::cli {
+
+/// While it lives, TBB may run up to `slots` threads even on a machine with
+/// fewer cores. Each worker process needs a thread of this process that waits
+/// for it, so `--workers N` (blockwise) and `run --isolate --threads N` run N
+/// workers at once whatever the core count (daisy's num_workers).
+class WorkerSlots {
+ public:
+  explicit WorkerSlots(int slots);
+  ~WorkerSlots();
+  WorkerSlots(const WorkerSlots&) = delete;
+  WorkerSlots& operator=(const WorkerSlots&) = delete;
+
+ private:
+  struct Control;
+  std::unique_ptr<Control> control_;
+};
 
 struct WorkerExit {
   enum class How { kExited, kSignaled, kTimedOut, kCancelled };
