@@ -246,7 +246,9 @@ class Materialization {
     if (options_.share_work && r.image->busy_elsewhere(cell) && !r.image->available(cell)) {
       std::lock_guard lock(deferred_mu_);
       deferred_.emplace_back(i, cell);
-    } else if (options_.cell_runner) {
+    } else if (options_.cell_runner && nodes_[i].persist && graph_.cache() != nullptr) {
+      // A worker process hands its cell over through the cache; a node that
+      // is not persisted (e.g. a source read from the user's file) is computed here.
       options_.cell_runner(i, cell, ctx.timeout_seconds);
     } else {
       computed = r.image->ensure(cell);
@@ -330,7 +332,8 @@ class Materialization {
         nr.cells_corrupt = after.corrupt - r.before.corrupt;
       }
       nr.seconds = static_cast<double>(r.nanos.load()) * 1e-9;
-      if (cache) {
+      nr.persisted = cache != nullptr && nodes_[i].persist;
+      if (nr.persisted) {
         nr.complete = cache->is_complete(nodes_[i].hash);
         // Any node this run touched: a killed earlier run may have committed its last cells.
         if (!nr.complete && r.image) {

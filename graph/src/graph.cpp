@@ -237,10 +237,12 @@ struct Graph::Impl {
     const GraphNode& n = nodes[i];
     std::vector<std::shared_ptr<NodeImage>> inputs;
     for (size_t in : n.inputs) inputs.push_back(node_image_locked(in));
-    const std::string key = (cache_root ? cache_root->string() : std::string()) + "|" + n.hash;
     // Memory-only images are kept past their graphs (their cells exist nowhere
     // else); persisted ones reload from the cache and release their lease.
-    images[i] = NodeImages::global().get_or_create(key, !cache, [&] {
+    const bool stored = cache && n.persist;
+    const std::string key = (cache_root ? cache_root->string() : std::string()) + "|" + n.hash +
+                            (stored ? "" : "|memory");
+    images[i] = NodeImages::global().get_or_create(key, !stored, [&] {
       auto ni = std::make_shared<NodeImage>();
       ni->kernel = n.kernel;
       ni->inputs = inputs;
@@ -248,7 +250,7 @@ struct Graph::Impl {
       ni->id = n.def.id;
       const bool table = n.info.kind == OutputKind::kTable;
       std::shared_ptr<CellStore> store;
-      if (cache) {
+      if (stored) {
         store = with_context("node \"" + n.def.id + "\"", [&]() -> std::shared_ptr<CellStore> {
           // The lease first: gc must not remove the folder once it is opened.
           ni->lease = NodeUseLock::acquire(cache->env(), n.hash);
@@ -257,7 +259,7 @@ struct Graph::Impl {
           return cache->open_node(n.hash, n.info.dtype, grid, to_json_compact(n.definition));
         });
       }
-      if (cache)
+      if (stored)
         ni->artifacts = std::make_unique<ArtifactWriter>(cache->env(), layout::artifacts(n.hash));
       NodeImage* raw = ni.get();
       // The image's name is its error-context frame: node "smooth": cell (1,0,2): ...
@@ -299,6 +301,7 @@ Graph Graph::build(GraphDef def, const Registry& registry, GraphOptions options)
     GraphNode& n = m.nodes[i];
     n.def = nd;
     n.op = registry.find(nd.op);
+    if (n.op) n.persist = nd.persist.value_or(n.op->persist_by_default());
     if (!n.op) {
       std::vector<std::string> names;
       for (const auto& op : registry.list()) names.emplace_back(op->name());

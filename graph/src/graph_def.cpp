@@ -84,10 +84,10 @@ GraphDef parse_graph(std::string_view json_text, const std::string& source) {
     node.id = id->as_string();
     const std::string where = fmt::format("node \"{}\"", node.id);
     for (const auto& [key, v] : n.as_object()) {
-      if (key != "id" && key != "op" && key != "inputs" && key != "params")
+      if (key != "id" && key != "op" && key != "inputs" && key != "params" && key != "persist")
         throw field_error(
             source, where,
-            fmt::format("unknown field \"{}\" (expected id, op, inputs, params)", key));
+            fmt::format("unknown field \"{}\" (expected id, op, inputs, params, persist)", key));
     }
     const Value* op = n.find("op");
     if (op == nullptr || !op->is_string() || op->as_string().empty())
@@ -101,6 +101,13 @@ GraphDef parse_graph(std::string_view json_text, const std::string& source) {
             source, where,
             fmt::format("field \"params\" must be an object (got {})", params->kind_name()));
       node.params = *params;
+    }
+    if (const Value* persist = n.find("persist")) {
+      if (!persist->is_bool())
+        throw field_error(
+            source, where,
+            fmt::format("field \"persist\" must be true or false (got {})", persist->kind_name()));
+      node.persist = persist->as_bool();
     }
     def.nodes.push_back(std::move(node));
   }
@@ -133,6 +140,7 @@ std::string save_graph(const GraphDef& def) {
     v.set("op", n.op);
     if (!n.inputs.empty()) v.set("inputs", string_list_value(n.inputs));
     if (n.params.is_object() && !n.params.as_object().empty()) v.set("params", n.params);
+    if (n.persist) v.set("persist", *n.persist);
     nodes.push_back(std::move(v));
   }
   root.set("nodes", Value(std::move(nodes)));

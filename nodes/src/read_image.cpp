@@ -260,19 +260,25 @@ enum class Mode { kItkStream, kRawStream, kWhole };
 class ReadImageKernel final : public NodeKernel {
  public:
   ReadImageKernel(ImageInfo info, fs::path file, itk::ImageIOBase::Pointer prototype, Mode mode,
-                  RawLayout raw, std::string identity)
+                  RawLayout raw, std::string identity, std::vector<fs::path> files)
       : NodeKernel(std::move(info)),
         file_(std::move(file)),
         prototype_(std::move(prototype)),
         mode_(mode),
         raw_(std::move(raw)),
-        identity_(std::move(identity)) {}
+        identity_(std::move(identity)) {
+    for (fs::path& f : files) {
+      std::string stat = detail::stat_identity(f);
+      watched_.emplace_back(std::move(f), std::move(stat));
+    }
+  }
 
   std::string identity() const override { return identity_; }
 
   void compute(const Box& out_box, std::span<const InputRegion> /*inputs*/,
                CellBuffer& out) const override {
     with_context("file " + file_.string(), [&] {
+      if (mode_ != Mode::kWhole) check_unchanged();
       switch (mode_) {
         case Mode::kItkStream:
           read_itk(out_box, out);
@@ -288,6 +294,26 @@ class ReadImageKernel final : public NodeKernel {
   }
 
  private:
+  /// The node serves its cells from the file (they are not copied into the
+  /// cache): a file that changed since the graph was built is an error, not a
+  /// mix of old and new cells. (A file read whole is checked when it is read;
+  /// its cells then come from that one read.)
+  void check_unchanged() const {
+    for (const auto& [f, recorded] : watched_) {
+      std::string now;
+      try {
+        now = detail::stat_identity(f);
+      } catch (const std::exception&) {
+        now = "gone";
+      }
+      if (now != recorded)
+        throw IoError(fmt::format(
+            "{} changed since the graph was built (size or mtime); build the graph again to "
+            "read the new data",
+            f.string()));
+    }
+  }
+
   /// An ImageIO with its header read, from the pool (ImageIO objects are not
   /// thread-safe; each is used by one cell at a time and then returned).
   itk::ImageIOBase::Pointer acquire_io() const {
@@ -395,6 +421,7 @@ class ReadImageKernel final : public NodeKernel {
       // here cannot deadlock the pool.
       std::lock_guard lock(whole_mu_);
       if (!whole_) {
+        check_unchanged();
         whole_ = std::make_shared<const CellBuffer>(read_whole());
         served_.assign(static_cast<size_t>(grid.num_cells()), false);
         served_count_ = 0;
@@ -435,6 +462,7 @@ class ReadImageKernel final : public NodeKernel {
   Mode mode_;
   RawLayout raw_;
   std::string identity_;
+  std::vector<std::pair<fs::path, std::string>> watched_;  // file, its stat when bound
 
   mutable std::mutex pool_mu_;
   mutable std::vector<itk::ImageIOBase::Pointer> pool_;
@@ -503,6 +531,8 @@ Shape default_cell_shape(const Shape& shape) {
 class ReadImageOp final : public Op {
  public:
   std::string_view name() const override { return "read.image"; }
+  // Its cells are served from the file, never copied into the cache.
+  bool persist_by_default() const override { return false; }
   int version() const override { return 1; }
   std::string_view doc() const override {
     return "Reads a scalar image file with ITK (TIFF, NRRD, MetaImage .mha/.mhd, NIfTI, PNG, "
@@ -635,8 +665,10 @@ class ReadImageOp final : public Op {
     } else {
       for (const fs::path& f : data_files) identity += "\ndata " + detail::stat_identity(f);
     }
+    std::vector<fs::path> files = data_files;
+    files.insert(files.begin(), file);
     return std::make_unique<ReadImageKernel>(std::move(info), file, io, read_mode, std::move(raw),
-                                             std::move(identity));
+                                             std::move(identity), std::move(files));
   }
 };
 

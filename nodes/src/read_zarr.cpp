@@ -59,11 +59,12 @@ zarr::OpenedArray open_array(const fs::path& dir) {
 
 class ReadZarrKernel final : public NodeKernel {
  public:
-  ReadZarrKernel(ImageInfo info, zarr::OpenedArray array, std::string identity)
+  ReadZarrKernel(ImageInfo info, zarr::OpenedArray array, std::string identity, int64_t newest)
       : NodeKernel(std::move(info)),
         a_(std::move(array)),
         chunk_grid_(a_.shape, a_.chunks),
-        identity_(std::move(identity)) {}
+        identity_(std::move(identity)),
+        newest_(newest) {}
 
   std::string identity() const override { return identity_; }
 
@@ -88,6 +89,7 @@ class ReadZarrKernel final : public NodeKernel {
         scratch.resize(chunk_elems * size);
         dst = scratch.data();
       }
+      check_unchanged(chunk);
       if (!a_.source->read(chunk, dst)) {
         zarr::fill_region(out.mutable_data(), out_box, region, a_.fill, size);
         return;
@@ -97,9 +99,31 @@ class ReadZarrKernel final : public NodeKernel {
   }
 
  private:
+  // The node serves its cells from the array (it is not copied into the
+  // cache), so data that changed under a run would mix old and new cells: a
+  // chunk whose folder changed since the graph was built (a chunk written,
+  // renamed or removed there) is an error instead.
+  void check_unchanged(const CellIndex& chunk) const {
+    const fs::path file = a_.source->file_of(chunk);
+    if (file.empty()) return;
+    // A missing chunk's folder may be missing too: then its nearest existing
+    // parent (creating the folder would have changed that one's mtime).
+    std::error_code ec;
+    for (fs::path folder = file.parent_path(); !folder.empty(); folder = folder.parent_path()) {
+      const auto t = fs::last_write_time(folder, ec);
+      if (ec) continue;
+      if (static_cast<int64_t>(t.time_since_epoch().count()) <= newest_) return;
+      throw IoError(
+          fmt::format("file {}: the Zarr array changed since the graph was built (folder {} was "
+                      "modified); build the graph again to read the new data",
+                      file.string(), folder.string()));
+    }
+  }
+
   zarr::OpenedArray a_;
   CellGrid chunk_grid_;
   std::string identity_;
+  int64_t newest_;  // the newest folder mtime of the array when the graph was built
 };
 
 /// The newest modification time of the array's folder and of its subfolders
@@ -139,6 +163,8 @@ std::string content_identity(const fs::path& dir, const std::string& zarray) {
 class ReadZarrOp final : public Op {
  public:
   std::string_view name() const override { return "read.zarr"; }
+  // Its cells are served from the array, never copied into the cache.
+  bool persist_by_default() const override { return false; }
   int version() const override { return 1; }
   std::string_view doc() const override {
     return "Reads an existing Zarr array, v2 (a folder with .zarray, as zarr-python 2 writes "
@@ -198,6 +224,7 @@ class ReadZarrOp final : public Op {
     // consumers whose results depend on spacing hash it themselves).
     if (std::optional<Space> space = ngff_space(dir, info.shape.rank())) info.space = *space;
 
+    const int64_t newest = newest_folder_mtime(dir);
     std::string identity;
     if (mode == detail::HashMode::kContent) {
       identity =
@@ -206,9 +233,10 @@ class ReadZarrOp final : public Op {
       // A v2 array keeps the identity it always had; a v3 one is marked as such.
       identity = fmt::format("zarr {}{}\n{}\nnewest folder mtime {}",
                              array.meta_file.filename() == "zarr.json" ? "v3 " : "", dir.string(),
-                             array.meta_text, newest_folder_mtime(dir));
+                             array.meta_text, newest);
     }
-    return std::make_unique<ReadZarrKernel>(std::move(info), std::move(array), std::move(identity));
+    return std::make_unique<ReadZarrKernel>(std::move(info), std::move(array), std::move(identity),
+                                            newest);
   }
 };
 

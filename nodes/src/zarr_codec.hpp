@@ -71,6 +71,10 @@ class ChunkSource {
   /// (it reads as the fill value). Throws CorruptionError naming the file
   /// when it is stored but cannot be decoded to exactly its size.
   virtual bool read(const CellIndex& chunk, std::byte* out) const = 0;
+  /// The file that holds `chunk` (a chunk or shard file; it need not exist),
+  /// or empty when unknown: read.zarr checks that its folder did not change
+  /// since the graph was built.
+  virtual std::filesystem::path file_of(const CellIndex& /*chunk*/) const { return {}; }
 };
 
 /// An array opened for reading.

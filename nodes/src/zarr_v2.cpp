@@ -86,13 +86,17 @@ class V2ChunkFiles final : public ChunkSource {
  public:
   V2ChunkFiles(fs::path dir, V2Layout layout) : dir_(std::move(dir)), m_(std::move(layout)) {}
 
-  bool read(const CellIndex& chunk, std::byte* out) const override {
+  fs::path file_of(const CellIndex& chunk) const override {
     std::string key;
     for (int d = 0; d < chunk.rank(); ++d) {
       if (d > 0) key += m_.separator;
       key += std::to_string(chunk[d]);
     }
-    const fs::path file = dir_ / key;
+    return dir_ / key;
+  }
+
+  bool read(const CellIndex& chunk, std::byte* out) const override {
+    const fs::path file = file_of(chunk);
     std::optional<std::string> stored =
         with_context("file " + file.string(), [&] { return read_file(file); });
     if (!stored) return false;

@@ -396,6 +396,8 @@ class ChunkFiles final : public ChunkSource {
         elem_(elem),
         fill_(fill) {}
 
+  fs::path file_of(const CellIndex& chunk) const override { return keys_.path(dir_, chunk); }
+
   bool read(const CellIndex& chunk, std::byte* out) const override {
     const fs::path file = keys_.path(dir_, chunk);
     const std::string what = "file " + file.string();
@@ -455,6 +457,12 @@ class ShardFiles final : public ChunkSource {
         per_(chunks_per_shard(shard, s_.inner)),
         elem_(elem),
         fill_(fill) {}
+
+  fs::path file_of(const CellIndex& chunk) const override {
+    CellIndex shard(chunk.rank());
+    for (int d = 0; d < chunk.rank(); ++d) shard[d] = chunk[d] / per_[d];
+    return keys_.path(dir_, shard);
+  }
 
   bool read(const CellIndex& chunk, std::byte* out) const override {
     const int r = chunk.rank();

@@ -313,7 +313,7 @@ class BuiltGraph {
     std::vector<NodeUseLock> uses;
     std::vector<std::shared_ptr<CachedCellImage>> images(nodes.size());
     for (size_t i : graph_->ancestors(targets)) {
-      if (graph_->cache_root())
+      if (graph_->cache_root() && nodes[i].persist)
         uses.push_back(NodeUseLock::acquire(*graph_->cache_root(), nodes[i].hash));
       images[i] = image(i);
     }
@@ -417,6 +417,7 @@ class BuiltGraph {
       d["retries"] = retries[r.node];
       d["seconds"] = r.seconds;
       d["complete"] = r.complete;
+      d["persisted"] = r.persisted;
       per_node[py::str(nodes[r.node].def.id)] = d;
     }
     result["nodes"] = per_node;

@@ -128,6 +128,27 @@ TEST(GraphDef, StructuralErrorsNameFileAndField) {
                      {"\"a\"", "parms"});
   expect_graph_error(R"({"cellflow": 1, "nodes": [], "outputs": "a"})", {"outputs"});
   expect_graph_error(R"({"cellflow": 1, "name": 3, "nodes": []})", {"name"});
+  expect_graph_error(R"({"cellflow": 1, "nodes": [{"id": "a", "op": "x", "persist": "no"}]})",
+                     {"\"a\"", "persist", "true or false"});
+}
+
+TEST(GraphDef, PersistRoundTripsAndIsNotPartOfTheHash) {
+  const std::string text =
+      R"({"cellflow": 1, "nodes": [{"id": "a", "op": "synthetic.blobs", "params": {"shape": [8, 8], "cell_shape": [4, 4]}, "persist": false}, {"id": "b", "op": "gaussian", "inputs": ["a"], "params": {"sigma": 1.0}}]})";
+  const GraphDef def = parse_graph(text, "p.json");
+  ASSERT_TRUE(def.nodes[0].persist.has_value());
+  EXPECT_FALSE(*def.nodes[0].persist);
+  EXPECT_FALSE(def.nodes[1].persist.has_value());
+  EXPECT_EQ(save_graph(parse_graph(save_graph(def))), save_graph(def));
+  EXPECT_NE(save_graph(def).find("\"persist\": false"), std::string::npos);
+  GraphDef stored = def;
+  stored.nodes[0].persist.reset();
+  const Graph g = Graph::build(def, nodes::builtin_registry());
+  const Graph h = Graph::build(stored, nodes::builtin_registry());
+  EXPECT_FALSE(g.nodes()[0].persist);
+  EXPECT_TRUE(h.nodes()[0].persist);  // synthetic.blobs persists by default
+  EXPECT_EQ(g.nodes()[0].hash, h.nodes()[0].hash);
+  EXPECT_EQ(g.nodes()[1].hash, h.nodes()[1].hash);
 }
 
 TEST(GraphDef, MissingFileIsAnIoError) {

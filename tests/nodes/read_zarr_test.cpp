@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -333,6 +334,69 @@ TEST(ReadZarr, HashFollowsTheData) {
     EXPECT_NE(std::string(e.what()).find("param \"hash\" must be \"stat\" or \"content\""),
               std::string::npos);
   }
+}
+
+TEST(ReadZarr, ASourceThatChangesUnderARunIsAnErrorNotAMix) {
+  // The node serves its cells from the array (no copy in the cache): after a
+  // chunk is rewritten, a cell not read yet is an error naming the file, in
+  // the v2 flat layout and with "/" chunk folders.
+  for (const std::string sep : {".", "/"}) {
+    TempDir tmp;
+    const fs::path path = tmp / "a.zarr";
+    const std::string create = "shape=(8, 8), chunks=(4, 4), dtype='<f4', dimension_separator='" +
+                               sep + "', compressor=numcodecs.Zstd()";
+    python_array(tmp, path, create, "a[...] = np.arange(64).reshape(8, 8)");
+    const Graph g = build_reader(path);
+    auto img = g.image("in");
+    const CellBuffer first = img->read(Box(Dims{0, 0}, Dims{4, 4}));  // cell (0,0), before
+    EXPECT_EQ(first.as<float>()[5], 9.0f);                            // (1, 1)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const test::CommandResult r = test::run_command(
+        {CELLFLOW_PYTHON, "-c",
+         "import zarr\na = zarr.open('" + path.string() + "', mode='r+')\na[4:, 4:] = -1\n"},
+        tmp.path());
+    ASSERT_EQ(r.exit_code, 0) << test::describe(r);
+    try {
+      img->read(Box(Dims{4, 4}, Dims{8, 8}));
+      ADD_FAILURE() << sep << ": a changed chunk was served";
+    } catch (const IoError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("changed since the graph was built"), std::string::npos) << what;
+      EXPECT_NE(what.find(path.string()), std::string::npos) << what;
+    }
+    // Built again, the graph has a new hash and reads the new data.
+    const Graph again = build_reader(path);
+    EXPECT_NE(again.node("in").hash, g.node("in").hash);
+    EXPECT_EQ(again.image("in")->read(Box(Dims{4, 4}, Dims{8, 8})).as<float>()[0], -1.0f);
+  }
+}
+
+TEST(ReadZarr, TheCacheHoldsNoCopyOfTheSourceUnlessAsked) {
+  TempDir tmp;
+  const fs::path path = tmp / "a.zarr";
+  python_array(tmp, path, "shape=(16, 16), chunks=(8, 8), dtype='<f4'",
+               "a[...] = np.arange(256).reshape(16, 16)");
+  const auto run = [&](const fs::path& cache, std::optional<bool> persist_source) {
+    GraphDef def;
+    def.add("in", "read.zarr", {}, Value(Value::Object{{"path", path.string()}}));
+    if (persist_source) def.nodes.back().persist = *persist_source;
+    def.add("plus", "add", {"in"}, Value(Value::Object{{"scalar", 1.0}}));
+    def.outputs = {"plus"};
+    GraphOptions o;
+    o.cache_root = cache;
+    const Graph g = Graph::build(def, nodes::builtin_registry(), o);
+    const CellBuffer out = g.image("plus")->read(g.image("plus")->grid().bounds());
+    EXPECT_EQ(out.as<float>()[17], 18.0f);
+    return std::pair{g.node("in").hash, g.node("plus").hash};
+  };
+  const auto [in_hash, plus_hash] = run(tmp / "cache", std::nullopt);
+  EXPECT_TRUE(fs::exists(tmp / "cache" / plus_hash));
+  EXPECT_FALSE(fs::exists(tmp / "cache" / in_hash)) << "the source was copied into the cache";
+  // "persist": true stores it after all; the hashes do not depend on the choice.
+  const auto [in2, plus2] = run(tmp / "cache2", true);
+  EXPECT_EQ(in2, in_hash);
+  EXPECT_EQ(plus2, plus_hash);
+  EXPECT_TRUE(fs::exists(tmp / "cache2" / in_hash));
 }
 
 }  // namespace

@@ -35,14 +35,15 @@ void write_zarr(const fs::path& dir) {
   write_all(dir / "0.0", chunk);
 }
 
+// The readers persist ("persist": true): these tests check what the cache holds.
 std::string reader_graph(const std::string& image_path, const std::string& zarr_path,
                          const std::string& hash = "stat") {
   return R"({
   "cellflow": 1,
   "nodes": [
-    {"id": "image", "op": "read.image", "params": {"path": ")" +
+    {"id": "image", "op": "read.image", "persist": true, "params": {"path": ")" +
          image_path + R"(", "hash": ")" + hash + R"("}},
-    {"id": "array", "op": "read.zarr", "params": {"path": ")" +
+    {"id": "array", "op": "read.zarr", "persist": true, "params": {"path": ")" +
          zarr_path + R"(", "hash": ")" + hash + R"("}}
   ]
 }

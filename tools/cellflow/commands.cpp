@@ -235,6 +235,7 @@ void write_summary_json(const std::string& file, const std::string& graph_path, 
         {"cells_loaded", r.cells_loaded},
         {"cells_corrupt", r.cells_corrupt},
         {"seconds", r.seconds},
+        {"persisted", node.persist},
     });
     if (outputs[i].table) {
       Value columns = Value::array();

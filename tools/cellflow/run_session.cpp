@@ -128,6 +128,7 @@ RunSession::RunSession(const Graph& graph, std::vector<size_t> targets, RunPolic
     }
     for (size_t i : graph.ancestors(targets_)) {
       const GraphNode& n = graph.nodes()[i];
+      if (!n.persist) continue;  // its cells live in memory (or in the user's file)
       // A node folder that cannot even be created (read-only or full media, no
       // permission) fails the run here, with the real cause: the executor
       // creates every node it may touch, and would fail later on a file inside.
@@ -161,7 +162,7 @@ void RunSession::mark_complete_nodes(RunReport& report) const {
   if (cache == nullptr) return;
   for (size_t i : graph_.ancestors(targets_)) {
     const GraphNode& n = graph_.nodes()[i];
-    if (cache->is_complete(n.hash)) continue;
+    if (!n.persist || cache->is_complete(n.hash)) continue;
     const auto image = graph_.image(i);
     const CellGrid& grid = image->grid();
     bool all = true;
@@ -309,6 +310,7 @@ RunReport RunSession::run(RunOptions options) {
             {"cells_loaded", r.cells_loaded},
             {"cells_corrupt", r.cells_corrupt},
             {"complete", r.complete},
+            {"persisted", r.persisted},
         });
       }
       Value v = event("run_end");

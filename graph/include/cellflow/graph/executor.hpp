@@ -74,6 +74,7 @@ struct NodeReport {
   int64_t cells_corrupt = 0;   // damaged stored cells found and recomputed
   double seconds = 0;          // sum of time spent computing this node's cells
   bool complete = false;       // every cell committed (or in memory) at the end
+  bool persisted = false;      // its cells are stored in the cache (GraphNode::persist)
 };
 
 struct RunReport {

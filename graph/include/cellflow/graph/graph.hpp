@@ -45,6 +45,10 @@ struct GraphNode {
   std::vector<size_t> inputs;  // indexes into Graph::nodes()
   std::string hash;            // 32 lowercase hex chars
   Value definition;            // what .zattrs["cellflow"] stores
+  /// Its cells are stored in the graph's cache (when it has one); otherwise
+  /// they live in memory only and are recomputed (a source: read again from
+  /// its file) when evicted or needed by another process.
+  bool persist = true;
 };
 
 class Graph {

@@ -1,9 +1,10 @@
 // GraphDef: the serializable description of a pipeline, as written in JSON:
-//   {"cellflow": 1, "name": ..., "nodes": [{"id", "op", "inputs", "params"}],
+//   {"cellflow": 1, "name": ..., "nodes": [{"id", "op", "inputs", "params", "persist"}],
 //    "outputs": [...]}
 // Plain values; no synchronization needed.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ struct NodeDef {
   std::string op;
   std::vector<std::string> inputs;  // ids of other nodes; order is significant
   Value params = Value::object();
+  /// Whether the node's cells are stored in the cache; unset: the op's
+  /// default (Op::persist_by_default). Not part of the node's hash.
+  std::optional<bool> persist;
 };
 
 struct GraphDef {

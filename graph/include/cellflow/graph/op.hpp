@@ -173,6 +173,12 @@ class Op {
   /// Graph::build rejects a table input otherwise).
   virtual bool accepts_table_inputs() const { return false; }
 
+  /// Whether its nodes store their cells in the cache unless the graph says
+  /// otherwise (NodeDef::persist). Sources that read the user's own files
+  /// (read.zarr, read.image) say false: their cells are served from the
+  /// file, so the cache holds no second copy of the input.
+  virtual bool persist_by_default() const { return true; }
+
   /// An op's own failure policy; negative values defer to the run's options.
   virtual int max_retries() const { return -1; }
   virtual double timeout_seconds() const { return -1; }
