@@ -7,8 +7,8 @@
 // sweep over the accumulators: each sweep loads and stores them once, which
 // measured ~15% faster than one), the loop over the contiguous axis
 // innermost, which the compiler vectorizes 8 floats wide (AVX2) instead of 4
-// doubles. The pass along the contiguous axis reads each
-// row through a padded copy where taps are clamped, so it runs the same loop.
+// doubles. The pass along the contiguous axis reads each row through a copy
+// padded by the radius where taps are clamped, so it runs the same loop.
 //
 // Each voxel's sums run in the same order in the AVX2 and the default clone
 // and nodes/CMakeLists.txt compiles this file with -ffp-contract=off, so the

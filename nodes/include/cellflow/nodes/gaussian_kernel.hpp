@@ -71,7 +71,7 @@ void gaussian_filter_region_native(const float* in, const Box& in_box, float* ou
 
 /// The same contract as gaussian_filter_region_native() (same kernel taps,
 /// boundary and input box), computed in float: weights rounded to float,
-/// folded around the centre and summed in float, several times faster. The
+/// folded around the centre and summed in float, 2-3x faster. The
 /// result differs from ITK's by float rounding, within
 /// 1e-5 * max(1, max |ITK's result|) (tests check it); it is the same on
 /// every x86-64 CPU. Single-threaded; thread-safe.
