@@ -11,7 +11,10 @@
 // whole image / cellflow native), the framework's cost per cell (a `cast` to
 // the same dtype over --overhead-cell cells, minus a bare loop copying the
 // same cells), then the speed of re-reading the persisted node from a warm
-// disk cache.
+// disk cache. The fast engine is timed against the native one twice: the bare
+// kernels on one --cell^3 cell with its halo in one thread (fast_cell_speedup_vs_native,
+// and each engine's Mvoxel/s of output), and cellflow materializing each
+// (fast_speedup_vs_native_materialize). --kernels-only prints the first alone.
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -42,6 +45,7 @@ struct Options {
   int reps = 5;
   std::string cache_dir;
   int64_t overhead_cell = 32;
+  bool kernels_only = false;
 };
 
 double seconds_since(Clock::time_point t) {
@@ -103,16 +107,65 @@ Options parse(int argc, char** argv) {
       o.cache_dir = next();
     else if (a == "--overhead-cell")
       o.overhead_cell = std::stoll(next());
+    else if (a == "--kernels-only")
+      o.kernels_only = true;
     else if (a == "--help" || a == "-h") {
       fmt::print(
           "usage: cellflow-bench [--size N] [--cell C] [--sigma S] [--threads T] [--reps R] "
-          "[--cache DIR] [--overhead-cell C]\n");
+          "[--cache DIR] [--overhead-cell C] [--kernels-only]\n");
       std::exit(0);
     } else {
       throw InvalidArgument("unknown option " + a);
     }
   }
   return o;
+}
+
+using GaussianFn = void (*)(const float*, const Box&, float*, const Box&,
+                            const std::vector<double>&, double, int, const std::vector<double>&);
+
+// The native and the fast kernel on one cell of the volume with its whole
+// halo, in this thread, alternating within each repetition.
+void bench_cell_kernels(const Options& o, const CellBuffer& volume, const Box& whole,
+                        const std::vector<double>& sigma, double max_error, int max_width) {
+  const auto radius = nodes::gaussian_radius(sigma, max_error, max_width);
+  const int64_t begin = std::max<int64_t>(0, (o.size - o.cell) / 2);
+  const Box cell =
+      Box(Dims{begin, begin, begin}, Dims{begin + o.cell, begin + o.cell, begin + o.cell})
+          .intersect(whole);
+  const Box padded = cell.grow(Dims{radius[0], radius[1], radius[2]}).intersect(whole);
+  std::vector<float> in(static_cast<size_t>(padded.volume()));
+  copy_region(volume.data(), whole, in.data(), padded, padded, sizeof(float));
+  std::vector<float> native(static_cast<size_t>(cell.volume()));
+  std::vector<float> fast(native.size());
+  const auto time = [&](GaussianFn fn, std::vector<float>& out, int calls) {
+    const auto t = Clock::now();
+    for (int i = 0; i < calls; ++i)
+      fn(in.data(), padded, out.data(), cell, sigma, max_error, max_width, {});
+    return seconds_since(t) / calls;
+  };
+  // Enough calls per timing for about 0.2 s of the native kernel, timed
+  // after a first call of each (their per-thread scratch is then in place).
+  time(nodes::gaussian_filter_region_fast, fast, 1);
+  const int calls =
+      std::max(1, static_cast<int>(0.2 / time(nodes::gaussian_filter_region_native, native, 1)));
+  std::vector<double> tn, tf;
+  for (int rep = 0; rep < o.reps; ++rep) {
+    tn.push_back(time(nodes::gaussian_filter_region_native, native, calls));
+    tf.push_back(time(nodes::gaussian_filter_region_fast, fast, calls));
+  }
+  double scale = 1, worst = 0;
+  for (size_t i = 0; i < native.size(); ++i) {
+    scale = std::max(scale, std::abs(double(native[i])));
+    worst = std::max(worst, std::abs(double(fast[i]) - double(native[i])));
+  }
+  const double mvox = static_cast<double>(cell.volume()) / 1e6;
+  fmt::print("cell_kernels: {} with halo {}, {} calls per timing, 1 thread\n", cell.str(),
+             padded.str(), calls);
+  fmt::print("native_cell_Mvoxel_s={:.1f}\nfast_cell_Mvoxel_s={:.1f}\n", mvox / median(tn),
+             mvox / median(tf));
+  fmt::print("fast_cell_speedup_vs_native={:.2f}\n", paired_ratio(tn, tf));
+  fmt::print("fast_max_difference_vs_native_scaled={:.3g}\n", worst / scale);
 }
 
 }  // namespace
@@ -135,6 +188,10 @@ int main(int argc, char** argv) try {
   Graph source = Graph::build(pipeline(o, false), registry);
   materialize(source, {}, RunOptions{o.threads});
   const CellBuffer volume = source.image("raw")->read(whole);
+  if (o.kernels_only) {
+    bench_cell_kernels(o, volume, whole, sigma, kMaxError, kMaxWidth);
+    return 0;
+  }
 
   tbb::task_arena arena(o.threads);
   std::vector<double> ta, tb, tc;
@@ -260,6 +317,26 @@ int main(int argc, char** argv) try {
         "native_max_relative_difference_vs_itk_whole_image={:.3g}\nnative_voxels_not_bit_identical="
         "{}\n",
         worst, differing);
+  }
+
+  // The fast engine: the bare kernels on one cell, then cellflow with engine
+  // "fast" against "native", back to back in each repetition.
+  bench_cell_kernels(o, volume, whole, sigma, kMaxError, kMaxWidth);
+  {
+    const auto materialize_s = [&](const char* engine) {
+      drop_node_images();  // a fresh image (kept ones would serve from memory)
+      Graph g = Graph::build(pipeline(o, true, engine), registry);
+      const auto t = Clock::now();
+      materialize(g, {}, RunOptions{o.threads});
+      return seconds_since(t);
+    };
+    std::vector<double> tn, tf;
+    for (int rep = 0; rep < o.reps; ++rep) {
+      tn.push_back(materialize_s("native"));
+      tf.push_back(materialize_s("fast"));
+    }
+    fmt::print("fast_materialize_s={:.3f}\nfast_speedup_vs_native_materialize={:.2f}\n", median(tf),
+               paired_ratio(tn, tf));
   }
 
   // The framework's own cost per cell: `cast` to the same dtype (a memcpy per

@@ -16,6 +16,7 @@
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "cellflow/nodes/gaussian_kernel.hpp"
+#include "nodes/gaussian_test_data.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -24,17 +25,8 @@ namespace {
 constexpr double kMaxError = 1e-4;
 constexpr int kMaxWidth = 128;
 
-// Deterministic values spanning several orders of magnitude, some negative.
-std::vector<float> noise(int64_t n, uint32_t seed) {
-  std::vector<float> v(static_cast<size_t>(n));
-  uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
-  for (float& x : v) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    const double u = static_cast<double>(s >> 11) / static_cast<double>(uint64_t{1} << 53);
-    x = static_cast<float>((u - 0.2) * (u < 0.9 ? 100.0 : 5000.0));
-  }
-  return v;
-}
+using test::GaussianCase;
+using test::noise;
 
 struct Diff {
   double worst_relative = 0;  // |a-b| / max(|b|, 1e-3 * max|b|)
@@ -69,13 +61,8 @@ std::vector<float> run_native(const std::vector<float>& in, const Box& in_box, c
   return out;
 }
 
-struct Case {
-  std::vector<int64_t> shape;
-  std::vector<double> sigma;
-};
-
-const std::vector<Case>& cases() {
-  static const std::vector<Case> c = {
+const std::vector<GaussianCase>& cases() {
+  static const std::vector<GaussianCase> c = {
       {{257}, {2.0}},
       {{1}, {1.5}},
       {{5}, {3.0}},  // kernel wider than the image: clamping on both sides
@@ -87,14 +74,6 @@ const std::vector<Case>& cases() {
       {{3, 40, 9}, {4.0, 0.5, 2.2}},
   };
   return c;
-}
-
-std::string describe(const Case& c) {
-  std::string s = "shape";
-  for (int64_t n : c.shape) s += " " + std::to_string(n);
-  s += " sigma";
-  for (double x : c.sigma) s += " " + std::to_string(x);
-  return s;
 }
 
 TEST(GaussianNative, CoefficientsAreItksKernel) {
@@ -115,8 +94,8 @@ TEST(GaussianNative, CoefficientsAreItksKernel) {
 
 TEST(GaussianNative, WholeImageMatchesItk) {
   uint32_t seed = 1;
-  for (const Case& c : cases()) {
-    SCOPED_TRACE(describe(c));
+  for (const GaussianCase& c : cases()) {
+    SCOPED_TRACE(test::describe(c));
     const Box all = Box::from_shape(Shape::from(c.shape));
     const std::vector<float> in = noise(all.volume(), seed++);
     const Diff d = compare(run_native(in, all, all, c.sigma), run_itk(in, all, all, c.sigma));
@@ -128,29 +107,19 @@ TEST(GaussianNative, WholeImageMatchesItk) {
 
 TEST(GaussianNative, SubBoxesWithExactHaloMatchWholeImage) {
   uint32_t seed = 100;
-  for (const Case& c : cases()) {
-    SCOPED_TRACE(describe(c));
+  for (const GaussianCase& c : cases()) {
+    SCOPED_TRACE(test::describe(c));
     const Shape shape = Shape::from(c.shape);
     const Box all = Box::from_shape(shape);
     const std::vector<float> in = noise(all.volume(), seed++);
     const std::vector<float> whole = run_itk(in, all, all, c.sigma);
     const auto radius = nodes::gaussian_radius(c.sigma, kMaxError, kMaxWidth);
-    // Cells of an odd shape that does not divide the image: edges and corners.
-    Shape cell_shape = shape;
-    for (int i = 0; i < shape.rank(); ++i) cell_shape[i] = std::max<int64_t>(1, (shape[i] + 2) / 3);
-    const CellGrid grid(shape, cell_shape);
-    for (int64_t k = 0; k < grid.num_cells(); ++k) {
-      const Box cell = grid.cell_box(grid.cell_at(k));
-      const Box halo = cell.grow(Dims::from(radius)).intersect(all);
-      std::vector<float> padded(static_cast<size_t>(halo.volume()));
-      copy_region(in.data(), all, padded.data(), halo, halo, sizeof(float));
-      const std::vector<float> got = run_native(padded, halo, cell, c.sigma);
-      std::vector<float> want(static_cast<size_t>(cell.volume()));
-      copy_region(whole.data(), all, want.data(), cell, cell, sizeof(float));
-      const Diff d = compare(got, want);
+    test::for_each_cell_with_halo(shape, radius, [&](const Box& cell, const Box& halo) {
+      const Diff d = compare(run_native(test::crop(in, all, halo), halo, cell, c.sigma),
+                             test::crop(whole, all, cell));
       EXPECT_LT(d.worst_relative, 1e-5) << cell.str();
       EXPECT_EQ(d.differing, 0) << cell.str();
-    }
+    });
   }
 }
 
@@ -178,20 +147,19 @@ TEST(GaussianNative, OversizedInputBoxIsCroppedLikeItk) {
 }
 
 TEST(GaussianNative, RejectsBadArguments) {
-  const std::vector<float> in(64, 1.0f);
-  float out[64];
-  const Box b = Box::from_shape(Shape{4, 4, 4});
-  EXPECT_THROW(
-      nodes::gaussian_filter_region_native(in.data(), b, out, b, {1.0}, kMaxError, kMaxWidth),
-      InvalidArgument);
-  EXPECT_THROW(
-      nodes::gaussian_filter_region_native(in.data(), b, out, Box::from_shape(Shape{5, 4, 4}),
-                                           {1.0, 1.0, 1.0}, kMaxError, kMaxWidth),
-      InvalidArgument);
-  const Box b4 = Box::from_shape(Shape{2, 2, 4, 4});
-  EXPECT_THROW(nodes::gaussian_filter_region_native(in.data(), b4, out, b4, {1, 1, 1, 1}, kMaxError,
-                                                    kMaxWidth),
-               InvalidArgument);
+  // The fast engine shares the native one's checks (gaussian_separable.cpp).
+  for (auto* filter : {nodes::gaussian_filter_region_native, nodes::gaussian_filter_region_fast}) {
+    const std::vector<float> in(64, 1.0f);
+    float out[64];
+    const Box b = Box::from_shape(Shape{4, 4, 4});
+    EXPECT_THROW(filter(in.data(), b, out, b, {1.0}, kMaxError, kMaxWidth, {}), InvalidArgument);
+    EXPECT_THROW(filter(in.data(), b, out, Box::from_shape(Shape{5, 4, 4}), {1.0, 1.0, 1.0},
+                        kMaxError, kMaxWidth, {}),
+                 InvalidArgument);
+    const Box b4 = Box::from_shape(Shape{2, 2, 4, 4});
+    EXPECT_THROW(filter(in.data(), b4, out, b4, {1, 1, 1, 1}, kMaxError, kMaxWidth, {}),
+                 InvalidArgument);
+  }
 }
 
 // ---- the op's engine param ----------------------------------------------------
@@ -242,8 +210,8 @@ TEST(GaussianNative, EngineParam) {
       Graph::build(engine_graph("native", {16, 16, 16}, Value(2.0)), nodes::builtin_registry());
   EXPECT_NE(plain.nodes()[1].hash, native.nodes()[1].hash);
   try {
-    (void)Graph::build(engine_graph("fast", {16, 16, 16}, Value(2.0)), nodes::builtin_registry());
-    FAIL() << "engine \"fast\" was accepted";
+    (void)Graph::build(engine_graph("gpu", {16, 16, 16}, Value(2.0)), nodes::builtin_registry());
+    FAIL() << "engine \"gpu\" was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("engine"), std::string::npos) << e.what();
   }
