@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/log.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "reader_fixtures.hpp"
@@ -172,9 +173,22 @@ TEST(ReadN5, ResolutionGivesTheSpacing) {
   s = build_reader(ds).node("in").info.space;
   EXPECT_EQ(s.spacing, (std::vector<double>{40, 4, 4}));
   EXPECT_EQ(s.units, (std::vector<std::string>{"", "", ""}));
-  // Unusable: voxel space (with a warning), not an error.
+  // Unusable: voxel space, with a warning naming attributes.json, not an error.
+  std::vector<std::string> warnings;
+  const LogSink previous =
+      set_log_sink([&](LogLevel, const std::string& message) { warnings.push_back(message); });
   test::write_all(ds / "attributes.json", base + R"(, "resolution": [4, 4]})");
   EXPECT_TRUE(build_reader(ds).node("in").info.space.is_voxel_space());
+  test::write_all(ds / "attributes.json",
+                  base + R"(, "pixelResolution": {"dimensions": [1, 1, 1], "unit": "cubits"}})");
+  EXPECT_TRUE(build_reader(ds).node("in").info.space.is_voxel_space());
+  set_log_sink(previous);
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[0].find("\"resolution\" must list 3 numbers"), std::string::npos)
+      << warnings[0];
+  EXPECT_NE(warnings[1].find("unit \"cubits\""), std::string::npos) << warnings[1];
+  for (const std::string& w : warnings)
+    EXPECT_NE(w.find((ds / "attributes.json").string()), std::string::npos) << w;
 }
 
 TEST(ReadN5, HashFollowsTheData) {
