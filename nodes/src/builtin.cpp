@@ -35,6 +35,7 @@ void register_builtin_ops(Registry& registry) {
   registry.add(make_cast_op());
   registry.add(make_rescale_op());
   registry.add(make_read_zarr_op());
+  registry.add(make_read_n5_op());
   registry.add(make_read_image_op());
   registry.add(make_otsu_op());
   registry.add(make_label_op());

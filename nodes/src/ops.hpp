@@ -40,6 +40,7 @@ std::shared_ptr<const Op> make_region_density_op();
 std::shared_ptr<const Op> make_cast_op();
 std::shared_ptr<const Op> make_rescale_op();
 std::shared_ptr<const Op> make_read_zarr_op();
+std::shared_ptr<const Op> make_read_n5_op();
 std::shared_ptr<const Op> make_read_image_op();
 std::shared_ptr<const Op> make_otsu_op();
 std::shared_ptr<const Op> make_label_op();

@@ -124,6 +124,20 @@ void check_grid(const Shape& shape, const Shape& chunks, const fs::path& meta) {
   }
 }
 
+std::optional<DType> parse_type_name(const Value* v, bool allow_bool) {
+  static const std::pair<const char*, DType> kTypes[] = {
+      {"uint8", DType::kU8},    {"uint16", DType::kU16}, {"uint32", DType::kU32},
+      {"uint64", DType::kU64},  {"int8", DType::kI8},    {"int16", DType::kI16},
+      {"int32", DType::kI32},   {"int64", DType::kI64},  {"float32", DType::kF32},
+      {"float64", DType::kF64},
+  };
+  if (v == nullptr || !v->is_string()) return std::nullopt;
+  if (allow_bool && v->as_string() == "bool") return DType::kU8;
+  for (const auto& [name, t] : kTypes)
+    if (v->as_string() == name) return t;
+  return std::nullopt;
+}
+
 void decompress(Compressor codec, const std::string& stored, std::byte* out, size_t bytes,
                 const std::string& what) {
   switch (codec) {

@@ -1,4 +1,4 @@
-// What read.zarr's Zarr v2 and v3 readers share: decompressors (blosc, zstd,
+// What read.zarr's Zarr v2 and v3 readers and read.n5 share: decompressors (blosc, zstd,
 // zlib, gzip), crc32c, byte swapping, fill values, and ChunkSource, the
 // interface the node's kernel reads chunks through. Private to nodes/.
 // Thread-safety: everything here is safe to call concurrently.
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cellflow/cache/box.hpp"
@@ -33,6 +34,11 @@ Shape dims_field(const Value& z, const char* key, const std::filesystem::path& m
 /// per chunk), checked where the metadata is read so that the error names
 /// the file and chunk sizes cannot overflow later.
 void check_grid(const Shape& shape, const Shape& chunks, const std::filesystem::path& meta);
+
+/// The dtype a data type name of Zarr v3 or N5 stands for ("uint8".."uint64",
+/// "int8".."int64", "float32", "float64", and with `allow_bool` "bool", read
+/// as u8); nullopt for anything else, `v` null or not a string included.
+std::optional<DType> parse_type_name(const Value* v, bool allow_bool);
 
 enum class Compressor { kNone, kBlosc, kZstd, kZlib, kGzip };
 

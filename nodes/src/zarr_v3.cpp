@@ -514,16 +514,7 @@ class ShardFiles final : public ChunkSource {
 };
 
 DType parse_data_type(const Value* v, const fs::path& meta) {
-  static const std::pair<const char*, DType> kTypes[] = {
-      {"bool", DType::kU8},     {"uint8", DType::kU8},    {"uint16", DType::kU16},
-      {"uint32", DType::kU32},  {"uint64", DType::kU64},  {"int8", DType::kI8},
-      {"int16", DType::kI16},   {"int32", DType::kI32},   {"int64", DType::kI64},
-      {"float32", DType::kF32}, {"float64", DType::kF64},
-  };
-  if (v != nullptr && v->is_string()) {
-    for (const auto& [name, t] : kTypes)
-      if (v->as_string() == name) return t;
-  }
+  if (const std::optional<DType> t = parse_type_name(v, true)) return *t;
   bad_array(meta, fmt::format("\"data_type\" {} is not supported (supported: bool, int8..int64, "
                               "uint8..uint64, float32, float64; bool reads as uint8)",
                               v != nullptr ? to_json_compact(*v) : "(missing)"));

@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/cache/error.hpp"
 #include "cellflow/graph/executor.hpp"
@@ -146,6 +147,43 @@ void write_blobs(int seed, const std::function<void(CachedCellImage&)>& write) {
   write(*g.image("raw"));
 }
 
+/// Writes `img` as a raw N5 dataset in `dir` (blocks of `block`, C order;
+/// edge blocks hold only their in-bounds part, as N5's own writers store them).
+void export_n5(CachedCellImage& img, const fs::path& dir, const Shape& block) {
+  const Shape& shape = img.grid().shape();
+  const int r = shape.rank();
+  const size_t elem = dtype_size(img.dtype());
+  std::string type(dtype_name(img.dtype()));  // "u16" -> "uint16"
+  type = (type[0] == 'u' ? "uint" : type[0] == 'i' ? "int" : "float") + type.substr(1);
+  std::vector<int64_t> dims(shape.to_vector());
+  std::vector<int64_t> blocks(block.to_vector());
+  std::reverse(dims.begin(), dims.end());
+  std::reverse(blocks.begin(), blocks.end());
+  test::write_all(dir / "attributes.json", to_json(obj({{"dimensions", Value::list(dims)},
+                                                        {"blockSize", Value::list(blocks)},
+                                                        {"dataType", type},
+                                                        {"compression", obj({{"type", "raw"}})}})));
+  const CellGrid grid(shape, block);
+  for_each_index(Box::from_shape(grid.grid_shape()), [&](const CellIndex& b) {
+    const Box box = grid.cell_box(b);
+    const CellBuffer data = img.read(box);
+    std::string out;
+    const auto put = [&](uint64_t v, int bytes) {
+      for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+    };
+    put(0, 2);
+    put(static_cast<uint64_t>(r), 2);
+    for (int d = r - 1; d >= 0; --d) put(static_cast<uint64_t>(box.shape()[d]), 4);
+    const auto* p = reinterpret_cast<const char*>(data.data());
+    for (size_t i = 0; i < data.num_bytes(); i += elem)
+      for (size_t k = elem; k-- > 0;)
+        out.push_back(p[i + k]);  // big-endian (on a little-endian host)
+    fs::path file = dir;
+    for (int d = r - 1; d >= 0; --d) file /= std::to_string(b[d]);
+    test::write_all(file, out);
+  });
+}
+
 // ---- the table -----------------------------------------------------------------
 
 const std::map<std::string, OpCase>& cases() {
@@ -184,6 +222,24 @@ const std::map<std::string, OpCase>& cases() {
           write_blobs(1, [&](CachedCellImage& img) { nodes::export_zarr(img, c.tmp / "a.zarr"); });
           write_blobs(2, [&](CachedCellImage& img) { nodes::export_zarr(img, c.tmp / "b.zarr"); });
         }};
+    t["read.n5"] = {no_inputs(),
+                    [](const Context& c) {
+                      return obj({{"path", (c.tmp / "a.n5" / "s0").string()},
+                                  {"cell_shape", Value::list(c.cells.to_vector())}});
+                    },
+                    Compare::kValues,
+                    [](const Context& c) {
+                      return std::map<std::string, Value>{
+                          {"path", (c.tmp / "a.n5" / "s1").string()}, {"hash", "content"}};
+                    },
+                    [](const Context& c) {
+                      write_blobs(1, [&](CachedCellImage& img) {
+                        export_n5(img, c.tmp / "a.n5" / "s0", Shape{3, 7, 5});
+                      });
+                      write_blobs(2, [&](CachedCellImage& img) {
+                        export_n5(img, c.tmp / "a.n5" / "s1", Shape{4, 4, 8});
+                      });
+                    }};
     // Point ops and conversions.
     t["threshold"] = {blobs(), params(obj({{"above", 0.5}}))};
     t["cast"] = {blobs("u16"), params(obj({{"dtype", "f32"}}))};

@@ -59,7 +59,7 @@ TEST(Registry, BuiltinOps) {
   std::vector<std::string> names;
   for (const auto& op : list) names.emplace_back(op->name());
   for (const char* expected :
-       {"cast", "gaussian", "label", "label.stats", "otsu", "read.image", "read.zarr",
+       {"cast", "gaussian", "label", "label.stats", "otsu", "read.image", "read.n5", "read.zarr",
         "region.density", "rescale", "synthetic.blobs", "threshold"})
     EXPECT_NE(std::find(names.begin(), names.end(), expected), names.end()) << expected;
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));

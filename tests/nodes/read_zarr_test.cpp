@@ -18,12 +18,14 @@
 #include "cellflow/cache/log.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/nodes/builtin.hpp"
+#include "reader_fixtures.hpp"
 #include "test_util.hpp"
 
 namespace cellflow {
 namespace {
 
 namespace fs = std::filesystem;
+using test::manifest_of;
 using test::TempDir;
 
 const std::string kMakeArrays =
@@ -63,15 +65,6 @@ void python_array(const TempDir& tmp, const fs::path& path, const std::string& c
       path.string() + "', mode='w', " + create_args + ")\n" + code + "\n";
   const test::CommandResult r = test::run_command({CELLFLOW_PYTHON, "-c", script}, tmp.path());
   ASSERT_EQ(r.exit_code, 0) << test::describe(r);
-}
-
-/// Runs a fixture writer (`argv`) and parses the JSON manifest it prints
-/// (null, with a failure, when it fails).
-Value manifest_of(const TempDir& tmp, const std::vector<std::string>& argv,
-                  const std::string& hint = "") {
-  const test::CommandResult made = test::run_command(argv, tmp.path());
-  EXPECT_EQ(made.exit_code, 0) << test::describe(made) << hint;
-  return made.exit_code == 0 ? parse_json(made.out, "manifest") : Value();
 }
 
 /// Reads every array of a manifest ({name, path, raw, dtype} of 13x17x10
@@ -170,18 +163,8 @@ TEST(ReadZarr, DamagedV3ArraysAreErrorsNamingTheFile) {
       {"unknown-codec", "\"codecs\"[1]: codec \"lz5\" is not supported"},
       {"bad-json", "zarr.json"},
   };
-  ASSERT_EQ(cases.as_object().size(), why.size());
-  for (const auto& [name, c] : cases.as_object()) {
-    const std::string file = c.find("file")->as_string();
-    std::string message;
-    try {
-      read_all_of(build_reader(c.find("path")->as_string()));
-    } catch (const Error& e) {
-      message = e.what();
-    }
-    EXPECT_NE(message.find(file), std::string::npos) << name << ": " << message;
-    EXPECT_NE(message.find(why.at(name)), std::string::npos) << name << ": " << message;
-  }
+  test::expect_errors_name_the_file(
+      cases, why, [](const std::string& path) { read_all_of(build_reader(path)); });
 }
 
 // An array that is a dataset of an OME-NGFF image group gets the group's
