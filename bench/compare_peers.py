@@ -138,15 +138,30 @@ def write_graph(path, zarr_path, nodes, outputs):
     return path
 
 
-def gaussian_graph(workdir, name, zarr_path):
+def gaussian_params(engine):
+    return {"sigma": SIGMA, **({"engine": engine} if engine else {})}
+
+
+def gaussian_graph(workdir, name, zarr_path, engine=None):
     return write_graph(os.path.join(workdir, f"{name}.json"), zarr_path,
-                       [{"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": SIGMA}}],
+                       [{"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": gaussian_params(engine)}],
                        ["smooth"])
 
 
-def pipeline_graph(workdir, zarr_path, region=64):
+def folder_bytes(path):
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(d, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def pipeline_graph(workdir, zarr_path, region=64, engine=None):
     return write_graph(os.path.join(workdir, "B.json"), zarr_path, [
-        {"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": SIGMA}},
+        {"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": gaussian_params(engine)},
         {"id": "mask", "op": "otsu", "inputs": ["smooth"]},
         {"id": "labels", "op": "label", "inputs": ["mask"]},
         {"id": "counts", "op": "region.count", "inputs": ["labels"], "params": {"region": [region] * 3}},
@@ -194,6 +209,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="+", default=["A64", "A32", "B", "C"], choices=["A64", "A32", "B", "C"])
     ap.add_argument("--bench", action="store_true", help="also run cellflow-bench (in-process figures)")
+    ap.add_argument("--engine", choices=["native", "fast"], default=None,
+                    help="the gaussian's engine in cellflow's graphs (default: the op's, native)")
     ap.add_argument("--cellflow", default=os.path.join(REPO, "build", "bin", "cellflow"))
     ap.add_argument("--peers", default=None, help="the peers' scripts (default ../shared/bench/peers)")
     ap.add_argument("--quiet-wait", action="store_true", help="wait for an idle machine before each run")
@@ -241,7 +258,7 @@ def main():
         if key not in a.only:
             continue
         print(f"\n== {key}: Gaussian sigma {SIGMA:g}, zarr {chunk}^3 chunks (lz4) -> zarr", flush=True)
-        graph = gaussian_graph(work, key, inputs[chunk])
+        graph = gaussian_graph(work, key, inputs[chunk], a.engine)
         cache = os.path.join(work, f"cache_{key}")
         runs = paired(timer, a.n, a.warmup, [
             ("dask map_overlap", [PYTHON, os.path.join(peers, "wl_a_dask_gauss.py"), "--size", size,
@@ -249,9 +266,19 @@ def main():
             ("cellflow run", cf(graph, cache), fresh(cache)),
         ])
         report(key, runs, "dask map_overlap", "cellflow run", f"{key}_ratio_dask_over_cellflow")
+        # What a cold run leaves on disk: the output only, no copy of the input.
+        shutil.rmtree(cache, ignore_errors=True)
+        summary_json = os.path.join(work, f"{key}_summary.json")
+        subprocess.run(cf(graph, cache, "--summary-json", summary_json), check=True)
+        smooth = node_summary(summary_json, "smooth")
+        out_bytes = folder_bytes(smooth["path"]) if smooth else 0
+        cache_bytes, input_bytes = folder_bytes(cache), folder_bytes(inputs[chunk])
+        print(f"  cache after a cold run: {cache_bytes / 2**20:.1f} MiB (output node {out_bytes / 2**20:.1f} "
+              f"MiB; input {input_bytes / 2**20:.1f} MiB, not copied)")
+        ratios[f"{key}_cache_bytes_over_output"] = cache_bytes / max(1, out_bytes)
 
     if "B" in a.only or "C" in a.only:
-        graph = pipeline_graph(work, inputs[64])
+        graph = pipeline_graph(work, inputs[64], engine=a.engine)
         cache = os.path.join(work, "cache_B")
     if "B" in a.only:
         print("\n== B: gaussian -> Otsu -> labels -> 64^3 heatmap (counts, foreground fraction)", flush=True)
