@@ -36,10 +36,11 @@ TEST(Scheduler, EveryTaskStartsAfterItsPredecessorsFinished) {
   std::vector<std::vector<size_t>> preds(n);
   std::atomic<int> violations{0};
   for (size_t i = 0; i < n; ++i) {
-    s.add([&, i](const AttemptContext&) {
+    const bool slow = rng() % 50 == 0;  // drawn here: the bodies run concurrently
+    s.add([&, i, slow](const AttemptContext&) {
       for (size_t p : preds[i])
         if (finished[p].load() == 0) ++violations;
-      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 50 == 0 ? 500 : 0));
+      std::this_thread::sleep_for(std::chrono::microseconds(slow ? 500 : 0));
       finished[i] = 1;
       return TaskOutcome::kDone;
     });
