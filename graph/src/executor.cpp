@@ -144,7 +144,13 @@ class Materialization {
       NodeRun& r = runs_[i];
       if (is_target[i]) {
         CachedCellImage& img = image_of(i);
-        for (int64_t c = 0; c < img.grid().num_cells(); ++c)
+        // A contiguous range of cells (a slab in raster order): neighbours
+        // share the input cells of their halos only at the slab's two faces.
+        const int64_t total = img.grid().num_cells();
+        const int64_t parts = std::max(1, options_.partition_size);
+        const int64_t first = total * options_.partition_rank / parts;
+        const int64_t last = total * (options_.partition_rank + 1) / parts;
+        for (int64_t c = first; c < last; ++c)
           if (!img.available(img.grid().cell_at(c))) schedule_cell(i, c);
       }
       if (r.scheduled_count == 0) continue;
@@ -333,7 +339,9 @@ class Materialization {
       }
       nr.seconds = static_cast<double>(r.nanos.load()) * 1e-9;
       nr.persisted = cache != nullptr && nodes_[i].persist;
-      if (nr.persisted) {
+      if (nr.persisted && options_.partition_size > 1) {
+        nr.complete = false;  // the caller checks once all processes finished
+      } else if (nr.persisted) {
         nr.complete = cache->is_complete(nodes_[i].hash);
         // Any node this run touched: a killed earlier run may have committed its last cells.
         if (!nr.complete && r.image) {

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
 
 #ifdef CELLFLOW_WITH_MPI
@@ -76,9 +77,14 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
   RunReport local;
   int failed = 0;
   std::string error;
+  const std::vector<size_t> touched = graph.ancestors(targets.empty() ? graph.outputs() : targets);
   try {
     RunOptions o = options;
-    o.share_work = true;  // what splits the cells between ranks
+    // Each rank plans and produces its share of the target cells (and the
+    // input cells those read); cross-process cell locks settle the shared ones.
+    o.share_work = true;
+    o.partition_rank = world.rank;
+    o.partition_size = world.size;
     local = cellflow::materialize(graph, std::move(targets), o);
   } catch (const std::exception& e) {
     failed = 1;
@@ -113,6 +119,26 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
     throw NodeError(message.empty() ? "a rank failed" : message);
   }
 
+  // Every rank has finished (the exchange above): rank 0 alone checks which
+  // persisted nodes are now complete and marks them (one pass over the cells
+  // in total, not one per rank).
+  std::vector<int> complete_now(graph.nodes().size(), 0);
+  if (world.rank == 0 && graph.cache() != nullptr) {
+    for (size_t i : touched) {
+      const GraphNode& node = graph.nodes()[i];
+      if (!node.persist) continue;
+      if (!graph.cache()->is_complete(node.hash)) {
+        const auto image = graph.image(i);
+        bool all = true;
+        for (int64_t c = 0; all && c < image->grid().num_cells(); ++c)
+          all = image->available(image->grid().cell_at(c));
+        if (!all) continue;
+        graph.cache()->mark_complete(node.hash);
+      }
+      complete_now[i] = 1;
+    }
+  }
+
   // Sum the per-node counters over ranks.
   const size_t n = graph.nodes().size();
   std::vector<int64_t> counts(3 * n, 0);
@@ -123,7 +149,7 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
     counts[3 * r.node + 1] = r.cells_loaded;
     counts[3 * r.node + 2] = r.cells_corrupt;
     seconds[r.node] = r.seconds;
-    complete[r.node] = r.complete ? 1 : 0;
+    complete[r.node] = r.complete || complete_now[r.node] != 0 ? 1 : 0;
   }
   MPI_Allreduce(MPI_IN_PLACE, counts.data(), static_cast<int>(counts.size()), MPI_INT64_T, MPI_SUM,
                 MPI_COMM_WORLD);

@@ -54,6 +54,16 @@ struct RunOptions {
   /// end (or when a cell of this run reads it), so that this process takes
   /// other cells meanwhile.
   bool share_work = true;
+  /// Splits the target cells between `partition_size` processes (MPI ranks):
+  /// this one plans, checks and produces only its contiguous range of each
+  /// target's cells (linear indexes [rank*N/size, (rank+1)*N/size): a slab),
+  /// and the input cells those read (halo cells shared at a slab's faces go
+  /// to whichever process locks them first). So no
+  /// process stats every cell: per-cell file-system operations stay constant
+  /// as processes are added. With partition_size > 1 the report's `complete`
+  /// is not computed (the caller checks once, after all processes finished).
+  int partition_rank = 0;
+  int partition_size = 1;
   /// Set by someone else (e.g. a Ctrl-C handler) to stop the run: cells in
   /// flight are cancelled through their tokens, the rest are not started, and
   /// materialize() throws Cancelled.
