@@ -189,8 +189,6 @@ void bench_cell_kernels(const Options& o, const CellBuffer& volume, const Box& w
   fmt::print("fast_max_difference_vs_native_scaled={:.3g}\n", worst / scale);
 }
 
-}  // namespace
-
 bench::FloorOptions floor_options(const Options& o) {
   bench::FloorOptions f;
   f.size = o.size;
@@ -202,6 +200,8 @@ bench::FloorOptions floor_options(const Options& o) {
   f.region = o.region;
   return f;
 }
+
+}  // namespace
 
 int main(int argc, char** argv) try {
   const Options o = parse(argc, argv);
