@@ -15,6 +15,13 @@
 // kernels on one --cell^3 cell with its halo in one thread (fast_cell_speedup_vs_native,
 // and each engine's Mvoxel/s of output), and cellflow materializing each
 // (fast_speedup_vs_native_materialize). --kernels-only prints the first alone.
+// Last, the floor (floor.cpp): workloads A (read.zarr -> gaussian, persisted)
+// and B (-> otsu -> label -> region.count + region.density) on a Zarr input
+// (--zarr DIR, else generated), cellflow's CPU time on a fresh cache against
+// the sum of the unavoidable parts timed bare in one thread (decoding the
+// input chunks, the kernels over the same padded cells, encoding and writing
+// the persisted cells): A_ratio_vs_floor and B_ratio_vs_floor. --floor-only
+// prints the floor alone; --no-floor leaves it out.
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -31,6 +38,7 @@
 
 #include "cellflow/cellflow.hpp"
 #include "cellflow/nodes/gaussian_kernel.hpp"
+#include "floor.hpp"
 
 namespace {
 
@@ -46,6 +54,10 @@ struct Options {
   std::string cache_dir;
   int64_t overhead_cell = 32;
   bool kernels_only = false;
+  bool floor_only = false;
+  bool floor = true;
+  std::string zarr;
+  int64_t region = 64;
 };
 
 double seconds_since(Clock::time_point t) {
@@ -109,10 +121,19 @@ Options parse(int argc, char** argv) {
       o.overhead_cell = std::stoll(next());
     else if (a == "--kernels-only")
       o.kernels_only = true;
+    else if (a == "--floor-only")
+      o.floor_only = true;
+    else if (a == "--no-floor")
+      o.floor = false;
+    else if (a == "--zarr")
+      o.zarr = next();
+    else if (a == "--region")
+      o.region = std::stoll(next());
     else if (a == "--help" || a == "-h") {
       fmt::print(
           "usage: cellflow-bench [--size N] [--cell C] [--sigma S] [--threads T] [--reps R] "
-          "[--cache DIR] [--overhead-cell C] [--kernels-only]\n");
+          "[--cache DIR] [--overhead-cell C] [--kernels-only] [--floor-only | --no-floor] "
+          "[--zarr DIR] [--region R]\n");
       std::exit(0);
     } else {
       throw InvalidArgument("unknown option " + a);
@@ -168,12 +189,28 @@ void bench_cell_kernels(const Options& o, const CellBuffer& volume, const Box& w
   fmt::print("fast_max_difference_vs_native_scaled={:.3g}\n", worst / scale);
 }
 
+bench::FloorOptions floor_options(const Options& o) {
+  bench::FloorOptions f;
+  f.size = o.size;
+  f.chunk = o.cell;
+  f.sigma = o.sigma;
+  f.threads = o.threads;
+  f.reps = o.reps;
+  f.zarr = o.zarr;
+  f.region = o.region;
+  return f;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   const Options o = parse(argc, argv);
   const Registry& registry = nodes::builtin_registry();
   MemoryCache::global().set_budget(size_t{8} << 30);
+  if (o.floor_only) {
+    bench::run_floor(floor_options(o));
+    return 0;
+  }
   const Shape shape{o.size, o.size, o.size};
   const Box whole = Box::from_shape(shape);
   const std::vector<double> sigma(3, o.sigma);
@@ -419,6 +456,7 @@ int main(int argc, char** argv) try {
     (void)again;
   }
   if (o.cache_dir.empty()) fs::remove_all(dir);
+  if (o.floor) bench::run_floor(floor_options(o));
   return 0;
 } catch (const std::exception& e) {
   fmt::print(stderr, "cellflow-bench: error: {}\n", e.what());

@@ -3,7 +3,8 @@
 
   /usr/bin/python3 bench/compare_peers.py                 # A64 A32 B C, median of 3
   /usr/bin/python3 bench/compare_peers.py -n 5 --only A64 B
-  /usr/bin/python3 bench/compare_peers.py --bench         # also cellflow-bench (in-process figures)
+  /usr/bin/python3 bench/compare_peers.py --bench         # also cellflow-bench (in-process figures,
+                                                          # A_/B_ratio_vs_floor on A64's input)
 
 Every comparison runs both sides in this invocation, interleaved run by run
 (warm-up pair first, then N timed pairs, alternating which side goes first),
@@ -321,16 +322,19 @@ def main():
 
     if a.bench:
         bench = os.path.join(os.path.dirname(a.cellflow), "cellflow-bench")
-        print("\n== cellflow-bench (in process: kernel, bare cells, framework cost per cell)", flush=True)
-        out = subprocess.run([bench, "--size", size, "--threads", thr, "--reps", str(a.n)], check=True,
-                             capture_output=True, text=True).stdout
+        print("\n== cellflow-bench (in process: kernel, bare cells, framework cost per cell, floor)", flush=True)
+        # The floor's workloads A and B read A64's input.
+        out = subprocess.run([bench, "--size", size, "--threads", thr, "--reps", str(a.n), "--zarr", inputs[64]],
+                             check=True, capture_output=True, text=True).stdout
         print(out, end="")
         for line in out.splitlines():
             k, _, v = line.partition("=")
-            if k in ("native_ratio_vs_bare_cells", "native_speedup_vs_itk_whole_image", "framework_us_per_cell"):
+            if k in ("native_ratio_vs_bare_cells", "native_speedup_vs_itk_whole_image", "framework_us_per_cell",
+                     "A_ratio_vs_floor", "B_ratio_vs_floor"):
                 ratios[k] = float(v)
 
-    print("\n== summary (peer / cellflow, medians of whole processes, wall and CPU; > 1: cellflow faster)")
+    print("\n== summary (peer / cellflow, medians of whole processes, wall and CPU; > 1: cellflow faster;"
+          " *_vs_floor: cellflow CPU / its floor, 1 = at the floor)")
     for k, v in ratios.items():
         print(f"{k}={v:.2f}")
     if a.log:
