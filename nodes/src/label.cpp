@@ -8,9 +8,9 @@
 //              order of their first voxel over the whole image; and keeps per
 //              cell a table local component -> final label. Boundary layers
 //              are dropped afterwards: memory is O(components) per cell, plus
-//              the cells' provisional labels, kept (in the narrowest unsigned
-//              type that holds them) while they fit a quarter of the memory
-//              cache's budget.
+//              the cells' provisional labels (as runs, or as an image in the
+//              narrowest unsigned type), kept while they fit a quarter of the
+//              memory cache's budget.
 //   compute()  maps the cell's kept provisional labels to final labels; when
 //              they were not kept, it labels the cell again with the same
 //              deterministic algorithm first.
@@ -201,25 +201,92 @@ int64_t layer_offset(const Shape& shape, const Dims& local, int d) {
   return off;
 }
 
-/// The narrowest unsigned type that holds labels 0..count: the form in which
-/// a cell's provisional labels are kept.
-DType kept_dtype(uint32_t count) {
+/// The narrowest unsigned type that holds labels 0..count.
+DType narrow_dtype(uint32_t count) {
   return count <= std::numeric_limits<uint8_t>::max()    ? DType::kU8
          : count <= std::numeric_limits<uint16_t>::max() ? DType::kU16
                                                          : DType::kU32;
 }
 
-/// `labels` as a buffer of `dtype` and `shape`. REQUIRES: every label fits `dtype`.
-CellBuffer narrow_labels(const std::vector<uint32_t>& labels, const Shape& shape, DType dtype) {
-  CellBuffer out = CellBuffer::allocate(dtype, shape);
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if constexpr (std::is_unsigned_v<T>) {
-      std::copy(labels.begin(), labels.end(), out.mutable_as<T>());
-    }
-  });
-  return out;
+/// The number of runs of equal values in `labels`.
+int64_t count_runs(const std::vector<uint32_t>& labels) {
+  int64_t runs = labels.empty() ? 0 : 1;
+  for (size_t i = 1; i < labels.size(); ++i) runs += labels[i] != labels[i - 1] ? 1 : 0;
+  return runs;
 }
+
+/// A cell's provisional labels as prepare() keeps them for compute(): the runs
+/// of equal labels over the cell's voxels in C order (few for objects of many
+/// voxels, and small memory that is already mapped), or, where runs would take
+/// more room (fragmented masks), the label image in the narrowest unsigned
+/// type that holds the cell's labels.
+class KeptLabels {
+ public:
+  /// The bytes the kept form of a cell's labels takes.
+  static size_t bytes(int64_t voxels, int64_t runs, uint32_t count) {
+    return std::min(static_cast<size_t>(runs) * 2 * sizeof(uint32_t),
+                    static_cast<size_t>(voxels) * dtype_size(narrow_dtype(count)));
+  }
+
+  /// REQUIRES: `runs` == count_runs(labels), every label <= `count`.
+  KeptLabels(const std::vector<uint32_t>& labels, const Shape& shape, int64_t runs,
+             uint32_t count) {
+    const DType dtype = narrow_dtype(count);
+    if (static_cast<size_t>(runs) * 2 * sizeof(uint32_t) <=
+        static_cast<size_t>(shape.product()) * dtype_size(dtype)) {
+      runs_.reserve(static_cast<size_t>(runs) * 2);
+      for (size_t i = 0; i < labels.size();) {
+        size_t j = i + 1;
+        while (j < labels.size() && labels[j] == labels[i]) ++j;
+        runs_.push_back(static_cast<uint32_t>(j - i));  // cells hold < 2^32 voxels (bind)
+        runs_.push_back(labels[i]);
+        i = j;
+      }
+      return;
+    }
+    image_ = CellBuffer::allocate(dtype, shape);
+    dispatch_dtype(dtype, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (std::is_unsigned_v<T>) {
+        std::copy(labels.begin(), labels.end(), image_.mutable_as<T>());
+      }
+    });
+  }
+
+  size_t bytes() const { return runs_.size() * sizeof(uint32_t) + image_.num_bytes(); }
+
+  /// Writes the final label of each voxel, table[local - 1] (0 stays 0), to `out`.
+  void map(const std::vector<uint64_t>& table, CellBuffer& out) const {
+    dispatch_dtype(out.dtype(), [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      T* dst = out.mutable_as<T>();
+      if (!image_) {
+        for (size_t k = 0; k < runs_.size(); k += 2) {
+          const uint32_t local = runs_[k + 1];
+          dst = std::fill_n(dst, runs_[k], local == 0 ? T{0} : static_cast<T>(table[local - 1]));
+        }
+        return;
+      }
+      dispatch_dtype(image_.dtype(), [&](auto from) {
+        using L = typename decltype(from)::type;
+        if constexpr (std::is_unsigned_v<L>)
+          map_labels(image_.as<L>(), table, dst, out.num_elements());
+      });
+    });
+  }
+
+  /// dst[i] = the final label of provisional label local[i] (0 stays 0).
+  template <class L, class T>
+  static void map_labels(const L* local, const std::vector<uint64_t>& table, T* dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      dst[i] = local[i] == 0 ? T{0} : static_cast<T>(table[local[i] - 1]);
+    }
+  }
+
+ private:
+  std::vector<uint32_t> runs_;  // (length, label) pairs; empty when image_ is set
+  CellBuffer image_;
+};
 
 /// The provisional labels of the cells that prepare() kept for compute(), up
 /// to a byte budget: a cell that does not fit when offered is not kept (first
@@ -230,40 +297,38 @@ class ProvisionalLabels {
  public:
   void reset(int64_t cells, size_t budget_bytes) {
     std::lock_guard lock(mu_);
-    cells_.assign(static_cast<size_t>(cells), CellBuffer());
+    cells_.clear();
+    cells_.resize(static_cast<size_t>(cells));
     budget_ = budget_bytes;
     used_ = 0;
   }
 
-  /// Keeps make() (a CellBuffer of `bytes` bytes) for `cell` if it fits the
+  /// Keeps make() (KeptLabels of `bytes` bytes) for `cell` if they fit the
   /// budget, calling make() only then; returns whether.
   template <class Make>
   bool offer(int64_t cell, size_t bytes, Make&& make) {
     {
       std::lock_guard lock(mu_);
       if (used_ + bytes > budget_) return false;
-      used_ += bytes;  // reserved: the buffer is made outside the lock
+      used_ += bytes;  // reserved: the labels are made outside the lock
     }
-    CellBuffer labels = make();
+    KeptLabels labels = make();
     std::lock_guard lock(mu_);
     cells_[static_cast<size_t>(cell)] = std::move(labels);
     return true;
   }
 
   /// The labels kept for `cell`, removed from the store; nullopt if none.
-  std::optional<CellBuffer> take(int64_t cell) {
+  std::optional<KeptLabels> take(int64_t cell) {
     std::lock_guard lock(mu_);
-    CellBuffer& slot = cells_[static_cast<size_t>(cell)];
-    if (!slot) return std::nullopt;
-    CellBuffer out = std::move(slot);
-    slot = CellBuffer();
-    used_ -= out.num_bytes();
+    std::optional<KeptLabels> out = std::exchange(cells_[static_cast<size_t>(cell)], std::nullopt);
+    if (out) used_ -= out->bytes();
     return out;
   }
 
  private:
   std::mutex mu_;
-  std::vector<CellBuffer> cells_;
+  std::vector<std::optional<KeptLabels>> cells_;
   size_t budget_ = 0;
   size_t used_ = 0;
 };
@@ -299,9 +364,9 @@ class LabelKernel final : public NodeKernel {
       CellSummary& sum = summary[static_cast<size_t>(c)];
       BoxLabeler labeler(s, full_);
       sum.count = labeler.run(image.get(grid_.cell_at(c)), labels, &sum.first);
-      const DType kept = kept_dtype(sum.count);
-      if (kept_.offer(c, static_cast<size_t>(s.product()) * dtype_size(kept),
-                      [&] { return narrow_labels(labels, s, kept); })) {
+      const int64_t runs = count_runs(labels);
+      if (kept_.offer(c, KeptLabels::bytes(s.product(), runs, sum.count),
+                      [&] { return KeptLabels(labels, s, runs, sum.count); })) {
         add_one(work_counters().kept);
       }
       for (int64_t& f : sum.first) {
@@ -459,12 +524,9 @@ class LabelKernel final : public NodeKernel {
     }
     const int64_t linear = grid_.linear(cell);
     const auto& table = tables_[static_cast<size_t>(linear)];
-    if (std::optional<CellBuffer> kept = kept_.take(linear)) {
+    if (std::optional<KeptLabels> kept = kept_.take(linear)) {
       add_one(work_counters().reused);
-      dispatch_dtype(kept->dtype(), [&](auto from) {
-        using L = typename decltype(from)::type;
-        if constexpr (std::is_unsigned_v<L>) map_labels(kept->as<L>(), table, out);
-      });
+      kept->map(table, out);
       return;
     }
     add_one(work_counters().relabelled);
@@ -477,23 +539,13 @@ class LabelKernel final : public NodeKernel {
           "its input change?)",
           cell.str(), count, table.size()));
     }
-    map_labels(labels.data(), table, out);
-  }
-
- private:
-  /// out[i] = the final label of provisional label local[i] (0 stays 0).
-  template <class L>
-  static void map_labels(const L* local, const std::vector<uint64_t>& table, CellBuffer& out) {
-    const int64_t n = out.num_elements();
     dispatch_dtype(out.dtype(), [&](auto tag) {
       using T = typename decltype(tag)::type;
-      T* dst = out.mutable_as<T>();
-      for (int64_t i = 0; i < n; ++i) {
-        dst[i] = local[i] == 0 ? T{0} : static_cast<T>(table[local[i] - 1]);
-      }
+      KeptLabels::map_labels(labels.data(), table, out.mutable_as<T>(), out.num_elements());
     });
   }
 
+ private:
   const bool full_;
   CellGrid grid_;
   // Written once by prepare(), before prepared_.

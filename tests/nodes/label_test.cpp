@@ -312,8 +312,8 @@ TEST(Label, CellsWhoseLabelsDoNotFitAreLabelledAgainWithTheSameResult) {
     EXPECT_EQ(w.labelled, 32 + w.relabelled);
   }
   {
-    // A cell's labels (< 256 components) are kept as 330 bytes: a quarter of
-    // this budget holds three cells.
+    // A cell's labels (< 256 components, more runs than 330 / 8) are kept
+    // as a u8 image of 330 bytes: a quarter of this budget holds three cells.
     const ScopedMemoryBudget budget(4 * (3 * 330 + 1));
     const nodes::LabelWork w = counted_label(random_mask(Shape{24, 20, 22}, 50, 104u), cells, true);
     EXPECT_EQ(w.kept, 3);
