@@ -494,6 +494,7 @@ class LabelKernel final : public NodeKernel {
     std::sort(roots.begin(), roots.end(),
               [&](uint64_t a, uint64_t b) { return first[a] < first[b]; });
     if (output().dtype == DType::kU32 && roots.size() > std::numeric_limits<uint32_t>::max()) {
+      kept_.reset(0, 0);
       throw NodeError(
           fmt::format("label: {} objects do not fit in {} labels: set param \"dtype\" to \"u64\"",
                       roots.size(), dtype_name(output().dtype)));
