@@ -7,10 +7,17 @@
 //              edges and corners too); numbers the objects 1..N in raster
 //              order of their first voxel over the whole image; and keeps per
 //              cell a table local component -> final label. Boundary layers
-//              are dropped afterwards: memory is O(components) per cell.
-//   compute()  labels its cell again with the same deterministic algorithm
-//              and maps local components to final labels.
-// The labels therefore depend on neither the cell shape nor the thread count.
+//              are dropped afterwards: memory is O(components) per cell, plus
+//              the cells' provisional labels (as runs, or as an image in the
+//              narrowest unsigned type), kept while they fit a quarter of the
+//              memory cache's budget.
+//   compute()  maps the cell's kept provisional labels to final labels; when
+//              they were not kept, it labels the cell again with the same
+//              deterministic algorithm first.
+// The labels therefore depend on neither the cell shape, the thread count nor
+// which cells were kept.
+#include "cellflow/nodes/label.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -18,17 +25,34 @@
 #include <limits>
 #include <mutex>
 #include <numeric>
+#include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/cache/cell_grid.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
+#include "cellflow/cache/memory_cache.hpp"
 #include "cellflow/cache/parallel.hpp"
 #include "ops.hpp"
 
 namespace cellflow::nodes {
 namespace {
+
+struct WorkCounters {
+  std::atomic<int64_t> labelled{0};
+  std::atomic<int64_t> kept{0};
+  std::atomic<int64_t> reused{0};
+  std::atomic<int64_t> relabelled{0};
+};
+
+WorkCounters& work_counters() {
+  static WorkCounters counters;
+  return counters;
+}
+
+void add_one(std::atomic<int64_t>& counter) { counter.fetch_add(1, std::memory_order_relaxed); }
 
 /// Offsets in {-1, 0, 1}^rank other than 0: the 2 * rank face neighbours, or
 /// all 3^rank - 1 neighbours with `full`. With `backward`, only those visited
@@ -74,6 +98,7 @@ class BoxLabeler {
   /// With `first`, appends the linear index (in the box) of each component's
   /// first voxel.
   uint32_t run(const CellBuffer& in, std::vector<uint32_t>& labels, std::vector<int64_t>* first) {
+    add_one(work_counters().labelled);
     pad_.assign(static_cast<size_t>(padded_.product()), 0);
     parent_.assign(1, 0);
     dispatch_dtype(in.dtype(), [&](auto tag) {
@@ -176,6 +201,138 @@ int64_t layer_offset(const Shape& shape, const Dims& local, int d) {
   return off;
 }
 
+/// The narrowest unsigned type that holds labels 0..count.
+DType narrow_dtype(uint32_t count) {
+  return count <= std::numeric_limits<uint8_t>::max()    ? DType::kU8
+         : count <= std::numeric_limits<uint16_t>::max() ? DType::kU16
+                                                         : DType::kU32;
+}
+
+/// The number of runs of equal values in `labels`.
+int64_t count_runs(const std::vector<uint32_t>& labels) {
+  int64_t runs = labels.empty() ? 0 : 1;
+  for (size_t i = 1; i < labels.size(); ++i) runs += labels[i] != labels[i - 1] ? 1 : 0;
+  return runs;
+}
+
+/// A cell's provisional labels as prepare() keeps them for compute(): the runs
+/// of equal labels over the cell's voxels in C order (few for objects of many
+/// voxels, and small memory that is already mapped), or, where runs would take
+/// more room (fragmented masks), the label image in the narrowest unsigned
+/// type that holds the cell's labels.
+class KeptLabels {
+ public:
+  /// The bytes the kept form of a cell's labels takes.
+  static size_t bytes(int64_t voxels, int64_t runs, uint32_t count) {
+    return std::min(static_cast<size_t>(runs) * 2 * sizeof(uint32_t),
+                    static_cast<size_t>(voxels) * dtype_size(narrow_dtype(count)));
+  }
+
+  /// REQUIRES: `runs` == count_runs(labels), every label <= `count`.
+  KeptLabels(const std::vector<uint32_t>& labels, const Shape& shape, int64_t runs,
+             uint32_t count) {
+    const DType dtype = narrow_dtype(count);
+    if (static_cast<size_t>(runs) * 2 * sizeof(uint32_t) <=
+        static_cast<size_t>(shape.product()) * dtype_size(dtype)) {
+      runs_.reserve(static_cast<size_t>(runs) * 2);
+      for (size_t i = 0; i < labels.size();) {
+        size_t j = i + 1;
+        while (j < labels.size() && labels[j] == labels[i]) ++j;
+        runs_.push_back(static_cast<uint32_t>(j - i));  // cells hold < 2^32 voxels (bind)
+        runs_.push_back(labels[i]);
+        i = j;
+      }
+      return;
+    }
+    image_ = CellBuffer::allocate(dtype, shape);
+    dispatch_dtype(dtype, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (std::is_unsigned_v<T>) {
+        std::copy(labels.begin(), labels.end(), image_.mutable_as<T>());
+      }
+    });
+  }
+
+  size_t bytes() const { return runs_.size() * sizeof(uint32_t) + image_.num_bytes(); }
+
+  /// Writes the final label of each voxel, table[local - 1] (0 stays 0), to `out`.
+  void map(const std::vector<uint64_t>& table, CellBuffer& out) const {
+    dispatch_dtype(out.dtype(), [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      T* dst = out.mutable_as<T>();
+      if (!image_) {
+        for (size_t k = 0; k < runs_.size(); k += 2) {
+          const uint32_t local = runs_[k + 1];
+          dst = std::fill_n(dst, runs_[k], local == 0 ? T{0} : static_cast<T>(table[local - 1]));
+        }
+        return;
+      }
+      dispatch_dtype(image_.dtype(), [&](auto from) {
+        using L = typename decltype(from)::type;
+        if constexpr (std::is_unsigned_v<L>)
+          map_labels(image_.as<L>(), table, dst, out.num_elements());
+      });
+    });
+  }
+
+  /// dst[i] = the final label of provisional label local[i] (0 stays 0).
+  template <class L, class T>
+  static void map_labels(const L* local, const std::vector<uint64_t>& table, T* dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      dst[i] = local[i] == 0 ? T{0} : static_cast<T>(table[local[i] - 1]);
+    }
+  }
+
+ private:
+  std::vector<uint32_t> runs_;  // (length, label) pairs; empty when image_ is set
+  CellBuffer image_;
+};
+
+/// The provisional labels of the cells that prepare() kept for compute(), up
+/// to a byte budget: a cell that does not fit when offered is not kept (first
+/// come, first kept: no eviction, so that a pass over the cells in the order
+/// they were offered finds the kept ones instead of none). Each entry is handed
+/// out once. Thread-safe.
+class ProvisionalLabels {
+ public:
+  void reset(int64_t cells, size_t budget_bytes) {
+    std::lock_guard lock(mu_);
+    cells_.clear();
+    cells_.resize(static_cast<size_t>(cells));
+    budget_ = budget_bytes;
+    used_ = 0;
+  }
+
+  /// Keeps make() (KeptLabels of `bytes` bytes) for `cell` if they fit the
+  /// budget, calling make() only then; returns whether.
+  template <class Make>
+  bool offer(int64_t cell, size_t bytes, Make&& make) {
+    {
+      std::lock_guard lock(mu_);
+      if (used_ + bytes > budget_) return false;
+      used_ += bytes;  // reserved: the labels are made outside the lock
+    }
+    KeptLabels labels = make();
+    std::lock_guard lock(mu_);
+    cells_[static_cast<size_t>(cell)] = std::move(labels);
+    return true;
+  }
+
+  /// The labels kept for `cell`, removed from the store; nullopt if none.
+  std::optional<KeptLabels> take(int64_t cell) {
+    std::lock_guard lock(mu_);
+    std::optional<KeptLabels> out = std::exchange(cells_[static_cast<size_t>(cell)], std::nullopt);
+    if (out) used_ -= out->bytes();
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::optional<KeptLabels>> cells_;
+  size_t budget_ = 0;
+  size_t used_ = 0;
+};
+
 class LabelKernel final : public NodeKernel {
  public:
   LabelKernel(ImageInfo info, bool full) : NodeKernel(std::move(info)), full_(full) {
@@ -197,7 +354,8 @@ class LabelKernel final : public NodeKernel {
     const int64_t cells = grid_.num_cells();
     const Shape& shape = grid_.shape();
 
-    // 1. Each cell on its own.
+    // 1. Each cell on its own; its labels are kept for compute() while they fit.
+    kept_.reset(cells, MemoryCache::global().budget() / 4);
     std::vector<CellSummary> summary(static_cast<size_t>(cells));
     parallel_for_all(cells, [&](int64_t c) {
       const Box box = grid_.cell_box(grid_.cell_at(c));
@@ -206,6 +364,11 @@ class LabelKernel final : public NodeKernel {
       CellSummary& sum = summary[static_cast<size_t>(c)];
       BoxLabeler labeler(s, full_);
       sum.count = labeler.run(image.get(grid_.cell_at(c)), labels, &sum.first);
+      const int64_t runs = count_runs(labels);
+      if (kept_.offer(c, KeptLabels::bytes(s.product(), runs, sum.count),
+                      [&] { return KeptLabels(labels, s, runs, sum.count); })) {
+        add_one(work_counters().kept);
+      }
       for (int64_t& f : sum.first) {
         Dims g(r);
         int64_t rest = f;
@@ -331,6 +494,7 @@ class LabelKernel final : public NodeKernel {
     std::sort(roots.begin(), roots.end(),
               [&](uint64_t a, uint64_t b) { return first[a] < first[b]; });
     if (output().dtype == DType::kU32 && roots.size() > std::numeric_limits<uint32_t>::max()) {
+      kept_.reset(0, 0);
       throw NodeError(
           fmt::format("label: {} objects do not fit in {} labels: set param \"dtype\" to \"u64\"",
                       roots.size(), dtype_name(output().dtype)));
@@ -359,7 +523,14 @@ class LabelKernel final : public NodeKernel {
     if (!(grid_.cell_box(cell) == out_box)) {
       throw NodeError(fmt::format("label: {} is not a cell of the node", out_box.str()));
     }
-    const auto& table = tables_[static_cast<size_t>(grid_.linear(cell))];
+    const int64_t linear = grid_.linear(cell);
+    const auto& table = tables_[static_cast<size_t>(linear)];
+    if (std::optional<KeptLabels> kept = kept_.take(linear)) {
+      add_one(work_counters().reused);
+      kept->map(table, out);
+      return;
+    }
+    add_one(work_counters().relabelled);
     std::vector<uint32_t> labels;
     BoxLabeler labeler(out_box.shape(), full_);
     const uint32_t count = labeler.run(inputs[0].data, labels, nullptr);
@@ -371,10 +542,7 @@ class LabelKernel final : public NodeKernel {
     }
     dispatch_dtype(out.dtype(), [&](auto tag) {
       using T = typename decltype(tag)::type;
-      T* dst = out.mutable_as<T>();
-      for (size_t i = 0; i < labels.size(); ++i) {
-        dst[i] = labels[i] == 0 ? T{0} : static_cast<T>(table[labels[i] - 1]);
-      }
+      KeptLabels::map_labels(labels.data(), table, out.mutable_as<T>(), out.num_elements());
     });
   }
 
@@ -383,6 +551,8 @@ class LabelKernel final : public NodeKernel {
   CellGrid grid_;
   // Written once by prepare(), before prepared_.
   std::vector<std::vector<uint64_t>> tables_;
+  // Filled by prepare(), emptied by compute() as it maps the cells.
+  mutable ProvisionalLabels kept_;
   std::atomic<bool> prepared_{false};
   std::mutex prepare_mu_;
 };
@@ -439,5 +609,12 @@ class LabelOp final : public Op {
 }  // namespace
 
 std::shared_ptr<const Op> make_label_op() { return std::make_shared<LabelOp>(); }
+
+LabelWork label_work() {
+  const WorkCounters& c = work_counters();
+  return LabelWork{c.labelled.load(std::memory_order_relaxed),
+                   c.kept.load(std::memory_order_relaxed), c.reused.load(std::memory_order_relaxed),
+                   c.relabelled.load(std::memory_order_relaxed)};
+}
 
 }  // namespace cellflow::nodes

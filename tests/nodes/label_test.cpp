@@ -5,6 +5,8 @@
 // whose arms meet late, diagonal-only contacts, random masks). ITK's labels
 // are renumbered by first voxel in raster order, which is cellflow's own
 // numbering, so the comparison is byte for byte.
+#include "cellflow/nodes/label.hpp"
+
 #include <gtest/gtest.h>
 #include <itkConnectedComponentImageFilter.h>
 #include <itkImage.h>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/memory_cache.hpp"
 #include "cellflow/graph/executor.hpp"
 #include "cellflow/graph/graph.hpp"
 #include "nodes/volume_source.hpp"
@@ -252,6 +255,72 @@ TEST(Label, EmptyAndFullVolumes) {
   std::memset(full.mutable_data(), 1, full.num_bytes());
   const CellBuffer one = label(full, Shape{4, 4, 4});
   for (int64_t i = 0; i < one.num_elements(); ++i) ASSERT_EQ(one.as<uint32_t>()[i], 1u);
+}
+
+/// The process's memory budget, changed for one scope.
+class ScopedMemoryBudget {
+ public:
+  explicit ScopedMemoryBudget(size_t bytes) : old_(MemoryCache::global().budget()) {
+    MemoryCache::global().set_budget(bytes);
+  }
+  ~ScopedMemoryBudget() { MemoryCache::global().set_budget(old_); }
+  ScopedMemoryBudget(const ScopedMemoryBudget&) = delete;
+  ScopedMemoryBudget& operator=(const ScopedMemoryBudget&) = delete;
+
+ private:
+  size_t old_;
+};
+
+/// label_work() counted while labelling `mask` (a fresh volume: no cell of
+/// it is in memory yet) cut into `cells`, checked against ITK.
+nodes::LabelWork counted_label(const CellBuffer& mask, const Shape& cells, bool full) {
+  LabelRun run;
+  run.connectivity = full ? "full" : "face";
+  const nodes::LabelWork before = nodes::label_work();
+  EXPECT_TRUE(test::same_bytes(itk_components(mask, full), label(mask, cells, run)))
+      << run.connectivity << ", cells " << cells.str();
+  const nodes::LabelWork after = nodes::label_work();
+  return {after.labelled - before.labelled, after.kept - before.kept, after.reused - before.reused,
+          after.relabelled - before.relabelled};
+}
+
+// The global pass keeps each cell's provisional labels (while they fit a
+// quarter of the memory budget): compute() maps them instead of running
+// connected components on the cell a second time.
+TEST(Label, EachCellIsLabelledOnceWhenItsLabelsAreKept) {
+  const Shape cells{6, 5, 11};  // 4 x 4 x 2 = 32 cells of 330 voxels
+  for (const bool full : {false, true}) {
+    const nodes::LabelWork w =
+        counted_label(random_mask(Shape{24, 20, 22}, 50, full ? 102u : 101u), cells, full);
+    EXPECT_EQ(w.labelled, 32);
+    EXPECT_EQ(w.kept, 32);
+    EXPECT_EQ(w.reused, 32);
+    EXPECT_EQ(w.relabelled, 0);
+  }
+}
+
+TEST(Label, CellsWhoseLabelsDoNotFitAreLabelledAgainWithTheSameResult) {
+  const Shape cells{6, 5, 11};
+  {
+    // Nothing fits: every output cell is labelled again.
+    const ScopedMemoryBudget budget(0);
+    const nodes::LabelWork w =
+        counted_label(random_mask(Shape{24, 20, 22}, 50, 103u), cells, false);
+    EXPECT_EQ(w.kept, 0);
+    EXPECT_EQ(w.reused, 0);
+    EXPECT_GE(w.relabelled, 32);
+    EXPECT_EQ(w.labelled, 32 + w.relabelled);
+  }
+  {
+    // A cell's labels (< 256 components, more runs than 330 / 8) are kept
+    // as a u8 image of 330 bytes: a quarter of this budget holds three cells.
+    const ScopedMemoryBudget budget(4 * (3 * 330 + 1));
+    const nodes::LabelWork w = counted_label(random_mask(Shape{24, 20, 22}, 50, 104u), cells, true);
+    EXPECT_EQ(w.kept, 3);
+    EXPECT_EQ(w.reused, 3);
+    EXPECT_GE(w.relabelled, 29);
+    EXPECT_EQ(w.labelled, 32 + w.relabelled);
+  }
 }
 
 TEST(Label, RejectsBadParams) {
