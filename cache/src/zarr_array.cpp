@@ -56,13 +56,18 @@ Dims dims_from(const Value& v) {
 
 }  // namespace
 
+int blosc_shuffle_for(DType dtype) {
+  const std::string_view name = dtype_name(dtype);
+  return name[0] == 'u' || name[0] == 'i' ? BLOSC_BITSHUFFLE : BLOSC_SHUFFLE;
+}
+
 std::string zarray_json(DType dtype, const CellGrid& grid) {
   Value compressor = Value::object();
   compressor.set("blocksize", 0);
   compressor.set("clevel", kBloscLevel);
   compressor.set("cname", kBloscCodec);
   compressor.set("id", "blosc");
-  compressor.set("shuffle", 1);
+  compressor.set("shuffle", blosc_shuffle_for(dtype));
   Value z = Value::object();
   z.set("chunks", dims_value(grid.cell_shape()));
   z.set("compressor", std::move(compressor));
@@ -87,6 +92,7 @@ struct ZarrArray::Impl {
   Durability durability;
   int64_t shard_cells = 0;
   std::optional<ShardGeometry> shards;
+  int shuffle = 1;  // blosc's filter for the cells written: what the array's metadata says
 
   // The shards read last (by linear shard index). Every chunk taken from one
   // is checked against its cell's identity, so an outdated copy can serve
@@ -123,6 +129,7 @@ ZarrArray::ZarrArray(std::shared_ptr<Env> env, std::string folder, std::string o
   impl_->chunk_bytes = static_cast<size_t>(impl_->grid.cell_shape().product()) * dtype_size(dtype);
   impl_->durability = durability;
   impl_->shard_cells = shard_cells;
+  impl_->shuffle = blosc_shuffle_for(dtype);
   if (shard_cells > 0) impl_->shards.emplace(impl_->grid, shard_cells);
 }
 
@@ -199,9 +206,16 @@ std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string
             "its shards are not of shape {} (what {} cells per shard give for this grid)",
             expected.str(), shard_cells));
     }
-    return std::shared_ptr<ZarrArray>(new ZarrArray(std::move(env), std::move(folder),
-                                                    std::move(owner), *dtype, std::move(grid),
-                                                    Durability::kProcess, shard_cells));
+    std::shared_ptr<ZarrArray> array(new ZarrArray(std::move(env), std::move(folder),
+                                                   std::move(owner), *dtype, std::move(grid),
+                                                   Durability::kProcess, shard_cells));
+    // An array written before integer cells were bit-shuffled keeps byte
+    // shuffle, so that its .zarray stays true of every cell in it.
+    const Value* compressor = v3 ? nullptr : z.find("compressor");
+    const Value* shuffle = compressor != nullptr ? compressor->find("shuffle") : nullptr;
+    if (shuffle != nullptr && shuffle->is_int() && shuffle->as_int() >= 0 && shuffle->as_int() <= 2)
+      array->impl_->shuffle = static_cast<int>(shuffle->as_int());
+    return array;
   } catch (Error& e) {
     CorruptionError c(e.what());
     c.add_context("file " + where);
@@ -230,9 +244,9 @@ fs::path ZarrArray::cell_path(const CellIndex& cell) const {
 }
 
 std::string ZarrArray::encode_chunk(const void* data, size_t bytes, size_t type_size,
-                                    std::string_view identity) {
+                                    std::string_view identity, int shuffle) {
   std::string out(bytes + BLOSC_MAX_OVERHEAD + kTrailerSize, '\0');
-  const int n = blosc_compress_ctx(kBloscLevel, BLOSC_SHUFFLE, type_size, bytes, data, out.data(),
+  const int n = blosc_compress_ctx(kBloscLevel, shuffle, type_size, bytes, data, out.data(),
                                    bytes + BLOSC_MAX_OVERHEAD, kBloscCodec, 0, 1);
   if (n <= 0) throw IoError(fmt::format("blosc could not compress a {}-byte chunk", bytes));
   const auto frame = static_cast<size_t>(n);
@@ -351,12 +365,12 @@ void ZarrArray::write(const CellIndex& cell, const CellBuffer& buffer) {
   const std::string identity = layout::cell_identity(impl_->owner, cell);
   std::string encoded;
   if (box.shape() == impl_->grid.cell_shape()) {
-    encoded = encode_chunk(buffer.data(), impl_->chunk_bytes, type_size, identity);
+    encoded = encode_chunk(buffer.data(), impl_->chunk_bytes, type_size, identity, impl_->shuffle);
   } else {
     CellBuffer full = CellBuffer::zeros(impl_->dtype, impl_->grid.cell_shape());
     Box chunk_box = Box(box.begin(), box.begin()).grow(Dims(box.rank()), impl_->grid.cell_shape());
     copy_region(buffer.data(), box, full.mutable_data(), chunk_box, box, type_size);
-    encoded = encode_chunk(full.data(), impl_->chunk_bytes, type_size, identity);
+    encoded = encode_chunk(full.data(), impl_->chunk_bytes, type_size, identity, impl_->shuffle);
   }
   impl_->env->write_atomic(layout::cell(impl_->folder, cell), encoded, impl_->durability);
 }

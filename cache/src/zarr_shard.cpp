@@ -8,6 +8,7 @@
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/cache/value.hpp"
+#include "cellflow/cache/zarr_array.hpp"
 
 namespace cellflow {
 namespace {
@@ -242,7 +243,7 @@ std::string zarr_v3_json(DType dtype, const CellGrid& grid, const Dims& per_shar
   bconf.set("blocksize", 0);
   bconf.set("clevel", 5);
   bconf.set("cname", "lz4");
-  bconf.set("shuffle", "shuffle");
+  bconf.set("shuffle", blosc_shuffle_for(dtype) == 2 ? "bitshuffle" : "shuffle");
   bconf.set("typesize", static_cast<int64_t>(dtype_size(dtype)));
   blosc.set("configuration", std::move(bconf));
 

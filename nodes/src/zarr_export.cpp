@@ -287,9 +287,9 @@ void write_array(CachedCellImage& image, const fs::path& dir, const ZarrExportOp
     fs::path file = v3 ? dir / "c" : dir;
     for (int64_t i : cell) file /= std::to_string(i);
     // An export leaves the cache: its chunks are bound to no cell identity.
-    write_file_atomic(file,
-                      v3 ? encode_v3_chunk(padded, size)
-                         : ZarrArray::encode_chunk(padded.data(), padded.num_bytes(), size, {}));
+    write_file_atomic(file, v3 ? encode_v3_chunk(padded, size)
+                               : ZarrArray::encode_chunk(padded.data(), padded.num_bytes(), size,
+                                                         {}, blosc_shuffle_for(dtype)));
   });
 }
 

@@ -53,7 +53,7 @@ TEST(CellFormat, ZarrayAndZgroupText) {
             "{\n"
             "  \"chunks\": [8, 8, 6],\n"
             "  \"compressor\": {\"blocksize\": 0, \"clevel\": 5, \"cname\": \"lz4\", \"id\": "
-            "\"blosc\", \"shuffle\": 1},\n"
+            "\"blosc\", \"shuffle\": 2},\n"
             "  \"dimension_separator\": \"/\",\n"
             "  \"dtype\": \"<u2\",\n"
             "  \"fill_value\": 0,\n"
@@ -132,6 +132,46 @@ TEST(CellFormat, StoredCellBytesArePinned) {
   EXPECT_EQ(stored.substr(stored.size() - 8), "CFLWXH32");
   EXPECT_EQ(fmt::format("{:016x}", XXH3_64bits(stored.data(), stored.size())), kPinnedCellHash)
       << "the stored bytes of a cell changed: " << kWhy;
+}
+
+// Integer cells are stored bit-shuffled (masks and labels pack several times
+// smaller), float cells byte-shuffled; blosc records the filter in each
+// frame's flags (0x04 bit shuffle, 0x01 byte shuffle), so one decoder reads
+// both. An array whose .zarray says byte shuffle (written before) keeps it.
+TEST(CellFormat, IntegerCellsAreBitShuffledFloatCellsByteShuffled) {
+  TempDir tmp;
+  CacheDirectory cache(tmp / "cache");
+  const auto flags_of = [&](const std::string& hash) {
+    const std::string stored = test::read_all(tmp / "cache" / hash / "0" / "0" / "0");
+    return static_cast<unsigned char>(stored.at(2));
+  };
+  const auto write_one = [&](const std::string& hash, DType dtype) {
+    auto store = cache.open_node(hash, dtype, CellGrid({8, 8}, {8, 8}), R"({"op":"x"})");
+    CellBuffer b = CellBuffer::zeros(dtype, Shape{8, 8});
+    for (size_t k = 0; k < b.num_bytes(); k += 3) b.mutable_data()[k] = std::byte{1};
+    store->write(CellIndex{0, 0}, b);
+    return std::pair{std::move(store), b};
+  };
+  const std::string labels = "11111111111111111111111111111111";
+  const std::string smooth = "22222222222222222222222222222222";
+  auto [ls, lb] = write_one(labels, DType::kU32);
+  auto [ss, sb] = write_one(smooth, DType::kF32);
+  EXPECT_EQ(flags_of(labels) & 0x05, 0x04) << "u32 cells bit-shuffled";
+  EXPECT_EQ(flags_of(smooth) & 0x05, 0x01) << "f32 cells byte-shuffled";
+  EXPECT_NE(test::read_all(tmp / "cache" / labels / "0" / ".zarray").find("\"shuffle\": 2"),
+            std::string::npos);
+  EXPECT_TRUE(test::same_bytes(*ls->read(CellIndex{0, 0}), lb));
+  EXPECT_TRUE(test::same_bytes(*ss->read(CellIndex{0, 0}), sb));
+
+  // A u16 node whose metadata predates bit shuffle: its new cells match it.
+  const std::string old = "33333333333333333333333333333333";
+  fs::create_directories(tmp / "cache" / old / "0");
+  std::string meta = zarray_json(DType::kU16, CellGrid({8, 8}, {8, 8}));
+  meta.replace(meta.find("\"shuffle\": 2"), 12, "\"shuffle\": 1");
+  test::write_all(tmp / "cache" / old / "0" / ".zarray", meta);
+  auto [os, ob] = write_one(old, DType::kU16);
+  EXPECT_EQ(flags_of(old) & 0x05, 0x01) << "an old array keeps byte shuffle";
+  EXPECT_TRUE(test::same_bytes(*os->read(CellIndex{0, 0}), ob));
 }
 
 }  // namespace

@@ -97,8 +97,9 @@ class ZarrArray : public CellStore {
 
   /// Encodes a full-size chunk as stored on disk (blosc frame + trailer bound
   /// to `identity`, layout::cell_identity(); empty: bound to nothing).
+  /// `shuffle`: blosc's filter (blosc_shuffle_for(dtype) for an array's cells).
   static std::string encode_chunk(const void* data, size_t bytes, size_t type_size,
-                                  std::string_view identity);
+                                  std::string_view identity, int shuffle = 1);
   /// Decodes and verifies a stored chunk into `out` (exactly `bytes` long);
   /// throws CorruptionError naming `what` if anything is wrong, including a
   /// chunk bound to another identity (moved or copied from another cell).
@@ -126,5 +127,12 @@ class ZarrArray : public CellStore {
 
 /// The .zarray JSON for an array (deterministic text).
 std::string zarray_json(DType dtype, const CellGrid& grid);
+
+/// The blosc filter cells of `dtype` are stored with: 2 (bit shuffle) for
+/// integers — masks and labels have few distinct values per cell, and bit
+/// shuffle packs them several times smaller than byte shuffle, and faster —
+/// and 1 (byte shuffle) for floats. Blosc records the filter in each frame,
+/// so cells written with either decode the same way.
+int blosc_shuffle_for(DType dtype);
 
 }  // namespace cellflow
