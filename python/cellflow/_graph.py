@@ -52,7 +52,8 @@ class Graph:
         g = cls(d.get("name", ""), cache=cache)
         g._nodes = [
             {"id": n["id"], "op": n["op"], "inputs": list(n.get("inputs", [])),
-             "params": dict(n.get("params", {}))}
+             "params": dict(n.get("params", {})),
+             **({"persist": n["persist"]} if n.get("persist") is not None else {})}
             for n in d["nodes"]
         ]
         g._outputs = list(d.get("outputs", []))
@@ -120,10 +121,13 @@ class Graph:
             f.write(self.to_json())
 
     # ---- building -----------------------------------------------------
-    def add(self, id, op, inputs=(), /, **params):
+    def add(self, id, op, inputs=(), /, *, persist=None, **params):
         """Adds node ``id`` computing ``op`` (a name, or a function decorated
         with @cellflow.op) from ``inputs`` (ids or Nodes) with ``params``;
-        returns the Node. Invalid nodes raise and leave the graph unchanged."""
+        returns the Node. ``persist`` (True/False; None: the op's default —
+        sources that read your files are not copied into the cache, everything
+        else is) is the graph JSON's "persist", not part of the hash. Invalid
+        nodes raise and leave the graph unchanged."""
         if isinstance(inputs, (str, Node)):
             inputs = [inputs]
         node = {
@@ -132,6 +136,8 @@ class Graph:
             "inputs": [i.id if isinstance(i, Node) else i for i in inputs],
             "params": params,
         }
+        if persist is not None:
+            node["persist"] = bool(persist)
         self._nodes.append(node)
         self._changed()
         try:

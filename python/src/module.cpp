@@ -56,6 +56,12 @@ GraphDef def_from_dict(const py::dict& d) {
     if (nd.contains("inputs"))
       for (auto i : nd["inputs"]) node.inputs.push_back(i.cast<std::string>());
     if (nd.contains("params")) node.params = to_value(nd["params"], "node " + node.id + " params");
+    if (nd.contains("persist") && !nd["persist"].is_none()) {
+      if (!py::isinstance<py::bool_>(nd["persist"]))
+        throw InvalidArgument(
+            fmt::format("node \"{}\": persist must be True, False or None", node.id));
+      node.persist = nd["persist"].cast<bool>();
+    }
     def.nodes.push_back(std::move(node));
   }
   if (d.contains("outputs"))
@@ -73,6 +79,7 @@ py::dict dict_from_def(const GraphDef& def) {
     nd["op"] = n.op;
     nd["inputs"] = py::cast(n.inputs);
     nd["params"] = from_value(n.params);
+    if (n.persist) nd["persist"] = *n.persist;
     nodes.append(nd);
   }
   d["nodes"] = nodes;

@@ -49,6 +49,35 @@ def test_json_twice_gives_the_same_hashes_and_bytes(tmp_path):
     assert json.loads(text)["outputs"] == ["counts", "density", "objects"]
 
 
+def test_persist_round_trips_is_not_hashed_and_keeps_nodes_out_of_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    g = cellflow.Graph("p", cache=str(cache))
+    g.add("raw", "synthetic.blobs", shape=[32, 32, 32], cell_shape=[16, 16, 16], seed=3,
+          persist=False)
+    g.add("smooth", "gaussian", ["raw"], sigma=1.0)
+    text = g.to_json()
+    assert json.loads(text)["nodes"][0]["persist"] is False
+    assert "persist" not in json.loads(text)["nodes"][1]
+    again = cellflow.Graph.from_json(text, cache=None)
+    assert again.to_json() == text
+    path = tmp_path / "p.json"
+    g.save(path)
+    assert cli_hashes(path) == g.hashes()  # the choice is not part of any hash
+    stored = cellflow.Graph("p", cache=None)
+    stored.add("raw", "synthetic.blobs", shape=[32, 32, 32], cell_shape=[16, 16, 16], seed=3)
+    stored.add("smooth", "gaussian", ["raw"], sigma=1.0)
+    assert stored.hashes() == g.hashes()
+    report = g.run(["smooth"], threads=2)
+    assert report.nodes["raw"]["persisted"] is False
+    assert report.nodes["smooth"]["persisted"] is True
+    folders = {p.name for p in cache.iterdir() if p.is_dir()}
+    assert g.hashes()["smooth"] in folders
+    assert g.hashes()["raw"] not in folders
+    with pytest.raises(cellflow.InvalidArgument, match="persist"):
+        cellflow.Graph.from_dict({"nodes": [{"id": "a", "op": "synthetic.blobs",
+                                             "persist": "no"}]}, cache=None)
+
+
 def test_param_change_changes_hashes_downstream_only():
     g = build_density()
     before = g.hashes()
