@@ -44,6 +44,7 @@ namespace {
 
 using namespace cellflow;
 using Clock = std::chrono::steady_clock;
+using bench::median;
 
 struct Options {
   int64_t size = 256;
@@ -62,11 +63,6 @@ struct Options {
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // The median of the per-repetition ratios x[i] / y[i]. Each pair was timed

@@ -62,11 +62,6 @@ double cpu_seconds(clockid_t clock) {
 
 double thread_cpu() { return cpu_seconds(CLOCK_THREAD_CPUTIME_ID); }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 /// Accumulates this thread's CPU time over the scopes it is started in.
 struct CpuTimer {
   double total = 0;

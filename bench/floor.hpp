@@ -5,10 +5,18 @@
 // Single-threaded except for cellflow's own run; not thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace cellflow::bench {
+
+/// The median of `v` (the upper one of an even count). REQUIRES: not empty.
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 struct FloorOptions {
   int64_t size = 256;  // of the generated input (ignored with `zarr`)
