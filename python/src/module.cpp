@@ -142,10 +142,6 @@ PyOpHandle make_py_op(const py::dict& s) {
 
 // ---- built graphs ----------------------------------------------------------
 
-/// Per-thread: whether the cell the run's cell runner just finished was
-/// computed (the executor reports computed=false for cell runners).
-thread_local bool t_last_computed = false;
-
 class BuiltGraph {
  public:
   /// `previous`: the graph this one replaces (after an edit in Python); the
@@ -341,22 +337,13 @@ class BuiltGraph {
     o.max_retries = max_retries;
     o.timeout_seconds = timeout;
     o.progress_interval_ms = progress_interval_ms;
-    o.cell_runner = [&images, stop](size_t node, const CellIndex& cell, double cell_timeout) {
-      if (stop->load()) throw Cancelled("the run was stopped");
-      const CancelToken token(cell_timeout > 0
-                                  ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                       std::chrono::duration<double>(cell_timeout))
-                                  : Clock::time_point::max(),
-                              stop.get());
-      const ScopedCancelToken scope(&token);
-      t_last_computed = images[node]->ensure(cell);
-    };
+    o.stop = stop.get();
     o.on_cell = [&](const CellEvent& ev) {
       std::lock_guard lock(mu);
       switch (ev.kind) {
         case CellEvent::Kind::kDone:
           ++done[ev.node];
-          if (t_last_computed) ++computed[ev.node];
+          if (ev.computed) ++computed[ev.node];
           break;
         case CellEvent::Kind::kRetry:
           ++retries[ev.node];
