@@ -342,17 +342,8 @@ class Materialization {
       if (nr.persisted && options_.partition_size > 1) {
         nr.complete = false;  // the caller checks once all processes finished
       } else if (nr.persisted) {
-        nr.complete = cache->is_complete(nodes_[i].hash);
-        // Any node this run touched: a killed earlier run may have committed its last cells.
-        if (!nr.complete && r.image) {
-          bool all = true;
-          for (int64_t c = 0; all && c < nr.cells_total; ++c)
-            all = r.image->available(r.image->grid().cell_at(c));
-          if (all) {
-            cache->mark_complete(nodes_[i].hash);
-            nr.complete = true;
-          }
-        }
+        // Any node this run touched is checked cell by cell when unmarked.
+        nr.complete = r.image ? confirm_complete(graph_, i) : cache->is_complete(nodes_[i].hash);
       } else {
         nr.complete = r.needed && r.done.load() == r.scheduled_count;
       }
@@ -391,6 +382,23 @@ class Materialization {
 };
 
 }  // namespace
+
+bool confirm_complete(const Graph& graph, size_t node) {
+  CacheDirectory* cache = graph.cache();
+  const GraphNode& n = graph.nodes()[node];
+  if (cache == nullptr || !n.persist) return false;
+  if (cache->is_complete(n.hash)) return true;
+  const auto image = graph.image(node);
+  const CellGrid& grid = image->grid();
+  for (int64_t c = 0; c < grid.num_cells(); ++c)
+    if (!image->available(grid.cell_at(c))) return false;
+  try {
+    cache->mark_complete(n.hash);
+  } catch (const IoError&) {
+    // A read-only cache: the marker is an optimization, never needed.
+  }
+  return true;
+}
 
 RunReport materialize(const Graph& graph, std::vector<size_t> targets, const RunOptions& options) {
   return Materialization(graph, std::move(targets), options).run();

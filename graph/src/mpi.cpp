@@ -4,7 +4,6 @@
 
 #include <cstdlib>
 
-#include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/error.hpp"
 
 #ifdef CELLFLOW_WITH_MPI
@@ -123,21 +122,8 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
   // persisted nodes are now complete and marks them (one pass over the cells
   // in total, not one per rank).
   std::vector<int> complete_now(graph.nodes().size(), 0);
-  if (world.rank == 0 && graph.cache() != nullptr) {
-    for (size_t i : touched) {
-      const GraphNode& node = graph.nodes()[i];
-      if (!node.persist) continue;
-      if (!graph.cache()->is_complete(node.hash)) {
-        const auto image = graph.image(i);
-        bool all = true;
-        for (int64_t c = 0; all && c < image->grid().num_cells(); ++c)
-          all = image->available(image->grid().cell_at(c));
-        if (!all) continue;
-        graph.cache()->mark_complete(node.hash);
-      }
-      complete_now[i] = 1;
-    }
-  }
+  if (world.rank == 0)
+    for (size_t i : touched) complete_now[i] = confirm_complete(graph, i) ? 1 : 0;
 
   // Sum the per-node counters over ranks.
   const size_t n = graph.nodes().size();

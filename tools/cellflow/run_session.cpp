@@ -162,17 +162,7 @@ void RunSession::mark_complete_nodes(RunReport& report) const {
   if (cache == nullptr) return;
   for (size_t i : graph_.ancestors(targets_)) {
     const GraphNode& n = graph_.nodes()[i];
-    if (!n.persist || cache->is_complete(n.hash)) continue;
-    const auto image = graph_.image(i);
-    const CellGrid& grid = image->grid();
-    bool all = true;
-    for (int64_t c = 0; all && c < grid.num_cells(); ++c) all = image->available(grid.cell_at(c));
-    if (!all) continue;
-    try {
-      cache->mark_complete(n.hash);
-    } catch (const IoError&) {
-      continue;  // a read-only cache: the marker is an optimization, never needed
-    }
+    if (!n.persist || cache->is_complete(n.hash) || !confirm_complete(graph_, i)) continue;
     for (NodeReport& r : report.nodes) {
       if (r.node == i) r.complete = true;
     }

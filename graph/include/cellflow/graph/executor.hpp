@@ -92,6 +92,13 @@ struct RunReport {
   std::vector<NodeReport> nodes;  // one per graph node, in graph order
 };
 
+/// True if persisted node `node` of `graph` is complete: its completion
+/// marker is there, or every cell is committed (a killed run may have
+/// committed the last ones) — then the marker is written, unless the cache is
+/// read-only (the marker only saves checking). False without a cache, for a
+/// node that is not persisted, or while a cell is missing.
+bool confirm_complete(const Graph& graph, size_t node);
+
 /// Computes `targets` (node indexes; empty = the graph's outputs). Throws the
 /// first failure with context frames "node <id>" and "cell (i,j,k)".
 RunReport materialize(const Graph& graph, std::vector<size_t> targets = {},
