@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/log.hpp"
 
 #ifdef CELLFLOW_WITH_MPI
 // The C API only: Open MPI's C++ bindings would need libmpi_cxx at link time.
@@ -122,8 +123,18 @@ RunReport materialize(const Graph& graph, std::vector<size_t> targets, const Run
   // persisted nodes are now complete and marks them (one pass over the cells
   // in total, not one per rank).
   std::vector<int> complete_now(graph.nodes().size(), 0);
-  if (world.rank == 0)
-    for (size_t i : touched) complete_now[i] = confirm_complete(graph, i) ? 1 : 0;
+  // A marker rank 0 cannot write must not leave the other ranks waiting in
+  // the exchange below: it is reported, and the node is checked again next run.
+  if (world.rank == 0) {
+    for (size_t i : touched) {
+      try {
+        complete_now[i] = confirm_complete(graph, i) ? 1 : 0;
+      } catch (const Error& e) {
+        log_warning(fmt::format("node \"{}\": cannot mark it complete: {}", graph.nodes()[i].def.id,
+                                e.what()));
+      }
+    }
+  }
 
   // Sum the per-node counters over ranks.
   const size_t n = graph.nodes().size();

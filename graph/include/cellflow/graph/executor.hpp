@@ -94,9 +94,10 @@ struct RunReport {
 
 /// True if persisted node `node` of `graph` is complete: its completion
 /// marker is there, or every cell is committed (a killed run may have
-/// committed the last ones) — then the marker is written, unless the cache is
-/// read-only (the marker only saves checking). False without a cache, for a
-/// node that is not persisted, or while a cell is missing.
+/// committed the last ones) — then the marker is written (a failed write
+/// throws: a run never reports success over a write it could not make).
+/// False without a cache, for a node that is not persisted, or while a cell
+/// is missing.
 bool confirm_complete(const Graph& graph, size_t node);
 
 /// Computes `targets` (node indexes; empty = the graph's outputs). Throws the
