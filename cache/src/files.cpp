@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -69,6 +70,30 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
   }
 }
 
+int read_to_end(int fd, std::string& out, size_t expected) {
+  out.resize(expected);
+  size_t got = 0;
+  while (true) {
+    ssize_t n = 0;
+    if (got < out.size()) {
+      n = ::read(fd, out.data() + got, out.size() - got);
+    } else {
+      // At the expected end: confirm it without growing the string.
+      char more[1 << 12];
+      n = ::read(fd, more, sizeof more);
+      if (n > 0) out.append(more, static_cast<size_t>(n));
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  out.resize(got);
+  return 0;
+}
+
 std::optional<std::string> read_file(const fs::path& path) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -91,18 +116,9 @@ std::optional<std::string> read_file(const fs::path& path) {
                     path.string()));
   }
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  if (st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
-  char buf[1 << 16];
-  while (true) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      throw io_error(path, "read", err);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+  if (const int err = read_to_end(fd, out, static_cast<size_t>(std::max<off_t>(st.st_size, 0)))) {
+    ::close(fd);
+    throw io_error(path, "read", err);
   }
   ::close(fd);
   return out;

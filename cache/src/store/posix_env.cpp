@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/files.hpp"
 #include "cellflow/store/env.hpp"
 
 namespace cellflow {
@@ -218,18 +219,16 @@ class PosixEnv final : public Env {
     if (::fstat(fd.get(), &st) != 0) throw io_error(path, "inspect", errno);
     if (!S_ISREG(st.st_mode)) throw damage(path, kind_of(st.st_mode), "a file");
     std::string out;
-    out.resize(static_cast<size_t>(st.st_size));
-    if (tail && *tail < out.size()) {
-      if (::lseek(fd.get(), static_cast<off_t>(out.size() - *tail), SEEK_SET) < 0)
-        throw io_error(path, "seek in", errno);
-      out.resize(*tail);
+    const auto size = static_cast<size_t>(st.st_size);
+    if (!tail || *tail >= size) {
+      if (const int err = read_to_end(fd.get(), out, size)) throw io_error(path, "read", err);
+      return out;
     }
+    if (::lseek(fd.get(), static_cast<off_t>(size - *tail), SEEK_SET) < 0)
+      throw io_error(path, "seek in", errno);
+    out.resize(*tail);
     size_t got = 0;
-    while (true) {
-      if (got == out.size()) {
-        if (tail) break;  // the file grew: a rename replaces files, it never appends
-        out.resize(out.size() + 65536);
-      }
+    while (got < out.size()) {
       const ssize_t n_read = ::read(fd.get(), out.data() + got, out.size() - got);
       if (n_read < 0) {
         if (errno == EINTR) continue;

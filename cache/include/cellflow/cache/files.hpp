@@ -15,5 +15,10 @@ namespace cellflow {
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
 /// The whole file, or nullopt if it does not exist. Throws IoError on other errors.
 std::optional<std::string> read_file(const std::filesystem::path& path);
+/// Reads from `fd` to its end into `out`, which is first sized for the
+/// `expected` bytes (fstat's size) so that a file that did not change is read
+/// straight into place, with no growing copy and no read after it but the
+/// one that confirms its end. Returns 0, or the errno of a failed read.
+int read_to_end(int fd, std::string& out, size_t expected);
 
 }  // namespace cellflow
