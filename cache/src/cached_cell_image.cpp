@@ -275,10 +275,27 @@ bool CachedCellImage::busy_elsewhere(const CellIndex& cell) const {
   return impl_->store && impl_->store->locked_elsewhere(cell);
 }
 
+void CachedCellImage::release(const CellIndex& cell) {
+  impl_->check_cell(cell);
+  impl_->cache->erase(impl_->owner, impl_->grid.linear(cell));
+}
+
 CellBuffer CachedCellImage::read(const Box& region) {
   CellBuffer out = CellBuffer::allocate(impl_->dtype, region.shape());
   read_into(region, out.mutable_data());
   return out;
+}
+
+CellBuffer CachedCellImage::read_shared(const Box& region) {
+  if (!impl_->variable_payload && region.rank() == impl_->grid.rank() &&
+      impl_->grid.bounds().contains(region)) {
+    const Box cells = impl_->grid.cells_touching(region);
+    if (cells.volume() == 1 && impl_->grid.cell_box(cells.begin()) == region) {
+      CellBuffer buf = get(cells.begin());
+      if (buf.shape() == region.shape() && buf.dtype() == impl_->dtype) return buf;
+    }
+  }
+  return read(region);
 }
 
 void CachedCellImage::read_into(const Box& region, void* out) {

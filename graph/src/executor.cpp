@@ -137,12 +137,12 @@ class Materialization {
       runs_[i].scheduled.assign(cells, 0);
       runs_[i].task.assign(cells, kNoTask);
     }
-    std::vector<char> is_target(nodes_.size(), 0);
-    for (size_t t : targets_) is_target[t] = 1;
+    is_target_.assign(nodes_.size(), 0);
+    for (size_t t : targets_) is_target_[t] = 1;
     for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
       const size_t i = *it;
       NodeRun& r = runs_[i];
-      if (is_target[i]) {
+      if (is_target_[i]) {
         CachedCellImage& img = image_of(i);
         // A contiguous range of cells (a slab in raster order): neighbours
         // share the input cells of their halos only at the slab's two faces.
@@ -200,7 +200,7 @@ class Materialization {
         r.prepare = add_task(scheduler, i, std::nullopt, Scheduler::Policy{});
         for (size_t in : n.inputs)
           for (size_t t : runs_[in].task)
-            if (t != kNoTask) scheduler.precede(t, r.prepare);
+            if (t != kNoTask) reads(scheduler, r.prepare, t);
       }
       const Scheduler::Policy policy{retries_of(i), timeout_of(i), -1};
       // Processes sharing a cache start at different cells, so that they
@@ -216,6 +216,7 @@ class Materialization {
         const size_t me = add_task(scheduler, i, cell, policy);
         r.task[static_cast<size_t>(c)] = me;
         if (r.prepare != kNoTask) scheduler.precede(r.prepare, me);
+        // A global op's cells read its input again (the pass only prepared).
         const Box box = grid.cell_box(cell);
         for (size_t k = 0; k < n.inputs.size(); ++k) {
           const size_t in = n.inputs[k];
@@ -224,11 +225,49 @@ class Materialization {
           for_each_index(igrid.cells_touching(n.kernel->input_region(k, box, nodes_[in].info)),
                          [&](const CellIndex& ic) {
                            const size_t t = runs_[in].task[static_cast<size_t>(igrid.linear(ic))];
-                           if (t != kNoTask) scheduler.precede(t, me);
+                           if (t != kNoTask) reads(scheduler, me, t);
                          });
         }
       }
     }
+  }
+
+  // Task `reader` reads the cell that task `producer` makes: it waits for it,
+  // and the cell stays in memory until it is done (see release_inputs).
+  void reads(Scheduler& scheduler, size_t reader, size_t producer) {
+    scheduler.precede(producer, reader);
+    task_reads_[reader].push_back(producer);
+    ++task_readers_[producer];
+  }
+
+  // Whether a cell of node i may leave memory once this run stops reading it:
+  // only when reading it back is cheap and changes nothing, i.e. it is
+  // committed to the store, or it is a file-backed source (read again from
+  // the user's file). A cell that only memory holds stays, for later readers
+  // and other runs in the process; the memory budget evicts it.
+  bool releasable(size_t i) const {
+    const GraphNode& n = nodes_[i];
+    return (graph_.cache() != nullptr && n.persist) ||
+           (n.inputs.empty() && !n.persist && !n.op->persist_by_default());
+  }
+
+  // After task t succeeded: each cell it read that no other task of this run
+  // will read is dropped from memory, so that its buffer goes back to the
+  // pool warm and the next cell reuses it instead of touching fresh pages
+  // (on a VM first touch costs more than the codec), and the run's memory
+  // follows its working set instead of everything it made. Its own cell
+  // goes at once if nothing in the run reads it.
+  void release_inputs(size_t t) {
+    if (task_released_[t].exchange(1)) return;  // a late attempt that also returned
+    for (size_t p : task_reads_[t])
+      if (task_readers_[p].fetch_sub(1) == 1) release_cell(p);
+    if (task_readers_[t].load() == 0) release_cell(t);
+  }
+
+  void release_cell(size_t t) {
+    const size_t i = task_node_[t];
+    if (!task_is_cell_[t] || !releasable(i) || !runs_[i].image) return;
+    runs_[i].image->release(task_cell_[t]);
   }
 
   // A cell's task (cell given) or a node's global pass (cell empty).
@@ -236,9 +275,14 @@ class Materialization {
                   Scheduler::Policy policy) {
     const size_t t = scheduler.add(
         [this, i, cell](const AttemptContext& ctx) {
-          return cell ? produce_cell(i, *cell, ctx) : global_pass(i);
+          const TaskOutcome outcome = cell ? produce_cell(i, *cell, ctx) : global_pass(i);
+          if (outcome == TaskOutcome::kDone) release_inputs(ctx.task);
+          return outcome;
         },
         policy);
+    task_reads_.emplace_back();
+    task_readers_.emplace_back(0);
+    task_released_.emplace_back(0);
     task_node_.push_back(i);
     task_cell_.push_back(cell ? *cell : CellIndex());
     task_is_cell_.push_back(cell ? 1 : 0);
@@ -376,7 +420,11 @@ class Materialization {
   std::vector<size_t> task_node_;
   std::vector<CellIndex> task_cell_;
   std::vector<char> task_is_cell_;
-  std::vector<char> task_computed_;  // written by the task's own attempt
+  std::vector<char> task_computed_;                // written by the task's own attempt
+  std::deque<std::vector<size_t>> task_reads_;     // the cell tasks it reads
+  std::deque<std::atomic<int64_t>> task_readers_;  // tasks still to read its cell
+  std::deque<std::atomic<char>> task_released_;    // release_inputs ran
+  std::vector<char> is_target_;                    // per node: asked for by the caller
   std::mutex deferred_mu_;
   std::vector<std::pair<size_t, CellIndex>> deferred_;  // cells other processes were computing
 };

@@ -149,6 +149,30 @@ TEST(CachedCellImage, ReadAssemblesRegionsAcrossCells) {
   EXPECT_THROW(img.read(Box({0, 0, 0}, {21, 1, 1})), InvalidArgument);
 }
 
+// read_shared: a region that is exactly one cell (edge cells too) is the
+// cached buffer itself; any other region is a copy, as read() gives.
+TEST(CachedCellImage, ASharedReadOfOneWholeCellIsTheCellItself) {
+  MemoryCache mem(64 << 20);
+  Counter counter;
+  CachedCellImage img("test", kGrid, DType::kI32, counting(counter, kGrid), nullptr, &mem);
+  for (const CellIndex& cell : {CellIndex{0, 0, 0}, CellIndex{2, 2, 3}}) {
+    const Box box = kGrid.cell_box(cell);
+    const CellBuffer shared = img.read_shared(box);
+    EXPECT_EQ(shared.data(), img.get(cell).data()) << cell.str();
+    EXPECT_TRUE(test::same_bytes(shared, fill(box)));
+  }
+  const Box part({0, 0, 0}, {8, 8, 7});  // inside one cell, not all of it
+  const CellBuffer copy = img.read_shared(part);
+  EXPECT_NE(copy.data(), img.get(CellIndex{0, 0, 0}).data());
+  EXPECT_TRUE(test::same_bytes(copy, fill(part)));
+  // release() drops a cell from memory; the next read computes it again.
+  EXPECT_EQ(counter.of(0), 1);
+  img.release(CellIndex{0, 0, 0});
+  EXPECT_TRUE(test::same_bytes(img.read_shared(kGrid.cell_box(CellIndex{0, 0, 0})),
+                               fill(kGrid.cell_box(CellIndex{0, 0, 0}))));
+  EXPECT_EQ(counter.of(0), 2);
+}
+
 TEST(CachedCellImage, EvictedPersistedCellIsReloadedNotRecomputed) {
   TempDir tmp;
   const size_t cell_bytes = 8 * 8 * 8 * 4;

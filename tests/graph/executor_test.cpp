@@ -193,6 +193,43 @@ TEST(Executor, SmallMemoryBudgetReloadsInsteadOfRecomputing) {
   for (const auto& [id, buf] : reference) EXPECT_TRUE(test::same_bytes(buf, data.at(id))) << id;
 }
 
+// A cold run keeps in memory what it still reads, not everything it made: a
+// committed cell leaves the memory cache once no task of the run reads it
+// (its buffer goes back to the pool warm), and reading it later loads it
+// from the store, unchanged. Cells only memory holds (not persisted) stay.
+TEST(Executor, CommittedCellsLeaveMemoryOnceTheRunNoLongerReadsThem) {
+  test::TempDir tmp;
+  std::map<std::string, CellBuffer> in_memory_only;
+  {
+    GraphDef def = pipeline(0.5, 16);
+    for (NodeDef& n : def.nodes) n.persist = false;
+    const Graph g = build(std::move(def), tmp / "memory");
+    materialize(g);
+    for (size_t i = 0; i < g.nodes().size(); ++i)
+      EXPECT_EQ(g.image(i)->stats().loaded, 0) << g.nodes()[i].def.id;
+    in_memory_only = read_all_nodes(g);
+    for (size_t i = 0; i < g.nodes().size(); ++i) {
+      EXPECT_EQ(g.image(i)->stats().computed, g.image(i)->grid().num_cells())
+          << g.nodes()[i].def.id << ": a cell only memory holds was dropped and recomputed";
+    }
+  }
+  const Graph g = build(pipeline(0.5, 16), tmp / "cache");
+  const RunReport r = materialize(g);
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    SCOPED_TRACE(g.nodes()[i].def.id);
+    EXPECT_EQ(r.nodes[i].cells_computed, r.nodes[i].cells_total);
+    EXPECT_EQ(g.image(i)->stats().loaded, 0) << "the run itself never reloads a cell";
+  }
+  const auto data = read_all_nodes(g);
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    const std::string& id = g.nodes()[i].def.id;
+    EXPECT_EQ(g.image(i)->stats().loaded, g.image(i)->grid().num_cells())
+        << id << ": every cell was released after the run and read back from the store";
+    EXPECT_EQ(g.image(i)->stats().computed, g.image(i)->grid().num_cells()) << id;
+    EXPECT_TRUE(test::same_bytes(in_memory_only.at(id), data.at(id))) << id;
+  }
+}
+
 TEST(Executor, ThreadCountDoesNotChangeTheBytes) {
   test::TempDir tmp;
   for (int threads : {1, 4}) {

@@ -63,10 +63,17 @@ class CachedCellImage {
   /// True if another process is computing the cell right now (it holds the
   /// store's lock of the cell).
   bool busy_elsewhere(const CellIndex& cell) const;
+  /// Drops the cell from the memory cache (whoever holds its buffer keeps
+  /// it). A later read loads it from the store, or computes it again.
+  void release(const CellIndex& cell);
 
   /// Assembles `region` (inside the image) from the cells it touches, computing
   /// only the missing ones.
   CellBuffer read(const Box& region);
+  /// Same, for a reader that only reads the result: a region that is exactly
+  /// one cell is that cell's buffer itself, shared, not a copy. Never write to
+  /// what it returns.
+  CellBuffer read_shared(const Box& region);
   /// Same, into a caller-provided C-contiguous buffer of region.volume() elements.
   void read_into(const Box& region, void* out);
 
