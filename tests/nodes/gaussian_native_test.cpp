@@ -72,6 +72,10 @@ const std::vector<GaussianCase>& cases() {
       {{17, 30, 45}, {1.0, 2.5, 0.6}},
       {{19, 7, 31}, {0.0, 3.0, 1.2}},  // sigma 0: ITK's [0, 1, 0] kernel
       {{3, 40, 9}, {4.0, 0.5, 2.2}},
+      // Rows of 32 voxels and more (the AVX-512 path sums 32 at a time, the
+      // rest of a row by the general loop) and a kernel of over 64 taps.
+      {{6, 35, 71}, {1.0, 2.0, 3.0}},
+      {{4, 5, 160}, {0.5, 0.0, 12.0}},
   };
   return c;
 }
