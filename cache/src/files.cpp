@@ -95,13 +95,18 @@ int read_to_end(int fd, std::string& out, size_t expected) {
 }
 
 std::optional<std::string> read_file(const fs::path& path) {
+  std::string out;
+  if (!read_file_reusing(path, out)) return std::nullopt;
+  return out;
+}
+
+bool read_file_reusing(const fs::path& path, std::string& out) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
-    if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+    if (errno == ENOENT || errno == ENOTDIR) return false;
     throw io_error(path, "open", errno);
   }
-  std::string out;
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
@@ -121,7 +126,7 @@ std::optional<std::string> read_file(const fs::path& path) {
     throw io_error(path, "read", err);
   }
   ::close(fd);
-  return out;
+  return true;
 }
 
 }  // namespace cellflow

@@ -245,7 +245,14 @@ fs::path ZarrArray::cell_path(const CellIndex& cell) const {
 
 std::string ZarrArray::encode_chunk(const void* data, size_t bytes, size_t type_size,
                                     std::string_view identity, int shuffle) {
-  std::string out(bytes + BLOSC_MAX_OVERHEAD + kTrailerSize, '\0');
+  std::string out;
+  encode_chunk_into(out, data, bytes, type_size, identity, shuffle);
+  return out;
+}
+
+void ZarrArray::encode_chunk_into(std::string& out, const void* data, size_t bytes,
+                                  size_t type_size, std::string_view identity, int shuffle) {
+  out.resize(bytes + BLOSC_MAX_OVERHEAD + kTrailerSize);
   const int n = blosc_compress_ctx(kBloscLevel, shuffle, type_size, bytes, data, out.data(),
                                    bytes + BLOSC_MAX_OVERHEAD, kBloscCodec, 0, 1);
   if (n <= 0) throw IoError(fmt::format("blosc could not compress a {}-byte chunk", bytes));
@@ -253,7 +260,6 @@ std::string ZarrArray::encode_chunk(const void* data, size_t bytes, size_t type_
   put_u64(out.data() + frame, frame_checksum(out.data(), frame, identity));
   std::memcpy(out.data() + frame + 8, kTrailerMagic, 8);
   out.resize(frame + kTrailerSize);
-  return out;
 }
 
 namespace {
@@ -363,15 +369,25 @@ void ZarrArray::write(const CellIndex& cell, const CellBuffer& buffer) {
                                       dtype_name(impl_->dtype), box.shape().str()));
   const size_t type_size = dtype_size(impl_->dtype);
   const std::string identity = layout::cell_identity(impl_->owner, cell);
-  std::string encoded;
+  // The thread's buffer, reused from cell to cell (warm pages, no zeroing of
+  // a fresh megabyte per cell); a very large one is let go afterwards.
+  thread_local std::string encoded;
   if (box.shape() == impl_->grid.cell_shape()) {
-    encoded = encode_chunk(buffer.data(), impl_->chunk_bytes, type_size, identity, impl_->shuffle);
+    encode_chunk_into(encoded, buffer.data(), impl_->chunk_bytes, type_size, identity,
+                      impl_->shuffle);
   } else {
     CellBuffer full = CellBuffer::zeros(impl_->dtype, impl_->grid.cell_shape());
     Box chunk_box = Box(box.begin(), box.begin()).grow(Dims(box.rank()), impl_->grid.cell_shape());
     copy_region(buffer.data(), box, full.mutable_data(), chunk_box, box, type_size);
-    encoded = encode_chunk(full.data(), impl_->chunk_bytes, type_size, identity, impl_->shuffle);
+    encode_chunk_into(encoded, full.data(), impl_->chunk_bytes, type_size, identity,
+                      impl_->shuffle);
   }
+  struct LetGoIfLarge {
+    std::string& s;
+    ~LetGoIfLarge() {
+      if (s.capacity() > (size_t{64} << 20)) std::string().swap(s);
+    }
+  } let_go{encoded};
   impl_->env->write_atomic(layout::cell(impl_->folder, cell), encoded, impl_->durability);
 }
 

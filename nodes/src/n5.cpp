@@ -171,8 +171,8 @@ class BlockFiles final : public zarr::ChunkSource {
     const int r = chunk.rank();
     const fs::path file = file_of(chunk);
     const std::string what = "file " + file.string();
-    std::optional<std::string> stored = with_context(what, [&] { return read_file(file); });
-    if (!stored) return false;
+    zarr::ChunkBuffer stored;
+    if (!with_context(what, [&] { return read_file_reusing(file, *stored); })) return false;
     const std::string& s = *stored;
 
     if (s.size() < 4)

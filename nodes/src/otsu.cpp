@@ -36,17 +36,24 @@ std::vector<double> histogram_edges(double lo, double hi, int bins, bool single_
   return edges;
 }
 
-int histogram_bin(std::span<const double> edges, double v) {
-  // numpy's way: an estimate from the uniform spacing, then one correction
-  // against the actual edges (the estimate is off by at most one).
-  const int bins = static_cast<int>(edges.size()) - 1;
-  const double lo = edges.front();
-  const double hi = edges.back();
-  int i = static_cast<int>((v - lo) * (bins / (hi - lo)));
+namespace {
+
+// numpy's way: an estimate from the uniform spacing, then one correction
+// against the actual edges (the estimate is off by at most one). `scale` is
+// bins / (hi - lo), computed once per histogram as numpy does.
+inline int bin_of(const double* edges, int bins, double lo, double scale, double v) {
+  int i = static_cast<int>((v - lo) * scale);
   i = std::clamp(i, 0, bins - 1);
-  if (v < edges[static_cast<size_t>(i)] && i > 0) --i;
-  if (v >= edges[static_cast<size_t>(i) + 1] && i < bins - 1) ++i;
+  if (v < edges[i] && i > 0) --i;
+  if (v >= edges[i + 1] && i < bins - 1) ++i;
   return i;
+}
+
+}  // namespace
+
+int histogram_bin(std::span<const double> edges, double v) {
+  const int bins = static_cast<int>(edges.size()) - 1;
+  return bin_of(edges.data(), bins, edges.front(), bins / (edges.back() - edges.front()), v);
 }
 
 std::vector<double> histogram_centers(std::span<const double> edges, bool single_precision) {
@@ -108,6 +115,12 @@ namespace {
 /// Adds the voxels of `b` to `counts` (NaN ignored).
 void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
                       std::vector<int64_t>& counts) {
+  const int bins = static_cast<int>(edges.size()) - 1;
+  const double lo = edges.front();
+  const double scale = bins / (edges.back() - lo);
+  // Neighbouring voxels fall in the same bin: four interleaved sets of
+  // counts keep the increments from waiting on each other.
+  std::vector<int64_t> lanes(4 * static_cast<size_t>(bins), 0);
   dispatch_dtype(b.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* p = b.as<T>();
@@ -117,9 +130,13 @@ void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
       if constexpr (std::is_floating_point_v<T>) {
         if (std::isnan(v)) continue;
       }
-      ++counts[static_cast<size_t>(histogram_bin(edges, static_cast<double>(v)))];
+      const int bin = bin_of(edges.data(), bins, lo, scale, static_cast<double>(v));
+      ++lanes[static_cast<size_t>((i & 3) * bins + bin)];
     }
   });
+  for (int l = 0; l < 4; ++l)
+    for (int k = 0; k < bins; ++k)
+      counts[static_cast<size_t>(k)] += lanes[static_cast<size_t>(l * bins + k)];
 }
 
 class OtsuKernel final : public NodeKernel {

@@ -97,9 +97,9 @@ class V2ChunkFiles final : public ChunkSource {
 
   bool read(const CellIndex& chunk, std::byte* out) const override {
     const fs::path file = file_of(chunk);
-    std::optional<std::string> stored =
-        with_context("file " + file.string(), [&] { return read_file(file); });
-    if (!stored) return false;
+    ChunkBuffer stored;
+    if (!with_context("file " + file.string(), [&] { return read_file_reusing(file, *stored); }))
+      return false;
     const auto n = static_cast<size_t>(m_.chunks.product());
     decompress(m_.codec, *stored, out, n * m_.elem, "file " + file.string());
     if (m_.big_endian) swap_bytes(out, n, m_.elem);

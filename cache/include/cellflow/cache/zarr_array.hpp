@@ -100,6 +100,9 @@ class ZarrArray : public CellStore {
   /// `shuffle`: blosc's filter (blosc_shuffle_for(dtype) for an array's cells).
   static std::string encode_chunk(const void* data, size_t bytes, size_t type_size,
                                   std::string_view identity, int shuffle = 1);
+  /// Same, into `out`, reusing its memory.
+  static void encode_chunk_into(std::string& out, const void* data, size_t bytes, size_t type_size,
+                                std::string_view identity, int shuffle = 1);
   /// Decodes and verifies a stored chunk into `out` (exactly `bytes` long);
   /// throws CorruptionError naming `what` if anything is wrong, including a
   /// chunk bound to another identity (moved or copied from another cell).
