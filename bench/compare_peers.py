@@ -3,6 +3,7 @@
 
   /usr/bin/python3 bench/compare_peers.py                 # A64 A32 B C, median of 3
   /usr/bin/python3 bench/compare_peers.py -n 5 --only A64 B
+  /usr/bin/python3 bench/compare_peers.py --only B --persist outputs   # B's intermediates in memory only
   /usr/bin/python3 bench/compare_peers.py --bench         # also cellflow-bench (in-process figures,
                                                           # A_/B_ratio_vs_floor on A64's input)
 
@@ -160,11 +161,14 @@ def folder_bytes(path):
     return total
 
 
-def pipeline_graph(workdir, zarr_path, region=64, engine=None):
+def pipeline_graph(workdir, zarr_path, region=64, engine=None, persist="all"):
+    # persist "outputs": the intermediates are kept in memory only ("persist":
+    # false), as Dask keeps them; "all": every node's cells go to the cache.
+    keep = {} if persist == "all" else {"persist": False}
     return write_graph(os.path.join(workdir, "B.json"), zarr_path, [
-        {"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": gaussian_params(engine)},
-        {"id": "mask", "op": "otsu", "inputs": ["smooth"]},
-        {"id": "labels", "op": "label", "inputs": ["mask"]},
+        {"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": gaussian_params(engine), **keep},
+        {"id": "mask", "op": "otsu", "inputs": ["smooth"], **keep},
+        {"id": "labels", "op": "label", "inputs": ["mask"], **keep},
         {"id": "counts", "op": "region.count", "inputs": ["labels"], "params": {"region": [region] * 3}},
         {"id": "density", "op": "region.density", "inputs": ["mask"], "params": {"region": [region] * 3}},
     ], ["counts", "density"])
@@ -212,6 +216,9 @@ def main():
     ap.add_argument("--bench", action="store_true", help="also run cellflow-bench (in-process figures)")
     ap.add_argument("--engine", choices=["native", "fast"], default=None,
                     help="the gaussian's engine in cellflow's graphs (default: the op's, native)")
+    ap.add_argument("--persist", choices=["all", "outputs"], default="all",
+                    help="B's intermediates (smooth, mask, labels): persisted to the cache (all, the "
+                         "default of every node) or kept in memory only as Dask keeps them (outputs)")
     ap.add_argument("--cellflow", default=os.path.join(REPO, "build", "bin", "cellflow"))
     ap.add_argument("--peers", default=None, help="the peers' scripts (default ../shared/bench/peers)")
     ap.add_argument("--quiet-wait", action="store_true", help="wait for an idle machine before each run")
@@ -279,10 +286,11 @@ def main():
         ratios[f"{key}_cache_bytes_over_output"] = cache_bytes / max(1, out_bytes)
 
     if "B" in a.only or "C" in a.only:
-        graph = pipeline_graph(work, inputs[64], engine=a.engine)
+        graph = pipeline_graph(work, inputs[64], engine=a.engine, persist=a.persist)
         cache = os.path.join(work, "cache_B")
     if "B" in a.only:
-        print("\n== B: gaussian -> Otsu -> labels -> 64^3 heatmap (counts, foreground fraction)", flush=True)
+        print("\n== B: gaussian -> Otsu -> labels -> 64^3 heatmap (counts, foreground fraction)"
+              f"{'' if a.persist == 'all' else '; intermediates in memory only'}", flush=True)
         runs = paired(timer, a.n, a.warmup, [
             ("dask pipeline", [PYTHON, os.path.join(peers, "wl_b_pipeline.py"), "--size", size, "--engine",
                                "dask", "--chunk", "64", "--threshold", "otsu", "--workers", thr], None),

@@ -119,7 +119,11 @@ void run_concurrently(const std::optional<std::filesystem::path>& cache_root, in
   // Every shared cell computed exactly once in this process, whoever asked first.
   EXPECT_EQ(g1.image("raw")->stats().computed, n);
   EXPECT_EQ(g1.image("smooth")->stats().computed, n);
-  EXPECT_EQ(g1.image("raw")->stats().loaded, 0);
+  // With a cache, a run drops the committed cells it no longer reads, so the
+  // other run may load one back from the store (never compute it again);
+  // without one nothing is dropped and nothing is loaded.
+  if (!cache_root) EXPECT_EQ(g1.image("raw")->stats().loaded, 0);
+  EXPECT_LE(g1.image("raw")->stats().loaded, n);
   EXPECT_EQ(g1.image("mask")->stats().computed, n);
   EXPECT_EQ(g2.image("dim")->stats().computed, n);
   EXPECT_EQ(g2.image("density")->stats().computed, g2.image("density")->grid().num_cells());
