@@ -122,10 +122,13 @@ struct CachedCellImage::Impl {
     return std::nullopt;
   }
 
-  CellBuffer produce(const CellIndex& cell, int64_t linear, bool& was_computed) {
+  // `seen_missing`: the caller has just found no committed cell, so the look
+  // before taking the lock is skipped (the look under it stays).
+  CellBuffer produce(const CellIndex& cell, int64_t linear, bool& was_computed, bool seen_missing) {
     std::shared_ptr<void> cross_process_lock;
     if (store) {
-      if (auto stored = load_stored(cell, linear)) return *stored;
+      if (!seen_missing)
+        if (auto stored = load_stored(cell, linear)) return *stored;
       // Another process may be computing this cell: wait for its lock, then
       // take its result if it committed one.
       cross_process_lock = with_context(name, [&] {
@@ -164,7 +167,8 @@ struct CachedCellImage::Impl {
   }
 
   // Single-flight: one producer per cell at a time in this process.
-  CellBuffer load(const CellIndex& cell, int64_t linear, bool* was_computed) {
+  CellBuffer load(const CellIndex& cell, int64_t linear, bool* was_computed,
+                  bool seen_missing = false) {
     std::shared_ptr<Slot> slot;
     bool winner = false;
     {
@@ -193,7 +197,7 @@ struct CachedCellImage::Impl {
         if (auto hit = cache->find(owner, linear)) {
           result = *hit;
         } else {
-          result = produce(cell, linear, computed);
+          result = produce(cell, linear, computed, seen_missing);
         }
       });
     } catch (...) {
@@ -261,7 +265,7 @@ CellBuffer CachedCellImage::get(const CellIndex& cell) {
 bool CachedCellImage::ensure(const CellIndex& cell) {
   if (available(cell)) return false;
   bool computed = false;
-  impl_->load(cell, impl_->grid.linear(cell), &computed);
+  impl_->load(cell, impl_->grid.linear(cell), &computed, /*seen_missing=*/true);
   return computed;
 }
 

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 
 #include "cellflow/cache/cached_cell_image.hpp"
@@ -188,7 +189,16 @@ class OtsuKernel final : public NodeKernel {
     dispatch_dtype(in.dtype(), [&](auto tag) {
       using T = typename decltype(tag)::type;
       const T* src = in.as<T>();
-      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<double>(src[i]) > t ? 1 : 0;
+      if constexpr (std::is_same_v<T, float>) {
+        // double(x) > t exactly when x > f, f the largest float <= t (NaN:
+        // false either way), so the comparison stays in floats, 4 or 8 at once.
+        float f = static_cast<float>(t);
+        if (static_cast<double>(f) > t)
+          f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+        for (int64_t i = 0; i < n; ++i) dst[i] = src[i] > f ? 1 : 0;
+      } else {
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<double>(src[i]) > t ? 1 : 0;
+      }
     });
   }
 
