@@ -249,6 +249,26 @@ INSTANTIATE_TEST_SUITE_P(Envs, EnvLockTest, ::testing::Values("posix", "memory")
 
 // ---- Env::lock between processes (POSIX).
 
+// locked_elsewhere() resolves its lock file beneath the root without following
+// a link: a folder link to a lock file held outside is reported as damage, not
+// asked, and a missing folder or file is "not locked".
+TEST(EnvLockPosix, LockedElsewhereFollowsNoLinkAndTakesMissingAsFree) {
+  test::TempDir tmp;
+  const std::shared_ptr<Env> outside = posix_env(tmp / "outside");
+  const auto held = outside->lock(kLockFile, kByte, LockMode::kExclusive, milliseconds(0));
+  ASSERT_NE(held, nullptr);
+  const std::shared_ptr<Env> env = posix_env(tmp / "root");
+  fs::create_symlink(tmp / "outside" / "node", tmp / "root" / "linked");
+  std::thread([&] {
+    // Through the real path another lock sees it; through the link nothing.
+    EXPECT_TRUE(outside->locked_elsewhere(kLockFile, kByte, LockMode::kExclusive));
+    EXPECT_THROW(env->locked_elsewhere("linked/.lock", kByte, LockMode::kExclusive),
+                 CorruptionError);
+    EXPECT_FALSE(env->locked_elsewhere("missing/.lock", kByte, LockMode::kExclusive));
+    EXPECT_FALSE(env->locked_elsewhere(kLockFile, kByte, LockMode::kExclusive));
+  }).join();
+}
+
 TEST(EnvLockProcesses, SharedIsSharedExclusiveExcludesAcrossProcesses) {
   test::TempDir tmp;
   const auto env = posix_env(tmp.path());

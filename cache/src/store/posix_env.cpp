@@ -309,7 +309,10 @@ class PosixEnv final : public Env {
     for (int attempt = 0; attempt < 100 && !fd.ok(); ++attempt) {
       Fd parent;
       try {
-        parent = open_folder(dir, true);
+        // The folder usually exists: one resolution beneath the root instead
+        // of a walk that opens (and would create) each component.
+        parent = open_folder(dir, false);
+        if (!parent.ok()) parent = open_folder(dir, true);
       } catch (const IoError&) {
         return std::make_unique<NoLock>();  // read-only cache: nothing to protect
       }
@@ -360,11 +363,16 @@ class PosixEnv final : public Env {
 
   bool locked_elsewhere(std::string_view path, int64_t offset, LockMode mode) override {
     check_relative(path);
-    const auto [dir, name] = split_parent(path);
-    Fd parent = open_folder(dir, false);
-    if (!parent.ok()) return false;
-    Fd fd(::openat(parent.get(), std::string(name).c_str(),
-                   O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    constexpr int kFlags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+    // Asked once per cell: the lock file in one resolution beneath the root
+    // where the kernel can, else its folder first.
+    Fd fd;
+    if (!open_file_beneath(path, kFlags, fd)) {
+      const auto [dir, name] = split_parent(path);
+      Fd parent = open_folder(dir, false);
+      if (!parent.ok()) return false;
+      fd = Fd(::openat(parent.get(), std::string(name).c_str(), kFlags));
+    }
     if (!fd.ok()) return false;
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
@@ -388,6 +396,30 @@ class PosixEnv final : public Env {
         fmt::format("file {}: {} is where the cache expects {} (damage: never followed or read; "
                     "`cellflow cache verify --repair` removes it)",
                     describe(path), entry_kind_name(found), expected));
+  }
+
+  // Opens the file `path` beneath the root in one openat2() (no link followed
+  // anywhere on the way). Returns false when the kernel cannot say (no
+  // openat2, or a link or non-folder on the way: the caller walks instead);
+  // true with `out` open, or empty when nothing is there.
+  bool open_file_beneath(std::string_view path, int flags, Fd& out) {
+    if (!have_openat2_.load(std::memory_order_relaxed)) return false;
+    struct open_how how {};
+    how.flags = static_cast<uint64_t>(flags);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    const std::string p(path);
+    const long fd = ::syscall(SYS_openat2, root_fd_.get(), p.c_str(), &how, sizeof how);
+    if (fd >= 0) {
+      out = Fd(static_cast<int>(fd));
+      return true;
+    }
+    if (errno == ENOENT) {
+      out = Fd();
+      return true;
+    }
+    if (errno == ENOSYS || errno == EPERM || errno == E2BIG)
+      have_openat2_.store(false, std::memory_order_relaxed);
+    return false;
   }
 
   // Opens the folder `path` beneath the root. Returns an empty Fd when it (or
