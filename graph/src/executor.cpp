@@ -137,12 +137,12 @@ class Materialization {
       runs_[i].scheduled.assign(cells, 0);
       runs_[i].task.assign(cells, kNoTask);
     }
-    is_target_.assign(nodes_.size(), 0);
-    for (size_t t : targets_) is_target_[t] = 1;
+    std::vector<char> is_target(nodes_.size(), 0);
+    for (size_t t : targets_) is_target[t] = 1;
     for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
       const size_t i = *it;
       NodeRun& r = runs_[i];
-      if (is_target_[i]) {
+      if (is_target[i]) {
         CachedCellImage& img = image_of(i);
         // A contiguous range of cells (a slab in raster order): neighbours
         // share the input cells of their halos only at the slab's two faces.
@@ -215,8 +215,9 @@ class Materialization {
         const CellIndex cell = grid.cell_at(c);
         const size_t me = add_task(scheduler, i, cell, policy);
         r.task[static_cast<size_t>(c)] = me;
+        // A global op's cells wait for its pass, and read their input cells
+        // again: those stay in memory for them.
         if (r.prepare != kNoTask) scheduler.precede(r.prepare, me);
-        // A global op's cells read its input again (the pass only prepared).
         const Box box = grid.cell_box(cell);
         for (size_t k = 0; k < n.inputs.size(); ++k) {
           const size_t in = n.inputs[k];
@@ -424,7 +425,6 @@ class Materialization {
   std::deque<std::vector<size_t>> task_reads_;     // the cell tasks it reads
   std::deque<std::atomic<int64_t>> task_readers_;  // tasks still to read its cell
   std::deque<std::atomic<char>> task_released_;    // release_inputs ran
-  std::vector<char> is_target_;                    // per node: asked for by the caller
   std::mutex deferred_mu_;
   std::vector<std::pair<size_t, CellIndex>> deferred_;  // cells other processes were computing
 };
