@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
 #include "cellflow/cache/error.hpp"
+#include "cellflow/cache/files.hpp"
 #include "cellflow/cache/value.hpp"
 #include "cellflow/store/layout.hpp"
 #include "cellflow/store/wait_lock.hpp"
@@ -54,11 +56,40 @@ Dims dims_from(const Value& v) {
   return d;
 }
 
+// The blosc filter an array's metadata names: .zarray's compressor
+// "shuffle" (0-2), or in our zarr.json the blosc codec inside the sharding
+// codec ("noshuffle", "shuffle", "bitshuffle"). nullopt if it names none.
+std::optional<int> stored_shuffle(const Value& z, bool v3) {
+  if (!v3) {
+    const Value* compressor = z.find("compressor");
+    const Value* s = compressor != nullptr ? compressor->find("shuffle") : nullptr;
+    if (s != nullptr && s->is_int() && s->as_int() >= 0 && s->as_int() <= 2)
+      return static_cast<int>(s->as_int());
+    return std::nullopt;
+  }
+  const Value* codecs = z.find("codecs");
+  if (codecs == nullptr || !codecs->is_array() || codecs->as_array().empty()) return std::nullopt;
+  const Value* conf = codecs->as_array()[0].find("configuration");
+  const Value* inner = conf != nullptr ? conf->find("codecs") : nullptr;
+  if (inner == nullptr || !inner->is_array()) return std::nullopt;
+  for (const Value& codec : inner->as_array()) {
+    const Value* name = codec.find("name");
+    const Value* bconf = codec.find("configuration");
+    const Value* s = bconf != nullptr ? bconf->find("shuffle") : nullptr;
+    if (name == nullptr || !name->is_string() || name->as_string() != "blosc" || s == nullptr ||
+        !s->is_string())
+      continue;
+    if (s->as_string() == "noshuffle") return BLOSC_NOSHUFFLE;
+    if (s->as_string() == "shuffle") return BLOSC_SHUFFLE;
+    if (s->as_string() == "bitshuffle") return BLOSC_BITSHUFFLE;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int blosc_shuffle_for(DType dtype) {
-  const std::string_view name = dtype_name(dtype);
-  return name[0] == 'u' || name[0] == 'i' ? BLOSC_BITSHUFFLE : BLOSC_SHUFFLE;
+  return dtype_is_float(dtype) ? BLOSC_SHUFFLE : BLOSC_BITSHUFFLE;
 }
 
 std::string zarray_json(DType dtype, const CellGrid& grid) {
@@ -210,11 +241,8 @@ std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string
                                                    std::move(owner), *dtype, std::move(grid),
                                                    Durability::kProcess, shard_cells));
     // An array written before integer cells were bit-shuffled keeps byte
-    // shuffle, so that its .zarray stays true of every cell in it.
-    const Value* compressor = v3 ? nullptr : z.find("compressor");
-    const Value* shuffle = compressor != nullptr ? compressor->find("shuffle") : nullptr;
-    if (shuffle != nullptr && shuffle->is_int() && shuffle->as_int() >= 0 && shuffle->as_int() <= 2)
-      array->impl_->shuffle = static_cast<int>(shuffle->as_int());
+    // shuffle, so that its metadata stays true of every cell in it.
+    if (const std::optional<int> shuffle = stored_shuffle(z, v3)) array->impl_->shuffle = *shuffle;
     return array;
   } catch (Error& e) {
     CorruptionError c(e.what());
@@ -369,26 +397,20 @@ void ZarrArray::write(const CellIndex& cell, const CellBuffer& buffer) {
                                       dtype_name(impl_->dtype), box.shape().str()));
   const size_t type_size = dtype_size(impl_->dtype);
   const std::string identity = layout::cell_identity(impl_->owner, cell);
-  // The thread's buffer, reused from cell to cell (warm pages, no zeroing of
-  // a fresh megabyte per cell); a very large one is let go afterwards.
-  thread_local std::string encoded;
+  // Encoded into the thread's buffer, reused from cell to cell.
+  thread_local std::string thread_buffer;
+  ReusedBuffer encoded(thread_buffer);
   if (box.shape() == impl_->grid.cell_shape()) {
-    encode_chunk_into(encoded, buffer.data(), impl_->chunk_bytes, type_size, identity,
+    encode_chunk_into(*encoded, buffer.data(), impl_->chunk_bytes, type_size, identity,
                       impl_->shuffle);
   } else {
     CellBuffer full = CellBuffer::zeros(impl_->dtype, impl_->grid.cell_shape());
     Box chunk_box = Box(box.begin(), box.begin()).grow(Dims(box.rank()), impl_->grid.cell_shape());
     copy_region(buffer.data(), box, full.mutable_data(), chunk_box, box, type_size);
-    encode_chunk_into(encoded, full.data(), impl_->chunk_bytes, type_size, identity,
+    encode_chunk_into(*encoded, full.data(), impl_->chunk_bytes, type_size, identity,
                       impl_->shuffle);
   }
-  struct LetGoIfLarge {
-    std::string& s;
-    ~LetGoIfLarge() {
-      if (s.capacity() > (size_t{64} << 20)) std::string().swap(s);
-    }
-  } let_go{encoded};
-  impl_->env->write_atomic(layout::cell(impl_->folder, cell), encoded, impl_->durability);
+  impl_->env->write_atomic(layout::cell(impl_->folder, cell), *encoded, impl_->durability);
 }
 
 bool ZarrArray::contains(const CellIndex& cell) {

@@ -89,19 +89,12 @@ __attribute__((target("avx512f"))) void weighted_sum_avx512(const float* const* 
     _mm256_storeu_ps(dst + j0 + 16, _mm512_cvtpd_ps(a2));
     _mm256_storeu_ps(dst + j0 + 24, _mm512_cvtpd_ps(a3));
   }
+  // The rest of the run (fewer than 32) by the general loop, its taps moved on.
   if (j0 < n) {
-    const float* rest[64];
-    const int k_max = std::min(ntaps, 64);
-    for (int k = 0; k < k_max; ++k) rest[k] = taps[k] + j0;
-    if (ntaps <= 64) {
-      weighted_sum(rest, c, ntaps, dst + j0, n - j0);
-    } else {
-      for (; j0 < n; ++j0) {
-        double acc = 0.0;
-        for (int k = 0; k < ntaps; ++k) acc += c[k] * static_cast<double>(taps[k][j0]);
-        dst[j0] = static_cast<float>(acc);
-      }
-    }
+    thread_local std::vector<const float*> rest;  // no allocation per run once grown
+    rest.assign(taps, taps + ntaps);
+    for (const float*& t : rest) t += j0;
+    weighted_sum(rest.data(), c, ntaps, dst + j0, n - j0);
   }
 }
 

@@ -171,7 +171,8 @@ class BlockFiles final : public zarr::ChunkSource {
     const int r = chunk.rank();
     const fs::path file = file_of(chunk);
     const std::string what = "file " + file.string();
-    zarr::ChunkBuffer stored;
+    thread_local std::string thread_buffer;
+    ReusedBuffer stored(thread_buffer);
     if (!with_context(what, [&] { return read_file_reusing(file, *stored); })) return false;
     const std::string& s = *stored;
 

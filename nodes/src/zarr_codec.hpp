@@ -19,29 +19,6 @@
 
 namespace cellflow::nodes::zarr {
 
-/// The calling thread's buffer for the bytes of one stored chunk, reused from
-/// chunk to chunk so that reading a file lands in warm pages, not fresh ones
-/// (one handle at a time per thread). Contents over 64 MiB are let go when
-/// the handle ends.
-class ChunkBuffer {
- public:
-  ChunkBuffer() : s_(thread_buffer()) {}
-  ~ChunkBuffer() {
-    if (s_.capacity() > kKeep) std::string().swap(s_);
-  }
-  ChunkBuffer(const ChunkBuffer&) = delete;
-  ChunkBuffer& operator=(const ChunkBuffer&) = delete;
-  std::string& operator*() { return s_; }
-
- private:
-  static constexpr size_t kKeep = size_t{64} << 20;
-  static std::string& thread_buffer() {
-    thread_local std::string s;
-    return s;
-  }
-  std::string& s_;
-};
-
 /// A metadata problem of the array at `meta` (its .zarray or zarr.json):
 /// InvalidArgument "param \"path\": <meta>: <why>".
 [[noreturn]] void bad_array(const std::filesystem::path& meta, const std::string& why);

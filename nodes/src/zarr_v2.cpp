@@ -97,7 +97,8 @@ class V2ChunkFiles final : public ChunkSource {
 
   bool read(const CellIndex& chunk, std::byte* out) const override {
     const fs::path file = file_of(chunk);
-    ChunkBuffer stored;
+    thread_local std::string thread_buffer;
+    ReusedBuffer stored(thread_buffer);
     if (!with_context("file " + file.string(), [&] { return read_file_reusing(file, *stored); }))
       return false;
     const auto n = static_cast<size_t>(m_.chunks.product());

@@ -17,6 +17,7 @@
 
 #include "cellflow/cache/cache_directory.hpp"
 #include "cellflow/cache/zarr_array.hpp"
+#include "cellflow/cache/zarr_shard.hpp"
 #include "cellflow/store/layout.hpp"
 #include "test_util.hpp"
 
@@ -172,6 +173,19 @@ TEST(CellFormat, IntegerCellsAreBitShuffledFloatCellsByteShuffled) {
   auto [os, ob] = write_one(old, DType::kU16);
   EXPECT_EQ(flags_of(old) & 0x05, 0x01) << "an old array keeps byte shuffle";
   EXPECT_TRUE(test::same_bytes(*os->read(CellIndex{0, 0}), ob));
+
+  // The same for a packed node (zarr.json, blosc inside the sharding codec).
+  const std::string packed = "44444444444444444444444444444444";
+  fs::create_directories(tmp / "cache" / packed / "0");
+  std::string v3 = zarr_v3_json(DType::kU16, CellGrid({8, 8}, {8, 8}), Dims{1, 1});
+  ASSERT_NE(v3.find("\"bitshuffle\""), std::string::npos);
+  v3.replace(v3.find("\"bitshuffle\""), 12, "\"shuffle\"");
+  test::write_all(tmp / "cache" / packed / "0" / layout::kZarrJson, v3);
+  auto ps = ZarrArray::open(tmp / "cache" / packed / "0");
+  CellBuffer pb = CellBuffer::zeros(DType::kU16, Shape{8, 8});
+  for (size_t k = 0; k < pb.num_bytes(); k += 3) pb.mutable_data()[k] = std::byte{1};
+  ps->write(CellIndex{0, 0}, pb);
+  EXPECT_EQ(flags_of(packed) & 0x05, 0x01) << "an old packed array keeps byte shuffle";
 }
 
 }  // namespace

@@ -219,25 +219,13 @@ class PosixEnv final : public Env {
     if (::fstat(fd.get(), &st) != 0) throw io_error(path, "inspect", errno);
     if (!S_ISREG(st.st_mode)) throw damage(path, kind_of(st.st_mode), "a file");
     std::string out;
-    const auto size = static_cast<size_t>(st.st_size);
-    if (!tail || *tail >= size) {
-      if (const int err = read_to_end(fd.get(), out, size)) throw io_error(path, "read", err);
-      return out;
+    auto size = static_cast<size_t>(st.st_size);
+    if (tail && *tail < size) {
+      if (::lseek(fd.get(), static_cast<off_t>(size - *tail), SEEK_SET) < 0)
+        throw io_error(path, "seek in", errno);
+      size = *tail;
     }
-    if (::lseek(fd.get(), static_cast<off_t>(size - *tail), SEEK_SET) < 0)
-      throw io_error(path, "seek in", errno);
-    out.resize(*tail);
-    size_t got = 0;
-    while (got < out.size()) {
-      const ssize_t n_read = ::read(fd.get(), out.data() + got, out.size() - got);
-      if (n_read < 0) {
-        if (errno == EINTR) continue;
-        throw io_error(path, "read", errno);
-      }
-      if (n_read == 0) break;
-      got += static_cast<size_t>(n_read);
-    }
-    out.resize(got);
+    if (const int err = read_to_end(fd.get(), out, size)) throw io_error(path, "read", err);
     return out;
   }
 
