@@ -54,6 +54,15 @@ struct Scheduler::Impl {
   std::vector<std::pair<size_t, size_t>> edges;
   bool ran = false;
 
+  // Tasks without predecessors, outside any group, in the order they are
+  // released (see run()); next_root is the first not yet released.
+  std::vector<size_t> roots;
+  std::atomic<size_t> next_root{0};
+  int64_t threads = 1;                       // the arena's
+  std::deque<std::atomic<int>> waiting_for;  // per task: predecessors not finished
+  std::atomic<int64_t> queued{0};            // tasks ready, not started
+  std::atomic<int64_t> running{0};           // tasks in an attempt
+
   std::atomic<bool> stopping{false};  // kStop: a task failed
   std::mutex first_mu;
   std::exception_ptr first_failure;
@@ -139,10 +148,26 @@ struct Scheduler::Impl {
     stopping.store(true);
   }
 
+  // Releases roots while fewer tasks are ready or running than the arena has
+  // threads, plus one (see run()).
+  void top_up() {
+    while (queued.load() + running.load() <= threads && next_root.load() < roots.size()) {
+      const size_t k = next_root.fetch_add(1);
+      if (k >= roots.size()) return;
+      ++queued;
+      tasks[roots[k]].flow->try_put(tbb::flow::continue_msg());
+    }
+  }
+
   void finish(size_t i, TaskOutcome outcome) {
     Task& t = tasks[i];
     t.outcome = outcome;
     const bool poison = outcome == TaskOutcome::kFailed || outcome == TaskOutcome::kOrphaned;
+    for (size_t s : t.successors)
+      if (waiting_for[s].fetch_sub(1) == 1) ++queued;
+    // Roots go in before the successors are spawned, so that the successors
+    // (spawned last) run first in this thread.
+    top_up();
     for (size_t s : t.successors) {
       if (poison) tasks[s].poisoned.store(true, std::memory_order_release);
       tasks[s].flow->try_put(tbb::flow::continue_msg());
@@ -152,6 +177,7 @@ struct Scheduler::Impl {
   // Task i's predecessors have all finished.
   void ready(size_t i) {
     Task& t = tasks[i];
+    --queued;
     if (stop_requested()) {
       report(i, 0, TaskOutcome::kCancelled, 0, {});
       finish(i, TaskOutcome::kCancelled);
@@ -173,7 +199,9 @@ struct Scheduler::Impl {
     }
     // Run it, then (in a group) the tasks that waited for a slot, in this thread.
     for (size_t cur = i;;) {
+      ++running;
       const TaskOutcome o = attempt_all(cur);
+      --running;
       finish(cur, o);
       if (group == nullptr) return;
       std::lock_guard lock(group->mu);
@@ -227,7 +255,31 @@ void Scheduler::run() {
     ++m.tasks[to].predecessors;
   }
   m.edges = {};
+  // Roots (tasks that wait for nothing) are released only when there is not
+  // enough other work: whenever fewer tasks are ready or running than the
+  // arena has threads (plus one, so that a thread that finishes finds work),
+  // and before the tasks a finished task made ready are spawned, so that those
+  // run first in its thread (depth first). With every root spawned at the
+  // start, a graph's sources (cells read from files, cheap) are nearly all
+  // read before the cells that need them are computed: all in memory at once,
+  // each in fresh pages (on a VM a first touch costs more than the codec).
+  // Released in the order their first successors were added (add order for
+  // roots without one), the cells a consumer needs come together, and the
+  // memory a run touches follows its working set. Roots in a group are
+  // released at the start: the group's limit already bounds them.
+  for (size_t i = 0; i < m.tasks.size(); ++i)
+    if (m.tasks[i].predecessors == 0 && m.tasks[i].policy.group < 0) m.roots.push_back(i);
+  const auto first_use = [&m](size_t r) {
+    const auto& s = m.tasks[r].successors;
+    return s.empty() ? r : *std::min_element(s.begin(), s.end());
+  };
+  std::stable_sort(m.roots.begin(), m.roots.end(),
+                   [&](size_t a, size_t b) { return first_use(a) < first_use(b); });
   tbb::task_arena arena(m.options.threads > 0 ? m.options.threads : tbb::task_arena::automatic);
+  m.threads = arena.max_concurrency();
+  for (const Task& t : m.tasks) m.waiting_for.emplace_back(t.predecessors);
+  for (const Task& t : m.tasks)
+    if (t.predecessors == 0 && t.policy.group >= 0) ++m.queued;
   arena.execute([&] {
     tbb::flow::graph g;
     std::deque<FlowNode> flow;
@@ -239,7 +291,8 @@ void Scheduler::run() {
           });
     }
     for (Task& t : m.tasks)
-      if (t.predecessors == 0) t.flow->try_put(tbb::flow::continue_msg());
+      if (t.predecessors == 0 && t.policy.group >= 0) t.flow->try_put(tbb::flow::continue_msg());
+    m.top_up();
     g.wait_for_all();
     for (Task& t : m.tasks) t.flow = nullptr;
   });

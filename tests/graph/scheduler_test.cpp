@@ -244,6 +244,50 @@ TEST(Scheduler, AnExternalStopCancelsAndThrowsCancelled) {
   for (size_t i = 1; i < s.size(); ++i) EXPECT_EQ(s.outcome(i), TaskOutcome::kCancelled);
 }
 
+// Tasks that wait for nothing (a graph's source cells) start only when the
+// threads have no other work, in the order their first consumers were added:
+// cheap sources do not run ahead of slow consumers and fill memory.
+TEST(Scheduler, RootsStartWhenNeededInTheOrderTheirConsumersWereAdded) {
+  constexpr int kConsumers = 40;
+  constexpr int kThreads = 2;
+  SchedulerOptions o;
+  o.threads = kThreads;
+  Scheduler s(o);
+  std::mutex mu;
+  std::vector<int> root_order;  // positions, in the order the roots started
+  int roots_started = 0;
+  int consumers_finished = 0;
+  int most_ahead = 0;  // the most roots started but not yet consumed
+  // Roots are added in reverse position order; consumer c reads positions c and c + 1.
+  std::vector<size_t> root_of(kConsumers + 1);
+  for (int pos = kConsumers; pos >= 0; --pos) {
+    root_of[static_cast<size_t>(pos)] = s.add([&, pos](const AttemptContext&) {
+      std::lock_guard lock(mu);
+      root_order.push_back(pos);
+      ++roots_started;
+      most_ahead = std::max(most_ahead, roots_started - consumers_finished);
+      return TaskOutcome::kDone;
+    });
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    const size_t me = s.add([&](const AttemptContext&) {
+      std::this_thread::sleep_for(milliseconds(2));
+      std::lock_guard lock(mu);
+      ++consumers_finished;
+      return TaskOutcome::kDone;
+    });
+    s.precede(root_of[static_cast<size_t>(c)], me);
+    s.precede(root_of[static_cast<size_t>(c) + 1], me);
+  }
+  s.run();
+  ASSERT_EQ(root_order.size(), static_cast<size_t>(kConsumers + 1));
+  // First consumers first: the first roots to start are positions 0..3.
+  for (size_t k = 0; k < 3; ++k) EXPECT_LE(root_order[k], 3) << "start " << k;
+  // Roots stay a few ahead of the consumers (all of them would run at once
+  // if every root were spawned at the start: they are instant, consumers not).
+  EXPECT_LE(most_ahead, kThreads + 4);
+}
+
 TEST(Scheduler, ACycleIsALogicError) {
   Scheduler s(SchedulerOptions{});
   s.add(done);
