@@ -62,6 +62,23 @@ void for_each_run(const float* src, const Region3& s, float* dst, const Region3&
 
   const int ntaps = static_cast<int>(2 * r + 1);
   std::vector<const float*> taps(static_cast<size_t>(ntaps));
+  if (line == 1 && (in_lo > d_lo || in_hi < d_hi)) {
+    // Along the contiguous axis, positions near s's edge would come one voxel
+    // at a time. Instead each row is copied with its edge voxels repeated
+    // (the clamped taps read exactly those values) and summed as one run:
+    // the same values in the same tap order, so the same result.
+    const int64_t lo = d_lo - r;  // the padded row covers [d_lo - r, d_hi + r)
+    thread_local std::vector<float> row;
+    row.resize(static_cast<size_t>(d.n[a] + 2 * r));
+    for (int k = 0; k < ntaps; ++k) taps[static_cast<size_t>(k)] = row.data() + k;
+    for (int64_t o = 0; o < outer; ++o) {
+      const float* s_row = src + o * s.n[a];
+      for (size_t j = 0; j < row.size(); ++j)
+        row[j] = s_row[std::clamp(lo + static_cast<int64_t>(j), s_lo, s_hi - 1) - s_lo];
+      sum(taps.data(), dst + o * d.n[a], d.n[a]);
+    }
+    return;
+  }
   for (int64_t o = 0; o < outer; ++o) {
     // Start of this outer slab in each buffer (axes before `a` agree in s and d).
     const float* s_slab = src + o * s.n[a] * line;
