@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <list>
+#include <map>
 #include <mutex>
 #include <new>
-#include <unordered_map>
 #include <vector>
 
 #include "cellflow/cache/error.hpp"
@@ -44,16 +44,20 @@ class BufferPool {
     return *pool;
   }
 
-  /// A block of `bytes` (a multiple of the page size) of which the first
-  /// `used` are the buffer's.
-  void* take(size_t bytes, size_t used) {
+  /// A block of at least `bytes` (a multiple of the page size) of which the
+  /// first `used` are the buffer's; `bytes` becomes the block's size. A pooled
+  /// block up to a quarter larger serves too: the padded inputs of cells at
+  /// the image's faces, edges and corners differ a little in size, and a warm
+  /// block beats fresh pages.
+  void* take(size_t& bytes, size_t used) {
     void* p = nullptr;
     {
       std::lock_guard lock(mu_);
-      auto it = by_size_.find(bytes);
-      if (it != by_size_.end() && !it->second.empty()) {
+      auto it = by_size_.lower_bound(bytes);
+      if (it != by_size_.end() && it->first <= bytes + bytes / 4) {
         const auto block = it->second.back();
         it->second.pop_back();
+        bytes = it->first;
         if (it->second.empty()) by_size_.erase(it);
         p = block->data;
         order_.erase(block);
@@ -138,7 +142,7 @@ class BufferPool {
 
   mutable std::mutex mu_;
   Order order_;  // every pooled block, least recently freed first
-  std::unordered_map<size_t, std::vector<Order::iterator>> by_size_;
+  std::map<size_t, std::vector<Order::iterator>> by_size_;  // never an empty stack
   size_t held_ = 0;
   size_t limit_ = size_t{64} << 20;
 };
@@ -151,7 +155,7 @@ CellBuffer CellBuffer::allocate(DType dtype, const Shape& shape) try {
   b.shape_ = shape;
   const size_t wanted = b.num_bytes();
   if (wanted >= kPooledMin) {
-    const size_t bytes = (wanted + kPage - 1) / kPage * kPage;
+    size_t bytes = (wanted + kPage - 1) / kPage * kPage;
     void* p = BufferPool::global().take(bytes, wanted);
     b.data_ = std::shared_ptr<std::byte>(
         static_cast<std::byte*>(p), [bytes](std::byte* q) { BufferPool::global().give(q, bytes); });

@@ -207,6 +207,32 @@ TEST(CellBufferPool, AFreedLargeBufferIsReusedForTheSameSize) {
   for (int64_t i = 0; i < z.num_elements(); ++i) ASSERT_EQ(z.as<float>()[i], 0.0F) << i;
 }
 
+// A pooled block up to a quarter larger serves a smaller buffer (the padded
+// inputs of border cells differ a little in size); a block that would waste
+// more is left for its own size, and the larger block goes back whole.
+TEST(CellBufferPool, ASlightlyLargerFreeBlockServesASmallerBuffer) {
+  const PoolLimitGuard guard;
+  CellBuffer::set_pool_limit(0);  // an empty pool: no block from earlier tests
+  CellBuffer::set_pool_limit(size_t{8} << 20);
+  const std::byte* first = nullptr;
+  {
+    CellBuffer a = CellBuffer::allocate(DType::kF32, Shape{64, 64, 20});  // 320 KiB
+    first = a.data();
+  }
+  const size_t held = CellBuffer::pool_bytes();
+  {
+    CellBuffer far = CellBuffer::allocate(DType::kF32, Shape{64, 64, 15});  // 240 KiB: 33 % less
+    EXPECT_NE(far.data(), first);
+    CellBuffer near = CellBuffer::allocate(DType::kF32, Shape{64, 64, 17});  // 272 KiB: 18 % less
+    EXPECT_EQ(near.data(), first);
+    near.mutable_as<float>()[near.num_elements() - 1] = 1.0F;
+  }
+  // Both are back: the reused block at its full size, plus the 240 KiB one.
+  EXPECT_EQ(CellBuffer::pool_bytes(), held + (size_t{240} << 10));
+  CellBuffer again = CellBuffer::allocate(DType::kF32, Shape{64, 64, 20});
+  EXPECT_EQ(again.data(), first);
+}
+
 // A new block is mapped populated: filling a cell does not trap once per page
 // (on this VM a page fault cost ~5 us, a quarter of a cold run's CPU).
 TEST(CellBufferPool, ANewBufferIsResidentBeforeItIsWritten) {
