@@ -72,8 +72,11 @@ class Materialization {
         nodes_(graph.nodes()),
         options_(options),
         targets_(targets.empty() ? graph.outputs() : std::move(targets)),
+        target_(nodes_.size(), 0),
         runs_(nodes_.size()),
-        order_(graph.ancestors(targets_)) {}
+        order_(graph.ancestors(targets_)) {
+    for (size_t t : targets_) target_[t] = 1;
+  }
 
   RunReport run() {
     const auto t0 = Clock::now();
@@ -137,12 +140,10 @@ class Materialization {
       runs_[i].scheduled.assign(cells, 0);
       runs_[i].task.assign(cells, kNoTask);
     }
-    std::vector<char> is_target(nodes_.size(), 0);
-    for (size_t t : targets_) is_target[t] = 1;
     for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
       const size_t i = *it;
       NodeRun& r = runs_[i];
-      if (is_target[i]) {
+      if (target_[i]) {
         CachedCellImage& img = image_of(i);
         // A contiguous range of cells (a slab in raster order): neighbours
         // share the input cells of their halos only at the slab's two faces.
@@ -242,14 +243,17 @@ class Materialization {
   }
 
   // Whether a cell of node i may leave memory once this run stops reading it:
-  // only when reading it back is cheap and changes nothing, i.e. it is
-  // committed to the store, or it is a file-backed source (read again from
-  // the user's file). A cell that only memory holds stays, for later readers
-  // and other runs in the process; the memory budget evicts it.
+  // when reading it back is cheap and changes nothing, i.e. it is committed
+  // to the store, or it is a file-backed source (read again from the user's
+  // file); and any non-target cell when the caller reads nothing after the
+  // run (RunOptions::release_unpersisted). Otherwise a cell that only memory
+  // holds stays, for later readers and other runs in the process; the memory
+  // budget evicts it.
   bool releasable(size_t i) const {
     const GraphNode& n = nodes_[i];
     return (graph_.cache() != nullptr && n.persist) ||
-           (n.inputs.empty() && !n.persist && !n.op->persist_by_default());
+           (n.inputs.empty() && !n.persist && !n.op->persist_by_default()) ||
+           (options_.release_unpersisted && !target_[i]);
   }
 
   // After task t succeeded: each cell it read that no other task of this run
@@ -415,6 +419,7 @@ class Materialization {
   const std::vector<GraphNode>& nodes_;
   const RunOptions& options_;
   std::vector<size_t> targets_;
+  std::vector<char> target_;  // per node: one of targets_
   std::deque<NodeRun> runs_;
   std::vector<size_t> order_;
   // Per scheduler task.

@@ -99,7 +99,11 @@ class BoxLabeler {
   /// first voxel.
   uint32_t run(const CellBuffer& in, std::vector<uint32_t>& labels, std::vector<int64_t>* first) {
     add_one(work_counters().labelled);
-    pad_.assign(static_cast<size_t>(padded_.product()), 0);
+    // The thread's buffer: kept mapped between cells (one cell's labels at a
+    // time per thread), so that each cell does not fault in fresh pages.
+    thread_local std::vector<uint32_t> pad;
+    pad_ = &pad;
+    pad.assign(static_cast<size_t>(padded_.product()), 0);
     parent_.assign(1, 0);
     dispatch_dtype(in.dtype(), [&](auto tag) {
       using T = typename decltype(tag)::type;
@@ -111,7 +115,7 @@ class BoxLabeler {
     uint32_t count = 0;
     const int64_t len = shape_[shape_.rank() - 1];
     detail::for_each_row(shape_, [&](const Dims& row, int64_t offset) {
-      const uint32_t* p = pad_.data() + padded_row(row);
+      const uint32_t* p = pad_->data() + padded_row(row);
       uint32_t* dst = labels.data() + offset;
       for (int64_t x = 0; x < len; ++x) {
         const uint32_t l = p[x];
@@ -157,7 +161,7 @@ class BoxLabeler {
   void scan(const T* src) {
     const int64_t len = shape_[shape_.rank() - 1];
     detail::for_each_row(shape_, [&](const Dims& row, int64_t offset) {
-      uint32_t* p = pad_.data() + padded_row(row);
+      uint32_t* p = pad_->data() + padded_row(row);
       const T* s = src + offset;
       for (int64_t x = 0; x < len; ++x) {
         if (s[x] == T{0}) continue;
@@ -180,7 +184,7 @@ class BoxLabeler {
   Shape padded_;
   Dims stride_;
   std::vector<int64_t> offsets_;
-  std::vector<uint32_t> pad_;
+  std::vector<uint32_t>* pad_ = nullptr;  // the thread's, set by run()
   std::vector<uint32_t> parent_;
 };
 
@@ -360,7 +364,7 @@ class LabelKernel final : public NodeKernel {
     parallel_for_all(cells, [&](int64_t c) {
       const Box box = grid_.cell_box(grid_.cell_at(c));
       const Shape s = box.shape();
-      std::vector<uint32_t> labels;
+      thread_local std::vector<uint32_t> labels;  // reused, see BoxLabeler::run
       CellSummary& sum = summary[static_cast<size_t>(c)];
       BoxLabeler labeler(s, full_);
       sum.count = labeler.run(image.get(grid_.cell_at(c)), labels, &sum.first);
@@ -531,7 +535,7 @@ class LabelKernel final : public NodeKernel {
       return;
     }
     add_one(work_counters().relabelled);
-    std::vector<uint32_t> labels;
+    thread_local std::vector<uint32_t> labels;
     BoxLabeler labeler(out_box.shape(), full_);
     const uint32_t count = labeler.run(inputs[0].data, labels, nullptr);
     if (count != table.size()) {

@@ -230,6 +230,47 @@ TEST(Executor, CommittedCellsLeaveMemoryOnceTheRunNoLongerReadsThem) {
   }
 }
 
+// A caller that reads nothing after the run (the CLI) lets cells that only
+// memory holds go as well once the run stops reading them, so that their
+// buffers serve the cells made after them; the targets' cells stay, nothing
+// is computed twice within the run, and a later read recomputes the same
+// bytes.
+TEST(Executor, ReleaseUnpersistedDropsMemoryOnlyIntermediatesButKeepsTargets) {
+  test::TempDir tmp;
+  const auto memory_only = [] {
+    GraphDef def = pipeline(0.5, 18);
+    for (NodeDef& n : def.nodes) n.persist = false;
+    return def;
+  };
+  std::map<std::string, CellBuffer> reference;
+  {
+    const Graph g = build(memory_only(), tmp / "reference");
+    materialize(g);
+    reference = read_all_nodes(g);
+  }
+  const Graph g = build(memory_only(), tmp / "cache");
+  RunOptions opts;
+  opts.threads = 2;
+  opts.release_unpersisted = true;
+  const RunReport r = materialize(g, {}, opts);
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    const std::string& id = g.nodes()[i].def.id;
+    EXPECT_EQ(r.nodes[i].cells_computed, r.nodes[i].cells_total) << id;
+    EXPECT_EQ(g.image(i)->stats().computed, g.image(i)->grid().num_cells())
+        << id << ": a cell was dropped while the run still read it, and computed again";
+    const CellGrid& grid = g.image(i)->grid();
+    int64_t held = 0;
+    for (int64_t c = 0; c < grid.num_cells(); ++c) held += g.image(i)->available(grid.cell_at(c));
+    if (id == "density") {
+      EXPECT_EQ(held, grid.num_cells()) << "a target's cells stay in memory";
+    } else {
+      EXPECT_EQ(held, 0) << id << ": an intermediate's cells stayed after the run";
+    }
+  }
+  const auto data = read_all_nodes(g);
+  for (const auto& [id, buf] : reference) EXPECT_TRUE(test::same_bytes(buf, data.at(id))) << id;
+}
+
 TEST(Executor, ThreadCountDoesNotChangeTheBytes) {
   test::TempDir tmp;
   for (int threads : {1, 4}) {

@@ -127,6 +127,8 @@ RunReport compute(const Graph& graph, std::vector<size_t> targets, const Compute
   const LogAboveProgress log_sink(progress.get());
   RunOptions options;
   options.threads = c.threads;
+  // The process reads nothing of the intermediates after the run.
+  options.release_unpersisted = true;
   // Isolated cells: a thread per worker process, even past the core count.
   std::unique_ptr<WorkerSlots> slots;
   if (policy.isolate && c.threads > 0) slots = std::make_unique<WorkerSlots>(c.threads);

@@ -64,6 +64,13 @@ struct RunOptions {
   /// is not computed (the caller checks once, after all processes finished).
   int partition_rank = 0;
   int partition_size = 1;
+  /// Cells of nodes that are not persisted (and not targets) also leave
+  /// memory once this run stops reading them, so that their buffers serve
+  /// the cells made after them. For a caller that reads nothing of those
+  /// nodes afterwards (the CLI, which exits): a later read in the same
+  /// process recomputes them. Off by default: a memory-only intermediate
+  /// stays for later readers until the memory budget evicts it.
+  bool release_unpersisted = false;
   /// Set by someone else (e.g. a Ctrl-C handler) to stop the run: cells in
   /// flight are cancelled through their tokens, the rest are not started, and
   /// materialize() throws Cancelled.
