@@ -1,20 +1,38 @@
+// mpi.hpp: whether MPI is there, and the calls that need it, which forward
+// to libcellflow_mpi.so (mpi_module.cpp), loaded on first use: a process
+// that does not run under MPI never maps Open MPI's libraries (a few ms per
+// process).
 #include "cellflow/graph/mpi.hpp"
 
-#include <fmt/format.h>
-
 #include <cstdlib>
+#include <mutex>
 
 #include "cellflow/cache/error.hpp"
-#include "cellflow/cache/log.hpp"
-
-#ifdef CELLFLOW_WITH_MPI
-// The C API only: Open MPI's C++ bindings would need libmpi_cxx at link time.
-#define OMPI_SKIP_MPICXX 1
-#define MPICH_SKIP_MPICXX 1
-#include <mpi.h>
-#endif
+#include "cellflow/graph/library_beside.hpp"
+#include "mpi_module.hpp"
 
 namespace cellflow::mpi {
+namespace {
+
+const detail::MpiModule& module() {
+  if (!available())
+    throw InvalidArgument(
+        "this cellflow was built without MPI (install libopenmpi-dev and rebuild)");
+  static std::mutex mu;
+  static const detail::MpiModule* loaded = nullptr;
+  std::lock_guard lock(mu);
+  if (loaded == nullptr) {
+    using Entry = const detail::MpiModule* (*)();
+    // RTLD_GLOBAL: Open MPI's components resolve its symbols against it.
+    const auto entry = reinterpret_cast<Entry>(load_library_beside(
+        reinterpret_cast<const void*>(&module), "libcellflow_mpi.so", "cellflow_mpi_module_v1",
+        /*global=*/true, "cellflow's MPI support"));
+    loaded = entry();
+  }
+  return *loaded;
+}
+
+}  // namespace
 
 bool available() {
 #ifdef CELLFLOW_WITH_MPI
@@ -30,153 +48,14 @@ bool launched() {
   return false;
 }
 
-#ifndef CELLFLOW_WITH_MPI
-
-World init() {
-  throw InvalidArgument("this cellflow was built without MPI (install libopenmpi-dev and rebuild)");
-}
-
-RunReport materialize(const Graph&, std::vector<size_t>, const RunOptions&) {
-  init();
-  return {};
-}
-
-void barrier() { init(); }
-
-void max_over_ranks(std::vector<int>&) { init(); }
-
-#else
-
-namespace {
-
-void finalize_at_exit() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
-}
-
-}  // namespace
-
-World init() {
-  int initialized = 0;
-  MPI_Initialized(&initialized);
-  if (!initialized) {
-    int provided = 0;
-    // Only the calling thread talks to MPI; TBB threads never do.
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-    std::atexit(finalize_at_exit);
-  }
-  World w;
-  MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &w.size);
-  return w;
-}
+World init() { return module().init(); }
 
 RunReport materialize(const Graph& graph, std::vector<size_t> targets, const RunOptions& options) {
-  const World world = init();
-  RunReport local;
-  int failed = 0;
-  std::string error;
-  const std::vector<size_t> touched = graph.ancestors(targets.empty() ? graph.outputs() : targets);
-  try {
-    RunOptions o = options;
-    // Each rank plans and produces its share of the target cells (and the
-    // input cells those read); cross-process cell locks settle the shared ones.
-    o.share_work = true;
-    o.partition_rank = world.rank;
-    o.partition_size = world.size;
-    local = cellflow::materialize(graph, std::move(targets), o);
-  } catch (const std::exception& e) {
-    failed = 1;
-    error = e.what();
-  }
-
-  // Everyone learns whether anyone failed, and why; no rank is left waiting.
-  int any_failed = 0;
-  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (any_failed) {
-    const std::string mine = failed ? error : std::string();
-    int len = static_cast<int>(mine.size());
-    std::vector<int> lens(static_cast<size_t>(world.size));
-    MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD);
-    std::vector<int> offsets(lens.size(), 0);
-    int total = 0;
-    for (size_t r = 0; r < lens.size(); ++r) {
-      offsets[r] = total;
-      total += lens[r];
-    }
-    std::string all(static_cast<size_t>(total), '\0');
-    MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR,
-                   MPI_COMM_WORLD);
-    std::string message;
-    for (size_t r = 0; r < lens.size(); ++r) {
-      if (lens[r] == 0) continue;
-      if (!message.empty()) message += "; ";
-      message +=
-          fmt::format("rank {} of {}: {}", r, world.size,
-                      all.substr(static_cast<size_t>(offsets[r]), static_cast<size_t>(lens[r])));
-    }
-    throw NodeError(message.empty() ? "a rank failed" : message);
-  }
-
-  // Every rank has finished (the exchange above): rank 0 alone checks which
-  // persisted nodes are now complete and marks them (one pass over the cells
-  // in total, not one per rank).
-  std::vector<int> complete_now(graph.nodes().size(), 0);
-  // A marker rank 0 cannot write must not leave the other ranks waiting in
-  // the exchange below: it is reported, and the node is checked again next run.
-  if (world.rank == 0) {
-    for (size_t i : touched) {
-      try {
-        complete_now[i] = confirm_complete(graph, i) ? 1 : 0;
-      } catch (const Error& e) {
-        log_warning(fmt::format("node \"{}\": cannot mark it complete: {}", graph.nodes()[i].def.id,
-                                e.what()));
-      }
-    }
-  }
-
-  // Sum the per-node counters over ranks.
-  const size_t n = graph.nodes().size();
-  std::vector<int64_t> counts(3 * n, 0);
-  std::vector<double> seconds(n, 0);
-  std::vector<int> complete(n, 0);
-  for (const NodeReport& r : local.nodes) {
-    counts[3 * r.node] = r.cells_computed;
-    counts[3 * r.node + 1] = r.cells_loaded;
-    counts[3 * r.node + 2] = r.cells_corrupt;
-    seconds[r.node] = r.seconds;
-    complete[r.node] = r.complete || complete_now[r.node] != 0 ? 1 : 0;
-  }
-  MPI_Allreduce(MPI_IN_PLACE, counts.data(), static_cast<int>(counts.size()), MPI_INT64_T, MPI_SUM,
-                MPI_COMM_WORLD);
-  MPI_Allreduce(MPI_IN_PLACE, seconds.data(), static_cast<int>(n), MPI_DOUBLE, MPI_SUM,
-                MPI_COMM_WORLD);
-  MPI_Allreduce(MPI_IN_PLACE, complete.data(), static_cast<int>(n), MPI_INT, MPI_MAX,
-                MPI_COMM_WORLD);
-  RunReport out = local;
-  MPI_Allreduce(&local.wall_seconds, &out.wall_seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  for (NodeReport& r : out.nodes) {
-    r.cells_computed = counts[3 * r.node];
-    r.cells_loaded = counts[3 * r.node + 1];
-    r.cells_corrupt = counts[3 * r.node + 2];
-    r.seconds = seconds[r.node];
-    r.complete = complete[r.node] != 0;
-  }
-  return out;
+  return module().materialize(graph, std::move(targets), options);
 }
 
-void barrier() {
-  init();
-  MPI_Barrier(MPI_COMM_WORLD);
-}
+void barrier() { module().barrier(); }
 
-void max_over_ranks(std::vector<int>& values) {
-  init();
-  MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_INT, MPI_MAX,
-                MPI_COMM_WORLD);
-}
-
-#endif
+void max_over_ranks(std::vector<int>& values) { module().max_over_ranks(values); }
 
 }  // namespace cellflow::mpi

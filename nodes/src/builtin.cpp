@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cellflow/graph/suggest.hpp"
+#include "itk_module.hpp"
 #include "ops.hpp"
 
 namespace cellflow::nodes {
@@ -12,7 +13,8 @@ namespace cellflow::nodes {
 void register_builtin_ops(Registry& registry) {
   registry.add(make_synthetic_blobs_op());
   registry.add(make_gaussian_op());
-  registry.add(make_median_op());
+  // Ops whose code needs ITK: made (and ITK loaded) when a graph first names one.
+  registry.add_deferred("median", [] { return detail::itk_module().median_op(); });
   registry.add(make_mean_op());
   registry.add(make_gradient_magnitude_op());
   registry.add(make_log_op());
@@ -36,7 +38,7 @@ void register_builtin_ops(Registry& registry) {
   registry.add(make_rescale_op());
   registry.add(make_read_zarr_op());
   registry.add(make_read_n5_op());
-  registry.add(make_read_image_op());
+  registry.add_deferred("read.image", [] { return detail::itk_module().read_image_op(); });
   registry.add(make_otsu_op());
   registry.add(make_label_op());
   registry.add(make_region_count_op());

@@ -20,6 +20,10 @@
 
 namespace cellflow::nodes::detail {
 
+/// Spacing, when given, must have one finite value > 0 per axis (`rank`);
+/// throws InvalidArgument otherwise.
+void check_gaussian_spacing(const std::vector<double>& spacing, size_t rank);
+
 /// A box of a C-contiguous buffer seen as 3-D (an image of rank 1 or 2 gets
 /// leading axes of extent 1, so one code path serves every rank).
 struct Region3 {

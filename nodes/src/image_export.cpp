@@ -22,6 +22,7 @@
 #include "image_file_check.hpp"
 #include "itkImage.h"
 #include "itkImageFileWriter.h"
+#include "itk_module.hpp"
 
 namespace cellflow::nodes {
 namespace {
@@ -173,8 +174,9 @@ void write_formatted(const CellBuffer& buffer, Format format, const ExportOption
 
 }  // namespace
 
-void export_image(CachedCellImage& image, const std::filesystem::path& file,
-                  const ExportOptions& opts) {
+// export_image() (image_export.hpp) forwards here, in libcellflow_itk.so.
+void detail::itk_export_image(CachedCellImage& image, const std::filesystem::path& file,
+                              const ExportOptions& opts) {
   const Format format = format_of(file);
   const Shape& shape = image.grid().shape();
   if (shape.rank() != 2 && shape.rank() != 3) {
@@ -192,7 +194,6 @@ void export_image(CachedCellImage& image, const std::filesystem::path& file,
   }
 
   const CellBuffer buffer = image.read(Box::from_shape(shape));
-  const DType dtype = buffer.dtype();
 
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -1,23 +1,23 @@
-// The ITK half of the gaussian op: DiscreteGaussianImageFilter over a wrapped
-// float buffer, and the kernel radius ITK uses. The only ITK filter TU.
+// The gaussian op's "itk" engine (in libcellflow_itk.so): ITK's
+// DiscreteGaussianImageFilter over a wrapped float buffer, the reference the
+// native and fast engines are tested against.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <mutex>
-#include <tuple>
 
 #include "cellflow/cache/error.hpp"
 #include "cellflow/nodes/gaussian_kernel.hpp"
+#include "gaussian_separable.hpp"
+#include "itk_module.hpp"
 
 // GCC 12 reports a false -Warray-bounds inside ITK's NeighborhoodOperator for
 // 2-D images when inlining (system-header status does not silence it).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Warray-bounds"
 #include "itkDiscreteGaussianImageFilter.h"
-#include "itkGaussianOperator.h"
 #include "itkImage.h"
 #include "itkMultiThreaderBase.h"
 #include "itkThreadPool.h"
@@ -35,24 +35,7 @@ void init_itk_threads() {
   std::call_once(g_itk_init, [] { itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(1); });
 }
 
-// Wider than any kernel ITK builds before its coefficients underflow.
-constexpr unsigned kUnlimitedWidth = 1u << 16;
-
-std::mutex g_threads_mu;
-
-/// Spacing, when given, must have one finite value > 0 per axis.
-void check_spacing(const std::vector<double>& spacing, size_t rank) {
-  if (spacing.empty()) return;
-  if (spacing.size() != rank) {
-    throw InvalidArgument(
-        fmt::format("spacing must have one value per axis ({}) (got {})", rank, spacing.size()));
-  }
-  for (double v : spacing) {
-    if (!(v > 0.0) || !std::isfinite(v)) {
-      throw InvalidArgument(fmt::format("spacing must be finite and > 0 (got {})", v));
-    }
-  }
-}  // serializes callers that change the global thread count
+std::mutex g_threads_mu;  // serializes callers that change the global thread count
 
 template <unsigned D>
 void run_filter(const float* in, const Box& in_box, float* out, const Box& out_box,
@@ -101,89 +84,12 @@ void run_filter(const float* in, const Box& in_box, float* out, const Box& out_b
 
 }  // namespace
 
-std::vector<int64_t> gaussian_radius(const std::vector<double>& sigma, double max_error,
-                                     int max_width, const std::vector<double>& spacing) {
-  check_spacing(spacing, sigma.size());
-  if (!(max_error > 0.0 && max_error < 1.0)) {
-    throw InvalidArgument(fmt::format("max_error must be in (0, 1) (got {})", max_error));
-  }
-  if (max_width < 1) {
-    throw InvalidArgument(fmt::format("max_width must be >= 1 (got {})", max_width));
-  }
-  std::vector<int64_t> radius;
-  radius.reserve(sigma.size());
-  for (size_t a = 0; a < sigma.size(); ++a) {
-    const double s = sigma[a];
-    if (!(s >= 0.0) || !std::isfinite(s)) {
-      throw InvalidArgument(fmt::format("sigma must be >= 0 (got {})", s));
-    }
-    // The same operator DiscreteGaussianImageFilter builds per axis.
-    itk::GaussianOperator<float, 1> op;
-    op.SetDirection(0);
-    op.SetVariance(gaussian_voxel_variance(s, spacing.empty() ? 1.0 : spacing[a]));
-    op.SetMaximumError(max_error);
-    // Built without a width limit (ITK would warn on truncation); ITK's own
-    // kernel stops at max_width, so its radius is min(natural, max_width).
-    op.SetMaximumKernelWidth(kUnlimitedWidth);
-    op.CreateDirectional();
-    // ITK's Bessel functions overflow for variances above ~700: the kernel is
-    // then NaN (and its radius 1), which would silently fill the output with NaN.
-    for (unsigned i = 0; i < op.Size(); ++i) {
-      if (!std::isfinite(op[i])) {
-        throw InvalidArgument(fmt::format(
-            "sigma {} is too large for ITK's discrete Gaussian (its kernel overflows above "
-            "sigma ~26); smooth a downsampled image instead",
-            s));
-      }
-    }
-    // (ITK always keeps at least two weights per side once it starts growing.)
-    radius.push_back(
-        std::min<int64_t>(static_cast<int64_t>(op.GetRadius(0)), std::max<int64_t>(max_width, 2)));
-  }
-  return radius;
-}
+namespace detail {
 
-std::vector<double> gaussian_coefficients(double sigma, double max_error, int max_width,
-                                          double spacing) {
-  check_spacing({spacing}, 1);
-  if (!(sigma >= 0.0) || !std::isfinite(sigma)) {
-    throw InvalidArgument(fmt::format("sigma must be >= 0 (got {})", sigma));
-  }
-  if (!(max_error > 0.0 && max_error < 1.0)) {
-    throw InvalidArgument(fmt::format("max_error must be in (0, 1) (got {})", max_error));
-  }
-  if (max_width < 1) {
-    throw InvalidArgument(fmt::format("max_width must be >= 1 (got {})", max_width));
-  }
-  // Building the operator costs Bessel sums (microseconds to milliseconds);
-  // kernels are bound once per node but the bench and tests call this often.
-  static std::mutex mu;
-  static std::map<std::tuple<double, double, int, double>, std::vector<double>> cache;
-  const auto key = std::make_tuple(sigma, max_error, max_width, spacing);
-  {
-    std::lock_guard lock(mu);
-    if (auto it = cache.find(key); it != cache.end()) return it->second;
-  }
-  // Exactly the operator DiscreteGaussianImageFilter<float image> builds per
-  // axis: GaussianOperator<double> (NumericTraits<float>::RealType), no spacing.
-  itk::GaussianOperator<double, 1> op;
-  op.SetDirection(0);
-  op.SetVariance(gaussian_voxel_variance(sigma, spacing));
-  op.SetMaximumError(max_error);
-  op.SetMaximumKernelWidth(static_cast<unsigned>(max_width));
-  op.CreateDirectional();
-  std::vector<double> coefficients(op.Size());
-  for (unsigned i = 0; i < op.Size(); ++i) coefficients[i] = op[i];
-  std::lock_guard lock(mu);
-  if (cache.size() > 1024) cache.clear();  // bounded: params come from graphs
-  cache.emplace(key, coefficients);
-  return coefficients;
-}
-
-void gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,
-                            const std::vector<double>& sigma, double max_error, int max_width,
-                            int itk_threads, const std::vector<double>& spacing) {
-  check_spacing(spacing, sigma.size());
+void itk_gaussian_filter_region(const float* in, const Box& in_box, float* out, const Box& out_box,
+                                const std::vector<double>& sigma, double max_error, int max_width,
+                                int itk_threads, const std::vector<double>& spacing) {
+  check_gaussian_spacing(spacing, sigma.size());
   const std::vector<double> axis_spacing =
       spacing.empty() ? std::vector<double>(sigma.size(), 1.0) : spacing;
   const int rank = in_box.rank();
@@ -245,4 +151,5 @@ void gaussian_filter_region(const float* in, const Box& in_box, float* out, cons
   }
 }
 
+}  // namespace detail
 }  // namespace cellflow::nodes

@@ -17,7 +17,7 @@ namespace cellflow::nodes {
 
 std::shared_ptr<const Op> make_synthetic_blobs_op();
 std::shared_ptr<const Op> make_gaussian_op();
-std::shared_ptr<const Op> make_median_op();
+std::shared_ptr<const Op> make_median_op();  // in libcellflow_itk.so (itk_module.hpp)
 std::shared_ptr<const Op> make_mean_op();
 std::shared_ptr<const Op> make_gradient_magnitude_op();
 std::shared_ptr<const Op> make_log_op();
@@ -41,7 +41,7 @@ std::shared_ptr<const Op> make_cast_op();
 std::shared_ptr<const Op> make_rescale_op();
 std::shared_ptr<const Op> make_read_zarr_op();
 std::shared_ptr<const Op> make_read_n5_op();
-std::shared_ptr<const Op> make_read_image_op();
+std::shared_ptr<const Op> make_read_image_op();  // in libcellflow_itk.so
 std::shared_ptr<const Op> make_otsu_op();
 std::shared_ptr<const Op> make_label_op();
 std::shared_ptr<const Op> make_region_count_op();

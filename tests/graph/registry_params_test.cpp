@@ -54,6 +54,49 @@ TEST(Registry, FindDuplicateAndSortedList) {
   EXPECT_EQ(list[2]->name(), "zeta");
 }
 
+// An op registered deferred (its code in a library loaded on demand) is made
+// when first found or listed, once; a failure to make it is reported and
+// tried again next time; its name is taken from the start.
+TEST(Registry, DeferredOpsAreMadeOnFirstUse) {
+  Registry r;
+  int made = 0;
+  bool fail = true;
+  r.add_deferred("later", [&]() -> std::shared_ptr<const Op> {
+    ++made;
+    if (fail) throw Error("libsomething.so: cannot open");
+    return std::make_shared<NamedOp>("later");
+  });
+  r.add(std::make_shared<NamedOp>("now"));
+  EXPECT_EQ(made, 0) << "made before anyone asked";
+  EXPECT_THROW(r.add(std::make_shared<NamedOp>("later")), InvalidArgument);
+  EXPECT_THROW(r.add_deferred("now", [] { return std::make_shared<NamedOp>("now"); }),
+               InvalidArgument);
+  EXPECT_NE(r.find("now"), nullptr);
+  EXPECT_EQ(made, 0);
+  try {
+    r.find("later");
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("libsomething.so"), std::string::npos) << e.what();
+  }
+  fail = false;
+  const auto op = r.find("later");
+  ASSERT_NE(op, nullptr);
+  EXPECT_EQ(op->name(), "later");
+  EXPECT_EQ(r.find("later"), op);
+  EXPECT_EQ(made, 2) << "made once it succeeded, not again";
+  r.add_deferred("early", [&] {
+    ++made;
+    return std::make_shared<NamedOp>("early");
+  });
+  const auto list = r.list();
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0]->name(), "early");
+  EXPECT_EQ(made, 3);
+  r.add_deferred("liar", [] { return std::make_shared<NamedOp>("other"); });
+  EXPECT_THROW(r.find("liar"), Error);
+}
+
 TEST(Registry, BuiltinOps) {
   const auto list = nodes::builtin_registry().list();
   std::vector<std::string> names;

@@ -16,6 +16,7 @@
 #include "cellflow/graph/graph.hpp"
 #include "cellflow/nodes/builtin.hpp"
 #include "cellflow/nodes/gaussian_kernel.hpp"
+#include "itkGaussianOperator.h"
 #include "nodes/gaussian_test_data.hpp"
 #include "test_util.hpp"
 
@@ -94,6 +95,50 @@ TEST(GaussianNative, CoefficientsAreItksKernel) {
             (std::vector<double>{0, 1, 0}));
   EXPECT_THROW(nodes::gaussian_coefficients(-1, kMaxError, kMaxWidth), InvalidArgument);
   EXPECT_THROW(nodes::gaussian_coefficients(1, 0, kMaxWidth), InvalidArgument);
+}
+
+// gaussian_coefficients() and gaussian_radius() are computed without ITK
+// (nodes/src/gaussian_coefficients.cpp): bit for bit the operator ITK's
+// DiscreteGaussianImageFilter builds for a float image (GaussianOperator<double>),
+// over variances on both sides of the Bessel approximations' switch at 3.75,
+// truncation errors and width limits that cut the kernel short.
+TEST(GaussianNative, CoefficientsAndRadiusAreBitForBitItksOperator) {
+  int compared = 0;
+  for (double sigma :
+       {0.0, 0.1, 0.7, 1.0, 1.5, 1.9364916731037085, 2.0, 3.3, 5.0, 8.25, 13.0, 20.0, 26.0}) {
+    for (double max_error : {1e-6, 1e-4, 0.01, 0.3}) {
+      for (int max_width : {1, 2, 3, 7, 32, 128, 1000}) {
+        SCOPED_TRACE(::testing::Message() << "sigma " << sigma << " max_error " << max_error
+                                          << " max_width " << max_width);
+        itk::GaussianOperator<double, 1> op;
+        op.SetDirection(0);
+        op.SetVariance(sigma * sigma);
+        op.SetMaximumError(max_error);
+        op.SetMaximumKernelWidth(static_cast<unsigned>(max_width));
+        itk::OutputWindow::SetGlobalWarningDisplay(false);  // truncation warnings
+        op.CreateDirectional();
+        const std::vector<double> c = nodes::gaussian_coefficients(sigma, max_error, max_width);
+        ASSERT_EQ(c.size(), op.Size());
+        for (unsigned i = 0; i < op.Size(); ++i) {
+          ASSERT_EQ(std::memcmp(&c[i], &op[i], sizeof(double)), 0)
+              << "weight " << i << ": " << c[i] << " against ITK's " << op[i];
+        }
+        // The radius ITK's filter uses: its kernel's, capped by the width.
+        itk::GaussianOperator<double, 1> natural;
+        natural.SetDirection(0);
+        natural.SetVariance(sigma * sigma);
+        natural.SetMaximumError(max_error);
+        natural.SetMaximumKernelWidth(1u << 16);
+        natural.CreateDirectional();
+        EXPECT_EQ(nodes::gaussian_radius({sigma}, max_error, max_width)[0],
+                  std::min<int64_t>(natural.GetRadius(0), std::max(max_width, 2)));
+        ++compared;
+      }
+    }
+  }
+  EXPECT_EQ(compared, 13 * 4 * 7);
+  // Past sigma ~26 the Bessel values overflow (ITK's kernel is NaN): refused.
+  EXPECT_THROW(nodes::gaussian_radius({40.0}, kMaxError, kMaxWidth), InvalidArgument);
 }
 
 TEST(GaussianNative, WholeImageMatchesItk) {

@@ -20,6 +20,9 @@
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
 #include "itkLaplacianImageFilter.h"
+#include "itkMetaImageIOFactory.h"
+#include "itkNrrdImageIOFactory.h"
+#include "itkTIFFImageIOFactory.h"
 #include "test_util.hpp"
 
 namespace cellflow {
@@ -28,6 +31,16 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 using ItkImage = itk::Image<float, 3>;
+
+// The reference files go through ITK's own reader and writer, here, before
+// cellflow loads its ITK library (which registers the IO factories it uses):
+// this file registers the ones it needs itself.
+const bool kItkFactories = [] {
+  itk::NrrdImageIOFactory::RegisterOneFactory();
+  itk::MetaImageIOFactory::RegisterOneFactory();
+  itk::TIFFImageIOFactory::RegisterOneFactory();
+  return true;
+}();
 
 // ITK's axis order (x, y, z): cellflow's reversed.
 constexpr double kSpacingXyz[3] = {0.2, 0.2, 1.0};
