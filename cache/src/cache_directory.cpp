@@ -170,9 +170,10 @@ fs::path CacheDirectory::default_root() {
 
 std::shared_ptr<ZarrArray> CacheDirectory::open_node(const std::string& hash, DType dtype,
                                                      const CellGrid& grid,
-                                                     const std::string& definition_json) {
-  auto array =
-      ZarrArray::create(env_, layout::array(hash), hash, dtype, grid, durability_, shard_cells_);
+                                                     const std::string& definition_json,
+                                                     int shuffle) {
+  auto array = ZarrArray::create(env_, layout::array(hash), hash, dtype, grid, durability_,
+                                 shard_cells_, shuffle);
   if (env_->stat(layout::zattrs(hash)).kind == EntryKind::kMissing) {
     // Racing creators write identical content; .zattrs is written only where
     // absent, so keys another writer added to it are never overwritten.

@@ -92,13 +92,13 @@ int blosc_shuffle_for(DType dtype) {
   return dtype_is_float(dtype) ? BLOSC_SHUFFLE : BLOSC_BITSHUFFLE;
 }
 
-std::string zarray_json(DType dtype, const CellGrid& grid) {
+std::string zarray_json(DType dtype, const CellGrid& grid, int shuffle) {
   Value compressor = Value::object();
   compressor.set("blocksize", 0);
   compressor.set("clevel", kBloscLevel);
   compressor.set("cname", kBloscCodec);
   compressor.set("id", "blosc");
-  compressor.set("shuffle", blosc_shuffle_for(dtype));
+  compressor.set("shuffle", shuffle >= 0 ? shuffle : blosc_shuffle_for(dtype));
   Value z = Value::object();
   z.set("chunks", dims_value(grid.cell_shape()));
   z.set("compressor", std::move(compressor));
@@ -168,7 +168,9 @@ ZarrArray::~ZarrArray() = default;
 
 std::shared_ptr<ZarrArray> ZarrArray::create(std::shared_ptr<Env> env, std::string folder,
                                              std::string owner, DType dtype, const CellGrid& grid,
-                                             Durability durability, int64_t shard_cells) {
+                                             Durability durability, int64_t shard_cells,
+                                             int shuffle) {
+  if (shuffle < 0) shuffle = blosc_shuffle_for(dtype);
   const std::string meta = join_path(folder, layout::kZarray);
   const std::string meta3 = join_path(folder, layout::kZarrJson);
   if (env->read(meta) || env->read(meta3)) {
@@ -187,9 +189,12 @@ std::shared_ptr<ZarrArray> ZarrArray::create(std::shared_ptr<Env> env, std::stri
   // reader would take the cells that are in shards for fill values.
   if (shard_cells <= 0 ||
       env->stat(join_path(folder, layout::kShardFolder)).kind == EntryKind::kMissing)
-    env->write_atomic(meta, zarray_json(dtype, grid), Durability::kPowerCut);  // metadata: always
-  return std::shared_ptr<ZarrArray>(new ZarrArray(
+    env->write_atomic(meta, zarray_json(dtype, grid, shuffle),
+                      Durability::kPowerCut);  // metadata: always
+  auto array = std::shared_ptr<ZarrArray>(new ZarrArray(
       std::move(env), std::move(folder), std::move(owner), dtype, grid, durability, shard_cells));
+  array->impl_->shuffle = shuffle;
+  return array;
 }
 
 std::shared_ptr<ZarrArray> ZarrArray::open(std::shared_ptr<Env> env, std::string folder,
@@ -608,7 +613,8 @@ ZarrArray::PackResult ZarrArray::pack() {
   // 2. zarr.json (a v3 reader now sees the whole array), 3. .zarray (a v2
   // reader saw the whole array until now), 4. the single files, now copied.
   const std::string meta3 = join_path(folder, layout::kZarrJson);
-  const std::string v3_json = zarr_v3_json(impl_->dtype, impl_->grid, g.per_shard());
+  const std::string v3_json =
+      zarr_v3_json(impl_->dtype, impl_->grid, g.per_shard(), impl_->shuffle);
   std::optional<std::string> present;
   try {
     present = env.read(meta3);

@@ -233,7 +233,7 @@ std::string zarr_v3_dtype(DType dtype) {
   return "float" + bits;
 }
 
-std::string zarr_v3_json(DType dtype, const CellGrid& grid, const Dims& per_shard) {
+std::string zarr_v3_json(DType dtype, const CellGrid& grid, const Dims& per_shard, int shuffle) {
   Dims shard_shape(grid.rank());
   for (int d = 0; d < grid.rank(); ++d) shard_shape[d] = per_shard[d] * grid.cell_shape()[d];
 
@@ -243,7 +243,8 @@ std::string zarr_v3_json(DType dtype, const CellGrid& grid, const Dims& per_shar
   bconf.set("blocksize", 0);
   bconf.set("clevel", 5);
   bconf.set("cname", "lz4");
-  bconf.set("shuffle", blosc_shuffle_for(dtype) == 2 ? "bitshuffle" : "shuffle");
+  if (shuffle < 0) shuffle = blosc_shuffle_for(dtype);
+  bconf.set("shuffle", shuffle == 2 ? "bitshuffle" : shuffle == 1 ? "shuffle" : "noshuffle");
   bconf.set("typesize", static_cast<int64_t>(dtype_size(dtype)));
   blosc.set("configuration", std::move(bconf));
 

@@ -257,7 +257,8 @@ struct Graph::Impl {
           ni->lease = NodeUseLock::acquire(cache->env(), n.hash);
           const CellGrid grid(n.info.shape, n.info.cell_shape);
           if (table) return cache->open_table_node(n.hash, to_json_compact(n.definition));
-          return cache->open_node(n.hash, n.info.dtype, grid, to_json_compact(n.definition));
+          return cache->open_node(n.hash, n.info.dtype, grid, to_json_compact(n.definition),
+                                  n.info.labels ? kNoShuffleForLabels : -1);
         });
       }
       if (stored)

@@ -41,9 +41,10 @@ class CacheDirectory {
   std::filesystem::path node_path(const std::string& hash) const { return root() / hash; }
 
   /// Creates the node's group if absent: .zgroup, .zattrs (NGFF multiscales plus
-  /// `definition_json` under "cellflow"), and the array "0". Returns the array.
+  /// `definition_json` under "cellflow"), and the array "0" (`shuffle`: as in
+  /// ZarrArray::create). Returns the array.
   std::shared_ptr<ZarrArray> open_node(const std::string& hash, DType dtype, const CellGrid& grid,
-                                       const std::string& definition_json);
+                                       const std::string& definition_json, int shuffle = -1);
   /// Creates a table node's group if absent (.zgroup, .zattrs with the
   /// definition, no multiscales) and returns the store of its cells ("table/").
   std::shared_ptr<TableStore> open_table_node(const std::string& hash,

@@ -70,7 +70,8 @@ size_t shard_index_bytes(int64_t slots);
 
 /// The zarr.json of a node's array packed in shards (deterministic text):
 /// shard = per_shard cells, inner chunks blosc-lz4 as in the v2 array.
-std::string zarr_v3_json(DType dtype, const CellGrid& grid, const Dims& per_shard);
+std::string zarr_v3_json(DType dtype, const CellGrid& grid, const Dims& per_shard,
+                         int shuffle = -1);
 
 /// Zarr v3's name of a data type ("uint8", "float32", ...).
 std::string zarr_v3_dtype(DType dtype);
