@@ -11,7 +11,9 @@ Every comparison runs both sides in this invocation, interleaved run by run
 (warm-up pair first, then N timed pairs, alternating which side goes first),
 each run a fresh process timed from outside with os.wait4 exactly like the
 peers' runbench.py (wall, CPU = user + sys, peak RSS), and prints medians with
-min-max and the ratio peer / cellflow of the medians (> 1: cellflow faster):
+min-max and the ratio peer / cellflow of the medians (> 1: cellflow faster).
+Before each run the previous output of that side is renamed aside (removed
+between comparisons; class Aside says why) and everything written back (sync):
 
   A64  Gaussian sigma 2, zarr (64^3 chunks, blosc lz4) -> zarr: the peers'
        wl_a_dask_gauss.py (dask map_overlap + scipy, 2 threads) against
@@ -73,6 +75,9 @@ class Timer:
     def run(self, cmd, prepare=None):
         if prepare:
             prepare()
+        # What earlier runs wrote goes to disk now, not by the kernel's
+        # flusher in the middle of this run.
+        os.sync()
         if self.quiet_wait:
             subprocess.run([PYTHON, os.path.join(self.peers, "wait_quiet.py")], check=False)
         b0, _ = self.rb.stat_busy_s()
@@ -176,17 +181,19 @@ def pipeline_graph(workdir, zarr_path, region=64, engine=None, persist="all"):
 
 class Aside:
     """Makes room for a run's output by renaming the previous one into a trash
-    folder (same file system), removed only when the benchmark ends.
+    folder (same file system); the trash is removed between comparisons, where
+    the next comparison's warm-up pair absorbs the cost.
 
-    Deleting it right before the next run would make that run pay for the
-    deletion: ext4 skips inodes freed in the last few seconds when it
+    Deleting the previous output right before a run would make the run pay
+    for the deletion: ext4 skips inodes freed in the last seconds when it
     allocates new ones, so with thousands just freed every file the run
     creates scans past them (a perf profile of a cold cellflow A32 run at
     512^3 after deleting the previous cache had 37 % of its samples in the
-    kernel's recently_deleted, and its system time varied 2-3.6 s). A user's
-    run into a cache does not meet that; both sides get the same treatment
-    here (Dask's output store is moved aside before its script would delete
-    it)."""
+    kernel's recently_deleted; its system time varied 2-3.6 s). Waiting a few
+    seconds after the deletion instead made runs slower and noisier on this
+    VM, whose idle pages are reclaimed (kdamond) and refaulted. A user's run
+    meets neither. Both sides get the same treatment (Dask's output store is
+    moved aside before its script would delete it itself)."""
 
     def __init__(self, folder):
         self.folder = folder
@@ -198,11 +205,25 @@ class Aside:
             if os.path.lexists(path):
                 os.makedirs(self.folder, exist_ok=True)
                 self.count += 1
-                os.rename(path, os.path.join(self.folder, str(self.count)))
+                moved = os.path.join(self.folder, str(self.count))
+                os.rename(path, moved)
+                # Written back, then out of the page cache: kept outputs must
+                # not fill memory (on this VM later runs then fault in memory
+                # the host has not backed: cellflow's A64 at 512^3 went 1.1 ->
+                # 1.5 -> 1.7 s over three runs without this).
+                os.sync()
+                for folder, _, files in os.walk(moved):
+                    for name in files:
+                        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+                        try:
+                            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                        finally:
+                            os.close(fd)
         return prepare
 
     def empty(self):
         shutil.rmtree(self.folder, ignore_errors=True)
+        os.sync()
 
 
 def node_summary(summary_json, node):
@@ -303,6 +324,7 @@ def main():
              aside(os.path.join(dask_out, f"A_gauss_{size}x{size}x{size}_f32_c{chunk}_lz4.zarr"))),
             ("cellflow run", cf(graph, cache), aside(cache)),
         ])
+        aside.empty()
         report(key, runs, "dask map_overlap", "cellflow run", f"{key}_ratio_dask_over_cellflow")
         # What a cold run leaves on disk: the output only, no copy of the input.
         shutil.rmtree(cache, ignore_errors=True)
@@ -326,6 +348,7 @@ def main():
                                "dask", "--chunk", "64", "--threshold", "otsu", "--workers", thr], None),
             ("cellflow run", cf(graph, cache), aside(cache)),
         ])
+        aside.empty()
         report("B", runs, "dask pipeline", "cellflow run", "B_ratio_dask_over_cellflow")
         dask_line = json.loads(runs["dask pipeline"][-1]["out"].strip().splitlines()[-1])
         print(f"  dask: threshold {dask_line.get('threshold')}, sum of region counts "
@@ -371,7 +394,6 @@ def main():
                      "A_ratio_vs_floor", "B_ratio_vs_floor"):
                 ratios[k] = float(v)
 
-    aside.empty()
     print("\n== summary (peer / cellflow, medians of whole processes, wall and CPU; > 1: cellflow faster;"
           " *_vs_floor: cellflow CPU / its floor, 1 = at the floor)")
     for k, v in ratios.items():
