@@ -19,11 +19,14 @@ void* load_library_beside(const void* anchor, const std::string& name, const cha
   if (dladdr(anchor, &info) != 0 && info.dli_fname != nullptr) {
     beside = std::filesystem::path(info.dli_fname).parent_path() / name;
     handle = ::dlopen(beside.c_str(), flags);
-    if (handle == nullptr) errors = ::dlerror();
+    // glibc keeps dlerror()'s message per thread.
+    if (handle == nullptr) errors = ::dlerror();  // NOLINT(concurrency-mt-unsafe)
   }
   if (handle == nullptr) {
     handle = ::dlopen(name.c_str(), flags);
-    if (handle == nullptr) errors += (errors.empty() ? "" : "; ") + std::string(::dlerror());
+    if (handle == nullptr)
+      errors +=
+          (errors.empty() ? "" : "; ") + std::string(::dlerror());  // NOLINT(concurrency-mt-unsafe)
   }
   if (handle == nullptr)
     throw Error(fmt::format("cannot load {} ({}): {}", beside.string(), purpose, errors));

@@ -44,7 +44,7 @@ bool available() {
 
 bool launched() {
   for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
-    if (std::getenv(var) != nullptr) return true;
+    if (std::getenv(var) != nullptr) return true;  // NOLINT(concurrency-mt-unsafe): read only
   return false;
 }
 
