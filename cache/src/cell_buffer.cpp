@@ -46,22 +46,36 @@ class BufferPool {
 
   /// A block of at least `bytes` (a multiple of the page size) of which the
   /// first `used` are the buffer's; `bytes` becomes the block's size. A pooled
-  /// block up to a quarter larger serves too: the padded inputs of cells at
+  /// block up to a quarter larger serves whole: the padded inputs of cells at
   /// the image's faces, edges and corners differ a little in size, and a warm
-  /// block beats fresh pages.
+  /// block beats fresh pages. One at least twice as large is split.
   void* take(size_t& bytes, size_t used) {
     void* p = nullptr;
     {
       std::lock_guard lock(mu_);
+      // Between the two, splitting would leave a piece too small for the
+      // sizes that alternate in a run (1 MiB cells and their 2 MiB padded
+      // inputs) and fragment the pool.
       auto it = by_size_.lower_bound(bytes);
-      if (it != by_size_.end() && it->first <= bytes + bytes / 4) {
+      if (it != by_size_.end() && it->first > bytes + bytes / 4)
+        it = by_size_.lower_bound(2 * bytes);
+      if (it != by_size_.end()) {
         const auto block = it->second.back();
         it->second.pop_back();
-        bytes = it->first;
+        const size_t size = it->first;
         if (it->second.empty()) by_size_.erase(it);
         p = block->data;
         order_.erase(block);
-        held_ -= bytes;
+        held_ -= size;
+        if (size <= bytes + bytes / 4) {
+          bytes = size;
+        } else {
+          // Its first `bytes` serve, the rest stays pooled as a block of its
+          // own, still warm (e.g. u8 mask cells made from freed f32 cells).
+          // Pages are unmapped one range at a time, so the pieces come and go
+          // independently.
+          add_locked(static_cast<std::byte*>(p) + bytes, size - bytes);
+        }
       }
     }
     if (p == nullptr) {
@@ -85,9 +99,7 @@ class BufferPool {
       if (bytes > limit_) {
         drop.push_back(Block{p, bytes});
       } else {
-        order_.push_back(Block{p, bytes});
-        by_size_[bytes].push_back(std::prev(order_.end()));
-        held_ += bytes;
+        add_locked(p, bytes);
         trim_locked(drop);
       }
     }
@@ -124,6 +136,13 @@ class BufferPool {
   static void unmap(const Block& b) {
     ASAN_UNPOISON_MEMORY_REGION(b.data, b.bytes);  // the range may be mapped again later
     ::munmap(b.data, b.bytes);
+  }
+
+  // Pools the block [p, p + bytes) as the most recently freed.
+  void add_locked(void* p, size_t bytes) {
+    order_.push_back(Block{p, bytes});
+    by_size_[bytes].push_back(std::prev(order_.end()));
+    held_ += bytes;
   }
 
   // Moves the oldest blocks into `drop` until at most limit_ bytes are held.

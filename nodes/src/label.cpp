@@ -205,6 +205,12 @@ int64_t layer_offset(const Shape& shape, const Dims& local, int d) {
   return off;
 }
 
+/// The calling thread's buffer of one cell's labels.
+std::vector<uint32_t>& thread_labels() {
+  thread_local std::vector<uint32_t> labels;
+  return labels;
+}
+
 /// The narrowest unsigned type that holds labels 0..count.
 DType narrow_dtype(uint32_t count) {
   return count <= std::numeric_limits<uint8_t>::max()    ? DType::kU8
@@ -238,12 +244,19 @@ class KeptLabels {
     const DType dtype = narrow_dtype(count);
     if (static_cast<size_t>(runs) * 2 * sizeof(uint32_t) <=
         static_cast<size_t>(shape.product()) * dtype_size(dtype)) {
-      runs_.reserve(static_cast<size_t>(runs) * 2);
-      for (size_t i = 0; i < labels.size();) {
+      // A cell buffer, not a vector: large ones come warm from the pool that
+      // the cells freed before them went back to (fresh pages cost more than
+      // this pass on a VM).
+      runs_ = CellBuffer::allocate(DType::kU32, Shape{runs * 2});
+      uint32_t* out = runs_.mutable_as<uint32_t>();
+      const uint32_t* in = labels.data();
+      const size_t n = labels.size();
+      for (size_t i = 0; i < n;) {
+        const uint32_t v = in[i];
         size_t j = i + 1;
-        while (j < labels.size() && labels[j] == labels[i]) ++j;
-        runs_.push_back(static_cast<uint32_t>(j - i));  // cells hold < 2^32 voxels (bind)
-        runs_.push_back(labels[i]);
+        while (j < n && in[j] == v) ++j;
+        *out++ = static_cast<uint32_t>(j - i);  // cells hold < 2^32 voxels (bind)
+        *out++ = v;
         i = j;
       }
       return;
@@ -257,7 +270,7 @@ class KeptLabels {
     });
   }
 
-  size_t bytes() const { return runs_.size() * sizeof(uint32_t) + image_.num_bytes(); }
+  size_t bytes() const { return runs_.num_bytes() + image_.num_bytes(); }
 
   /// Writes the final label of each voxel, table[local - 1] (0 stays 0), to `out`.
   void map(const std::vector<uint64_t>& table, CellBuffer& out) const {
@@ -265,9 +278,10 @@ class KeptLabels {
       using T = typename decltype(tag)::type;
       T* dst = out.mutable_as<T>();
       if (!image_) {
-        for (size_t k = 0; k < runs_.size(); k += 2) {
-          const uint32_t local = runs_[k + 1];
-          dst = std::fill_n(dst, runs_[k], local == 0 ? T{0} : static_cast<T>(table[local - 1]));
+        const uint32_t* runs = runs_.as<uint32_t>();
+        for (int64_t k = 0; k < runs_.num_elements(); k += 2) {
+          const uint32_t local = runs[k + 1];
+          dst = std::fill_n(dst, runs[k], local == 0 ? T{0} : static_cast<T>(table[local - 1]));
         }
         return;
       }
@@ -288,7 +302,7 @@ class KeptLabels {
   }
 
  private:
-  std::vector<uint32_t> runs_;  // (length, label) pairs; empty when image_ is set
+  CellBuffer runs_;  // (length, label) pairs; empty when image_ is set
   CellBuffer image_;
 };
 
@@ -364,7 +378,9 @@ class LabelKernel final : public NodeKernel {
     parallel_for_all(cells, [&](int64_t c) {
       const Box box = grid_.cell_box(grid_.cell_at(c));
       const Shape s = box.shape();
-      thread_local std::vector<uint32_t> labels;  // reused, see BoxLabeler::run
+      // The thread's buffer, reused (see BoxLabeler::run); named once here, as
+      // every use of a thread_local in a shared library asks for its address.
+      std::vector<uint32_t>& labels = thread_labels();
       CellSummary& sum = summary[static_cast<size_t>(c)];
       BoxLabeler labeler(s, full_);
       sum.count = labeler.run(image.get(grid_.cell_at(c)), labels, &sum.first);
@@ -382,18 +398,19 @@ class LabelKernel final : public NodeKernel {
         }
         f = detail::linear_offset(shape, g);
       }
+      // The boundary layers, each in C order over the layer.
       sum.layers.resize(static_cast<size_t>(2 * r));
+      const Box whole = Box::from_shape(s);
       for (int d = 0; d < r; ++d) {
-        Shape ls = s;
-        ls[d] = 1;
         for (int side = 0; side < 2; ++side) {
+          Dims lo(r, 0);
+          Dims hi = s;
+          lo[d] = side == 0 ? 0 : s[d] - 1;
+          hi[d] = lo[d] + 1;
+          const Box layer_box(lo, hi);
           auto& layer = sum.layers[static_cast<size_t>(2 * d + side)];
-          layer.reserve(static_cast<size_t>(ls.product()));
-          for_each_index(Box::from_shape(ls), [&](const Dims& i) {
-            Dims local = i;
-            local[d] = side == 0 ? 0 : s[d] - 1;
-            layer.push_back(labels[static_cast<size_t>(detail::linear_offset(s, local))]);
-          });
+          layer.resize(static_cast<size_t>(layer_box.volume()));
+          copy_region(labels.data(), whole, layer.data(), layer_box, layer_box, sizeof(uint32_t));
         }
       }
     });
@@ -535,7 +552,7 @@ class LabelKernel final : public NodeKernel {
       return;
     }
     add_one(work_counters().relabelled);
-    thread_local std::vector<uint32_t> labels;
+    std::vector<uint32_t>& labels = thread_labels();
     BoxLabeler labeler(out_box.shape(), full_);
     const uint32_t count = labeler.run(inputs[0].data, labels, nullptr);
     if (count != table.size()) {

@@ -207,9 +207,8 @@ TEST(CellBufferPool, AFreedLargeBufferIsReusedForTheSameSize) {
   for (int64_t i = 0; i < z.num_elements(); ++i) ASSERT_EQ(z.as<float>()[i], 0.0F) << i;
 }
 
-// A pooled block up to a quarter larger serves a smaller buffer (the padded
-// inputs of border cells differ a little in size); a block that would waste
-// more is left for its own size, and the larger block goes back whole.
+// A pooled block up to a quarter larger serves a smaller buffer whole (the
+// padded inputs of border cells differ a little in size) and goes back whole.
 TEST(CellBufferPool, ASlightlyLargerFreeBlockServesASmallerBuffer) {
   const PoolLimitGuard guard;
   CellBuffer::set_pool_limit(0);  // an empty pool: no block from earlier tests
@@ -219,18 +218,50 @@ TEST(CellBufferPool, ASlightlyLargerFreeBlockServesASmallerBuffer) {
     CellBuffer a = CellBuffer::allocate(DType::kF32, Shape{64, 64, 20});  // 320 KiB
     first = a.data();
   }
-  const size_t held = CellBuffer::pool_bytes();
+  EXPECT_EQ(CellBuffer::pool_bytes(), size_t{320} << 10);
   {
-    CellBuffer far = CellBuffer::allocate(DType::kF32, Shape{64, 64, 15});  // 240 KiB: 33 % less
-    EXPECT_NE(far.data(), first);
     CellBuffer near = CellBuffer::allocate(DType::kF32, Shape{64, 64, 17});  // 272 KiB: 18 % less
     EXPECT_EQ(near.data(), first);
+    EXPECT_EQ(CellBuffer::pool_bytes(), 0u);  // taken whole, not split
     near.mutable_as<float>()[near.num_elements() - 1] = 1.0F;
   }
-  // Both are back: the reused block at its full size, plus the 240 KiB one.
-  EXPECT_EQ(CellBuffer::pool_bytes(), held + (size_t{240} << 10));
+  EXPECT_EQ(CellBuffer::pool_bytes(), size_t{320} << 10);
   CellBuffer again = CellBuffer::allocate(DType::kF32, Shape{64, 64, 20});
   EXPECT_EQ(again.data(), first);
+}
+
+// A much larger pooled block is split: its first part serves the buffer and
+// the rest stays pooled (warm pages for e.g. u8 masks made after f32 cells were
+// freed); the pieces come back as blocks of their own sizes.
+TEST(CellBufferPool, AMuchLargerFreeBlockIsSplitToServeASmallerBuffer) {
+  const PoolLimitGuard guard;
+  CellBuffer::set_pool_limit(0);
+  CellBuffer::set_pool_limit(size_t{8} << 20);
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  const std::byte* first = nullptr;
+  {
+    CellBuffer a = CellBuffer::allocate(DType::kU8, Shape{kMiB});
+    first = a.data();
+  }
+  EXPECT_EQ(CellBuffer::pool_bytes(), size_t{1} << 20);
+  {
+    CellBuffer q1 = CellBuffer::allocate(DType::kU8, Shape{kMiB / 4});
+    EXPECT_EQ(q1.data(), first);
+    EXPECT_EQ(CellBuffer::pool_bytes(), size_t{768} << 10);
+    CellBuffer q2 = CellBuffer::allocate(DType::kU8, Shape{kMiB / 4});
+    EXPECT_EQ(q2.data(), first + kMiB / 4);  // the rest of the same block
+    EXPECT_EQ(CellBuffer::pool_bytes(), size_t{512} << 10);
+    // Both pieces are usable to their last byte and do not overlap.
+    std::memset(q1.mutable_data(), 1, static_cast<size_t>(kMiB / 4));
+    std::memset(q2.mutable_data(), 2, static_cast<size_t>(kMiB / 4));
+    EXPECT_EQ(q1.as<uint8_t>()[kMiB / 4 - 1], 1);
+    EXPECT_EQ(q2.as<uint8_t>()[0], 2);
+  }
+  EXPECT_EQ(CellBuffer::pool_bytes(), size_t{1} << 20);
+  // The pieces are not joined again: a 1 MiB buffer gets pages of its own.
+  CellBuffer whole = CellBuffer::allocate(DType::kU8, Shape{kMiB});
+  EXPECT_TRUE(whole.data() < first || whole.data() >= first + kMiB);
+  EXPECT_EQ(CellBuffer::pool_bytes(), size_t{1} << 20);
 }
 
 // A new block is mapped populated: filling a cell does not trap once per page
