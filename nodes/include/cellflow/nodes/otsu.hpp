@@ -8,6 +8,8 @@
 #include <span>
 #include <vector>
 
+#include "cellflow/cache/cell_buffer.hpp"
+
 namespace cellflow::nodes {
 
 /// The bins + 1 edges numpy.histogram uses for `bins` equal bins over
@@ -28,6 +30,11 @@ std::vector<double> histogram_centers(std::span<const double> edges, bool single
 /// histogram maximizes the between-class variance (the first such bin on
 /// ties). Voxels strictly above it form the foreground.
 /// REQUIRES: counts.size() == centers.size() >= 2, counts >= 0.
+/// Adds the voxels of `cell` to `counts` (one entry per bin of `edges`), each
+/// in the bin histogram_bin() gives it; NaN voxels are skipped.
+void add_to_histogram(const CellBuffer& cell, std::span<const double> edges,
+                      std::vector<int64_t>& counts);
+
 double otsu_threshold(std::span<const int64_t> counts, std::span<const double> centers);
 
 }  // namespace cellflow::nodes
