@@ -281,8 +281,11 @@ TEST(Scheduler, RootsStartWhenNeededInTheOrderTheirConsumersWereAdded) {
   }
   s.run();
   ASSERT_EQ(root_order.size(), static_cast<size_t>(kConsumers + 1));
-  // First consumers first: the first roots to start are positions 0..3.
-  for (size_t k = 0; k < 3; ++k) EXPECT_LE(root_order[k], 3) << "start " << k;
+  // First consumers first: the first roots to start are among the first few
+  // positions (added last; in the order added they would be 40, 39, ...).
+  // Not exactly 0..3: a thread preempted between taking a root and
+  // recording it lets the next root be recorded first (seen under load).
+  for (size_t k = 0; k < 3; ++k) EXPECT_LE(root_order[k], 2 * kThreads + 2) << "start " << k;
   // Roots stay a few ahead of the consumers (all of them would run at once
   // if every root were spawned at the start: they are instant, consumers not).
   EXPECT_LE(most_ahead, kThreads + 4);

@@ -170,13 +170,22 @@ class PosixEnv final : public Env {
       info.kind = EntryKind::kFolder;
       return info;
     }
-    const auto [dir, name] = split_parent(path);
-    Fd parent = open_folder(dir, false);
-    if (!parent.ok()) return info;
     struct stat st {};
-    if (::fstatat(parent.get(), std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT || errno == ENOTDIR) return info;
-      throw io_error(path, "inspect", errno);
+    // Asked for every cell a run plans: one openat2() where the kernel can
+    // (a link at the end is opened as itself, O_PATH | O_NOFOLLOW), so that a
+    // missing cell costs one call; else the folder, then the entry in it.
+    Fd fd;
+    if (open_file_beneath(path, O_PATH | O_NOFOLLOW | O_CLOEXEC, fd)) {
+      if (!fd.ok()) return info;
+      if (::fstat(fd.get(), &st) != 0) throw io_error(path, "inspect", errno);
+    } else {
+      const auto [dir, name] = split_parent(path);
+      Fd parent = open_folder(dir, false);
+      if (!parent.ok()) return info;
+      if (::fstatat(parent.get(), std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR) return info;
+        throw io_error(path, "inspect", errno);
+      }
     }
     info.kind = kind_of(st.st_mode);
     info.size = static_cast<uint64_t>(st.st_size);
@@ -199,23 +208,38 @@ class PosixEnv final : public Env {
   // The whole file, or its last `tail` bytes.
   std::optional<std::string> read_from(std::string_view path, std::optional<size_t> tail) {
     check_relative(path);
-    const auto [dir, name] = split_parent(path);
-    Fd parent = open_folder(dir, false);
-    if (!parent.ok()) return std::nullopt;
-    const std::string n(name);
+    constexpr int kFlags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
     struct stat st {};
-    if (::fstatat(parent.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
-      throw io_error(path, "inspect", errno);
+    // A look first, in one openat2() where the kernel can (a missing cell:
+    // one call): O_PATH opens nothing, so only a regular file is opened to be
+    // read. A link, or anything the kernel will not say, takes the walk,
+    // which names it.
+    Fd fd;
+    Fd look;
+    if (open_file_beneath(path, O_PATH | O_NOFOLLOW | O_CLOEXEC, look)) {
+      if (!look.ok()) return std::nullopt;
+      if (::fstat(look.get(), &st) != 0) throw io_error(path, "inspect", errno);
+      if (!S_ISREG(st.st_mode)) throw damage(path, kind_of(st.st_mode), "a file");
+      if (!open_file_beneath(path, kFlags, fd)) fd = Fd();  // (not expected: it just resolved)
+      if (!fd.ok() && errno != ENOENT) throw io_error(path, "open", errno);
+    } else {
+      const auto [dir, name] = split_parent(path);
+      Fd parent = open_folder(dir, false);
+      if (!parent.ok()) return std::nullopt;
+      const std::string n(name);
+      if (::fstatat(parent.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+        throw io_error(path, "inspect", errno);
+      }
+      if (!S_ISREG(st.st_mode)) throw damage(path, kind_of(st.st_mode), "a file");
+      fd = Fd(::openat(parent.get(), n.c_str(), kFlags));
+      if (!fd.ok()) {
+        if (errno == ENOENT) return std::nullopt;
+        if (errno == ELOOP) throw damage(path, EntryKind::kSymlink, "a file");
+        throw io_error(path, "open", errno);
+      }
     }
-    if (!S_ISREG(st.st_mode)) throw damage(path, kind_of(st.st_mode), "a file");
-    Fd fd(::openat(parent.get(), n.c_str(),
-                   O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-    if (!fd.ok()) {
-      if (errno == ENOENT) return std::nullopt;
-      if (errno == ELOOP) throw damage(path, EntryKind::kSymlink, "a file");
-      throw io_error(path, "open", errno);
-    }
+    if (!fd.ok()) return std::nullopt;
     if (::fstat(fd.get(), &st) != 0) throw io_error(path, "inspect", errno);
     if (!S_ISREG(st.st_mode)) throw damage(path, kind_of(st.st_mode), "a file");
     std::string out;
@@ -292,6 +316,9 @@ class PosixEnv final : public Env {
     const auto [dir, name] = split_parent(path);
     const std::string n(name);
     Fd fd;
+    // The lock file usually exists: one openat2() where the kernel can.
+    // Else (not there yet, or something in the way) it is made in its folder.
+    open_file_beneath(path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, fd);
     // ENOENT: the folder was removed (renamed away) after it was opened; open
     // it again (a bounded number of times) rather than fail the lock.
     for (int attempt = 0; attempt < 100 && !fd.ok(); ++attempt) {
