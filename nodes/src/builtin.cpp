@@ -78,6 +78,38 @@ std::vector<ParamSpec> space_param_specs() {
   };
 }
 
+ParamSpec block_cell_shape_param() {
+  return {"cell_shape", ParamType::kIntList, Value(),
+          "output cell shape, one entry per axis; default: per axis whole input cells covering "
+          "at least 128 input voxels, divided by the region and clipped to the output"};
+}
+
+Shape block_cell_shape(const Params& params, const Shape& input_cells,
+                       const std::vector<int64_t>& region, const Shape& output_shape) {
+  const int r = input_cells.rank();
+  if (params.has("cell_shape") && !params.get("cell_shape").is_null()) {
+    const std::vector<int64_t> cs = params.get_ints("cell_shape");
+    if (static_cast<int>(cs.size()) != r) {
+      throw InvalidArgument(fmt::format(
+          "param \"cell_shape\" must have one entry per axis ({}) (got {})", r, cs.size()));
+    }
+    for (int64_t v : cs) {
+      if (v < 1)
+        throw InvalidArgument(fmt::format("param \"cell_shape\" must be >= 1 (got {})", v));
+    }
+    return Shape::from(cs);
+  }
+  constexpr int64_t kMinSpan = 128;
+  Shape cells(r);
+  for (int d = 0; d < r; ++d) {
+    const int64_t in = input_cells[d];
+    const int64_t span = in * ((kMinSpan + in - 1) / in);  // input voxels per cell
+    cells[d] = std::clamp<int64_t>(span / region[static_cast<size_t>(d)], 1,
+                                   std::max<int64_t>(1, output_shape[d]));
+  }
+  return cells;
+}
+
 Space space_from_params(const Params& params, int rank) {
   Space space = Space::voxels(rank);
   if (params.has("spacing")) {

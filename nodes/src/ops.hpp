@@ -88,6 +88,20 @@ void for_each_row(const Shape& shape, Fn&& fn) {
   });
 }
 
+/// The `cell_shape` param of a per-block reduction (region.count,
+/// region.density).
+ParamSpec block_cell_shape_param();
+
+/// The output cell shape of a per-block reduction: its `cell_shape` param
+/// (validated: one entry >= 1 per axis), or by default, per axis, whole input
+/// cells and at least 128 input voxels per output cell, clipped to the output.
+/// Why not one input cell per output cell: with a 64^3 region over 64^3 cells
+/// every cell of the heatmap would be one voxel, a file of its own written,
+/// locked and committed for 4 bytes (at 512^3 two such nodes made 1,024 of a
+/// run's 2,560 cell files).
+Shape block_cell_shape(const Params& params, const Shape& input_cells,
+                       const std::vector<int64_t>& region, const Shape& output_shape);
+
 /// The input voxels behind `out_box` of an op whose output voxel i covers
 /// input block [i*block, (i+1)*block) per axis (region.density, region.count,
 /// downsample), clipped to the input's shape.

@@ -99,6 +99,7 @@ class RegionCountOp final : public Op {
     return {
         {"region", ParamType::kIntOrList, Value(),
          "block size in voxels: one number, or one per axis (each >= 1)", true},
+        detail::block_cell_shape_param(),
     };
   }
   int min_inputs() const override { return 1; }
@@ -120,12 +121,11 @@ class RegionCountOp final : public Op {
     info.dtype = DType::kU32;
     info.space = detail::block_space(in.space, region);
     info.shape = Shape(r);
-    info.cell_shape = Shape(r);
     for (int d = 0; d < r; ++d) {
       const int64_t k = region[static_cast<size_t>(d)];
       info.shape[d] = (in.shape[d] + k - 1) / k;
-      info.cell_shape[d] = std::max<int64_t>(1, in.cell_shape[d] / k);
     }
+    info.cell_shape = detail::block_cell_shape(params, in.cell_shape, region, info.shape);
     return std::make_unique<RegionCountKernel>(std::move(info), Dims::from(region), in.shape);
   }
 };

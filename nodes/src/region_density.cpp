@@ -119,8 +119,7 @@ class RegionDensityOp final : public Op {
     return {
         {"region", ParamType::kIntOrList, Value(),
          "block size in voxels: one number, or one per axis (each >= 1)", true},
-        {"cell_shape", ParamType::kIntList, Value(),
-         "output cell shape; default max(1, input cell shape / region) per axis"},
+        detail::block_cell_shape_param(),
     };
   }
   int min_inputs() const override { return 1; }
@@ -138,25 +137,11 @@ class RegionDensityOp final : public Op {
     info.dtype = DType::kF32;
     info.space = detail::block_space(in.space, region);
     info.shape = Shape(r);
-    info.cell_shape = Shape(r);
     for (int d = 0; d < r; ++d) {
       const int64_t k = region[static_cast<size_t>(d)];
       info.shape[d] = (in.shape[d] + k - 1) / k;
-      info.cell_shape[d] = std::max<int64_t>(1, in.cell_shape[d] / k);
     }
-    if (params.has("cell_shape") && !params.get("cell_shape").is_null()) {
-      const std::vector<int64_t> cs = params.get_ints("cell_shape");
-      if (static_cast<int>(cs.size()) != r) {
-        throw InvalidArgument(fmt::format(
-            "param \"cell_shape\" must have one entry per axis ({}) (got {})", r, cs.size()));
-      }
-      for (int64_t v : cs) {
-        if (v < 1) {
-          throw InvalidArgument(fmt::format("param \"cell_shape\" must be >= 1 (got {})", v));
-        }
-      }
-      info.cell_shape = Shape::from(cs);
-    }
+    info.cell_shape = detail::block_cell_shape(params, in.cell_shape, region, info.shape);
     return std::make_unique<RegionDensityKernel>(std::move(info), Dims::from(region), in.shape);
   }
 };

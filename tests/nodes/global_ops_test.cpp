@@ -305,24 +305,28 @@ TEST(RegionCount, DistinctLabelsPerBlockWhateverTheCellShape) {
           ((p[0] / region[0]) * out_shape[1] + p[1] / region[1]) * out_shape[2] + p[2] / region[2];
       sets[static_cast<size_t>(b)].insert(l);
     });
+    // Input cells of several shapes; output cells by default (one cell here:
+    // at least 128 input voxels per axis, clipped to the output) and given
+    // (several cells, not aligned with the input's).
     for (const Shape& cells : {Shape{13, 22, 17}, Shape{8, 10, 12}, Shape{3, 7, 5}}) {
-      GraphDef def;
-      def.add("labels", "test.volume", {}, test::volume_params(key, cells));
-      def.add("counts", "region.count", {"labels"},
-              Value(Value::Object{{"region", test::ints({4, 5, 6})}}));
-      const auto reg = test::make_volume_registry();
-      const Graph g = Graph::build(def, *reg);
-      const GraphNode& n = g.node("counts");
-      EXPECT_EQ(n.info.dtype, DType::kU32);
-      EXPECT_EQ(n.info.shape, out_shape);
-      EXPECT_EQ(n.info.cell_shape,
-                (Shape{std::max<int64_t>(1, cells[0] / 4), std::max<int64_t>(1, cells[1] / 5),
-                       std::max<int64_t>(1, cells[2] / 6)}));
-      auto img = g.image("counts");
-      const CellBuffer counts = img->read(img->grid().bounds());
-      for (size_t b = 0; b < sets.size(); ++b) {
-        EXPECT_EQ(counts.as<uint32_t>()[b], sets[b].size())
-            << "block " << b << ", cells " << cells.str();
+      for (const bool given : {false, true}) {
+        GraphDef def;
+        def.add("labels", "test.volume", {}, test::volume_params(key, cells));
+        Value::Object params{{"region", test::ints({4, 5, 6})}};
+        if (given) params.emplace_back("cell_shape", test::ints({3, 2, 1}));
+        def.add("counts", "region.count", {"labels"}, Value(params));
+        const auto reg = test::make_volume_registry();
+        const Graph g = Graph::build(def, *reg);
+        const GraphNode& n = g.node("counts");
+        EXPECT_EQ(n.info.dtype, DType::kU32);
+        EXPECT_EQ(n.info.shape, out_shape);
+        EXPECT_EQ(n.info.cell_shape, (given ? Shape{3, 2, 1} : out_shape));
+        auto img = g.image("counts");
+        const CellBuffer counts = img->read(img->grid().bounds());
+        for (size_t b = 0; b < sets.size(); ++b) {
+          EXPECT_EQ(counts.as<uint32_t>()[b], sets[b].size())
+              << "block " << b << ", cells " << cells.str() << (given ? ", cell_shape given" : "");
+        }
       }
     }
   }

@@ -330,7 +330,9 @@ TEST(RegionDensity, ForegroundFractionOfAMask) {
   const auto reg = test::make_test_registry();
   const Graph g = Graph::build(def, *reg);
   EXPECT_EQ(g.node("density").info.shape, (Dims{5, 6, 7}));  // ceil(36/8, 44/8, 52/8)
-  EXPECT_EQ(g.node("density").info.cell_shape, (Dims{2, 2, 2}));
+  // The default output cells cover at least 128 input voxels per axis (8 of
+  // the 16^3 input cells), clipped to the output: one cell here.
+  EXPECT_EQ(g.node("density").info.cell_shape, (Dims{5, 6, 7}));
   EXPECT_EQ(g.node("density").info.dtype, DType::kF32);
   const CellBuffer d = read_node(def, "density");
   const auto ref =
@@ -342,6 +344,37 @@ TEST(RegionDensity, ForegroundFractionOfAMask) {
     total += ref[i];
   }
   EXPECT_GT(total, 0.0);
+}
+
+// The default output cells of both per-block reductions: whole input cells
+// covering at least 128 input voxels per axis, clipped to the output. A 64^3
+// region over 64^3 cells (the heatmaps of compare_peers' B) gives cells of 2^3
+// voxels, not one file per voxel; `cell_shape` overrides it.
+TEST(RegionDensity, DefaultOutputCellsCoverAtLeast128InputVoxelsPerAxis) {
+  struct Case {
+    std::initializer_list<int64_t> shape, cells;
+    int64_t region;
+    Dims expected;
+  };
+  const auto reg = test::make_test_registry();
+  for (const Case& c : {Case{{512, 512, 512}, {64, 64, 64}, 64, {2, 2, 2}},
+                        Case{{512, 512, 512}, {32, 32, 32}, 16, {8, 8, 8}},
+                        Case{{512, 300, 200}, {256, 100, 50}, 10, {25, 20, 15}},
+                        Case{{256, 256, 256}, {64, 64, 64}, 512, {1, 1, 1}},
+                        Case{{40, 40, 40}, {8, 8, 8}, 4, {10, 10, 10}}}) {
+    for (const char* op : {"region.density", "region.count"}) {
+      GraphDef def;
+      def.add("raw", "synthetic.blobs", {}, blobs_params(c.shape, c.cells, 1, "u8"));
+      def.add("out", op, {"raw"}, Value(Value::Object{{"region", c.region}}));
+      EXPECT_EQ(Graph::build(def, *reg).node("out").info.cell_shape, c.expected)
+          << op << " region " << c.region;
+      def = GraphDef();
+      def.add("raw", "synthetic.blobs", {}, blobs_params(c.shape, c.cells, 1, "u8"));
+      def.add("out", op, {"raw"},
+              Value(Value::Object{{"region", c.region}, {"cell_shape", test::ints({1, 2, 3})}}));
+      EXPECT_EQ(Graph::build(def, *reg).node("out").info.cell_shape, (Dims{1, 2, 3})) << op;
+    }
+  }
 }
 
 TEST(RegionDensity, MeanOfAFloatImagePerAxisRegion) {

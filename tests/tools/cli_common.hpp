@@ -30,7 +30,8 @@ inline std::string example_graph_json(double above = 0.5, int seed = 5,
     {"id": "smooth", "op": "gaussian", "inputs": ["raw"], "params": {"sigma": 1.5}},
     {"id": "mask", "op": "threshold", "inputs": ["smooth"], "params": {"above": )" +
          to_json_compact(Value(above)) + R"(}},
-    {"id": "density", "op": "region.density", "inputs": ["mask"], "params": {"region": [8, 8, 8]}})" +
+    {"id": "density", "op": "region.density", "inputs": ["mask"],
+     "params": {"region": [8, 8, 8], "cell_shape": [2, 2, 2]}})" +
          extra_nodes + R"(
   ],
   "outputs": ["density"]
