@@ -8,6 +8,10 @@
 #include <fmt/format.h>
 #include <tbb/enumerable_thread_specific.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -111,6 +115,87 @@ double otsu_threshold(std::span<const int64_t> counts, std::span<const double> c
   return centers[best];
 }
 
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CELLFLOW_HAVE_AVX512_HISTOGRAM 1
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+/// Whether `edges` are histogram_edges(first, last, bins, true): the edges the
+/// vector loop computes for itself.
+bool simd_edges(std::span<const double> edges) {
+  const int bins = static_cast<int>(edges.size()) - 1;
+  const std::vector<double> made = histogram_edges(edges.front(), edges.back(), bins, true);
+  return std::equal(made.begin(), made.end(), edges.begin(), edges.end());
+}
+
+/// bin_of() for 8 f32 voxels at a time, its IEEE operations in its order (a
+/// subtract, then a multiply; the file is built without FMA contraction), with
+/// each bin's two edges computed as histogram_edges() computes them instead
+/// of gathered from memory: `edges` must be histogram_edges(lo, hi, bins,
+/// true) (checked by the caller). The voxels' bins go to `lanes` as in the
+/// scalar loop; returns how many leading voxels were done (a multiple of 8).
+// GCC 12's _mm512_cvtps_pd warns of an uninitialized operand in its own header.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wpsabi"
+// The edges of indexes k as histogram_edges makes them: k * step + lo (hi for
+// k == bins), rounded to float.
+__attribute__((target("avx512f,avx512vl"), always_inline)) inline __m512d edge_avx512(
+    __m256i k, __m512d step, __m512d lo, __m512d hi, __m256i bins) {
+  const __m512d e = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepi32_pd(k), step), lo);
+  const __mmask8 at_end = _mm256_cmpeq_epi32_mask(k, bins);
+  return _mm512_cvtps_pd(_mm512_cvtpd_ps(_mm512_mask_blend_pd(at_end, e, hi)));
+}
+
+__attribute__((target("avx512f,avx512vl"))) int64_t histogram_f32_avx512(
+    const float* p, int64_t n, double lo, double hi, int bins, double scale,
+    std::vector<int64_t>& lanes) {
+  const double step = (hi - lo) / bins;
+  const __m512d vlo = _mm512_set1_pd(lo);
+  const __m512d vhi = _mm512_set1_pd(hi);
+  const __m512d vscale = _mm512_set1_pd(scale);
+  const __m512d vstep = _mm512_set1_pd(step);
+  const __m256i vbins = _mm256_set1_epi32(bins);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i last = _mm256_set1_epi32(bins - 1);
+  alignas(32) int32_t idx[8];
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(p + j));
+    const __mmask8 ordered = _mm512_cmp_pd_mask(v, v, _CMP_ORD_Q);  // not NaN
+    const __m512d t = _mm512_mul_pd(_mm512_sub_pd(v, vlo), vscale);
+    __m256i i = _mm512_cvttpd_epi32(t);
+    i = _mm256_min_epi32(_mm256_max_epi32(i, zero), last);
+    // v < edges[i] (and i > 0): one bin down; else v >= edges[i + 1] (and
+    // i < bins - 1): one bin up.
+    const __mmask8 down =
+        _mm512_cmp_pd_mask(v, edge_avx512(i, vstep, vlo, vhi, vbins), _CMP_LT_OQ) &
+        _mm256_cmpgt_epi32_mask(i, zero);
+    const __mmask8 up =
+        static_cast<__mmask8>(~down) &
+        _mm512_cmp_pd_mask(v, edge_avx512(_mm256_add_epi32(i, one), vstep, vlo, vhi, vbins),
+                           _CMP_GE_OQ) &
+        _mm256_cmpgt_epi32_mask(last, i);
+    i = _mm256_mask_sub_epi32(i, down, i, one);
+    i = _mm256_mask_add_epi32(i, up, i, one);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(idx), i);
+    for (int k = 0; k < 8; ++k) {
+      if ((ordered >> k) & 1) ++lanes[static_cast<size_t>(((j + k) & 3) * bins + idx[k])];
+    }
+  }
+  return j;
+}
+#pragma GCC diagnostic pop
+#endif
+
+}  // namespace
+
 void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
                       std::vector<int64_t>& counts) {
   const int bins = static_cast<int>(edges.size()) - 1;
@@ -125,7 +210,14 @@ void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
     using T = typename decltype(tag)::type;
     const T* p = b.as<T>();
     const int64_t n = b.num_elements();
-    for (int64_t i = 0; i < n; ++i) {
+    int64_t first = 0;
+#ifdef CELLFLOW_HAVE_AVX512_HISTOGRAM
+    if constexpr (std::is_same_v<T, float>) {
+      if (cpu_has_avx512() && simd_edges(edges))
+        first = histogram_f32_avx512(p, n, lo, edges.back(), bins, scale, lanes);
+    }
+#endif
+    for (int64_t i = first; i < n; ++i) {
       const T v = p[i];
       if constexpr (std::is_floating_point_v<T>) {
         if (std::isnan(v)) continue;

@@ -195,11 +195,18 @@ TEST(Otsu, HistogramOfSmoothRunsMatchesASearchInTheEdges) {
     for (int i = 0; i <= 3000; ++i) v.push_back(lo + (hi - lo) * i / 3000.0);  // a ramp
     for (int k = 0; k <= bins; ++k) {  // runs on each edge and a step either side of it
       const double e = edges[static_cast<size_t>(k)];
+      // The neighbouring values of the data's own type (floats for f32).
+      const auto next = [&](double toward) {
+        return f32 ? static_cast<double>(
+                         std::nextafter(static_cast<float>(e), static_cast<float>(toward)))
+                   : std::nextafter(e, toward);
+      };
       for (int j = 0; j < 5; ++j) v.push_back(e);
-      v.push_back(std::nextafter(e, -1e300));
+      v.push_back(next(-1e30));
       v.push_back(e);
-      v.push_back(std::nextafter(e, 1e300));
+      v.push_back(next(1e30));
       v.push_back(e);
+      for (int j = 0; j < 9; ++j) v.push_back(next(-1e30));  // a run just below the edge
     }
     if (!integer) {
       v.insert(v.begin() + 1500, 3, nan);
