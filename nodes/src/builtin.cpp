@@ -80,8 +80,9 @@ std::vector<ParamSpec> space_param_specs() {
 
 ParamSpec block_cell_shape_param() {
   return {"cell_shape", ParamType::kIntList, Value(),
-          "output cell shape, one entry per axis; default: per axis whole input cells covering "
-          "at least 128 input voxels, divided by the region and clipped to the output"};
+          "output cell shape, one entry per axis; default: one input cell along the first axis "
+          "and whole input cells covering at least 128 input voxels along the others, divided "
+          "by the region and clipped to the output"};
 }
 
 Shape block_cell_shape(const Params& params, const Shape& input_cells,
@@ -103,7 +104,10 @@ Shape block_cell_shape(const Params& params, const Shape& input_cells,
   Shape cells(r);
   for (int d = 0; d < r; ++d) {
     const int64_t in = input_cells[d];
-    const int64_t span = in * ((kMinSpan + in - 1) / in);  // input voxels per cell
+    // Along the first axis one input cell: a run makes the cells in raster
+    // order, so an output cell spanning slabs would hold a slab of its input
+    // in memory until the next one is done.
+    const int64_t span = d == 0 && r > 1 ? in : in * ((kMinSpan + in - 1) / in);
     cells[d] = std::clamp<int64_t>(span / region[static_cast<size_t>(d)], 1,
                                    std::max<int64_t>(1, output_shape[d]));
   }

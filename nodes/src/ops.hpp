@@ -93,8 +93,9 @@ void for_each_row(const Shape& shape, Fn&& fn) {
 ParamSpec block_cell_shape_param();
 
 /// The output cell shape of a per-block reduction: its `cell_shape` param
-/// (validated: one entry >= 1 per axis), or by default, per axis, whole input
-/// cells and at least 128 input voxels per output cell, clipped to the output.
+/// (validated: one entry >= 1 per axis), or by default one input cell along
+/// the first axis and, along the others, whole input cells and at least 128
+/// input voxels per output cell; clipped to the output.
 /// Why not one input cell per output cell: with a 64^3 region over 64^3 cells
 /// every cell of the heatmap would be one voxel, a file of its own written,
 /// locked and committed for 4 bytes (at 512^3 two such nodes made 1,024 of a

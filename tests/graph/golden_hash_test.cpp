@@ -97,11 +97,11 @@ const std::map<std::string, std::string> kGoldenHashes = {
     {"labels", "636f1e9864518c69f3ae1310cd06133c"},
     {"sum", "0e4c8cb16b75452e14fb9d5360178eb7"},
     {"scaled", "1cc2b4152094f428004394d85d6d4790"},
-    // Not the recipe: the node's default output cells changed (2026-12-04,
-    // whole input cells covering >= 128 voxels per axis instead of one input
-    // cell each; the cell shape is part of a node's identity). Was
-    // 8fd1860d7a3c54876e377f02856d98f0 with cells (1, 2, 1).
-    {"density", "077b063acfb984321ff6d8f56695cce1"},
+    // Not the recipe: the node's default output cells changed (2026-12-04:
+    // along axes 1.. whole input cells covering >= 128 voxels instead of one
+    // input cell; the cell shape is part of a node's identity). Was
+    // 8fd1860d7a3c54876e377f02856d98f0 with cells (1, 2, 1), now (1, 5, 2).
+    {"density", "11e51e95b26af4db8ec50152becffb1e"},
     {"objects", "c670213518e8a96e83d2035ec3de16ba"},
     {"zarr_in", "832ef8c4f09d217e39f62fccfc3b53f6"},
     {"image_in", "c9c2f3eebfc0a9b9a2300aa114abec1d"},

@@ -330,9 +330,9 @@ TEST(RegionDensity, ForegroundFractionOfAMask) {
   const auto reg = test::make_test_registry();
   const Graph g = Graph::build(def, *reg);
   EXPECT_EQ(g.node("density").info.shape, (Dims{5, 6, 7}));  // ceil(36/8, 44/8, 52/8)
-  // The default output cells cover at least 128 input voxels per axis (8 of
-  // the 16^3 input cells), clipped to the output: one cell here.
-  EXPECT_EQ(g.node("density").info.cell_shape, (Dims{5, 6, 7}));
+  // The default output cells: one 16-voxel input cell along axis 0, at least
+  // 128 input voxels (8 cells) along the others, clipped to the output.
+  EXPECT_EQ(g.node("density").info.cell_shape, (Dims{2, 6, 7}));
   EXPECT_EQ(g.node("density").info.dtype, DType::kF32);
   const CellBuffer d = read_node(def, "density");
   const auto ref =
@@ -346,10 +346,12 @@ TEST(RegionDensity, ForegroundFractionOfAMask) {
   EXPECT_GT(total, 0.0);
 }
 
-// The default output cells of both per-block reductions: whole input cells
-// covering at least 128 input voxels per axis, clipped to the output. A 64^3
-// region over 64^3 cells (the heatmaps of compare_peers' B) gives cells of 2^3
-// voxels, not one file per voxel; `cell_shape` overrides it.
+// The default output cells of both per-block reductions: one input cell along
+// the first axis (a run makes cells in raster order: spanning slabs would keep
+// a slab of input in memory), whole input cells covering at least 128 input
+// voxels along the others, clipped to the output. A 64^3 region over 64^3
+// cells (the heatmaps of compare_peers' B) gives cells of 1x2x2 voxels, not
+// one file per voxel; `cell_shape` overrides it.
 TEST(RegionDensity, DefaultOutputCellsCoverAtLeast128InputVoxelsPerAxis) {
   struct Case {
     std::initializer_list<int64_t> shape, cells;
@@ -357,11 +359,11 @@ TEST(RegionDensity, DefaultOutputCellsCoverAtLeast128InputVoxelsPerAxis) {
     Dims expected;
   };
   const auto reg = test::make_test_registry();
-  for (const Case& c : {Case{{512, 512, 512}, {64, 64, 64}, 64, {2, 2, 2}},
-                        Case{{512, 512, 512}, {32, 32, 32}, 16, {8, 8, 8}},
+  for (const Case& c : {Case{{512, 512, 512}, {64, 64, 64}, 64, {1, 2, 2}},
+                        Case{{512, 512, 512}, {32, 32, 32}, 16, {2, 8, 8}},
                         Case{{512, 300, 200}, {256, 100, 50}, 10, {25, 20, 15}},
                         Case{{256, 256, 256}, {64, 64, 64}, 512, {1, 1, 1}},
-                        Case{{40, 40, 40}, {8, 8, 8}, 4, {10, 10, 10}}}) {
+                        Case{{40, 40, 40}, {8, 8, 8}, 4, {2, 10, 10}}}) {
     for (const char* op : {"region.density", "region.count"}) {
       GraphDef def;
       def.add("raw", "synthetic.blobs", {}, blobs_params(c.shape, c.cells, 1, "u8"));
