@@ -101,16 +101,23 @@ class BoxLabeler {
     add_one(work_counters().labelled);
     // The thread's buffer: kept mapped between cells (one cell's labels at a
     // time per thread), so that each cell does not fault in fresh pages.
+    // The pad around the box must read 0; the scan writes every voxel inside
+    // it, so the buffer is cleared only when the padded shape changes (the
+    // halo of one shape is inside another's).
     thread_local std::vector<uint32_t> pad;
+    thread_local Shape pad_shape;
     pad_ = &pad;
-    pad.assign(static_cast<size_t>(padded_.product()), 0);
+    if (!(pad_shape == padded_) || pad.size() != static_cast<size_t>(padded_.product())) {
+      pad.assign(static_cast<size_t>(padded_.product()), 0);
+      pad_shape = padded_;
+    }
     parent_.assign(1, 0);
     dispatch_dtype(in.dtype(), [&](auto tag) {
       using T = typename decltype(tag)::type;
       scan(in.as<T>());
     });
     // Pass 2: resolve provisional labels, numbered by first appearance.
-    labels.assign(static_cast<size_t>(shape_.product()), 0);
+    labels.resize(static_cast<size_t>(shape_.product()));  // every voxel is written below
     std::vector<uint32_t> remap(parent_.size(), 0);
     uint32_t count = 0;
     const int64_t len = shape_[shape_.rank() - 1];
@@ -119,7 +126,10 @@ class BoxLabeler {
       uint32_t* dst = labels.data() + offset;
       for (int64_t x = 0; x < len; ++x) {
         const uint32_t l = p[x];
-        if (l == 0) continue;
+        if (l == 0) {
+          dst[x] = 0;
+          continue;
+        }
         const uint32_t root = find(l);
         if (remap[root] == 0) {
           remap[root] = ++count;
@@ -164,7 +174,10 @@ class BoxLabeler {
       uint32_t* p = pad_->data() + padded_row(row);
       const T* s = src + offset;
       for (int64_t x = 0; x < len; ++x) {
-        if (s[x] == T{0}) continue;
+        if (s[x] == T{0}) {
+          p[x] = 0;  // what a previous cell left here
+          continue;
+        }
         uint32_t lab = 0;
         for (const int64_t off : offsets_) {
           const uint32_t n = p[x + off];
