@@ -53,9 +53,10 @@ class BufferPool {
     void* p = nullptr;
     {
       std::lock_guard lock(mu_);
-      // Between the two, splitting would leave a piece too small for the
-      // sizes that alternate in a run (1 MiB cells and their 2 MiB padded
-      // inputs) and fragment the pool.
+      // The smallest block up to a quarter larger; failing that, the smallest
+      // at least twice as large, to be split. Blocks in between are left
+      // alone: splitting them would leave pieces too small for the sizes that
+      // alternate in a run (1 MiB cells and their 2 MiB padded inputs).
       auto it = by_size_.lower_bound(bytes);
       if (it != by_size_.end() && it->first > bytes + bytes / 4)
         it = by_size_.lower_bound(2 * bytes);

@@ -283,7 +283,10 @@ class KeptLabels {
     });
   }
 
-  size_t bytes() const { return runs_.num_bytes() + image_.num_bytes(); }
+  size_t bytes() const {
+    // (An empty CellBuffer has rank 0: one element by its shape, no bytes here.)
+    return (runs_ ? runs_.num_bytes() : 0) + (image_ ? image_.num_bytes() : 0);
+  }
 
   /// Writes the final label of each voxel, table[local - 1] (0 stays 0), to `out`.
   void map(const std::vector<uint64_t>& table, CellBuffer& out) const {
