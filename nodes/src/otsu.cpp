@@ -133,12 +133,6 @@ bool simd_edges(std::span<const double> edges) {
   return std::equal(made.begin(), made.end(), edges.begin(), edges.end());
 }
 
-/// bin_of() for 8 f32 voxels at a time, its IEEE operations in its order (a
-/// subtract, then a multiply; the file is built without FMA contraction), with
-/// each bin's two edges computed as histogram_edges() computes them instead
-/// of gathered from memory: `edges` must be histogram_edges(lo, hi, bins,
-/// true) (checked by the caller). The voxels' bins go to `lanes` as in the
-/// scalar loop; returns how many leading voxels were done (a multiple of 8).
 // GCC 12's _mm512_cvtps_pd warns of an uninitialized operand in its own header.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -152,6 +146,12 @@ __attribute__((target("avx512f,avx512vl"), always_inline)) inline __m512d edge_a
   return _mm512_cvtps_pd(_mm512_cvtpd_ps(_mm512_mask_blend_pd(at_end, e, hi)));
 }
 
+/// bin_of() for 8 f32 voxels at a time, its IEEE operations in its order (a
+/// subtract, then a multiply; the file is built without FMA contraction), with
+/// each bin's two edges computed as histogram_edges() computes them instead
+/// of gathered from memory: `edges` must be histogram_edges(lo, hi, bins,
+/// true) (checked by the caller). The voxels' bins go to `lanes` as in the
+/// scalar loop; returns how many leading voxels were done (a multiple of 8).
 __attribute__((target("avx512f,avx512vl"))) int64_t histogram_f32_avx512(
     const float* p, int64_t n, double lo, double hi, int bins, double scale,
     std::vector<int64_t>& lanes) {
