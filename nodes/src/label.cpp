@@ -261,7 +261,7 @@ class KeptLabels {
       // the cells freed before them went back to (fresh pages cost more than
       // this pass on a VM).
       runs_ = CellBuffer::allocate(DType::kU32, Shape{runs * 2});
-      uint32_t* out = runs_.mutable_as<uint32_t>();
+      auto* out = runs_.mutable_as<uint32_t>();
       const uint32_t* in = labels.data();
       const size_t n = labels.size();
       for (size_t i = 0; i < n;) {
@@ -294,7 +294,7 @@ class KeptLabels {
       using T = typename decltype(tag)::type;
       T* dst = out.mutable_as<T>();
       if (!image_) {
-        const uint32_t* runs = runs_.as<uint32_t>();
+        const auto* runs = runs_.as<uint32_t>();
         for (int64_t k = 0; k < runs_.num_elements(); k += 2) {
           const uint32_t local = runs[k + 1];
           dst = std::fill_n(dst, runs[k], local == 0 ? T{0} : static_cast<T>(table[local - 1]));
