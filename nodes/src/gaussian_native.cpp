@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cellflow/nodes/gaussian_kernel.hpp"
+#include "cpu_features.hpp"
 #include "gaussian_separable.hpp"
 
 namespace cellflow::nodes {
@@ -100,10 +101,6 @@ __attribute__((target("avx512f"))) void weighted_sum_avx512(const float* const* 
 
 #pragma GCC diagnostic pop
 
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
 #endif
 
 // detail::GaussianPass with ITK's arithmetic.
@@ -113,7 +110,7 @@ void pass(const float* src, const detail::Region3& s, float* dst, const detail::
   detail::for_each_run(src, s, dst, d, a, (ntaps - 1) / 2,
                        [&](const float* const* taps, float* out, int64_t n) {
 #ifdef CELLFLOW_HAVE_AVX512_SUM
-                         if (cpu_has_avx512()) {
+                         if (detail::cpu_has_avx512f()) {
                            weighted_sum_avx512(taps, c.data(), ntaps, out, n);
                            return;
                          }
