@@ -107,7 +107,7 @@ class BoxLabeler {
     thread_local std::vector<uint32_t> pad;
     thread_local Shape pad_shape;
     pad_ = &pad;
-    if (!(pad_shape == padded_) || pad.size() != static_cast<size_t>(padded_.product())) {
+    if (!(pad_shape == padded_)) {
       pad.assign(static_cast<size_t>(padded_.product()), 0);
       pad_shape = padded_;
     }

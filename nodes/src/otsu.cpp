@@ -23,6 +23,7 @@
 #include "cellflow/cache/cached_cell_image.hpp"
 #include "cellflow/cache/dtype_dispatch.hpp"
 #include "cellflow/cache/parallel.hpp"
+#include "cpu_features.hpp"
 #include "global_range.hpp"
 #include "ops.hpp"
 
@@ -120,11 +121,6 @@ namespace {
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CELLFLOW_HAVE_AVX512_HISTOGRAM 1
 
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-  return has;
-}
-
 /// Whether `edges` are histogram_edges(first, last, bins, true): the edges the
 /// vector loop computes for itself.
 bool simd_edges(std::span<const double> edges) {
@@ -151,10 +147,13 @@ __attribute__((target("avx512f,avx512vl"), always_inline)) inline __m512d edge_a
 /// each bin's two edges computed as histogram_edges() computes them instead
 /// of gathered from memory: `edges` must be histogram_edges(lo, hi, bins,
 /// true) (checked by the caller). The voxels' bins go to `lanes` as in the
-/// scalar loop; returns how many leading voxels were done (a multiple of 8).
-__attribute__((target("avx512f,avx512vl"))) int64_t histogram_f32_avx512(
-    const float* p, int64_t n, double lo, double hi, int bins, double scale,
-    std::vector<int64_t>& lanes) {
+/// scalar loop (HistogramBins::add); returns how many leading voxels were
+/// done (a multiple of 8).
+__attribute__((target("avx512f,avx512vl"))) int64_t histogram_f32_avx512(const float* p, int64_t n,
+                                                                         double lo, double hi,
+                                                                         int bins, double scale,
+                                                                         int64_t* lanes,
+                                                                         int64_t lane_mask) {
   const double step = (hi - lo) / bins;
   const __m512d vlo = _mm512_set1_pd(lo);
   const __m512d vhi = _mm512_set1_pd(hi);
@@ -186,7 +185,7 @@ __attribute__((target("avx512f,avx512vl"))) int64_t histogram_f32_avx512(
     i = _mm256_mask_add_epi32(i, up, i, one);
     _mm256_store_si256(reinterpret_cast<__m256i*>(idx), i);
     for (int k = 0; k < 8; ++k) {
-      if ((ordered >> k) & 1) ++lanes[static_cast<size_t>(((j + k) & 3) * bins + idx[k])];
+      if ((ordered >> k) & 1) ++lanes[((j + k) & lane_mask) * bins + idx[k]];
     }
   }
   return j;
@@ -196,16 +195,32 @@ __attribute__((target("avx512f,avx512vl"))) int64_t histogram_f32_avx512(
 
 }  // namespace
 
-void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
-                      std::vector<int64_t>& counts) {
-  const int bins = static_cast<int>(edges.size()) - 1;
-  const double lo = edges.front();
-  const double scale = bins / (edges.back() - lo);
+HistogramBins::HistogramBins(std::span<const double> edges)
+    : edges_(edges),
+      bins_(static_cast<int>(edges.size()) - 1),
+      lo_(edges.front()),
+      scale_(bins_ / (edges.back() - lo_)),
+      simd_(false) {
+#ifdef CELLFLOW_HAVE_AVX512_HISTOGRAM
+  simd_ = detail::cpu_has_avx512vl() && simd_edges(edges);
+#endif
+}
+
+void HistogramBins::add(const CellBuffer& b, std::vector<int64_t>& counts) const {
+  const int bins = bins_;
   // Neighbouring voxels fall in the same bin: four interleaved sets of
   // counts keep the increments from waiting on each other. (Testing each
   // voxel against its predecessor's bin first was slower: on smoothed data
-  // the bin changes too often for the branch to be predicted.)
-  std::vector<int64_t> lanes(4 * static_cast<size_t>(bins), 0);
+  // the bin changes too often for the branch to be predicted.) Up to 4,096
+  // bins: a bigger histogram is counted in place, not copied four times.
+  constexpr int kMaxLaneBins = 4096;
+  const int64_t lane_mask = bins <= kMaxLaneBins ? 3 : 0;
+  std::vector<int64_t> lanes;
+  int64_t* base = counts.data();
+  if (lane_mask != 0) {
+    lanes.assign(4 * static_cast<size_t>(bins), 0);
+    base = lanes.data();
+  }
   dispatch_dtype(b.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* p = b.as<T>();
@@ -213,8 +228,8 @@ void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
     int64_t first = 0;
 #ifdef CELLFLOW_HAVE_AVX512_HISTOGRAM
     if constexpr (std::is_same_v<T, float>) {
-      if (cpu_has_avx512() && simd_edges(edges))
-        first = histogram_f32_avx512(p, n, lo, edges.back(), bins, scale, lanes);
+      if (simd_)
+        first = histogram_f32_avx512(p, n, lo_, edges_.back(), bins, scale_, base, lane_mask);
     }
 #endif
     for (int64_t i = first; i < n; ++i) {
@@ -222,13 +237,19 @@ void add_to_histogram(const CellBuffer& b, std::span<const double> edges,
       if constexpr (std::is_floating_point_v<T>) {
         if (std::isnan(v)) continue;
       }
-      const int bin = bin_of(edges.data(), bins, lo, scale, static_cast<double>(v));
-      ++lanes[static_cast<size_t>((i & 3) * bins + bin)];
+      ++base[(i & lane_mask) * bins +
+             bin_of(edges_.data(), bins, lo_, scale_, static_cast<double>(v))];
     }
   });
+  if (lane_mask == 0) return;
   for (int l = 0; l < 4; ++l)
     for (int k = 0; k < bins; ++k)
       counts[static_cast<size_t>(k)] += lanes[static_cast<size_t>(l * bins + k)];
+}
+
+void add_to_histogram(const CellBuffer& cell, std::span<const double> edges,
+                      std::vector<int64_t>& counts) {
+  HistogramBins(edges).add(cell, counts);
 }
 
 namespace {
@@ -256,11 +277,11 @@ class OtsuKernel final : public NodeKernel {
       // Pass 2: the histogram; integer counts make the sum order irrelevant.
       const bool single = image.dtype() == DType::kF32;
       const std::vector<double> edges = histogram_edges(all.lo, all.hi, bins_, single);
+      const HistogramBins binner(edges);
       tbb::enumerable_thread_specific<std::vector<int64_t>> local(
           [&] { return std::vector<int64_t>(static_cast<size_t>(bins_), 0); });
-      parallel_for_all(cells, [&](int64_t c) {
-        add_to_histogram(image.get(grid.cell_at(c)), edges, local.local());
-      });
+      parallel_for_all(cells,
+                       [&](int64_t c) { binner.add(image.get(grid.cell_at(c)), local.local()); });
       std::vector<int64_t> counts(static_cast<size_t>(bins_), 0);
       for (const auto& l : local) {
         for (size_t i = 0; i < counts.size(); ++i) counts[i] += l[i];

@@ -30,8 +30,24 @@ std::vector<double> histogram_centers(std::span<const double> edges, bool single
 /// histogram maximizes the between-class variance (the first such bin on
 /// ties). Voxels strictly above it form the foreground.
 /// REQUIRES: counts.size() == centers.size() >= 2, counts >= 0.
-/// Adds the voxels of `cell` to `counts` (one entry per bin of `edges`), each
-/// in the bin histogram_bin() gives it; NaN voxels are skipped.
+/// The bins of `edges` (as histogram_edges() makes them), set up once for the
+/// cells of one histogram. `edges` must outlive it.
+class HistogramBins {
+ public:
+  explicit HistogramBins(std::span<const double> edges);
+  /// Adds the voxels of `cell` to `counts` (one entry per bin), each in the
+  /// bin histogram_bin() gives it; NaN voxels are skipped.
+  void add(const CellBuffer& cell, std::vector<int64_t>& counts) const;
+
+ private:
+  std::span<const double> edges_;
+  int bins_;
+  double lo_;
+  double scale_;
+  bool simd_;  // f32 cells binned by the vector loop (AVX-512, single-precision edges)
+};
+
+/// HistogramBins(edges).add(cell, counts).
 void add_to_histogram(const CellBuffer& cell, std::span<const double> edges,
                       std::vector<int64_t>& counts);
 
